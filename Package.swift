@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "peftpack",
+    products: [
+        .library(name: "PeftPack", targets: ["PeftPack"]),
+        .executable(name: "peftpack", targets: ["peftpack"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries, each behind a system-library module found with pkg-config.
+        .systemLibrary(
+            name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(
+            name: "CXXHash", path: "Sources/CXXHash", pkgConfig: "libxxhash",
+            providers: [.apt(["libxxhash-dev"])]),
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+        // Vectorized dtype conversion kernels (F16C/AVX2 with a portable fallback).
+        .target(
+            name: "CDTypeKernels", path: "Sources/CDTypeKernels",
+            cSettings: [.unsafeFlags(["-O3"])]),
+        .target(
+            name: "PeftPack",
+            dependencies: ["CZstd", "CXXHash", "COpenBLAS", "CDTypeKernels"],
+            path: "Sources/PeftPack"),
+        .executableTarget(
+            name: "peftpack",
+            dependencies: [
+                "PeftPack",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/peftpack"),
+        .testTarget(
+            name: "PeftPackTests",
+            dependencies: ["PeftPack"],
+            path: "Tests/PeftPackTests"),
+    ]
+)

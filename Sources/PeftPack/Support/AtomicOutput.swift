@@ -1,0 +1,99 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// Writes a file so that readers see either the old state or the complete new file, never a
+/// partial one: data goes to a temporary file in the destination's folder, is fsync'ed, then
+/// renamed over the destination. A crash leaves at most a `.tmp` file behind, never a half output.
+public final class AtomicFileWriter {
+    public let destination: String
+    public let temporaryPath: String
+    private var fd: Int32
+    private var finished = false
+    public private(set) var bytesWritten = 0
+
+    public init(destination: String) throws {
+        self.destination = destination
+        let url = URL(fileURLWithPath: destination)
+        let folder = url.deletingLastPathComponent().path
+        let unique = "\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        temporaryPath = folder + "/." + url.lastPathComponent + "." + unique + ".tmp"
+        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw FileAccessError.cannotOpen(path: destination, reason: systemErrorText())
+        }
+    }
+
+    deinit {
+        if !finished { abandon() }
+    }
+
+    public func write(_ buffer: UnsafeRawBufferPointer) throws {
+        var remaining = buffer
+        while !remaining.isEmpty {
+            let written = Glibc.write(fd, remaining.baseAddress, remaining.count)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw FileAccessError.ioFailed(path: destination, operation: "write", reason: systemErrorText())
+            }
+            remaining = UnsafeRawBufferPointer(rebasing: remaining[written...])
+            bytesWritten += written
+        }
+    }
+
+    public func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    /// Writes at an absolute offset without moving the append position (used to fill in a
+    /// preamble once the rest of the file is known).
+    public func write(_ bytes: [UInt8], at offset: Int) throws {
+        try bytes.withUnsafeBytes { buffer in
+            var done = 0
+            while done < buffer.count {
+                let written = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    throw FileAccessError.ioFailed(path: destination, operation: "write", reason: systemErrorText())
+                }
+                done += written
+            }
+        }
+    }
+
+    /// Makes the file durable and moves it into place.
+    public func commit() throws {
+        precondition(!finished)
+        guard fsync(fd) == 0 else {
+            throw FileAccessError.ioFailed(path: destination, operation: "fsync", reason: systemErrorText())
+        }
+        close(fd)
+        finished = true
+        guard rename(temporaryPath, destination) == 0 else {
+            let reason = systemErrorText()
+            unlink(temporaryPath)
+            throw FileAccessError.ioFailed(path: destination, operation: "rename", reason: reason)
+        }
+        syncFolder(of: destination)
+    }
+
+    /// Discards everything written so far.
+    public func abandon() {
+        guard !finished else { return }
+        finished = true
+        close(fd)
+        unlink(temporaryPath)
+    }
+}
+
+/// fsync on the folder makes a rename durable.
+func syncFolder(of path: String) {
+    let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    let fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { return }
+    fsync(fd)
+    close(fd)
+}
