@@ -1,0 +1,30 @@
+import ArgumentParser
+import Foundation
+import PeftPack
+
+/// Runs a command body and turns errors into the documented exit codes with one line on stderr:
+/// input errors (UserFacingError) exit with their code (2 unless stated), anything else is an
+/// internal error (3).
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as UserFacingError {
+        printError(error.description)
+        throw ExitCode(error.exitCode)
+    } catch let error as CleanExit {
+        throw error
+    } catch {
+        printError("internal error: \(error)")
+        throw ExitCode(3)
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("peftpack: error: \(message)\n".utf8))
+}
+
+func printWarning(_ message: String) {
+    FileHandle.standardError.write(Data("peftpack: warning: \(message)\n".utf8))
+}
