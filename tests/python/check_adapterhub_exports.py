@@ -1,0 +1,48 @@
+"""Round trip through peftpack, judged by AdapterHub itself: every AdapterHub fixture adapter (both
+the pickled .bin and the safetensors variant) is imported into a pack and exported back; the
+exported folder must load with `model.load_adapter` and reproduce the reference output.
+
+Runs in .venv/adapters (adapters pins transformers 4.57). Tolerance 1e-5 (absolute), the
+generator's bound for reloading a saved adapter: the tensors are bit-identical, so only BLAS
+reduction order can differ."""
+import sys
+
+import adapters
+import torch
+
+from common import CASES, Tally, load_base, model_output, reference, run_peftpack, scratch_dir
+
+TOLERANCE = 1e-5
+
+
+def check_case(case: str, variant: str, work):
+    tensors, metadata = reference(case)
+    pack = work / f"{case}-{variant}.peftpack"
+    exported = work / f"{case}-{variant}-export"
+    run_peftpack("import", str(CASES / case / variant), "-o", str(pack))
+    run_peftpack("export", str(pack), "-o", str(exported), "--format", "adapterhub")
+    model = load_base(metadata)
+    adapters.init(model)
+    use_safetensors = (exported / "adapter.safetensors").exists()
+    name = model.load_adapter(str(exported), use_safetensors=use_safetensors)
+    model.set_active_adapters(name)
+    output = model_output(model.eval(), tensors["input_ids"], metadata["output"])
+    error = (output - tensors["output_adapter"]).abs().max().item()
+    if not error <= TOLERANCE:
+        raise AssertionError(f"max |output - reference| = {error:.3g} > {TOLERANCE}")
+
+
+def main() -> int:
+    torch.manual_seed(0)
+    work = scratch_dir()
+    tally = Tally("adapterhub export loads in AdapterHub")
+    for case_dir in sorted(CASES.iterdir()):
+        for variant in ("adapter_bin", "adapter_safetensors"):
+            if (case_dir / variant / "adapter_config.json").exists():
+                tally.check(f"{case_dir.name}/{variant}",
+                            lambda name=case_dir.name, v=variant: check_case(name, v, work))
+    return tally.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Round trip through peftpack, judged by PEFT itself: every PEFT fixture adapter is imported into a
+pack and exported back to a folder, which PeftModel.from_pretrained must load unchanged and which
+must reproduce the reference output the generator recorded.
+
+Runs in .venv/peft. Tolerance 1e-5 (absolute): the exported tensors are bit-identical and PEFT runs
+the same code, so the outputs should agree exactly; 1e-5 is the generator's own bound for reloading
+a saved adapter and only absorbs nondeterministic BLAS reduction order."""
+import sys
+
+import torch
+from peft import PeftModel
+
+from common import CASES, Tally, load_base, model_output, reference, run_peftpack, scratch_dir
+
+TOLERANCE = 1e-5
+
+
+def check_case(case: str, work):
+    tensors, metadata = reference(case)
+    pack = work / f"{case}.peftpack"
+    exported = work / f"{case}-export"
+    run_peftpack("import", str(CASES / case / "adapter"), "-o", str(pack))
+    run_peftpack("export", str(pack), "-o", str(exported), "--format", "peft")
+    model = PeftModel.from_pretrained(load_base(metadata), str(exported)).eval()
+    output = model_output(model, tensors["input_ids"], metadata["output"])
+    expected = tensors["output_adapter"]
+    if output.shape != expected.shape:
+        raise AssertionError(f"output shape {tuple(output.shape)} != reference {tuple(expected.shape)}")
+    error = (output - expected).abs().max().item()
+    if not error <= TOLERANCE:
+        raise AssertionError(f"max |output - reference| = {error:.3g} > {TOLERANCE}")
+
+
+def main() -> int:
+    torch.manual_seed(0)
+    work = scratch_dir()
+    tally = Tally("peft export loads in PEFT")
+    for case_dir in sorted(CASES.iterdir()):
+        if (case_dir / "adapter" / "adapter_config.json").exists():
+            tally.check(case_dir.name, lambda name=case_dir.name: check_case(name, work))
+    return tally.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
