@@ -1,0 +1,19 @@
+import CXXHash
+
+/// XXH3-64 with seed 0, the checksum of the pack format and of the fixture manifest. Calls the
+/// `_dispatch` entry point so Debian's libxxhash uses AVX2 where the CPU has it.
+public enum XXH3 {
+    public static func hash64(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        XXH3_64bits_dispatch(bytes.baseAddress, bytes.count)
+    }
+
+    public static func hash64(_ bytes: [UInt8]) -> UInt64 {
+        bytes.withUnsafeBytes { hash64($0) }
+    }
+
+    /// 16 lowercase hex digits, the form stored in JSON.
+    public static func hex(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}

@@ -1,0 +1,165 @@
+import Foundation
+
+/// A set of tensors stored as safetensors: one file, a model folder holding `model.safetensors`,
+/// or a sharded set described by `model.safetensors.index.json`. Shards are opened on first use.
+public final class Checkpoint: @unchecked Sendable {
+    public static let indexFileName = "model.safetensors.index.json"
+    public static let singleFileName = "model.safetensors"
+
+    /// The folder holding the files (or the file's folder).
+    public let folder: String
+    /// Shard file names (relative to `folder`) in index order, or the single file.
+    public let shardFiles: [String]
+    public let names: [String]
+    private let shardOfTensor: [String: Int]
+    private let infoOfTensor: [String: TensorInfo]
+    private var openShards: [Int: SafetensorsFile] = [:]
+    private let lock = NSLock()
+    public let indexMetadata: [String: String]?
+
+    public init(path: String) throws {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw SafetensorsError(file: path, problem: "no such file or folder")
+        }
+        if !isFolder.boolValue {
+            let file = try SafetensorsFile(path: path)
+            folder = (path as NSString).deletingLastPathComponent
+            shardFiles = [(path as NSString).lastPathComponent]
+            names = file.names
+            shardOfTensor = Dictionary(uniqueKeysWithValues: file.names.map { ($0, 0) })
+            infoOfTensor = Dictionary(uniqueKeysWithValues: file.infos.map { ($0.name, $0) })
+            openShards[0] = file
+            indexMetadata = nil
+            return
+        }
+        folder = path
+        let indexPath = (path as NSString).appendingPathComponent(Self.indexFileName)
+        let singlePath = (path as NSString).appendingPathComponent(Self.singleFileName)
+        if FileManager.default.fileExists(atPath: indexPath) {
+            let index = try ShardIndex(path: indexPath)
+            var shards: [SafetensorsFile] = []
+            for shard in index.shardFiles {
+                let shardPath = (path as NSString).appendingPathComponent(shard)
+                guard FileManager.default.fileExists(atPath: shardPath) else {
+                    throw SafetensorsError(file: indexPath, problem: "names shard \(shard), which does not exist")
+                }
+                shards.append(try SafetensorsFile(path: shardPath))
+            }
+            var shardOf: [String: Int] = [:]
+            var infos: [String: TensorInfo] = [:]
+            var ordered: [String] = []
+            for (position, shard) in shards.enumerated() {
+                for info in shard.infos {
+                    guard let mapped = index.weightMap[info.name] else {
+                        throw SafetensorsError(file: shard.path, tensor: info.name, problem: "is not listed in \(Self.indexFileName)")
+                    }
+                    guard mapped == index.shardFiles[position] else {
+                        throw SafetensorsError(file: indexPath, tensor: info.name, problem: "is mapped to \(mapped) but stored in \(index.shardFiles[position])")
+                    }
+                    guard shardOf[info.name] == nil else {
+                        throw SafetensorsError(file: shard.path, tensor: info.name, problem: "is stored in two shards")
+                    }
+                    shardOf[info.name] = position
+                    infos[info.name] = info
+                    ordered.append(info.name)
+                }
+            }
+            for name in index.weightMap.keys.sorted() where shardOf[name] == nil {
+                throw SafetensorsError(file: indexPath, tensor: name, problem: "is mapped to \(index.weightMap[name]!) but that shard does not contain it")
+            }
+            shardFiles = index.shardFiles
+            names = ordered
+            shardOfTensor = shardOf
+            infoOfTensor = infos
+            indexMetadata = index.metadata
+            for (position, shard) in shards.enumerated() { openShards[position] = shard }
+        } else if FileManager.default.fileExists(atPath: singlePath) {
+            let file = try SafetensorsFile(path: singlePath)
+            shardFiles = [Self.singleFileName]
+            names = file.names
+            shardOfTensor = Dictionary(uniqueKeysWithValues: file.names.map { ($0, 0) })
+            infoOfTensor = Dictionary(uniqueKeysWithValues: file.infos.map { ($0.name, $0) })
+            openShards[0] = file
+            indexMetadata = nil
+        } else {
+            throw SafetensorsError(file: path, problem: "holds neither \(Self.singleFileName) nor \(Self.indexFileName)")
+        }
+    }
+
+    public var infos: [TensorInfo] { names.map { infoOfTensor[$0]! } }
+
+    public func info(_ name: String) -> TensorInfo? { infoOfTensor[name] }
+
+    /// The shard file (relative to `folder`) holding a tensor.
+    public func shardOf(_ name: String) -> String? { shardOfTensor[name].map { shardFiles[$0] } }
+
+    public func file(forTensor name: String) throws -> SafetensorsFile {
+        guard let position = shardOfTensor[name] else {
+            throw SafetensorsError(file: folder, tensor: name, problem: "no such tensor")
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        return openShards[position]!
+    }
+
+    public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        try file(forTensor: name).withBytes(name, body)
+    }
+
+    public func tensor(_ name: String) throws -> HostTensor {
+        try file(forTensor: name).tensor(name)
+    }
+
+    /// The text of `config.json` next to the weights, when there is one.
+    public var configText: String? {
+        let path = (folder as NSString).appendingPathComponent("config.json")
+        return try? String(contentsOfFile: path, encoding: .utf8)
+    }
+}
+
+/// `model.safetensors.index.json`: `{"metadata": {...}, "weight_map": {tensor: shard file}}`.
+struct ShardIndex {
+    var weightMap: [String: String]
+    /// Distinct shard files in order of first appearance in the file's weight map.
+    var shardFiles: [String]
+    var metadata: [String: String]?
+
+    init(path: String) throws {
+        let mapped = try MappedFile(path: path)
+        let json: StrictJSON
+        do {
+            json = try StrictJSON.parse(mapped.bytes)
+        } catch let error as StrictJSONError {
+            throw SafetensorsError(file: path, problem: "is not valid JSON: \(error)")
+        }
+        guard let map = json["weight_map"]?.objectMembers else {
+            throw SafetensorsError(file: path, problem: "has no weight_map object")
+        }
+        var weightMap: [String: String] = [:]
+        var files: [String] = []
+        for (name, value) in map {
+            guard let file = value.stringValue else {
+                throw SafetensorsError(file: path, tensor: name, problem: "weight_map value is not a file name")
+            }
+            guard !file.contains("/"), file != "..", !file.isEmpty else {
+                throw SafetensorsError(file: path, tensor: name, problem: "weight_map names \(file), which is not a file in the same folder")
+            }
+            weightMap[name] = file
+            if !files.contains(file) { files.append(file) }
+        }
+        self.weightMap = weightMap
+        shardFiles = files.sorted()
+        if let members = json["metadata"]?.objectMembers {
+            var metadata: [String: String] = [:]
+            for (key, value) in members {
+                switch value {
+                case .string(let text): metadata[key] = text
+                case .integer(let number): metadata[key] = String(number)
+                default: continue
+                }
+            }
+            self.metadata = metadata
+        }
+    }
+}

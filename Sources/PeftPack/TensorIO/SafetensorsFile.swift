@@ -1,0 +1,49 @@
+/// One safetensors file, memory-mapped: the header is parsed and validated at open, and each
+/// tensor's bytes are read only when asked for.
+public final class SafetensorsFile: @unchecked Sendable {
+    public let path: String
+    public let header: SafetensorsHeader
+    private let mapped: MappedFile
+    private let index: [String: Int]
+
+    public init(path: String) throws {
+        self.path = path
+        mapped = try MappedFile(path: path)
+        header = try SafetensorsHeader(file: path, bytes: mapped.bytes)
+        var index: [String: Int] = [:]
+        for (position, entry) in header.entries.enumerated() {
+            index[entry.info.name] = position
+        }
+        self.index = index
+    }
+
+    public var metadata: [String: String]? { header.metadata }
+
+    /// Tensor names in data-offset order.
+    public var names: [String] { header.entries.map(\.info.name) }
+
+    public var infos: [TensorInfo] { header.entries.map(\.info) }
+
+    public var fileSize: Int { mapped.size }
+
+    public func info(_ name: String) -> TensorInfo? {
+        index[name].map { header.entries[$0].info }
+    }
+
+    /// Calls `body` with the tensor's bytes, straight from the map (valid only inside `body`).
+    public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        guard let position = index[name] else {
+            throw SafetensorsError(file: path, tensor: name, problem: "no such tensor")
+        }
+        let range = header.entries[position].dataRange
+        return try body(mapped.slice(offset: header.dataStart + range.lowerBound, count: range.count))
+    }
+
+    public func tensor(_ name: String) throws -> HostTensor {
+        guard let info = info(name) else {
+            throw SafetensorsError(file: path, tensor: name, problem: "no such tensor")
+        }
+        let bytes = try withBytes(name) { [UInt8]($0) }
+        return HostTensor(dtype: info.dtype, shape: info.shape, bytes: bytes)
+    }
+}
