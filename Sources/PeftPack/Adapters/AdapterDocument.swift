@@ -137,6 +137,9 @@ public struct AdapterSettings: Codable, Sendable, Equatable {
     public var originalLnAfter: Bool?
     public var residualBeforeLn: Bool?
     public var scaling: Double?
+    /// lora: PEFT's key suffix for DoRA magnitudes when it is not the current
+    /// `.lora_magnitude_vector` (older PEFT wrote `.lora_magnitude_vector.weight`).
+    public var magnitudeKeySuffix: String?
 
     public init() {}
 
@@ -153,6 +156,7 @@ public struct AdapterSettings: Codable, Sendable, Equatable {
         case originalLnAfter = "original_ln_after"
         case residualBeforeLn = "residual_before_ln"
         case scaling
+        case magnitudeKeySuffix = "magnitude_key_suffix"
     }
 }
 
@@ -176,10 +180,13 @@ public struct AdapterModule: Codable, Sendable, Equatable {
     public var mode: FullTensorMode?
     /// Role (TensorRole) → tensor name in the container.
     public var tensors: [String: String]
+    /// full modules: the tensor's exact name in the source file (e.g. PEFT's
+    /// `…embed_tokens.base_layer.weight`), so an exporter restores it unchanged.
+    public var sourceName: String?
 
     public init(target: String, layout: WeightLayout? = nil, rank: Int? = nil, scale: Double? = nil,
                 side: IA3Side? = nil, position: BottleneckPosition? = nil, layer: Int? = nil,
-                mode: FullTensorMode? = nil, tensors: [String: String] = [:]) {
+                mode: FullTensorMode? = nil, tensors: [String: String] = [:], sourceName: String? = nil) {
         self.target = target
         self.layout = layout
         self.rank = rank
@@ -189,6 +196,12 @@ public struct AdapterModule: Codable, Sendable, Equatable {
         self.layer = layer
         self.mode = mode
         self.tensors = tensors
+        self.sourceName = sourceName
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case target, layout, rank, scale, side, position, layer, mode, tensors
+        case sourceName = "source_name"
     }
 
     /// The conventional container name for one of this module's tensors.

@@ -1,0 +1,107 @@
+import Foundation
+
+/// Turns a pack adapter back into what PEFT saves: adapter_config.json text and the tensors of
+/// adapter_model.safetensors under PEFT's keys, with PEFT's shapes.
+public enum PeftExporter {
+    public struct Output {
+        public var configText: String
+        public var tensors: [(key: String, tensor: HostTensor)]
+    }
+
+    public static func export(_ adapter: Adapter, tensor: (String) throws -> HostTensor) throws -> Output {
+        var out: [(key: String, tensor: HostTensor)] = []
+        switch adapter.kind {
+        case .lora, .ia3, .full:
+            for module in adapter.modules {
+                if module.mode != nil {
+                    guard let name = module.tensors[TensorRole.fullValue] else { continue }
+                    let key = module.sourceName ?? PeftKeys.modelPrefix + module.target
+                    out.append((key, try tensor(name)))
+                    continue
+                }
+                for (role, name) in module.tensors.sorted(by: { $0.key < $1.key }) {
+                    var value = try tensor(name)
+                    if role == TensorRole.ia3Vector {
+                        value = value.reshaped(module.side == .input ? [1, value.elementCount] : [value.elementCount, 1])
+                    }
+                    let suffix = adapter.settings.magnitudeKeySuffix ?? ".lora_magnitude_vector"
+                    out.append((PeftKeys.key(target: module.target, role: role, layout: module.layout, magnitudeSuffix: suffix), value))
+                }
+            }
+        case .prompt:
+            guard let name = adapter.modules.first?.tensors[TensorRole.promptEmbeddings] else {
+                throw AdapterFormatError(file: adapter.name, problem: "prompt adapter has no embeddings")
+            }
+            out.append((PeftKeys.promptEmbeddings, try tensor(name)))
+        case .prefix:
+            let layers = adapter.modules.sorted { ($0.layer ?? 0) < ($1.layer ?? 0) }
+            var blocks: [HostTensor] = []
+            for module in layers {
+                guard let keys = module.tensors[TensorRole.prefixKeys], let values = module.tensors[TensorRole.prefixValues] else {
+                    throw AdapterFormatError(file: adapter.name, problem: "prefix layer \(module.target) lacks keys or values")
+                }
+                blocks.append(try tensor(keys))
+                blocks.append(try tensor(values))
+            }
+            guard !blocks.isEmpty else { throw AdapterFormatError(file: adapter.name, problem: "prefix adapter has no layers") }
+            out.append((PeftKeys.promptEmbeddings, PrefixLayout.join(blocks)))
+        case .bottleneck:
+            throw AdapterFormatError(file: adapter.name, problem: "bottleneck adapters are AdapterHub's; export them with --format adapterhub")
+        }
+        let configText: String
+        if let source = adapter.source, source.format == "peft", let text = source.configText {
+            configText = text
+        } else {
+            configText = try freshConfig(for: adapter)
+        }
+        return Output(configText: configText, tensors: out)
+    }
+
+    /// A LoRA config for adapters that never had one (made by extract or stack, or imported from
+    /// another tool): the most common rank and scale become r and lora_alpha, every other module
+    /// gets exact rank_pattern/alpha_pattern entries under its full module name, so PEFT resolves
+    /// the same scale for every module.
+    static func freshConfig(for adapter: Adapter) throws -> String {
+        guard adapter.kind == .lora else {
+            throw AdapterFormatError(file: adapter.name, problem: "has no PEFT config to export and only LoRA configs can be made up")
+        }
+        let lowRank = adapter.modules.filter { $0.mode == nil }
+        guard !lowRank.isEmpty else { throw AdapterFormatError(file: adapter.name, problem: "has no LoRA modules") }
+        func alpha(_ module: AdapterModule) -> Double { (module.scale ?? 1) * Double(module.rank ?? 1) }
+        var counts: [String: (rank: Int, alpha: Double, count: Int)] = [:]
+        for module in lowRank {
+            let key = "\(module.rank ?? 0)/\(alpha(module))"
+            counts[key, default: (module.rank ?? 0, alpha(module), 0)].count += 1
+        }
+        let common = counts.values.max { ($0.count, -$0.rank) < ($1.count, -$1.rank) }!
+        var rankPattern: [String: Int] = [:]
+        var alphaPattern: [String: Double] = [:]
+        for module in lowRank where module.rank != common.rank || alpha(module) != common.alpha {
+            let exact = NSRegularExpression.escapedPattern(for: module.target)
+            rankPattern[exact] = module.rank
+            alphaPattern[exact] = alpha(module)
+        }
+        let fanInFanOut = lowRank.contains { $0.layout == .conv1d }
+        let useDoRA = lowRank.contains { $0.tensors[TensorRole.magnitude] != nil }
+        let targets = Array(Set(lowRank.map(\.target))).sorted()
+        let saved = adapter.modules.filter { $0.mode != nil }.map { $0.target.replacingOccurrences(of: ".weight", with: "") }
+        let config: [String: Any] = [
+            "peft_type": "LORA",
+            "r": common.rank,
+            "lora_alpha": common.alpha,
+            "rank_pattern": rankPattern,
+            "alpha_pattern": alphaPattern,
+            "target_modules": targets,
+            "fan_in_fan_out": fanInFanOut,
+            "use_dora": useDoRA,
+            "use_rslora": false,
+            "bias": "none",
+            "lora_dropout": 0.0,
+            "modules_to_save": saved.isEmpty ? NSNull() : saved,
+            "task_type": NSNull(),
+            "inference_mode": true,
+        ]
+        let data = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+}
