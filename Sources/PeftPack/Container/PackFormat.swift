@@ -1,0 +1,53 @@
+/// Constants of the .peftpack format (spec/FORMAT.md), shared by reader and writer.
+public enum PackFormat {
+    /// 0x89 'P' 'E' 'F' 'T' 'P' 'K' 0x0A: a high byte so text tools see binary, a newline to
+    /// catch line-ending conversion, as PNG does.
+    public static let magic: [UInt8] = [0x89, 0x50, 0x45, 0x46, 0x54, 0x50, 0x4B, 0x0A]
+    public static let majorVersion: UInt16 = 1
+    public static let minorVersion: UInt16 = 0
+    public static let preambleSize = 64
+    public static let alignment = 64
+    public static let defaultChunkSize = 1 << 20
+    public static let maximumChunkSize = 64 << 20
+    public static let maximumStoredHeader = 64 << 20
+    public static let maximumRawHeader = 256 << 20
+    /// A plane is stored compressed only when that saves more than this share of its size.
+    public static let minimumSaving = 0.02
+
+    public enum Codec: String, Sendable {
+        case raw
+        case zstd
+    }
+
+    public enum Transform: String, Sendable {
+        case none
+        case planes
+    }
+}
+
+/// A pack that is not a valid .peftpack file, or is damaged.
+public struct PackFormatError: UserFacingError, Equatable {
+    public var file: String
+    public var problem: String
+
+    public init(file: String, problem: String) {
+        self.file = file
+        self.problem = problem
+    }
+
+    public var description: String { "\(file): \(problem)" }
+}
+
+/// Little-endian field access for the fixed-size preamble.
+struct LittleEndianWriter {
+    var bytes: [UInt8] = []
+    mutating func append<T: FixedWidthInteger>(_ value: T) {
+        withUnsafeBytes(of: value.littleEndian) { bytes += $0 }
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    func littleEndian<T: FixedWidthInteger>(at offset: Int, as: T.Type) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+}

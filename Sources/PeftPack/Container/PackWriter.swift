@@ -1,0 +1,126 @@
+import Foundation
+
+/// Writes a .peftpack file in one pass: a placeholder preamble, each tensor's chunks as they are
+/// appended (64-byte aligned), then the header with the tensor index; the preamble that locates
+/// the header is filled in last and the file is committed atomically. Memory stays bounded by a
+/// batch of chunks, not the tensor or the file. Output is deterministic: chunks are encoded in
+/// parallel but written in order, and every choice depends only on the data.
+public final class PackWriter {
+    public struct Options: Sendable {
+        /// 1–22. Up to 9 the writer tries fast candidates (literals-only Huffman on exponent planes,
+        /// zstd -1); from 10 it also tries zstd at this level.
+        public var level: Int32
+        public var chunkSize: Int
+        public var threads: Int
+
+        public init(level: Int32 = 3, chunkSize: Int = PackFormat.defaultChunkSize,
+                    threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+            self.level = level
+            self.chunkSize = chunkSize
+            self.threads = max(1, threads)
+        }
+    }
+
+    public let options: Options
+    private let output: AtomicFileWriter
+    private var entries: [PackTensorEntry] = []
+    private var names = Set<String>()
+    private var position = PackFormat.preambleSize
+
+    public init(destination: String, options: Options = Options()) throws {
+        precondition(options.chunkSize > 0 && options.chunkSize <= PackFormat.maximumChunkSize && options.chunkSize % 8 == 0)
+        self.options = options
+        output = try AtomicFileWriter(destination: destination)
+        try output.write([UInt8](repeating: 0, count: PackFormat.preambleSize))
+    }
+
+    public var destination: String { output.destination }
+
+    public func append(_ tensor: HostTensor, name: String) throws {
+        try tensor.bytes.withUnsafeBytes { try append(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: $0) }
+    }
+
+    public func append(name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+        guard names.insert(name).inserted else {
+            throw PackFormatError(file: destination, problem: "tensor \(name) is written twice")
+        }
+        let info = TensorInfo(name: name, dtype: dtype, shape: shape)
+        guard info.byteCount == bytes.count else {
+            throw PackFormatError(file: destination, problem: "tensor \(name): \(bytes.count) bytes do not match \(Shape.describe(shape)) × \(dtype.rawValue)")
+        }
+        let chunkSize = options.chunkSize / dtype.byteSize * dtype.byteSize
+        let chunkCount = (bytes.count + chunkSize - 1) / chunkSize
+        var chunks: [PackChunk] = []
+        let batch = max(1, options.threads * 4)
+        var first = 0
+        while first < chunkCount {
+            let count = min(batch, chunkCount - first)
+            var encoded = [Result<EncodedChunk, Error>?](repeating: nil, count: count)
+            encoded.withUnsafeMutableBufferPointer { slots in
+                let work = { (index: Int) in
+                    let start = (first + index) * chunkSize
+                    let slice = UnsafeRawBufferPointer(rebasing: bytes[start..<min(start + chunkSize, bytes.count)])
+                    slots[index] = Result { try ChunkCodec.encode(slice, dtype: dtype, level: self.options.level) }
+                }
+                if options.threads > 1 && count > 1 {
+                    DispatchQueue.concurrentPerform(iterations: count, execute: work)
+                } else {
+                    (0..<count).forEach(work)
+                }
+            }
+            for (index, result) in encoded.enumerated() {
+                let chunk = try result!.get()
+                try align()
+                let rawLength = min(chunkSize, bytes.count - (first + index) * chunkSize)
+                chunks.append(PackChunk(offset: position, rawLength: rawLength, storedLength: chunk.storedLength,
+                                        transform: chunk.transform,
+                                        planes: chunk.planes.map { PackPlane(codec: $0.codec, storedLength: $0.bytes.count) },
+                                        rawHash: chunk.rawHash, storedHash: chunk.storedHash))
+                for plane in chunk.planes { try output.write(plane.bytes) }
+                position += chunk.storedLength
+            }
+            first += count
+        }
+        entries.append(PackTensorEntry(name: name, dtype: dtype, shape: shape, chunks: chunks))
+    }
+
+    private func align() throws {
+        let padding = (PackFormat.alignment - position % PackFormat.alignment) % PackFormat.alignment
+        if padding > 0 {
+            try output.write([UInt8](repeating: 0, count: padding))
+            position += padding
+        }
+    }
+
+    /// Writes the header and preamble and moves the file into place.
+    public func finish(document: StrictJSON) throws {
+        try align()
+        let header = StrictJSON.object([
+            ("document", document),
+            ("tensors", .array(entries.map { $0.json() })),
+        ]).canonicalBytes()
+        guard header.count <= PackFormat.maximumRawHeader else {
+            throw PackFormatError(file: destination, problem: "header of \(header.count) bytes exceeds the format's limit")
+        }
+        let stored = try header.withUnsafeBytes { try Zstd.compress($0, level: 9) }
+        let headerOffset = position
+        try output.write(stored)
+        var preamble = LittleEndianWriter()
+        preamble.bytes = PackFormat.magic
+        preamble.append(PackFormat.majorVersion)
+        preamble.append(PackFormat.minorVersion)
+        preamble.append(UInt32(0))
+        preamble.append(UInt64(headerOffset))
+        preamble.append(UInt64(stored.count))
+        preamble.append(UInt64(header.count))
+        preamble.append(XXH3.hash64(stored))
+        preamble.append(UInt64(0))
+        preamble.append(XXH3.hash64(preamble.bytes))
+        try output.write(preamble.bytes, at: 0)
+        try output.commit()
+    }
+
+    public func abandon() {
+        output.abandon()
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+@testable import PeftPack
+
+/// A damaged pack is always detected: every truncation and every single-byte flip of a small pack
+/// either fails to open or fails when its tensors are decoded; none is accepted, none crashes.
+@Suite struct ContainerCorruptionTests {
+    static func smallPack() throws -> [UInt8] {
+        let path = try ContainerTests.writePack([
+            ("w", ContainerTests.gaussianBF16(count: 200, seed: 1)),
+            ("ids", ContainerTests.randomTensor(.i64, shape: [8], seed: 2)),
+        ], options: .init(chunkSize: 256))
+        return try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    static func outcome(_ bytes: [UInt8], folder: String) -> String? {
+        let path = folder + "/damaged.peftpack"
+        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        do {
+            let reader = try PackReader(path: path)
+            try reader.verifyAll()
+            return nil
+        } catch let error as PackFormatError {
+            return error.description
+        } catch {
+            return "unexpected \(error)"
+        }
+    }
+
+    @Test func everyTruncationIsDetected() throws {
+        let pack = try Self.smallPack()
+        #expect(pack.count < 4096)
+        let folder = Fixtures.temporaryDirectory()
+        for length in 0..<pack.count {
+            let message = Self.outcome(Array(pack[..<length]), folder: folder)
+            #expect(message != nil && !message!.hasPrefix("unexpected"), "length \(length): \(message ?? "accepted")")
+        }
+    }
+
+    @Test func everySingleByteFlipIsDetected() throws {
+        let pack = try Self.smallPack()
+        let folder = Fixtures.temporaryDirectory()
+        for position in 0..<pack.count {
+            var damaged = pack
+            damaged[position] ^= 0x5A
+            let message = Self.outcome(damaged, folder: folder)
+            // Padding and reserved bytes are covered by no checksum; a flip there changes nothing
+            // that is read, so the tensors must still read back exactly.
+            if message == nil {
+                let reader = try PackReader(path: folder + "/damaged.peftpack")
+                let original = try PackReader(path: ContainerTests.writePack([("w", ContainerTests.gaussianBF16(count: 200, seed: 1))]))
+                #expect(try reader.readTensor("w").bytes == original.readTensor("w").bytes, "flip at \(position) changed data silently")
+            } else {
+                #expect(!message!.hasPrefix("unexpected"), "flip at \(position): \(message!)")
+            }
+        }
+    }
+
+    @Test func wrongMagicIsRefused() throws {
+        var pack = try Self.smallPack()
+        pack[1] = UInt8(ascii: "X")
+        #expect(Self.outcome(pack, folder: Fixtures.temporaryDirectory())?.contains("wrong magic") == true)
+    }
+
+    static func withPreamble(_ pack: [UInt8], _ edit: (inout [UInt8]) -> Void) -> [UInt8] {
+        var copy = pack
+        edit(&copy)
+        let hash = copy.withUnsafeBytes { XXH3.hash64(UnsafeRawBufferPointer(rebasing: $0[0..<56])) }
+        withUnsafeBytes(of: hash.littleEndian) { copy.replaceSubrange(56..<64, with: $0) }
+        return copy
+    }
+
+    @Test func futureMajorVersionIsRefusedWithAnUpgradeMessage() throws {
+        let pack = Self.withPreamble(try Self.smallPack()) { $0[8] = 2 }
+        let message = Self.outcome(pack, folder: Fixtures.temporaryDirectory())
+        #expect(message?.contains("pack format 2.0 is newer than this peftpack (reads 1.x); upgrade peftpack") == true)
+    }
+
+    @Test func newerMinorVersionIsRead() throws {
+        let pack = Self.withPreamble(try Self.smallPack()) { $0[10] = 7 }
+        #expect(Self.outcome(pack, folder: Fixtures.temporaryDirectory()) == nil)
+    }
+
+    @Test func hugeHeaderClaimIsRefusedBeforeAllocating() throws {
+        let pack = Self.withPreamble(try Self.smallPack()) { bytes in
+            withUnsafeBytes(of: UInt64(1) << 40) { bytes.replaceSubrange(32..<40, with: $0) }
+        }
+        #expect(Self.outcome(pack, folder: Fixtures.temporaryDirectory())?.contains("limits") == true)
+    }
+}
