@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite: Swift unit and CLI tests, then the Python checks that need the real stack.
+# The whole test suite: Swift unit and CLI tests, then the checks judged by the real Python stack
+# (PEFT and AdapterHub load what peftpack exports; the spec's independent reader reads its packs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 swift build --build-tests
 swift test --skip-build
+bash scripts/python-envs.sh
+export PEFTPACK_BIN="$(swift build --show-bin-path)/peftpack"
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error TQDM_DISABLE=1 PYTHONWARNINGS=ignore
+status=0
+.venv/peft/bin/python tests/python/check_peft_exports.py || status=1
+.venv/adapters/bin/python tests/python/check_adapterhub_exports.py || status=1
+exit $status

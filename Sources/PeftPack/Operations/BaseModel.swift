@@ -1,0 +1,99 @@
+import Foundation
+
+/// A base model folder: its config.json fields and its weights, with names resolved the way
+/// adapters refer to them (with or without the model-class prefix).
+public final class BaseModel {
+    public let folder: String
+    public let checkpoint: Checkpoint
+    public let identity: BaseModelIdentity
+    private static let prefixes = ["model.", "bert.", "transformer.", "gpt_neox.", "base_model."]
+
+    public init(folder: String) throws {
+        self.folder = folder
+        checkpoint = try Checkpoint(path: folder)
+        var identity = BaseModelIdentity()
+        if let text = checkpoint.configText, let json = try? StrictJSON.parse(Array(text.utf8)) {
+            func integer(_ keys: String...) -> Int? {
+                for key in keys { if let value = json[key]?.integerValue { return Int(value) } }
+                return nil
+            }
+            identity.architecture = json["architectures"]?.arrayValue?.first?.stringValue
+            identity.modelType = json["model_type"]?.stringValue
+            identity.hiddenSize = integer("hidden_size", "n_embd", "d_model")
+            identity.numLayers = integer("num_hidden_layers", "n_layer", "num_layers")
+            identity.numAttentionHeads = integer("num_attention_heads", "n_head")
+            identity.numKeyValueHeads = integer("num_key_value_heads") ?? identity.numAttentionHeads
+            identity.vocabSize = integer("vocab_size")
+        }
+        self.identity = identity
+    }
+
+    /// The checkpoint name of a tensor an adapter names, trying it as given, then with a known
+    /// model-class prefix removed or added.
+    public func resolve(_ name: String) -> String? {
+        if checkpoint.info(name) != nil { return name }
+        for prefix in Self.prefixes {
+            if name.hasPrefix(prefix), checkpoint.info(String(name.dropFirst(prefix.count))) != nil {
+                return String(name.dropFirst(prefix.count))
+            }
+            if checkpoint.info(prefix + name) != nil { return prefix + name }
+        }
+        return nil
+    }
+
+    /// The base tensors an adapter changes: the weight (and bias) of LoRA/IA3 targets, the tensor
+    /// of full modules. Bottleneck, prefix and prompt adapters add computation but touch no weight.
+    public static func weightName(of module: AdapterModule, kind: AdapterKind) -> String? {
+        if module.mode != nil { return module.target }
+        switch kind {
+        case .lora, .ia3: return module.target + ".weight"
+        default: return nil
+        }
+    }
+
+    /// Checks an adapter's shapes against this base; returns the checkpoint names it targets.
+    public func check(_ adapter: Adapter, shapes: (String) -> [Int]?, file: String) throws -> [String] {
+        var targeted: [String] = []
+        for module in adapter.modules {
+            guard let wanted = Self.weightName(of: module, kind: adapter.kind) else { continue }
+            guard let name = resolve(wanted), let info = checkpoint.info(name) else {
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) targets \(wanted), which the base at \(folder) does not have")
+            }
+            targeted.append(name)
+            let expected = expectedShape(module, adapter: adapter, shapes: shapes)
+            if let expected, expected != info.shape {
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name): \(module.target) implies a weight of shape \(Shape.describe(expected)) but the base's \(name) is \(Shape.describe(info.shape))")
+            }
+        }
+        return targeted
+    }
+
+    func expectedShape(_ module: AdapterModule, adapter: Adapter, shapes: (String) -> [Int]?) -> [Int]? {
+        if module.mode != nil { return module.tensors[TensorRole.fullValue].flatMap(shapes) }
+        switch adapter.kind {
+        case .lora:
+            guard let a = module.tensors[TensorRole.loraA].flatMap(shapes), let b = module.tensors[TensorRole.loraB].flatMap(shapes),
+                  a.count == 2, b.count == 2 else { return nil }
+            return module.layout == .linear || module.layout == nil ? [b[0], a[1]] : [a[1], b[0]]
+        default:
+            return nil
+        }
+    }
+
+    /// XXH3-64 of the sorted `name\tdtype\t[d0,d1,…]\n` lines of the targeted tensors (spec).
+    public func fingerprint(of names: [String]) -> String {
+        let text = Set(names).sorted().compactMap { name -> String? in
+            guard let info = checkpoint.info(name) else { return nil }
+            return "\(name)\t\(info.dtype.rawValue)\t[\(info.shape.map(String.init).joined(separator: ","))]\n"
+        }.joined()
+        return XXH3.hex(XXH3.hash64(Array(text.utf8)))
+    }
+
+    public func contentHashes(of names: [String]) throws -> [String: String] {
+        var hashes: [String: String] = [:]
+        for name in Set(names) {
+            hashes[name] = XXH3.hex(try checkpoint.withBytes(name) { XXH3.hash64($0) })
+        }
+        return hashes
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+
+/// `peftpack inspect`: what a pack, adapter folder or safetensors checkpoint holds.
+public enum Inspect {
+    public struct AdapterSummary: Encodable {
+        public var name: String
+        public var kind: String
+        public var source: String?
+        public var modules: Int
+        public var targets: [String]
+        public var ranks: [Int]?
+        public var scales: [Double]?
+        public var dora: Bool?
+        public var virtualTokens: Int?
+        public var layers: Int?
+        public var bottleneck: String?
+        public var fullTensors: Int?
+    }
+
+    public struct TensorSummary: Encodable {
+        public var name: String
+        public var dtype: String
+        public var shape: [Int]
+        public var rawBytes: Int
+        public var storedBytes: Int?
+        public var codec: String?
+        public var xxh3: String?
+    }
+
+    public struct Report: Encodable {
+        public var path: String
+        public var kind: AdapterSourceKind
+        public var formatVersion: String?
+        public var creator: Creator?
+        public var base: BaseModelIdentity?
+        public var userMetadata: [String: String]?
+        public var metadata: [String: String]?
+        public var adapters: [AdapterSummary]
+        public var tensorCount: Int
+        public var rawBytes: Int
+        public var storedBytes: Int
+        public var ratio: Double
+        public var verified: Bool?
+        public var tensors: [TensorSummary]?
+    }
+
+    public static func run(path: String, listTensors: Bool, verify: Bool, hashes: Bool = false) throws -> Report {
+        let kind = try AdapterSourceFolder.detect(path)
+        switch kind {
+        case .pack:
+            let reader = try PackReader(path: path)
+            let document: PackDocument
+            do {
+                document = try reader.document.decoded(as: PackDocument.self)
+            } catch {
+                throw PackFormatError(file: path, problem: "adapter document does not match the format: \(error)")
+            }
+            if verify { try reader.verifyAll() }
+            let raw = reader.tensors.reduce(0) { $0 + $1.rawBytes }
+            let tensors = try listTensors ? reader.tensors.map { entry in
+                TensorSummary(name: entry.name, dtype: entry.dtype.rawValue, shape: entry.shape, rawBytes: entry.rawBytes,
+                              storedBytes: entry.storedBytes, codec: entry.codecSummary,
+                              xxh3: hashes ? XXH3.hex(try reader.withRawBytes(entry.name) { XXH3.hash64($0) }) : nil)
+            } : nil
+            return Report(path: path, kind: kind, formatVersion: "\(reader.majorVersion).\(reader.minorVersion)",
+                          creator: document.creator, base: document.base, userMetadata: document.userMetadata,
+                          adapters: document.adapters.map(summary), tensorCount: reader.tensors.count, rawBytes: raw,
+                          storedBytes: reader.fileSize, ratio: raw > 0 ? Double(reader.fileSize) / Double(raw) : 0,
+                          verified: verify ? true : nil, tensors: tensors)
+        case .peft, .adapterhub:
+            let imported = try AdapterSourceFolder.importFolder(path, kind: kind, name: nil)
+            let raw = imported.tensors.reduce(0) { $0 + ($1.info.byteCount ?? 0) }
+            let stored = (try? FileManager.default.contentsOfDirectory(atPath: path))?.reduce(0) { total, file in
+                total + ((try? FileManager.default.attributesOfItem(atPath: (path as NSString).appendingPathComponent(file))[.size] as? Int) ?? 0)
+            } ?? raw
+            let tensors = listTensors ? imported.tensors.map {
+                TensorSummary(name: $0.packName, dtype: $0.info.dtype.rawValue, shape: $0.info.shape, rawBytes: $0.info.byteCount ?? 0)
+            } : nil
+            return Report(path: path, kind: kind, base: PackImport.identity(from: [imported.adapter]),
+                          adapters: [summary(imported.adapter)], tensorCount: imported.tensors.count, rawBytes: raw,
+                          storedBytes: stored, ratio: raw > 0 ? Double(stored) / Double(raw) : 0, tensors: tensors)
+        case .safetensors:
+            let checkpoint = try Checkpoint(path: path)
+            let infos = checkpoint.infos
+            let raw = infos.reduce(0) { $0 + ($1.byteCount ?? 0) }
+            let tensors = listTensors ? infos.map {
+                TensorSummary(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, rawBytes: $0.byteCount ?? 0, codec: checkpoint.shardOf($0.name))
+            } : nil
+            let metadata = try infos.first.map { try checkpoint.file(forTensor: $0.name).metadata } ?? nil
+            return Report(path: path, kind: kind, metadata: metadata, adapters: [], tensorCount: infos.count, rawBytes: raw,
+                          storedBytes: raw, ratio: 1, tensors: tensors)
+        }
+    }
+
+    static func summary(_ adapter: Adapter) -> AdapterSummary {
+        let lowRank = adapter.modules.filter { $0.mode == nil }
+        let ranks = Array(Set(lowRank.compactMap(\.rank))).sorted()
+        let scales = Array(Set(lowRank.compactMap(\.scale))).sorted()
+        let full = adapter.modules.count - lowRank.count
+        return AdapterSummary(
+            name: adapter.name, kind: adapter.kind.rawValue, source: adapter.source?.format, modules: adapter.modules.count,
+            targets: adapter.modules.map(\.target),
+            ranks: ranks.isEmpty ? nil : ranks, scales: scales.isEmpty ? nil : scales,
+            dora: adapter.kind == .lora ? lowRank.contains { $0.tensors[TensorRole.magnitude] != nil } : nil,
+            virtualTokens: adapter.settings.numVirtualTokens, layers: adapter.settings.numLayers,
+            bottleneck: adapter.settings.bottleneckArchitecture, fullTensors: full > 0 ? full : nil)
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+
+/// `peftpack export`: one adapter of a pack back into the folder its tool loads.
+public enum PackExport {
+    public enum Format: String, CaseIterable, Sendable {
+        case peft
+        case adapterhub
+    }
+
+    public struct Report: Encodable {
+        public var output: String
+        public var adapter: String
+        public var format: String
+        public var files: [String]
+        public var tensors: Int
+    }
+
+    public static func chooseAdapter(_ document: PackDocument, name: String?, file: String) throws -> Adapter {
+        if let name {
+            guard let adapter = document.adapter(named: name) else {
+                throw AdapterFormatError(file: file, problem: "has no adapter named \(name) (it has: \(document.adapters.map(\.name).joined(separator: ", ")))")
+            }
+            return adapter
+        }
+        guard document.adapters.count == 1 else {
+            throw AdapterFormatError(file: file, problem: "holds \(document.adapters.count) adapters (\(document.adapters.map(\.name).joined(separator: ", "))); choose one with --name")
+        }
+        return document.adapters[0]
+    }
+
+    public static func run(pack: String, output: String, format: Format?, name: String?, force: Bool) throws -> Report {
+        let reader = try PackReader(path: pack)
+        let document: PackDocument
+        do {
+            document = try reader.document.decoded(as: PackDocument.self)
+        } catch {
+            throw PackFormatError(file: pack, problem: "adapter document does not match the format: \(error)")
+        }
+        let adapter = try chooseAdapter(document, name: name, file: pack)
+        let chosen = format ?? (adapter.kind == .bottleneck ? .adapterhub : .peft)
+        let files: [(name: String, text: String?, tensors: [(key: String, tensor: HostTensor)], metadata: [String: String]?)]
+        switch chosen {
+        case .peft:
+            let out = try PeftExporter.export(adapter, tensor: reader.readTensor)
+            files = [("adapter_config.json", out.configText, [], nil), ("adapter_model.safetensors", nil, out.tensors, ["format": "pt"])]
+        case .adapterhub:
+            let out = try AdapterHubFormat.export(adapter, tensor: reader.readTensor)
+            files = [("adapter_config.json", out.configText, [], nil), ("adapter.safetensors", nil, out.tensors, nil)]
+        }
+        let written = try FolderOutput.write(to: output, force: force, protecting: [pack]) { folder in
+            for file in files {
+                let path = (folder as NSString).appendingPathComponent(file.name)
+                if let text = file.text {
+                    let writer = try AtomicFileWriter(destination: path)
+                    try writer.write(Array(text.utf8))
+                    try writer.commit()
+                } else {
+                    try SafetensorsWriter.write(Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.key, $0.tensor) }), metadata: file.metadata, to: path)
+                }
+            }
+        }
+        return Report(output: output, adapter: adapter.name, format: chosen.rawValue, files: written,
+                      tensors: files.reduce(0) { $0 + $1.tensors.count })
+    }
+}
+
+/// Writes a whole output folder atomically: everything goes into a hidden temporary folder beside
+/// the destination, which is renamed into place only when complete. An existing destination is
+/// replaced only with `force`, and never when it is (or contains) one of the inputs.
+public enum FolderOutput {
+    public static func write(to destination: String, force: Bool, protecting inputs: [String],
+                             _ body: (String) throws -> Void) throws -> [String] {
+        let fileManager = FileManager.default
+        let target = URL(fileURLWithPath: destination).standardizedFileURL
+        for input in inputs {
+            let inputURL = URL(fileURLWithPath: input).standardizedFileURL
+            if inputURL == target || inputURL.path.hasPrefix(target.path + "/") || target.path.hasPrefix(inputURL.path + "/") {
+                throw AdapterFormatError(file: destination, problem: "is an input (or holds one); refusing to write over it")
+            }
+        }
+        if fileManager.fileExists(atPath: target.path) && !force {
+            throw AdapterFormatError(file: destination, problem: "already exists; pass --force to replace it")
+        }
+        let parent = target.deletingLastPathComponent().path
+        try fileManager.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        let temporary = parent + "/." + target.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try fileManager.createDirectory(atPath: temporary, withIntermediateDirectories: false)
+        do {
+            try body(temporary)
+            let written = try fileManager.contentsOfDirectory(atPath: temporary).sorted()
+            if fileManager.fileExists(atPath: target.path) {
+                let old = temporary + ".old"
+                try fileManager.moveItem(atPath: target.path, toPath: old)
+                try fileManager.moveItem(atPath: temporary, toPath: target.path)
+                try? fileManager.removeItem(atPath: old)
+            } else {
+                try fileManager.moveItem(atPath: temporary, toPath: target.path)
+            }
+            return written
+        } catch {
+            try? fileManager.removeItem(atPath: temporary)
+            throw error
+        }
+    }
+}

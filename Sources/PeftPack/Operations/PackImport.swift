@@ -1,0 +1,138 @@
+import Foundation
+
+/// `peftpack import`: several adapter sources into one pack.
+public enum PackImport {
+    public struct Source {
+        public var path: String
+        public var name: String?
+        public init(path: String, name: String?) {
+            self.path = path
+            self.name = name
+        }
+    }
+
+    public struct Report: Encodable {
+        public var output: String
+        public var adapters: [String]
+        public var tensors: Int
+        public var rawBytes: Int
+        public var storedBytes: Int
+        public var baseChecked: Bool
+    }
+
+    public static func run(sources: [Source], output: String, baseFolder: String?, level: Int32,
+                           userMetadata: [String: String] = [:], progress: ((Int, Int) -> Void)? = nil) throws -> Report {
+        let outputURL = URL(fileURLWithPath: output).standardizedFileURL
+        for source in sources where URL(fileURLWithPath: source.path).standardizedFileURL == outputURL {
+            throw AdapterFormatError(file: output, problem: "is also an input; refusing to overwrite it")
+        }
+        var adapterJSON: [StrictJSON] = []
+        var adapters: [Adapter] = []
+        var pending: [ImportedTensor] = []
+        var copied: [(reader: PackReader, name: String)] = []
+        var inheritedBase: BaseModelIdentity?
+        var inheritedMetadata: [String: String] = [:]
+
+        for source in sources {
+            let kind = try AdapterSourceFolder.detect(source.path)
+            switch kind {
+            case .pack:
+                let reader = try PackReader(path: source.path)
+                let document = try reader.document.decoded(as: PackDocument.self)
+                guard source.name == nil || document.adapters.count == 1 else {
+                    throw AdapterFormatError(file: source.path, problem: "holds \(document.adapters.count) adapters; --name can only rename a single one")
+                }
+                for (position, raw) in (reader.document["adapters"]?.arrayValue ?? []).enumerated() {
+                    var adapter = document.adapters[position]
+                    var item = raw
+                    if let name = source.name, case .object(var members) = raw {
+                        members.removeAll { $0.key == "name" }
+                        members.append(("name", .string(name)))
+                        item = .object(members)
+                        adapter.name = name
+                    }
+                    adapters.append(adapter)
+                    adapterJSON.append(item)
+                    for module in adapter.modules {
+                        for tensor in module.tensors.values { copied.append((reader, tensor)) }
+                    }
+                }
+                inheritedBase = inheritedBase ?? document.base
+                inheritedMetadata.merge(document.userMetadata) { current, _ in current }
+            case .peft, .adapterhub:
+                let imported = try AdapterSourceFolder.importFolder(source.path, kind: kind, name: source.name)
+                adapters.append(imported.adapter)
+                adapterJSON.append(try StrictJSON.encoding(imported.adapter))
+                pending += imported.tensors
+            case .safetensors:
+                throw AdapterFormatError(file: source.path, problem: "is a plain safetensors checkpoint, not an adapter (import takes PEFT or AdapterHub folders and packs)")
+            }
+        }
+        var seen = Set<String>()
+        for adapter in adapters where !seen.insert(adapter.name).inserted {
+            throw AdapterFormatError(file: output, problem: "two adapters are named \(adapter.name); give distinct names with --name")
+        }
+
+        var base = inheritedBase ?? identity(from: adapters)
+        if let baseFolder {
+            let model = try BaseModel(folder: baseFolder)
+            var shapes = Dictionary(pending.map { ($0.packName, $0.info.shape) }, uniquingKeysWith: { first, _ in first })
+            for (reader, name) in copied { shapes[name] = reader.entry(named: name)?.shape }
+            var targeted: [String] = []
+            for adapter in adapters {
+                targeted += try model.check(adapter, shapes: { shapes[$0] }, file: output)
+            }
+            var identity = model.identity
+            identity.nameOrPath = base.nameOrPath
+            identity.fingerprint = model.fingerprint(of: targeted)
+            identity.contentHashes = try model.contentHashes(of: targeted)
+            base = identity
+        }
+
+        let document = PackDocument(base: base, userMetadata: inheritedMetadata.merging(userMetadata) { _, new in new }, adapters: adapters)
+        var documentJSON = try StrictJSON.encoding(document)
+        if case .object(var members) = documentJSON {
+            members.removeAll { $0.key == "adapters" }
+            members.append(("adapters", .array(adapterJSON)))
+            documentJSON = .object(members)
+        }
+
+        let writer = try PackWriter(destination: output, options: .init(level: level))
+        do {
+            let total = pending.count + copied.count
+            var done = 0
+            for tensor in pending {
+                let value = try tensor.load()
+                try writer.append(value, name: tensor.packName)
+                done += 1
+                progress?(done, total)
+            }
+            for (reader, name) in copied {
+                try writer.append(try reader.readTensor(name), name: name)
+                done += 1
+                progress?(done, total)
+            }
+            try writer.finish(document: documentJSON)
+        } catch {
+            writer.abandon()
+            throw error
+        }
+        let reader = try PackReader(path: output)
+        return Report(output: output, adapters: adapters.map(\.name), tensors: reader.tensors.count,
+                      rawBytes: reader.tensors.reduce(0) { $0 + $1.rawBytes },
+                      storedBytes: reader.fileSize, baseChecked: baseFolder != nil)
+    }
+
+    /// What the adapters' own configs say about their base.
+    static func identity(from adapters: [Adapter]) -> BaseModelIdentity {
+        var identity = BaseModelIdentity()
+        for adapter in adapters {
+            guard let text = adapter.source?.configText, let json = try? StrictJSON.parse(Array(text.utf8)) else { continue }
+            identity.nameOrPath = identity.nameOrPath ?? json["base_model_name_or_path"]?.stringValue ?? json["model_name"]?.stringValue
+            identity.modelType = identity.modelType ?? json["model_type"]?.stringValue
+            identity.architecture = identity.architecture ?? json["model_class"]?.stringValue
+            identity.hiddenSize = identity.hiddenSize ?? json["hidden_size"]?.integerValue.map(Int.init)
+        }
+        return identity
+    }
+}
