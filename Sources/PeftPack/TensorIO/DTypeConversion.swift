@@ -1,0 +1,80 @@
+import CDTypeKernels
+import Foundation
+
+/// Conversions between stored float dtypes and the fp32 that all arithmetic uses. Widening is
+/// exact; narrowing rounds once to nearest, ties to even. Large buffers are split across cores.
+public enum DTypeConversion {
+    /// Elements below which one thread converts the whole buffer (splitting costs more).
+    static let parallelThreshold = 1 << 20
+
+    static func parallel(_ count: Int, _ body: (Range<Int>) -> Void) {
+        let workers = ProcessInfo.processInfo.activeProcessorCount
+        guard count >= parallelThreshold, workers > 1 else {
+            body(0..<count)
+            return
+        }
+        let blocks = workers * 4
+        let blockSize = (count + blocks - 1) / blocks
+        DispatchQueue.concurrentPerform(iterations: blocks) { block in
+            let start = block * blockSize
+            if start < count { body(start..<min(start + blockSize, count)) }
+        }
+    }
+
+    /// Widens `source` (raw little-endian elements of a float dtype) into `destination`.
+    public static func toFloat32(_ source: UnsafeRawBufferPointer, dtype: DType, into destination: UnsafeMutableBufferPointer<Float>) {
+        let count = destination.count
+        precondition(source.count == count * dtype.byteSize, "conversion buffer sizes disagree")
+        guard count > 0, let input = source.baseAddress, let output = destination.baseAddress else { return }
+        parallel(count) { range in
+            let n = range.count
+            switch dtype {
+            case .f32: (output + range.lowerBound).update(from: input.assumingMemoryBound(to: Float.self) + range.lowerBound, count: n)
+            case .bf16: peftpack_bf16_to_f32(input.assumingMemoryBound(to: UInt16.self) + range.lowerBound, output + range.lowerBound, n)
+            case .f16: peftpack_f16_to_f32(input.assumingMemoryBound(to: UInt16.self) + range.lowerBound, output + range.lowerBound, n)
+            case .f64: peftpack_f64_to_f32(input.assumingMemoryBound(to: Double.self) + range.lowerBound, output + range.lowerBound, n)
+            default: preconditionFailure("\(dtype) is not a floating-point dtype")
+            }
+        }
+    }
+
+    /// Narrows (or copies) fp32 values into raw little-endian elements of `dtype`.
+    public static func fromFloat32(_ source: UnsafeBufferPointer<Float>, to dtype: DType, into destination: UnsafeMutableRawBufferPointer) {
+        let count = source.count
+        precondition(destination.count == count * dtype.byteSize, "conversion buffer sizes disagree")
+        guard count > 0, let input = source.baseAddress, let output = destination.baseAddress else { return }
+        parallel(count) { range in
+            let n = range.count
+            let from = input + range.lowerBound
+            switch dtype {
+            case .f32: (output.assumingMemoryBound(to: Float.self) + range.lowerBound).update(from: from, count: n)
+            case .bf16: peftpack_f32_to_bf16(from, output.assumingMemoryBound(to: UInt16.self) + range.lowerBound, n)
+            case .f16: peftpack_f32_to_f16(from, output.assumingMemoryBound(to: UInt16.self) + range.lowerBound, n)
+            case .f64: peftpack_f32_to_f64(from, output.assumingMemoryBound(to: Double.self) + range.lowerBound, n)
+            default: preconditionFailure("\(dtype) is not a floating-point dtype")
+            }
+        }
+    }
+}
+
+extension HostTensor {
+    /// The values as fp32 (exact for F16/BF16/F32; F64 rounds to nearest). Only for float dtypes.
+    public func floats() -> [Float] {
+        precondition(dtype.isFloatingPoint, "floats() of a \(dtype) tensor")
+        var values = [Float](repeating: 0, count: elementCount)
+        bytes.withUnsafeBytes { raw in
+            values.withUnsafeMutableBufferPointer { DTypeConversion.toFloat32(raw, dtype: dtype, into: $0) }
+        }
+        return values
+    }
+
+    /// A tensor of `dtype` holding `floats` rounded once (round to nearest, ties to even).
+    public init(floats: [Float], shape: [Int], dtype: DType) {
+        precondition(dtype.isFloatingPoint && Shape.elementCount(shape) == floats.count)
+        var bytes = [UInt8](repeating: 0, count: floats.count * dtype.byteSize)
+        floats.withUnsafeBufferPointer { source in
+            bytes.withUnsafeMutableBytes { DTypeConversion.fromFloat32(source, to: dtype, into: $0) }
+        }
+        self.init(dtype: dtype, shape: shape, bytes: bytes)
+    }
+}
