@@ -98,12 +98,13 @@ struct RuntimeLoadingTests {
         }
     }
 
-    @Test("prefix tuning on BERT is refused")
-    func prefixOnBert() throws {
+    @Test("a prefix made for other attention heads is refused")
+    func prefixForOtherHeads() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
         let mapped = try TestAdapterMapping.load(case: "llama_prefix")
         let bert = try RuntimeFixtures.model("models/bert-tiny")
-        #expect(throws: RuntimeError.self) {
+        #expect(throws: RuntimeError.invalidAdapter(adapter: "llama_prefix",
+                                                    reason: "prefix has 2 key/value heads but the model has 4")) {
             try AdapterSet(adapters: mapped.adapters, model: bert, tensor: mapped.tensor)
         }
     }

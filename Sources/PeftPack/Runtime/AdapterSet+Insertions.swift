@@ -34,9 +34,6 @@ extension AdapterSet {
     mutating func addPrefix(_ module: AdapterModule, settings: AdapterSettings, _ source: AdapterTensors) throws {
         try source.allowOnly([TensorRole.prefixKeys, TensorRole.prefixValues], in: module)
         let config = model.config
-        guard config.family != .bert else {
-            throw source.fail("prefix tuning runs on decoder models only (PEFT feeds it through the KV cache)")
-        }
         guard let layer = module.layer, (0..<config.numLayers).contains(layer) else {
             throw source.fail("prefix module \(module.target) needs a layer in 0..<\(config.numLayers)")
         }

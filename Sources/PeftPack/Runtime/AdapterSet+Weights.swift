@@ -78,15 +78,19 @@ extension AdapterSet {
     private func doraFactor(magnitude: [Float], weight: [Float], weightStoredTransposed: Bool, a: [Float],
                             b: [Float], rank: Int, scale: Float, out: Int, in inFeatures: Int) -> [Float] {
         let delta = Kernels.lowRankProduct(b: b, a: a, out: out, rank: rank, in: inFeatures)
-        return (0..<out).map { row in
-            var squares = 0.0
-            for col in 0..<inFeatures {
-                let w = weightStoredTransposed ? weight[col * out + row] : weight[row * inFeatures + col]
-                let combined = Double(w + scale * delta[row * inFeatures + col])
-                squares += combined * combined
+        var squares = [Double](repeating: 0, count: out)
+        weight.withUnsafeBufferPointer { w in
+            delta.withUnsafeBufferPointer { d in
+                for row in 0..<out {
+                    for col in 0..<inFeatures {
+                        let stored = weightStoredTransposed ? w[col * out + row] : w[row * inFeatures + col]
+                        let combined = Double(stored + scale * d[row * inFeatures + col])
+                        squares[row] += combined * combined
+                    }
+                }
             }
-            return magnitude[row] / Float(squares.squareRoot())
         }
+        return (0..<out).map { magnitude[$0] / Float(squares[$0].squareRoot()) }
     }
 
     mutating func addIA3(_ module: AdapterModule, _ source: AdapterTensors) throws {

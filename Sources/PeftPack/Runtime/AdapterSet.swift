@@ -3,6 +3,16 @@
 /// tensors) computed up front. Adapters apply in the order given; where several touch the same
 /// place they compose: low-rank updates add up, IA3 vectors multiply, bottleneck blocks stack,
 /// prefixes and prompts concatenate, later full tensors replace earlier ones.
+///
+/// Tensors by kind (fp32 after conversion; any float dtype is accepted):
+/// - lora: A [r, in], B [out, r] (embedding: A [r, vocab], B [dim, r]); optional B_bias [out],
+///   magnitude [out] (DoRA; embedding: [dim]) and bias [out], which replaces the target's bias.
+/// - ia3: vector with as many elements as the side it scales ([n], [n, 1] or [1, n]).
+/// - full: value with the target parameter's shape; `mode` replace (default) or delta.
+/// - bottleneck: down.weight [m, hidden], up.weight [hidden, m], optional down.bias, up.bias.
+/// - prefix: one module per layer (`layer` set) with keys and values [tokens, kv_heads, head_dim]
+///   or [tokens, kv_heads · head_dim], unrotated, as PEFT places them in the KV cache.
+/// - prompt: embeddings [tokens, hidden], prepended to the input embeddings.
 public struct AdapterSet: Sendable {
     let model: TransformerModel
     public let adapterNames: [String]

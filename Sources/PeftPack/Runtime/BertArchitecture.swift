@@ -51,7 +51,8 @@ extension ForwardPass {
         // token_type_ids default to zeros: every row adds token-type embedding 0.
         let tokenType = Array(parameter(body.tokenTypeEmbedding)[0..<config.hiddenSize])
         x.addRowVector(tokenType)
-        addPositionRows(&x, table: parameter(body.positionEmbedding)) { $0 % rowsPerItem }
+        // Prefix keys/values enter BertModel as a cache, which shifts the position ids past them.
+        addPositionRows(&x, table: parameter(body.positionEmbedding), positionOfRow: position(ofRow:))
         norm(&x, body.embeddingNorm, epsilon: epsilon)
 
         let geometry = AttentionGeometry(

@@ -60,15 +60,4 @@ struct Matrix: Sendable {
         copy.scaleColumns(by: vector)
         return copy
     }
-
-    /// The rows `range` of columns `columns` as a new matrix.
-    func slice(rows range: Range<Int>, columns: Range<Int>) -> Matrix {
-        var result = Matrix(rows: range.count, cols: columns.count)
-        for (out, row) in range.enumerated() {
-            let source = row * cols + columns.lowerBound
-            let target = out * columns.count
-            for col in 0..<columns.count { result.values[target + col] = values[source + col] }
-        }
-        return result
-    }
 }

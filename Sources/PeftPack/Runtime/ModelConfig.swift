@@ -132,10 +132,16 @@ extension ModelConfig: Decodable {
         }
         vocabSize = try int(.vocabSize, defaults.vocabSize)
         typeVocabSize = try int(.typeVocabSize, 2)
-        numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads)
-            ?? defaults.numKeyValueHeads ?? numAttentionHeads
         guard numAttentionHeads > 0 else { throw RuntimeError.invalidConfig("num_attention_heads must be positive") }
-        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / numAttentionHeads
+        // Only the Llama family reads grouped key/value heads and an explicit head size.
+        if family == .llama {
+            numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads)
+                ?? defaults.numKeyValueHeads ?? numAttentionHeads
+            headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / numAttentionHeads
+        } else {
+            numKeyValueHeads = numAttentionHeads
+            headDim = hiddenSize / numAttentionHeads
+        }
         tieWordEmbeddings = try bool(.tieWordEmbeddings, defaults.tieWordEmbeddings)
 
         switch modelType {
@@ -208,16 +214,23 @@ extension ModelConfig: Decodable {
         }
     }
 
-    private func validate() throws {
+    /// Checks what the forward pass relies on; `TransformerModel.load` repeats it because the
+    /// fields are public and may have been edited after decoding.
+    func validate() throws {
         let sizes: [(String, Int)] = [
             ("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("num_hidden_layers", numLayers),
-            ("num_key_value_heads", numKeyValueHeads), ("head_dim", headDim),
-            ("intermediate_size", intermediateSize), ("max_position_embeddings", maxPositionEmbeddings),
+            ("num_attention_heads", numAttentionHeads), ("num_key_value_heads", numKeyValueHeads),
+            ("head_dim", headDim), ("intermediate_size", intermediateSize),
+            ("max_position_embeddings", maxPositionEmbeddings), ("type_vocab_size", typeVocabSize),
         ]
-        for (name, value) in sizes where value <= 0 {
-            throw RuntimeError.invalidConfig("\(name) must be positive, got \(value)")
+        // BLAS takes 32-bit dimensions; bounding every size also keeps products of two in range.
+        for (name, value) in sizes where value <= 0 || value > Int(Int32.max) {
+            throw RuntimeError.invalidConfig("\(name) must be in 1...\(Int32.max), got \(value)")
         }
-        if family != .llama, hiddenSize % numAttentionHeads != 0 {
+        if let slidingWindow, slidingWindow <= 0 {
+            throw RuntimeError.invalidConfig("sliding_window must be positive, got \(slidingWindow)")
+        }
+        if family != .llama, hiddenSize % numAttentionHeads != 0 || headDim * numAttentionHeads != hiddenSize {
             throw RuntimeError.invalidConfig(
                 "hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads)")
         }
@@ -227,9 +240,6 @@ extension ModelConfig: Decodable {
         }
         if family == .llama, headDim % 2 != 0 {
             throw RuntimeError.invalidConfig("head_dim \(headDim) must be even for rotary embeddings")
-        }
-        if family == .bert, typeVocabSize <= 0 {
-            throw RuntimeError.invalidConfig("type_vocab_size must be positive")
         }
         try Activation.validate(activation)
         try rope?.validate(headDim: headDim)

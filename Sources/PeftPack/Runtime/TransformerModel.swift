@@ -47,6 +47,7 @@ public final class TransformerModel: Sendable {
     /// Reads every tensor the config implies from `weights`, converting to fp32 once. Fails on the
     /// first missing or misshapen tensor, naming it; tensors nothing uses land in `unusedWeights`.
     public static func load(config: ModelConfig, weights: any WeightProvider) throws -> TransformerModel {
+        try config.validate()
         let prefix: String
         switch config.family {
         case .bert: prefix = "bert"
