@@ -158,10 +158,9 @@ enum TestAdapterMapping {
         for key in file.names.sorted() {
             guard let marker = key.range(of: ".adapters.") else { continue }
             let site = String(key[..<marker.lowerBound])
-            guard let (suffix, role) = roles.first(where: { key.hasSuffix("." + $0.0) }) else {
+            guard let role = roles.first(where: { key.hasSuffix("." + $0.0) })?.1 else {
                 throw MappingError(reason: "AdapterHub tensor \(key) is not mapped")
             }
-            _ = suffix
             let components = site.split(separator: ".")
             let layerIndex = components.firstIndex { $0 == "layer" || $0 == "layers" }!
             let layer = Int(components[layerIndex + 1])!

@@ -30,7 +30,7 @@ struct BottleneckBlock: Sendable {
     let upWeight: [Float]
     let upBias: [Float]?
     let bottleneckSize: Int
-    let activation: Activation
+    let activation: ActivationFunction
     let scaling: Float
     let originalLnBefore: Bool
     let originalLnAfter: Bool
@@ -44,11 +44,11 @@ struct BottleneckSite: Hashable, Sendable {
 
 extension ForwardPass {
     /// A linear module's output with every adapter attached to it.
-    func linear(_ index: Int, _ x: Matrix) -> Matrix {
+    func linear(_ index: Int, _ x: TokenMatrix) -> TokenMatrix {
         let module = model.linears[index]
         let attached = adapters?.linear[index]
         let input = attached?.inputScale.map { x.scalingColumns(by: $0) } ?? x
-        var y = Kernels.project(input, weight: parameter(module.weight), outFeatures: module.outFeatures,
+        var y = RuntimeKernels.project(input, weight: parameter(module.weight), outFeatures: module.outFeatures,
                                 storedTransposed: module.storedTransposed)
         let bias = module.bias.map(parameter)
         if let bias { y.addRowVector(bias) }
@@ -59,18 +59,18 @@ extension ForwardPass {
         return y
     }
 
-    private func apply(_ update: LowRankUpdate, input x: Matrix, to y: inout Matrix, bias: [Float]?) {
-        let down = Kernels.project(x, weight: update.a, outFeatures: update.rank, storedTransposed: false)
+    private func apply(_ update: LowRankUpdate, input x: TokenMatrix, to y: inout TokenMatrix, bias: [Float]?) {
+        let down = RuntimeKernels.project(x, weight: update.a, outFeatures: update.rank, storedTransposed: false)
         guard let factor = update.doraFactor else {
-            Kernels.accumulate(down, weight: update.b, outFeatures: y.cols, storedTransposed: false,
+            RuntimeKernels.accumulate(down, weight: update.b, outFeatures: y.cols, storedTransposed: false,
                                alpha: update.scale, into: &y)
             if let bBias = update.scaledBBias { y.addRowVector(bBias) }
             return
         }
         // PEFT adds (f − 1)·(result − bias) + f·scale·B·A·x to the running result, i.e. the
         // output so far without its bias is rescaled together with this update.
-        var delta = Matrix(rows: y.rows, cols: y.cols)
-        Kernels.accumulate(down, weight: update.b, outFeatures: y.cols, storedTransposed: false,
+        var delta = TokenMatrix(rows: y.rows, cols: y.cols)
+        RuntimeKernels.accumulate(down, weight: update.b, outFeatures: y.cols, storedTransposed: false,
                            alpha: update.scale, into: &delta)
         let cols = y.cols
         for row in 0..<y.rows {
@@ -83,21 +83,21 @@ extension ForwardPass {
     }
 
     /// Embedding lookup with every low-rank update of that embedding.
-    func embed(_ index: Int, ids: [Int]) -> Matrix {
+    func embed(_ index: Int, ids: [Int]) -> TokenMatrix {
         let module = model.embeddings[index]
         let table = parameter(module.weight)
         let dim = module.dim
-        var y = Matrix(rows: ids.count, cols: dim)
+        var y = TokenMatrix(rows: ids.count, cols: dim)
         for (row, id) in ids.enumerated() {
             y.values.replaceSubrange(row * dim..<(row + 1) * dim, with: table[id * dim..<(id + 1) * dim])
         }
         for update in adapters?.embedding[index] ?? [] {
-            var down = Matrix(rows: ids.count, cols: update.rank)
+            var down = TokenMatrix(rows: ids.count, cols: update.rank)
             for (row, id) in ids.enumerated() {
                 for r in 0..<update.rank { down.values[row * update.rank + r] = update.a[r * module.count + id] }
             }
-            var delta = Matrix(rows: ids.count, cols: dim)
-            Kernels.accumulate(down, weight: update.b, outFeatures: dim, storedTransposed: false,
+            var delta = TokenMatrix(rows: ids.count, cols: dim)
+            RuntimeKernels.accumulate(down, weight: update.b, outFeatures: dim, storedTransposed: false,
                                alpha: update.scale, into: &delta)
             if let factor = update.doraFactor {
                 y.scaleColumns(by: factor)
@@ -112,8 +112,8 @@ extension ForwardPass {
     /// `residual` its input. Without bottleneck adapters this is the model's own residual add
     /// (and post-LayerNorm for BERT). With them it follows AdapterHub's BottleneckLayer for a Stack:
     /// pre_forward, the adapter, then the last adapter's post_forward.
-    func subBlockEnd(layer: Int, position: BottleneckPosition, output: Matrix, residual: Matrix,
-                     norm: NormWeights?, epsilon: Double) -> Matrix {
+    func subBlockEnd(layer: Int, position: BottleneckPosition, output: TokenMatrix, residual: TokenMatrix,
+                     norm: NormWeights?, epsilon: Double) -> TokenMatrix {
         let blocks = adapters?.bottlenecks[BottleneckSite(layer: layer, position: position)] ?? []
         var hidden = output
         guard let last = blocks.last else {
@@ -137,12 +137,12 @@ extension ForwardPass {
         return hidden
     }
 
-    private func run(_ block: BottleneckBlock, _ x: Matrix, adapterResidual: Matrix) -> Matrix {
-        var down = Kernels.project(x, weight: block.downWeight, outFeatures: block.bottleneckSize,
+    private func run(_ block: BottleneckBlock, _ x: TokenMatrix, adapterResidual: TokenMatrix) -> TokenMatrix {
+        var down = RuntimeKernels.project(x, weight: block.downWeight, outFeatures: block.bottleneckSize,
                                    storedTransposed: false)
         if let bias = block.downBias { down.addRowVector(bias) }
         block.activation.apply(&down)
-        var up = Kernels.project(down, weight: block.upWeight, outFeatures: x.cols, storedTransposed: false)
+        var up = RuntimeKernels.project(down, weight: block.upWeight, outFeatures: x.cols, storedTransposed: false)
         if let bias = block.upBias { up.addRowVector(bias) }
         if block.scaling != 1 {
             up.values.withUnsafeMutableBufferPointer { v in

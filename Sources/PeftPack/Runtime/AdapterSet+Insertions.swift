@@ -56,7 +56,7 @@ extension AdapterSet {
             try source.check(tensor, [tokens, heads, headDim], alternatives: [[tokens, heads * headDim]])
         }
         if prefixKeys.isEmpty {
-            prefixKeys = Array(repeating: Matrix(rows: 0, cols: heads * headDim), count: config.numLayers)
+            prefixKeys = Array(repeating: TokenMatrix(rows: 0, cols: heads * headDim), count: config.numLayers)
             prefixValues = prefixKeys
         }
         prefixKeys[layer].values += keys.values
@@ -86,7 +86,7 @@ extension AdapterSet {
             throw source.fail("prompt declares \(declared) virtual tokens but \(embeddings.name) has \(tokens)")
         }
         try source.check(embeddings, [tokens, hidden])
-        var prompt = self.prompt ?? Matrix(rows: 0, cols: hidden)
+        var prompt = self.prompt ?? TokenMatrix(rows: 0, cols: hidden)
         prompt.values += embeddings.values
         prompt.rows += tokens
         self.prompt = prompt
@@ -100,7 +100,7 @@ struct BottleneckPlacement {
     let originalLnBefore: Bool
     let originalLnAfter: Bool
     let residualBeforeLn: Bool
-    let activation: Activation
+    let activation: ActivationFunction
     let scaling: Float
 
     init(settings: AdapterSettings, source: AdapterTensors) throws {
@@ -123,7 +123,7 @@ struct BottleneckPlacement {
             throw source.fail("bottleneck adapter has no non_linearity")
         }
         do {
-            activation = try Activation(name: name)
+            activation = try ActivationFunction(name: name)
         } catch {
             throw source.fail("non_linearity \(name) is not supported")
         }

@@ -77,7 +77,7 @@ extension AdapterSet {
     /// formed in fp32 as PEFT forms it and the squares accumulated in double.
     private func doraFactor(magnitude: [Float], weight: [Float], weightStoredTransposed: Bool, a: [Float],
                             b: [Float], rank: Int, scale: Float, out: Int, in inFeatures: Int) -> [Float] {
-        let delta = Kernels.lowRankProduct(b: b, a: a, out: out, rank: rank, in: inFeatures)
+        let delta = RuntimeKernels.lowRankProduct(b: b, a: a, out: out, rank: rank, in: inFeatures)
         var squares = [Double](repeating: 0, count: out)
         weight.withUnsafeBufferPointer { w in
             delta.withUnsafeBufferPointer { d in

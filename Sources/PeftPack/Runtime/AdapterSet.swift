@@ -22,10 +22,10 @@ public struct AdapterSet: Sendable {
     var embedding: [Int: [LowRankUpdate]] = [:]
     var bottlenecks: [BottleneckSite: [BottleneckBlock]] = [:]
     /// Per layer: prefix keys and values [prefixLength, keyValueHeads · headDim].
-    var prefixKeys: [Matrix] = []
-    var prefixValues: [Matrix] = []
+    var prefixKeys: [TokenMatrix] = []
+    var prefixValues: [TokenMatrix] = []
     /// Virtual token embeddings [promptLength, hidden].
-    var prompt: Matrix?
+    var prompt: TokenMatrix?
 
     var prefixLength: Int { prefixKeys.first?.rows ?? 0 }
     var promptLength: Int { prompt?.rows ?? 0 }
@@ -55,7 +55,7 @@ public struct AdapterSet: Sendable {
         if adapter.kind == .prefix { try checkPrefixComplete(adapter) }
     }
 
-    func prefix(layer: Int) -> (keys: Matrix, values: Matrix)? {
+    func prefix(layer: Int) -> (keys: TokenMatrix, values: TokenMatrix)? {
         prefixKeys.isEmpty ? nil : (prefixKeys[layer], prefixValues[layer])
     }
 

@@ -12,11 +12,11 @@ struct BertBody: Sendable {
     let tokenTypeEmbedding: ParameterID
     let embeddingNorm: NormWeights
     let layers: [Layer]
-    let activation: Activation
+    let activation: ActivationFunction
 
     init(config: ModelConfig, builder: inout ModelBuilder) throws {
         let hidden = config.hiddenSize, inner = config.intermediateSize
-        activation = try Activation(name: config.activation)
+        activation = try ActivationFunction(name: config.activation)
         wordEmbedding = try builder.embedding("embeddings.word_embeddings", count: config.vocabSize, dim: hidden)
         positionEmbedding = try builder.parameter("embeddings.position_embeddings.weight",
                                                   [config.maxPositionEmbeddings, hidden])

@@ -30,20 +30,20 @@ struct ForwardPass {
         adapters?.overrides[id] ?? model.parameters.values[id]
     }
 
-    func norm(_ x: inout Matrix, _ weights: NormWeights, epsilon: Double) {
+    func norm(_ x: inout TokenMatrix, _ weights: NormWeights, epsilon: Double) {
         if let bias = weights.bias {
-            Kernels.layerNorm(&x, weight: parameter(weights.weight), bias: parameter(bias), epsilon: epsilon)
+            RuntimeKernels.layerNorm(&x, weight: parameter(weights.weight), bias: parameter(bias), epsilon: epsilon)
         } else {
-            Kernels.rmsNorm(&x, weight: parameter(weights.weight), epsilon: epsilon)
+            RuntimeKernels.rmsNorm(&x, weight: parameter(weights.weight), epsilon: epsilon)
         }
     }
 
     /// Input embeddings of the batch: each item's prompt rows, then its looked-up tokens.
-    func inputEmbeddings(_ index: Int, inputIds: [[Int]]) -> Matrix {
+    func inputEmbeddings(_ index: Int, inputIds: [[Int]]) -> TokenMatrix {
         let tokenRows = embed(index, ids: inputIds.flatMap { $0 })
         guard let prompt = adapters?.prompt else { return tokenRows }
         let dim = tokenRows.cols
-        var result = Matrix(rows: rows, cols: dim)
+        var result = TokenMatrix(rows: rows, cols: dim)
         for item in 0..<batch {
             let target = item * rowsPerItem * dim
             result.values.replaceSubrange(target..<target + prompt.values.count, with: prompt.values)
@@ -56,7 +56,7 @@ struct ForwardPass {
     }
 
     /// Adds the rows of a position-indexed table (learned absolute positions) to `x`.
-    func addPositionRows(_ x: inout Matrix, table: [Float], positionOfRow: (Int) -> Int) {
+    func addPositionRows(_ x: inout TokenMatrix, table: [Float], positionOfRow: (Int) -> Int) {
         let cols = x.cols
         x.values.withUnsafeMutableBufferPointer { v in
             table.withUnsafeBufferPointer { t in
@@ -72,11 +72,11 @@ struct ForwardPass {
     /// column offset of their matrices (GPT-2 keeps all three in one); heads share key/value heads
     /// in groups (repeat_kv). Each layer's prefix keys/values come before the sequence.
     func attention(
-        q: Matrix, qOffset: Int = 0, k: Matrix, kOffset: Int = 0, v: Matrix, vOffset: Int = 0,
+        q: TokenMatrix, qOffset: Int = 0, k: TokenMatrix, kOffset: Int = 0, v: TokenMatrix, vOffset: Int = 0,
         layer: Int, geometry: AttentionGeometry
-    ) -> Matrix {
+    ) -> TokenMatrix {
         let prefix = adapters?.prefix(layer: layer)
-        return Attention.run(
+        return AttentionKernel.run(
             q: q, qOffset: qOffset, k: k, kOffset: kOffset, v: v, vOffset: vOffset,
             prefixKeys: prefix?.keys, prefixValues: prefix?.values,
             batch: batch, length: rowsPerItem, geometry: geometry)

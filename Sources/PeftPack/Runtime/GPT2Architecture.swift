@@ -13,10 +13,10 @@ struct GPT2Body: Sendable {
     let layers: [Layer]
     let finalNorm: NormWeights
     let head: Int
-    let activation: Activation
+    let activation: ActivationFunction
 
     init(config: ModelConfig, builder: inout ModelBuilder) throws {
-        activation = try Activation(name: config.activation)
+        activation = try ActivationFunction(name: config.activation)
         let hidden = config.hiddenSize, inner = config.intermediateSize
         tokenEmbedding = try builder.embedding("wte", count: config.vocabSize, dim: hidden)
         positionEmbedding = try builder.parameter("wpe.weight", [config.maxPositionEmbeddings, hidden])

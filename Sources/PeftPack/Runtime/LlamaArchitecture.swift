@@ -12,13 +12,13 @@ struct LlamaBody: Sendable {
     let layers: [Layer]
     let finalNorm: NormWeights
     let head: Int
-    let activation: Activation
+    let activation: ActivationFunction
     let rope: RopeParameters
 
     init(config: ModelConfig, builder: inout ModelBuilder) throws {
         guard let rope = config.rope else { throw RuntimeError.invalidConfig("rotary embedding parameters are missing") }
         self.rope = rope
-        activation = try Activation(name: config.activation)
+        activation = try ActivationFunction(name: config.activation)
         let hidden = config.hiddenSize, inner = config.intermediateSize
         let queryWidth = config.numAttentionHeads * config.headDim
         let keyValueWidth = config.numKeyValueHeads * config.headDim

@@ -241,7 +241,7 @@ extension ModelConfig: Decodable {
         if family == .llama, headDim % 2 != 0 {
             throw RuntimeError.invalidConfig("head_dim \(headDim) must be even for rotary embeddings")
         }
-        try Activation.validate(activation)
+        try ActivationFunction.validate(activation)
         try rope?.validate(headDim: headDim)
     }
 }

@@ -197,7 +197,7 @@ struct RotaryTables {
 
     /// Rotates every head of `x` (rows: tokens, columns: heads × headDim) in place; row r sits at
     /// position `positionOfRow(r)`. The two halves of a head form the rotated pairs (rotate_half).
-    func apply(to x: inout Matrix, heads: Int, positionOfRow: (Int) -> Int) {
+    func apply(to x: inout TokenMatrix, heads: Int, positionOfRow: (Int) -> Int) {
         let headDim = 2 * halfDim
         precondition(x.cols == heads * headDim)
         let cols = x.cols

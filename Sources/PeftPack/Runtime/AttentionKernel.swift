@@ -15,15 +15,15 @@ struct AttentionGeometry {
 
 /// Eager scaled-dot-product attention as transformers computes it in fp32: scores, additive mask,
 /// softmax over keys, weighted sum of values; one (item, head) pair at a time through `gemm`.
-enum Attention {
+enum AttentionKernel {
     static func run(
-        q: Matrix, qOffset: Int, k: Matrix, kOffset: Int, v: Matrix, vOffset: Int,
-        prefixKeys: Matrix?, prefixValues: Matrix?, batch: Int, length: Int, geometry g: AttentionGeometry
-    ) -> Matrix {
+        q: TokenMatrix, qOffset: Int, k: TokenMatrix, kOffset: Int, v: TokenMatrix, vOffset: Int,
+        prefixKeys: TokenMatrix?, prefixValues: TokenMatrix?, batch: Int, length: Int, geometry g: AttentionGeometry
+    ) -> TokenMatrix {
         let prefixLength = prefixKeys?.rows ?? 0
         let keys = prefixLength + length
         let groupSize = g.heads / g.keyValueHeads
-        var output = Matrix(rows: batch * length, cols: g.heads * g.headDim)
+        var output = TokenMatrix(rows: batch * length, cols: g.heads * g.headDim)
         var scores = [Float](repeating: 0, count: length * keys)
         let emptyPrefix = [Float](repeating: 0, count: 1)
 
@@ -45,12 +45,12 @@ enum Attention {
                     let out = op.baseAddress! + firstRow * output.cols + head * g.headDim
                     let s = sp.baseAddress!
                     if prefixLength > 0 {
-                        Kernels.gemm(transposeA: false, transposeB: true, m: length, n: prefixLength, k: g.headDim,
+                        RuntimeKernels.gemm(transposeA: false, transposeB: true, m: length, n: prefixLength, k: g.headDim,
                                      alpha: g.scale, a: query, lda: q.cols,
                                      b: pkp.baseAddress! + kvHead * g.headDim, ldb: prefixStride,
                                      beta: 0, c: s, ldc: keys)
                     }
-                    Kernels.gemm(transposeA: false, transposeB: true, m: length, n: length, k: g.headDim,
+                    RuntimeKernels.gemm(transposeA: false, transposeB: true, m: length, n: length, k: g.headDim,
                                  alpha: g.scale, a: query, lda: q.cols, b: key, ldb: k.cols,
                                  beta: 0, c: s + prefixLength, ldc: keys)
                     for row in 0..<length {
@@ -58,12 +58,12 @@ enum Attention {
                                 visible: visibleKeys(query: prefixLength + row, keys: keys, geometry: g))
                     }
                     if prefixLength > 0 {
-                        Kernels.gemm(transposeA: false, transposeB: false, m: length, n: g.headDim, k: prefixLength,
+                        RuntimeKernels.gemm(transposeA: false, transposeB: false, m: length, n: g.headDim, k: prefixLength,
                                      alpha: 1, a: s, lda: keys,
                                      b: pvp.baseAddress! + kvHead * g.headDim, ldb: prefixStride,
                                      beta: 0, c: out, ldc: output.cols)
                     }
-                    Kernels.gemm(transposeA: false, transposeB: false, m: length, n: g.headDim, k: length,
+                    RuntimeKernels.gemm(transposeA: false, transposeB: false, m: length, n: g.headDim, k: length,
                                  alpha: 1, a: s + prefixLength, lda: keys, b: value, ldb: v.cols,
                                  beta: prefixLength > 0 ? 1 : 0, c: out, ldc: output.cols)
                 }

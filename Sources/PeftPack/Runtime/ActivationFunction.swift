@@ -2,7 +2,7 @@ import Foundation
 
 /// Element-wise non-linearities, named as transformers' ACT2FN (and AdapterHub's
 /// Activation_Function_Class, which lower-cases the name and adds "leakyrelu") names them.
-enum Activation: Sendable, Equatable {
+enum ActivationFunction: Sendable, Equatable {
     /// x·Φ(x) with the exact error function (nn.GELU()).
     case gelu
     /// The tanh approximation of GELU (gelu_new, gelu_pytorch_tanh).
@@ -41,10 +41,10 @@ enum Activation: Sendable, Equatable {
     }
 
     static func validate(_ name: String) throws {
-        _ = try Activation(name: name)
+        _ = try ActivationFunction(name: name)
     }
 
-    func apply(_ x: inout Matrix) {
+    func apply(_ x: inout TokenMatrix) {
         x.values.withUnsafeMutableBufferPointer { v in
             for i in 0..<v.count { v[i] = self(v[i]) }
         }
@@ -59,17 +59,17 @@ enum Activation: Sendable, Equatable {
         case .geluFast:
             return 0.5 * x * (1 + Foundation.tanh(x * 0.7978845608 * (1 + 0.044715 * x * x)))
         case .quickGelu:
-            return x * Activation.logistic(1.702 * x)
+            return x * ActivationFunction.logistic(1.702 * x)
         case .relu:
             return max(x, 0)
         case .relu6:
             return min(max(x, 0), 6)
         case .silu:
-            return x * Activation.logistic(x)
+            return x * ActivationFunction.logistic(x)
         case .tanh:
             return Foundation.tanh(x)
         case .sigmoid:
-            return Activation.logistic(x)
+            return ActivationFunction.logistic(x)
         case .leakyRelu:
             return x >= 0 ? x : 0.01 * x
         case .mish:

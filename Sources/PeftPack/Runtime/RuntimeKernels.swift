@@ -2,7 +2,7 @@ import COpenBLAS
 
 /// The numeric building blocks of a forward pass. Every matrix product goes through `gemm`, the
 /// runtime's only BLAS call, so that the backend can be swapped in one place.
-enum Kernels {
+enum RuntimeKernels {
     /// Row-major `C = alpha · op(A) · op(B) + beta · C` with `op(A)`: m × k and `op(B)`: k × n.
     static func gemm(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
@@ -16,8 +16,8 @@ enum Kernels {
     }
 
     /// `x · Wᵀ` for W stored [out, in] (nn.Linear), or `x · W` for W stored [in, out] (Conv1D).
-    static func project(_ x: Matrix, weight: [Float], outFeatures: Int, storedTransposed: Bool) -> Matrix {
-        var y = Matrix(rows: x.rows, cols: outFeatures)
+    static func project(_ x: TokenMatrix, weight: [Float], outFeatures: Int, storedTransposed: Bool) -> TokenMatrix {
+        var y = TokenMatrix(rows: x.rows, cols: outFeatures)
         accumulate(x, weight: weight, outFeatures: outFeatures, storedTransposed: storedTransposed,
                    alpha: 1, into: &y)
         return y
@@ -25,7 +25,7 @@ enum Kernels {
 
     /// `y += alpha · x · Wᵀ` (or `x · W` when W is stored [in, out]).
     static func accumulate(
-        _ x: Matrix, weight: [Float], outFeatures: Int, storedTransposed: Bool, alpha: Float, into y: inout Matrix
+        _ x: TokenMatrix, weight: [Float], outFeatures: Int, storedTransposed: Bool, alpha: Float, into y: inout TokenMatrix
     ) {
         precondition(weight.count == x.cols * outFeatures && y.rows == x.rows && y.cols == outFeatures)
         let (rows, inFeatures) = (x.rows, x.cols)
@@ -57,7 +57,7 @@ enum Kernels {
     }
 
     /// torch.nn.LayerNorm over each row: biased variance, statistics accumulated in double.
-    static func layerNorm(_ x: inout Matrix, weight: [Float], bias: [Float], epsilon: Double) {
+    static func layerNorm(_ x: inout TokenMatrix, weight: [Float], bias: [Float], epsilon: Double) {
         let cols = x.cols
         x.values.withUnsafeMutableBufferPointer { v in
             for row in 0..<x.rows {
@@ -80,7 +80,7 @@ enum Kernels {
     }
 
     /// LlamaRMSNorm: `weight · x / √(mean(x²) + ε)` over each row.
-    static func rmsNorm(_ x: inout Matrix, weight: [Float], epsilon: Double) {
+    static func rmsNorm(_ x: inout TokenMatrix, weight: [Float], epsilon: Double) {
         let cols = x.cols
         x.values.withUnsafeMutableBufferPointer { v in
             for row in 0..<x.rows {

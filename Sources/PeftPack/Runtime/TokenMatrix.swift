@@ -1,5 +1,5 @@
 /// A dense row-major fp32 matrix: the activations of every token of a batch, one row per token.
-struct Matrix: Sendable {
+struct TokenMatrix: Sendable {
     var rows: Int
     var cols: Int
     var values: [Float]
@@ -18,7 +18,7 @@ struct Matrix: Sendable {
     }
 
     /// Element-wise `self += other`; both have the same shape.
-    mutating func add(_ other: Matrix) {
+    mutating func add(_ other: TokenMatrix) {
         precondition(rows == other.rows && cols == other.cols)
         values.withUnsafeMutableBufferPointer { a in
             other.values.withUnsafeBufferPointer { b in
@@ -55,7 +55,7 @@ struct Matrix: Sendable {
         }
     }
 
-    func scalingColumns(by vector: [Float]) -> Matrix {
+    func scalingColumns(by vector: [Float]) -> TokenMatrix {
         var copy = self
         copy.scaleColumns(by: vector)
         return copy

@@ -22,7 +22,7 @@ struct ParameterStore: Sendable {
 
 /// Reads the tensors a model expects from a checkpoint, strictly: each must exist with the shape
 /// the config implies. Checkpoint keys may carry the base-model prefix or not.
-struct WeightLoader {
+struct ModelWeightLoader {
     let provider: any WeightProvider
     let prefix: String
     private(set) var store = ParameterStore()

@@ -30,13 +30,13 @@ enum ModuleReference: Sendable, Equatable {
 
 /// Collects a model's modules while loading their parameters.
 struct ModelBuilder {
-    var loader: WeightLoader
+    var loader: ModelWeightLoader
     private(set) var linears: [LinearModule] = []
     private(set) var embeddings: [EmbeddingModule] = []
     private(set) var modules: [String: ModuleReference] = [:]
 
     init(provider: any WeightProvider, prefix: String) {
-        loader = WeightLoader(provider: provider, prefix: prefix)
+        loader = ModelWeightLoader(provider: provider, prefix: prefix)
     }
 
     /// A linear layer at `path`; `prefixed` is false for heads outside the base model (lm_head).
