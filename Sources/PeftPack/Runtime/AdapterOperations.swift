@@ -1,0 +1,155 @@
+/// A low-rank update of one linear or embedding module: ΔW = scale · B·A, with DoRA's per-output
+/// rescaling when `doraFactor` is set. Linear: A [r, in], B [out, r]. Embedding: A [r, vocab],
+/// B [dim, r], so that the lookup of token t adds scale · B·A[:, t].
+struct LowRankUpdate: Sendable {
+    let a: [Float]
+    let b: [Float]
+    let rank: Int
+    let scale: Float
+    /// scale · lora_B.bias (PEFT lora_bias=True).
+    let scaledBBias: [Float]?
+    /// DoRA: magnitude / ‖W + scale·B·A‖ per output feature, the norm taken over the input
+    /// features and treated as a constant, as PEFT's DoraLinearLayer computes it.
+    let doraFactor: [Float]?
+}
+
+/// Everything attached to one linear module, applied in this order: IA3 input scaling of the
+/// base product's input, the base product and bias, IA3 output scaling (bias included, as PEFT
+/// scales the base layer's result), then each low-rank update on the unscaled input.
+struct LinearAdapters: Sendable {
+    var inputScale: [Float]?
+    var outputScale: [Float]?
+    var updates: [LowRankUpdate] = []
+}
+
+/// An AdapterHub bottleneck block: down projection, non-linearity, up projection, scaling,
+/// with the residual and layer-norm placement flags of its BnConfig.
+struct BottleneckBlock: Sendable {
+    let downWeight: [Float]
+    let downBias: [Float]?
+    let upWeight: [Float]
+    let upBias: [Float]?
+    let bottleneckSize: Int
+    let activation: ActivationFunction
+    let scaling: Float
+    let originalLnBefore: Bool
+    let originalLnAfter: Bool
+    let residualBeforeLn: Bool
+}
+
+struct BottleneckSite: Hashable, Sendable {
+    let layer: Int
+    let position: BottleneckPosition
+}
+
+extension ForwardPass {
+    /// A linear module's output with every adapter attached to it.
+    func linear(_ index: Int, _ x: TokenMatrix) -> TokenMatrix {
+        let module = model.linears[index]
+        let attached = adapters?.linear[index]
+        let input = attached?.inputScale.map { x.scalingColumns(by: $0) } ?? x
+        var y = RuntimeKernels.project(input, weight: parameter(module.weight), outFeatures: module.outFeatures,
+                                storedTransposed: module.storedTransposed)
+        let bias = module.bias.map(parameter)
+        if let bias { y.addRowVector(bias) }
+        if let scale = attached?.outputScale { y.scaleColumns(by: scale) }
+        for update in attached?.updates ?? [] {
+            apply(update, input: x, to: &y, bias: bias)
+        }
+        return y
+    }
+
+    private func apply(_ update: LowRankUpdate, input x: TokenMatrix, to y: inout TokenMatrix, bias: [Float]?) {
+        let down = RuntimeKernels.project(x, weight: update.a, outFeatures: update.rank, storedTransposed: false)
+        guard let factor = update.doraFactor else {
+            RuntimeKernels.accumulate(down, weight: update.b, outFeatures: y.cols, storedTransposed: false,
+                               alpha: update.scale, into: &y)
+            if let bBias = update.scaledBBias { y.addRowVector(bBias) }
+            return
+        }
+        // PEFT adds (f − 1)·(result − bias) + f·scale·B·A·x to the running result, i.e. the
+        // output so far without its bias is rescaled together with this update.
+        var delta = TokenMatrix(rows: y.rows, cols: y.cols)
+        RuntimeKernels.accumulate(down, weight: update.b, outFeatures: y.cols, storedTransposed: false,
+                           alpha: update.scale, into: &delta)
+        let cols = y.cols
+        for row in 0..<y.rows {
+            for col in 0..<cols {
+                let i = row * cols + col
+                let b = bias?[col] ?? 0
+                y.values[i] = factor[col] * (y.values[i] - b) + b + factor[col] * delta.values[i]
+            }
+        }
+    }
+
+    /// Embedding lookup with every low-rank update of that embedding.
+    func embed(_ index: Int, ids: [Int]) -> TokenMatrix {
+        let module = model.embeddings[index]
+        let table = parameter(module.weight)
+        let dim = module.dim
+        var y = TokenMatrix(rows: ids.count, cols: dim)
+        for (row, id) in ids.enumerated() {
+            y.values.replaceSubrange(row * dim..<(row + 1) * dim, with: table[id * dim..<(id + 1) * dim])
+        }
+        for update in adapters?.embedding[index] ?? [] {
+            var down = TokenMatrix(rows: ids.count, cols: update.rank)
+            for (row, id) in ids.enumerated() {
+                for r in 0..<update.rank { down.values[row * update.rank + r] = update.a[r * module.count + id] }
+            }
+            var delta = TokenMatrix(rows: ids.count, cols: dim)
+            RuntimeKernels.accumulate(down, weight: update.b, outFeatures: dim, storedTransposed: false,
+                               alpha: update.scale, into: &delta)
+            if let factor = update.doraFactor {
+                y.scaleColumns(by: factor)
+                delta.scaleColumns(by: factor)
+            }
+            y.add(delta)
+        }
+        return y
+    }
+
+    /// The end of an attention or feed-forward sub-block: `output` is the sub-block's projection,
+    /// `residual` its input. Without bottleneck adapters this is the model's own residual add
+    /// (and post-LayerNorm for BERT). With them it follows AdapterHub's BottleneckLayer for a Stack:
+    /// pre_forward, the adapter, then the last adapter's post_forward.
+    func subBlockEnd(layer: Int, position: BottleneckPosition, output: TokenMatrix, residual: TokenMatrix,
+                     norm: NormWeights?, epsilon: Double) -> TokenMatrix {
+        let blocks = adapters?.bottlenecks[BottleneckSite(layer: layer, position: position)] ?? []
+        var hidden = output
+        guard let last = blocks.last else {
+            hidden.add(residual)
+            if let norm { self.norm(&hidden, norm, epsilon: epsilon) }
+            return hidden
+        }
+        for block in blocks {
+            var adapterResidual = hidden
+            if block.originalLnBefore {
+                hidden.add(residual)
+                if let norm { self.norm(&hidden, norm, epsilon: epsilon) }
+            }
+            if !block.residualBeforeLn { adapterResidual = hidden }
+            hidden = run(block, hidden, adapterResidual: adapterResidual)
+        }
+        if last.originalLnAfter {
+            hidden.add(residual)
+            if let norm { self.norm(&hidden, norm, epsilon: epsilon) }
+        }
+        return hidden
+    }
+
+    private func run(_ block: BottleneckBlock, _ x: TokenMatrix, adapterResidual: TokenMatrix) -> TokenMatrix {
+        var down = RuntimeKernels.project(x, weight: block.downWeight, outFeatures: block.bottleneckSize,
+                                   storedTransposed: false)
+        if let bias = block.downBias { down.addRowVector(bias) }
+        block.activation.apply(&down)
+        var up = RuntimeKernels.project(down, weight: block.upWeight, outFeatures: x.cols, storedTransposed: false)
+        if let bias = block.upBias { up.addRowVector(bias) }
+        if block.scaling != 1 {
+            up.values.withUnsafeMutableBufferPointer { v in
+                for i in 0..<v.count { v[i] *= block.scaling }
+            }
+        }
+        up.add(adapterResidual)
+        return up
+    }
+}

@@ -1,0 +1,108 @@
+/// Adapters attached to one model at run time, unmerged: validated against the model once, their
+/// tensors converted to fp32 and everything that depends only on weights (DoRA norms, replaced
+/// tensors) computed up front. Adapters apply in the order given; where several touch the same
+/// place they compose: low-rank updates add up, IA3 vectors multiply, bottleneck blocks stack,
+/// prefixes and prompts concatenate, later full tensors replace earlier ones.
+///
+/// Tensors by kind (fp32 after conversion; any float dtype is accepted):
+/// - lora: A [r, in], B [out, r] (embedding: A [r, vocab], B [dim, r]); optional B_bias [out],
+///   magnitude [out] (DoRA; embedding: [dim]) and bias [out], which replaces the target's bias.
+/// - ia3: vector with as many elements as the side it scales ([n], [n, 1] or [1, n]).
+/// - full: value with the target parameter's shape; `mode` replace (default) or delta.
+/// - bottleneck: down.weight [m, hidden], up.weight [hidden, m], optional down.bias, up.bias.
+/// - prefix: one module per layer (`layer` set) with keys and values [tokens, kv_heads, head_dim]
+///   or [tokens, kv_heads · head_dim], unrotated, as PEFT places them in the KV cache.
+/// - prompt: embeddings [tokens, hidden], prepended to the input embeddings.
+public struct AdapterSet: Sendable {
+    let model: TransformerModel
+    public let adapterNames: [String]
+
+    var overrides: [ParameterID: [Float]] = [:]
+    var linear: [Int: LinearAdapters] = [:]
+    var embedding: [Int: [LowRankUpdate]] = [:]
+    var bottlenecks: [BottleneckSite: [BottleneckBlock]] = [:]
+    /// Per layer: prefix keys and values [prefixLength, keyValueHeads · headDim].
+    var prefixKeys: [TokenMatrix] = []
+    var prefixValues: [TokenMatrix] = []
+    /// Virtual token embeddings [promptLength, hidden].
+    var prompt: TokenMatrix?
+
+    var prefixLength: Int { prefixKeys.first?.rows ?? 0 }
+    var promptLength: Int { prompt?.rows ?? 0 }
+
+    /// - Parameter tensor: returns a pack tensor by the name an `AdapterModule` gives for a role.
+    public init(adapters: [Adapter], model: TransformerModel, tensor: (String) throws -> HostTensor) throws {
+        self.model = model
+        adapterNames = adapters.map(\.name)
+        try withoutActuallyEscaping(tensor) { fetch in
+            for adapter in adapters {
+                try add(adapter, AdapterTensors(adapter: adapter.name, fetch: fetch))
+            }
+        }
+    }
+
+    private mutating func add(_ adapter: Adapter, _ source: AdapterTensors) throws {
+        for module in adapter.modules {
+            switch adapter.kind {
+            case .lora: try addLowRank(module, source)
+            case .ia3: try addIA3(module, source)
+            case .full: try addFullTensor(module, source)
+            case .bottleneck: try addBottleneck(module, settings: adapter.settings, source)
+            case .prefix: try addPrefix(module, settings: adapter.settings, source)
+            case .prompt: try addPrompt(module, settings: adapter.settings, source)
+            }
+        }
+        if adapter.kind == .prefix { try checkPrefixComplete(adapter) }
+    }
+
+    func prefix(layer: Int) -> (keys: TokenMatrix, values: TokenMatrix)? {
+        prefixKeys.isEmpty ? nil : (prefixKeys[layer], prefixValues[layer])
+    }
+
+    func currentValue(_ id: ParameterID) -> [Float] {
+        overrides[id] ?? model.parameters.values[id]
+    }
+}
+
+/// Fetches one adapter's tensors by role, checking that a module carries only the roles its kind
+/// uses and converting to fp32.
+struct AdapterTensors {
+    let adapter: String
+    let fetch: (String) throws -> HostTensor
+
+    func allowOnly(_ roles: Set<String>, in module: AdapterModule) throws {
+        if let extra = module.tensors.keys.sorted().first(where: { !roles.contains($0) }) {
+            throw RuntimeError.unexpectedAdapterTensor(adapter: adapter, target: module.target, role: extra)
+        }
+    }
+
+    func optional(_ role: String, of module: AdapterModule) throws -> (name: String, shape: [Int], values: [Float])? {
+        guard let name = module.tensors[role] else { return nil }
+        let tensor = try fetch(name)
+        guard tensor.dtype.isFloatingPoint else {
+            throw RuntimeError.invalidAdapter(adapter: adapter, reason: "tensor \(name) has non-float dtype \(tensor.dtype.rawValue)")
+        }
+        return (name, tensor.shape, try tensor.floats())
+    }
+
+    func require(_ role: String, of module: AdapterModule) throws -> (name: String, shape: [Int], values: [Float]) {
+        guard let found = try optional(role, of: module) else {
+            throw RuntimeError.missingAdapterTensor(adapter: adapter, target: module.target, role: role)
+        }
+        return found
+    }
+
+    /// Checks `shape` against the shape the model needs; `alternatives` are equivalent layouts
+    /// of the same elements (a vector saved as [n, 1] or [1, n]).
+    func check(_ tensor: (name: String, shape: [Int], values: [Float]), _ expected: [Int],
+               alternatives: [[Int]] = []) throws {
+        guard tensor.shape == expected || alternatives.contains(tensor.shape) else {
+            throw RuntimeError.adapterTensorShape(adapter: adapter, tensor: tensor.name, shape: tensor.shape,
+                                                  expected: Shape.describe(expected))
+        }
+    }
+
+    func fail(_ reason: String) -> RuntimeError {
+        RuntimeError.invalidAdapter(adapter: adapter, reason: reason)
+    }
+}

@@ -1,0 +1,74 @@
+/// BertModel: post-LayerNorm encoder layers over word + position + token-type embeddings.
+struct BertBody: Sendable {
+    struct Layer: Sendable {
+        let query, key, value, attentionOutput: Int
+        let attentionNorm: NormWeights
+        let intermediate, output: Int
+        let outputNorm: NormWeights
+    }
+
+    let wordEmbedding: Int
+    let positionEmbedding: ParameterID
+    let tokenTypeEmbedding: ParameterID
+    let embeddingNorm: NormWeights
+    let layers: [Layer]
+    let activation: ActivationFunction
+
+    init(config: ModelConfig, builder: inout ModelBuilder) throws {
+        let hidden = config.hiddenSize, inner = config.intermediateSize
+        activation = try ActivationFunction(name: config.activation)
+        wordEmbedding = try builder.embedding("embeddings.word_embeddings", count: config.vocabSize, dim: hidden)
+        positionEmbedding = try builder.parameter("embeddings.position_embeddings.weight",
+                                                  [config.maxPositionEmbeddings, hidden])
+        tokenTypeEmbedding = try builder.parameter("embeddings.token_type_embeddings.weight",
+                                                   [config.typeVocabSize, hidden])
+        embeddingNorm = try builder.layerNorm("embeddings.LayerNorm", dim: hidden)
+        let attentionWidth = config.numAttentionHeads * config.headDim
+        layers = try (0..<config.numLayers).map { i in
+            let p = "encoder.layer.\(i)"
+            return Layer(
+                query: try builder.linear("\(p).attention.self.query", in: hidden, out: attentionWidth, bias: true),
+                key: try builder.linear("\(p).attention.self.key", in: hidden, out: attentionWidth, bias: true),
+                value: try builder.linear("\(p).attention.self.value", in: hidden, out: attentionWidth, bias: true),
+                attentionOutput: try builder.linear("\(p).attention.output.dense", in: attentionWidth, out: hidden,
+                                                    bias: true),
+                attentionNorm: try builder.layerNorm("\(p).attention.output.LayerNorm", dim: hidden),
+                intermediate: try builder.linear("\(p).intermediate.dense", in: hidden, out: inner, bias: true),
+                output: try builder.linear("\(p).output.dense", in: inner, out: hidden, bias: true),
+                outputNorm: try builder.layerNorm("\(p).output.LayerNorm", dim: hidden))
+        }
+        // The pooler is not part of last_hidden_state, but adapters may target it (PEFT's "dense").
+        _ = try builder.optionalLinear("pooler.dense", in: hidden, out: hidden)
+        builder.loader.ignore { $0.hasSuffix("embeddings.position_ids") }
+    }
+}
+
+extension ForwardPass {
+    func run(_ body: BertBody, inputIds: [[Int]]) -> FloatTensor {
+        let config = model.config
+        let epsilon = config.normEpsilon
+        var x = inputEmbeddings(body.wordEmbedding, inputIds: inputIds)
+        // token_type_ids default to zeros: every row adds token-type embedding 0.
+        let tokenType = Array(parameter(body.tokenTypeEmbedding)[0..<config.hiddenSize])
+        x.addRowVector(tokenType)
+        // Prefix keys/values enter BertModel as a cache, which shifts the position ids past them.
+        addPositionRows(&x, table: parameter(body.positionEmbedding), positionOfRow: position(ofRow:))
+        norm(&x, body.embeddingNorm, epsilon: epsilon)
+
+        let geometry = AttentionGeometry(
+            heads: config.numAttentionHeads, keyValueHeads: config.numAttentionHeads, headDim: config.headDim,
+            scale: Float(1 / Double(config.headDim).squareRoot()), causal: false, window: nil)
+        for (index, layer) in body.layers.enumerated() {
+            let context = attention(q: linear(layer.query, x), k: linear(layer.key, x), v: linear(layer.value, x),
+                                    layer: index, geometry: geometry)
+            let attended = subBlockEnd(layer: index, position: .afterAttention,
+                                       output: linear(layer.attentionOutput, context), residual: x,
+                                       norm: layer.attentionNorm, epsilon: epsilon)
+            var inner = linear(layer.intermediate, attended)
+            body.activation.apply(&inner)
+            x = subBlockEnd(layer: index, position: .afterFeedForward, output: linear(layer.output, inner),
+                            residual: attended, norm: layer.outputNorm, epsilon: epsilon)
+        }
+        return FloatTensor(shape: [batch, rowsPerItem, config.hiddenSize], values: x.values)
+    }
+}

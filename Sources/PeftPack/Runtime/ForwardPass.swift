@@ -1,0 +1,84 @@
+/// One forward pass: the model, the adapters applied to it, and the batch geometry. Activations
+/// hold every token of the batch, one row each; item `b` occupies rows `b * rowsPerItem ..<`.
+struct ForwardPass {
+    let model: TransformerModel
+    let adapters: AdapterSet?
+    let batch: Int
+    /// Real tokens per batch item.
+    let tokens: Int
+
+    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int) {
+        self.model = model
+        self.adapters = adapters
+        self.batch = batch
+        self.tokens = tokens
+    }
+
+    /// Virtual prompt tokens prepended to each item's input embeddings.
+    var promptLength: Int { adapters?.promptLength ?? 0 }
+    /// Prefix keys/values every layer attends to before the sequence.
+    var prefixLength: Int { adapters?.prefixLength ?? 0 }
+    var rowsPerItem: Int { promptLength + tokens }
+    var rows: Int { batch * rowsPerItem }
+
+    /// Position id of a row: prefix tokens occupy the first positions, as a KV cache would.
+    func position(ofRow row: Int) -> Int {
+        prefixLength + row % rowsPerItem
+    }
+
+    func parameter(_ id: ParameterID) -> [Float] {
+        adapters?.overrides[id] ?? model.parameters.values[id]
+    }
+
+    func norm(_ x: inout TokenMatrix, _ weights: NormWeights, epsilon: Double) {
+        if let bias = weights.bias {
+            RuntimeKernels.layerNorm(&x, weight: parameter(weights.weight), bias: parameter(bias), epsilon: epsilon)
+        } else {
+            RuntimeKernels.rmsNorm(&x, weight: parameter(weights.weight), epsilon: epsilon)
+        }
+    }
+
+    /// Input embeddings of the batch: each item's prompt rows, then its looked-up tokens.
+    func inputEmbeddings(_ index: Int, inputIds: [[Int]]) -> TokenMatrix {
+        let tokenRows = embed(index, ids: inputIds.flatMap { $0 })
+        guard let prompt = adapters?.prompt else { return tokenRows }
+        let dim = tokenRows.cols
+        var result = TokenMatrix(rows: rows, cols: dim)
+        for item in 0..<batch {
+            let target = item * rowsPerItem * dim
+            result.values.replaceSubrange(target..<target + prompt.values.count, with: prompt.values)
+            let source = item * tokens * dim
+            let promptEnd = target + prompt.values.count
+            result.values.replaceSubrange(promptEnd..<promptEnd + tokens * dim,
+                                          with: tokenRows.values[source..<source + tokens * dim])
+        }
+        return result
+    }
+
+    /// Adds the rows of a position-indexed table (learned absolute positions) to `x`.
+    func addPositionRows(_ x: inout TokenMatrix, table: [Float], positionOfRow: (Int) -> Int) {
+        let cols = x.cols
+        x.values.withUnsafeMutableBufferPointer { v in
+            table.withUnsafeBufferPointer { t in
+                for row in 0..<x.rows {
+                    let source = positionOfRow(row) * cols
+                    for col in 0..<cols { v[row * cols + col] += t[source + col] }
+                }
+            }
+        }
+    }
+
+    /// Runs one attention block over the batch. `q`, `k`, `v` give each token's projections at a
+    /// column offset of their matrices (GPT-2 keeps all three in one); heads share key/value heads
+    /// in groups (repeat_kv). Each layer's prefix keys/values come before the sequence.
+    func attention(
+        q: TokenMatrix, qOffset: Int = 0, k: TokenMatrix, kOffset: Int = 0, v: TokenMatrix, vOffset: Int = 0,
+        layer: Int, geometry: AttentionGeometry
+    ) -> TokenMatrix {
+        let prefix = adapters?.prefix(layer: layer)
+        return AttentionKernel.run(
+            q: q, qOffset: qOffset, k: k, kOffset: kOffset, v: v, vOffset: vOffset,
+            prefixKeys: prefix?.keys, prefixValues: prefix?.values,
+            batch: batch, length: rowsPerItem, geometry: geometry)
+    }
+}

@@ -1,0 +1,74 @@
+/// GPT2LMHeadModel: pre-LayerNorm decoder blocks with learned positions and Conv1D weights
+/// stored [in, out]; the head is tied to the token embedding unless the config says otherwise.
+struct GPT2Body: Sendable {
+    struct Layer: Sendable {
+        let attentionNorm: NormWeights
+        let queryKeyValue, attentionOutput: Int
+        let feedForwardNorm: NormWeights
+        let feedForwardIn, feedForwardOut: Int
+    }
+
+    let tokenEmbedding: Int
+    let positionEmbedding: ParameterID
+    let layers: [Layer]
+    let finalNorm: NormWeights
+    let head: Int
+    let activation: ActivationFunction
+
+    init(config: ModelConfig, builder: inout ModelBuilder) throws {
+        activation = try ActivationFunction(name: config.activation)
+        let hidden = config.hiddenSize, inner = config.intermediateSize
+        tokenEmbedding = try builder.embedding("wte", count: config.vocabSize, dim: hidden)
+        positionEmbedding = try builder.parameter("wpe.weight", [config.maxPositionEmbeddings, hidden])
+        layers = try (0..<config.numLayers).map { i in
+            let p = "h.\(i)"
+            return Layer(
+                attentionNorm: try builder.layerNorm("\(p).ln_1", dim: hidden),
+                queryKeyValue: try builder.linear("\(p).attn.c_attn", in: hidden, out: 3 * hidden, bias: true,
+                                                  conv1d: true),
+                attentionOutput: try builder.linear("\(p).attn.c_proj", in: hidden, out: hidden, bias: true,
+                                                    conv1d: true),
+                feedForwardNorm: try builder.layerNorm("\(p).ln_2", dim: hidden),
+                feedForwardIn: try builder.linear("\(p).mlp.c_fc", in: hidden, out: inner, bias: true, conv1d: true),
+                feedForwardOut: try builder.linear("\(p).mlp.c_proj", in: inner, out: hidden, bias: true, conv1d: true))
+        }
+        finalNorm = try builder.layerNorm("ln_f", dim: hidden)
+        head = try builder.head("lm_head", embedding: tokenEmbedding, tied: config.tieWordEmbeddings)
+        // The causal-mask buffers old checkpoints carry (GPT2PreTrainedModel ignores them too).
+        builder.loader.ignore { $0.hasSuffix(".attn.bias") || $0.hasSuffix(".attn.masked_bias") }
+    }
+}
+
+extension ForwardPass {
+    func run(_ body: GPT2Body, inputIds: [[Int]]) -> FloatTensor {
+        let config = model.config
+        let epsilon = config.normEpsilon
+        let hidden = config.hiddenSize
+        var x = inputEmbeddings(body.tokenEmbedding, inputIds: inputIds)
+        addPositionRows(&x, table: parameter(body.positionEmbedding), positionOfRow: position(ofRow:))
+        for (index, layer) in body.layers.enumerated() {
+            var scale = config.scaleAttentionWeights ? 1 / Double(config.headDim).squareRoot() : 1
+            if config.scaleAttentionByInverseLayerIndex { scale /= Double(index + 1) }
+            let geometry = AttentionGeometry(
+                heads: config.numAttentionHeads, keyValueHeads: config.numAttentionHeads, headDim: config.headDim,
+                scale: Float(scale), causal: true, window: nil)
+            var normed = x
+            norm(&normed, layer.attentionNorm, epsilon: epsilon)
+            let qkv = linear(layer.queryKeyValue, normed)
+            let context = attention(q: qkv, qOffset: 0, k: qkv, kOffset: hidden, v: qkv, vOffset: 2 * hidden,
+                                    layer: index, geometry: geometry)
+            x = subBlockEnd(layer: index, position: .afterAttention,
+                            output: linear(layer.attentionOutput, context), residual: x, norm: nil, epsilon: epsilon)
+
+            normed = x
+            norm(&normed, layer.feedForwardNorm, epsilon: epsilon)
+            var inner = linear(layer.feedForwardIn, normed)
+            body.activation.apply(&inner)
+            x = subBlockEnd(layer: index, position: .afterFeedForward, output: linear(layer.feedForwardOut, inner),
+                            residual: x, norm: nil, epsilon: epsilon)
+        }
+        norm(&x, body.finalNorm, epsilon: epsilon)
+        let logits = linear(body.head, x)
+        return FloatTensor(shape: [batch, rowsPerItem, config.vocabSize], values: logits.values)
+    }
+}

@@ -1,0 +1,111 @@
+/// The output of a forward pass: fp32 values in row-major order.
+public struct FloatTensor: Sendable, Equatable {
+    public var shape: [Int]
+    public var values: [Float]
+
+    public init(shape: [Int], values: [Float]) {
+        self.shape = shape
+        self.values = values
+    }
+}
+
+/// A base model in fp32, ready to run forward passes with or without adapters.
+///
+/// Outputs match transformers in eval mode: BERT returns `last_hidden_state` [batch, seq, hidden]
+/// (BertModel, bidirectional attention, token_type_ids all 0); Llama-family and GPT-2 models return
+/// `logits` [batch, seq, vocab] under a causal mask. Prompt tuning adds its virtual tokens to `seq`.
+public final class TransformerModel: Sendable {
+    public let config: ModelConfig
+    /// Checkpoint tensors the architecture has no use for (e.g. a pre-training head), sorted.
+    public let unusedWeights: [String]
+    /// The checkpoint prefix of the base model inside task classes ("bert", "model", "transformer").
+    public let basePrefix: String
+
+    let parameters: ParameterStore
+    let linears: [LinearModule]
+    let embeddings: [EmbeddingModule]
+    let modules: [String: ModuleReference]
+    let body: Body
+
+    enum Body: Sendable {
+        case bert(BertBody)
+        case llama(LlamaBody)
+        case gpt2(GPT2Body)
+    }
+
+    private init(config: ModelConfig, prefix: String, builder: ModelBuilder, body: Body) {
+        self.config = config
+        basePrefix = prefix
+        parameters = builder.loader.store
+        linears = builder.linears
+        embeddings = builder.embeddings
+        modules = builder.modules
+        unusedWeights = builder.loader.unused
+        self.body = body
+    }
+
+    /// Reads every tensor the config implies from `weights`, converting to fp32 once. Fails on the
+    /// first missing or misshapen tensor, naming it; tensors nothing uses land in `unusedWeights`.
+    public static func load(config: ModelConfig, weights: any WeightProvider) throws -> TransformerModel {
+        try config.validate()
+        let prefix: String
+        switch config.family {
+        case .bert: prefix = "bert"
+        case .llama: prefix = "model"
+        case .gpt2: prefix = "transformer"
+        }
+        var builder = ModelBuilder(provider: weights, prefix: prefix)
+        let body: Body
+        switch config.family {
+        case .bert: body = .bert(try BertBody(config: config, builder: &builder))
+        case .llama: body = .llama(try LlamaBody(config: config, builder: &builder))
+        case .gpt2: body = .gpt2(try GPT2Body(config: config, builder: &builder))
+        }
+        return TransformerModel(config: config, prefix: prefix, builder: builder, body: body)
+    }
+
+    /// Runs the model on a rectangular batch of token ids.
+    public func forward(inputIds: [[Int]], adapters: AdapterSet? = nil) throws -> FloatTensor {
+        if let adapters, adapters.model !== self { throw RuntimeError.adapterSetForOtherModel }
+        try validate(inputIds: inputIds, adapters: adapters)
+        let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count)
+        switch body {
+        case .bert(let bert): return pass.run(bert, inputIds: inputIds)
+        case .llama(let llama): return pass.run(llama, inputIds: inputIds)
+        case .gpt2(let gpt2): return pass.run(gpt2, inputIds: inputIds)
+        }
+    }
+
+    /// The module an adapter target names, with or without the base-model prefix.
+    func module(named target: String) -> ModuleReference? {
+        if let module = modules[target] { return module }
+        guard target.hasPrefix(basePrefix + ".") else { return nil }
+        return modules[String(target.dropFirst(basePrefix.count + 1))]
+    }
+
+    /// The parameter a full-tensor target names, with or without the base-model prefix.
+    func parameter(named name: String) -> ParameterID? {
+        if let id = parameters.idsByName[name] { return id }
+        guard name.hasPrefix(basePrefix + ".") else { return nil }
+        return parameters.idsByName[String(name.dropFirst(basePrefix.count + 1))]
+    }
+
+    private func validate(inputIds: [[Int]], adapters: AdapterSet?) throws {
+        guard let length = inputIds.first?.count, length > 0 else {
+            throw RuntimeError.invalidInput("the batch is empty")
+        }
+        for (row, ids) in inputIds.enumerated() {
+            guard ids.count == length else {
+                throw RuntimeError.invalidInput("row \(row) has \(ids.count) tokens but row 0 has \(length)")
+            }
+            if let bad = ids.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
+                throw RuntimeError.invalidInput("token id \(bad) in row \(row) is outside the vocabulary of \(config.vocabSize)")
+            }
+        }
+        let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + length
+        if config.family != .llama, positions > config.maxPositionEmbeddings {
+            throw RuntimeError.invalidInput(
+                "\(positions) positions exceed max_position_embeddings \(config.maxPositionEmbeddings)")
+        }
+    }
+}
