@@ -9,7 +9,7 @@ struct PeftPackCommand: ParsableCommand {
             Exit codes: 0 success, 1 verification mismatch, 2 usage or input error, 3 internal error.
             """,
         version: PeftPackVersion.string,
-        subcommands: [ImportCommand.self, ExportCommand.self, InspectCommand.self])
+        subcommands: [ImportCommand.self, ExportCommand.self, InspectCommand.self, VerifyCommand.self])
 }
 
 PeftPackCommand.main()

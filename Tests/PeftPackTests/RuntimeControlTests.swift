@@ -21,7 +21,7 @@ struct RuntimeControlTests {
     }
 
     private static func edited(_ tensor: HostTensor, _ change: (inout [Float]) -> Void) throws -> HostTensor {
-        var values = try tensor.floats()
+        var values = tensor.floats()
         change(&values)
         return HostTensor(floats: values, shape: tensor.shape, dtype: .f32)
     }

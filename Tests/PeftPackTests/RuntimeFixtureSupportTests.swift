@@ -58,7 +58,7 @@ enum RuntimeFixtures {
         let rows = (0..<ids.shape[0]).map { Array(flat[$0 * columns..<($0 + 1) * columns]) }
         func output(_ key: String) throws -> FloatTensor {
             let tensor = try file.tensor(key)!
-            return FloatTensor(shape: tensor.shape, values: try tensor.floats())
+            return FloatTensor(shape: tensor.shape, values: tensor.floats())
         }
         return Reference(inputIds: rows, outputBase: try output("output_base"),
                          outputAdapter: try output("output_adapter"), metadata: file.metadata)

@@ -82,7 +82,7 @@ struct AdapterTensors {
         guard tensor.dtype.isFloatingPoint else {
             throw RuntimeError.invalidAdapter(adapter: adapter, reason: "tensor \(name) has non-float dtype \(tensor.dtype.rawValue)")
         }
-        return (name, tensor.shape, try tensor.floats())
+        return (name, tensor.shape, tensor.floats())
     }
 
     func require(_ role: String, of module: AdapterModule) throws -> (name: String, shape: [Int], values: [Float]) {

@@ -87,7 +87,7 @@ struct ModelWeightLoader {
             throw RuntimeError.weightShape(name: key, shape: tensor.shape, expected: shape)
         }
         guard tensor.dtype.isFloatingPoint else { throw RuntimeError.weightDType(name: key, dtype: tensor.dtype) }
-        let values = try tensor.floats()
+        let values = tensor.floats()
         consumed.insert(key)
         return store.add(name: name, shape: shape, values: values)
     }

@@ -1,7 +1,5 @@
-import COpenBLAS
-
 /// The numeric building blocks of a forward pass. Every matrix product goes through `gemm`, the
-/// runtime's only BLAS call, so that the backend can be swapped in one place.
+/// runtime's only route into BLAS (LinearAlgebra/BLAS.swift).
 enum RuntimeKernels {
     /// Row-major `C = alpha · op(A) · op(B) + beta · C` with `op(A)`: m × k and `op(B)`: k × n.
     static func gemm(
@@ -9,10 +7,8 @@ enum RuntimeKernels {
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        guard m > 0, n > 0 else { return }
-        cblas_sgemm(
-            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-            blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+        BLAS.gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                  a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
     /// `x · Wᵀ` for W stored [out, in] (nn.Linear), or `x · W` for W stored [in, out] (Conv1D).

@@ -1,0 +1,177 @@
+import Foundation
+
+extension Checkpoint: WeightProvider {
+    public func tensor(_ name: String) throws -> HostTensor? {
+        info(name) == nil ? nil : try tensor(name) as HostTensor
+    }
+}
+
+/// `peftpack verify`: runs the base model with a pack's adapters applied at run time and compares
+/// the output with a reference file, a merged model, or another pack.
+public enum Verify {
+    public struct Tolerance: Sendable {
+        public var absolute: Double
+        public var relative: Double
+        public init(absolute: Double, relative: Double) {
+            self.absolute = absolute
+            self.relative = relative
+        }
+    }
+
+    public struct Comparison: Encodable {
+        public var against: String
+        public var shape: [Int]
+        public var maxAbsError: Double
+        /// Max absolute error divided by the reference's largest magnitude.
+        public var maxRelError: Double
+        public var meanAbsError: Double
+        public var referenceScale: Double
+        /// For logits: share of positions whose arg-max agrees, and mean KL(reference ‖ ours).
+        public var top1Agreement: Double?
+        public var klDivergence: Double?
+        public var passed: Bool
+    }
+
+    public struct Report: Encodable {
+        public var pack: String
+        public var base: String
+        public var adapters: [String]
+        public var inputShape: [Int]
+        public var comparisons: [Comparison]
+        public var passed: Bool
+        public var atol: Double
+        public var rtol: Double
+    }
+
+    public enum Target {
+        case reference(path: String, key: String?)
+        case merged(folder: String)
+        case pack(path: String)
+    }
+
+    public static func loadModel(_ folder: String) throws -> (TransformerModel, Checkpoint) {
+        let checkpoint = try Checkpoint(path: folder)
+        let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: folder).appendingPathComponent("config.json"))
+        return (try TransformerModel.load(config: config, weights: checkpoint), checkpoint)
+    }
+
+    public static func adapterSet(pack: String, names: [String], model: TransformerModel) throws -> (AdapterSet, [String]) {
+        let reader = try PackReader(path: pack)
+        let document: PackDocument
+        do {
+            document = try reader.document.decoded(as: PackDocument.self)
+        } catch {
+            throw PackFormatError(file: pack, problem: "adapter document does not match the format: \(error)")
+        }
+        let chosen = try names.isEmpty ? document.adapters : names.map { try PackExport.chooseAdapter(document, name: $0, file: pack) }
+        return (try AdapterSet(adapters: chosen, model: model, tensor: reader.readTensor), chosen.map(\.name))
+    }
+
+    public static func run(pack: String, base: String, adapterNames: [String], targets: [Target],
+                           inputShape: (batch: Int, tokens: Int), seed: UInt64, tolerance: Tolerance,
+                           isLogits: Bool? = nil) throws -> Report {
+        let (model, _) = try loadModel(base)
+        let (adapters, names) = try adapterSet(pack: pack, names: adapterNames, model: model)
+        var comparisons: [Comparison] = []
+        var shownShape = [inputShape.batch, inputShape.tokens]
+        let logits = isLogits ?? (model.config.family != .bert)
+        for target in targets {
+            switch target {
+            case .reference(let path, let key):
+                let file = try SafetensorsFile(path: path)
+                guard let ids = file.info("input_ids"), ids.shape.count == 2, ids.dtype == .i64 else {
+                    throw SafetensorsError(file: path, tensor: "input_ids", problem: "a reference needs input_ids as I64 [batch, seq]")
+                }
+                let flat = try file.withBytes("input_ids") { raw in (0..<(ids.shape[0] * ids.shape[1])).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
+                let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
+                shownShape = ids.shape
+                let outputKey = try key ?? defaultKey(file)
+                guard let expectedInfo = file.info(outputKey), expectedInfo.dtype.isFloatingPoint else {
+                    throw SafetensorsError(file: path, tensor: outputKey, problem: "no floating-point output of that name")
+                }
+                let expected = try file.tensor(outputKey)
+                let output = try model.forward(inputIds: rows, adapters: adapters)
+                comparisons.append(try compare(output, FloatTensor(shape: expected.shape, values: expected.floats()),
+                                               label: "\(path):\(outputKey)", logits: logits, tolerance: tolerance))
+            case .merged(let folder):
+                let rows = randomInput(inputShape, vocabulary: model.config.vocabSize, seed: seed)
+                let (merged, _) = try loadModel(folder)
+                let expected = try merged.forward(inputIds: rows)
+                let output = try model.forward(inputIds: rows, adapters: adapters)
+                comparisons.append(try compare(output, expected, label: folder, logits: logits, tolerance: tolerance))
+            case .pack(let other):
+                let rows = randomInput(inputShape, vocabulary: model.config.vocabSize, seed: seed)
+                let (otherAdapters, _) = try adapterSet(pack: other, names: [], model: model)
+                let expected = try model.forward(inputIds: rows, adapters: otherAdapters)
+                let output = try model.forward(inputIds: rows, adapters: adapters)
+                comparisons.append(try compare(output, expected, label: other, logits: logits, tolerance: tolerance))
+            }
+        }
+        return Report(pack: pack, base: base, adapters: names, inputShape: shownShape, comparisons: comparisons,
+                      passed: comparisons.allSatisfy(\.passed), atol: tolerance.absolute, rtol: tolerance.relative)
+    }
+
+    static func defaultKey(_ file: SafetensorsFile) throws -> String {
+        if file.info("output_adapter") != nil { return "output_adapter" }
+        let outputs = file.names.filter { $0 != "input_ids" }
+        guard outputs.count == 1 else {
+            throw SafetensorsError(file: file.path, problem: "holds several outputs (\(outputs.joined(separator: ", "))); choose one with --key")
+        }
+        return outputs[0]
+    }
+
+    /// Token ids drawn from a fixed generator so `--seed` reproduces a run exactly.
+    static func randomInput(_ shape: (batch: Int, tokens: Int), vocabulary: Int, seed: UInt64) -> [[Int]] {
+        var state = seed &+ 0x9E37_79B9_7F4A_7C15
+        func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        return (0..<shape.batch).map { _ in (0..<shape.tokens).map { _ in Int(next() % UInt64(vocabulary)) } }
+    }
+
+    static func compare(_ output: FloatTensor, _ expected: FloatTensor, label: String, logits: Bool, tolerance: Tolerance) throws -> Comparison {
+        guard output.shape == expected.shape else {
+            throw AdapterFormatError(file: label, problem: "output shape \(Shape.describe(output.shape)) does not match the reference's \(Shape.describe(expected.shape))")
+        }
+        var maxAbs = 0.0, sumAbs = 0.0, scale = 0.0
+        for (ours, theirs) in zip(output.values, expected.values) {
+            let error = abs(Double(ours) - Double(theirs))
+            maxAbs = max(maxAbs, error.isNaN ? .infinity : error)
+            sumAbs += error
+            scale = max(scale, abs(Double(theirs)))
+        }
+        var top1: Double?, kl: Double?
+        if logits, let width = output.shape.last, width > 0 {
+            let positions = output.values.count / width
+            var agree = 0
+            var divergence = 0.0
+            for position in 0..<positions {
+                let ours = output.values[(position * width)..<((position + 1) * width)]
+                let theirs = expected.values[(position * width)..<((position + 1) * width)]
+                if ours.indices.max(by: { ours[$0] < ours[$1] }) == theirs.indices.max(by: { theirs[$0] < theirs[$1] }) { agree += 1 }
+                divergence += klDivergence(reference: Array(theirs), candidate: Array(ours))
+            }
+            top1 = Double(agree) / Double(max(positions, 1))
+            kl = divergence / Double(max(positions, 1))
+        }
+        let passed = maxAbs <= tolerance.absolute + tolerance.relative * scale
+        return Comparison(against: label, shape: output.shape, maxAbsError: maxAbs, maxRelError: scale > 0 ? maxAbs / scale : maxAbs,
+                          meanAbsError: sumAbs / Double(max(output.values.count, 1)), referenceScale: scale,
+                          top1Agreement: top1, klDivergence: kl, passed: passed)
+    }
+
+    /// KL(P‖Q) of the softmax distributions of two logit rows, in fp64.
+    static func klDivergence(reference: [Float], candidate: [Float]) -> Double {
+        func logSoftmax(_ row: [Float]) -> [Double] {
+            let top = Double(row.max() ?? 0)
+            let total = row.reduce(0.0) { $0 + exp(Double($1) - top) }
+            return row.map { Double($0) - top - log(total) }
+        }
+        let p = logSoftmax(reference), q = logSoftmax(candidate)
+        return zip(p, q).reduce(0) { $0 + exp($1.0) * ($1.0 - $1.1) }
+    }
+}
