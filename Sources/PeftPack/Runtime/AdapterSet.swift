@@ -43,6 +43,11 @@ public struct AdapterSet: Sendable {
 
     private mutating func add(_ adapter: Adapter, _ source: AdapterTensors) throws {
         for module in adapter.modules {
+            // Any kind may carry whole tensors (PEFT modules_to_save, saved embedding layers).
+            if module.mode != nil {
+                try addFullTensor(module, source)
+                continue
+            }
             switch adapter.kind {
             case .lora: try addLowRank(module, source)
             case .ia3: try addIA3(module, source)
