@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import PeftPack
 
 struct PeftPackCommand: ParsableCommand {
@@ -12,4 +13,16 @@ struct PeftPackCommand: ParsableCommand {
         subcommands: [ImportCommand.self, ExportCommand.self, InspectCommand.self, VerifyCommand.self])
 }
 
-PeftPackCommand.main()
+/// ArgumentParser reports usage errors with EX_USAGE (64); peftpack's contract is 2 for every
+/// usage or input error, so map it here and leave help, version and our own codes untouched.
+do {
+    var command = try PeftPackCommand.parseAsRoot()
+    try command.run()
+} catch {
+    let code = PeftPackCommand.exitCode(for: error)
+    if code == .validationFailure {
+        FileHandle.standardError.write(Data((PeftPackCommand.fullMessage(for: error) + "\n").utf8))
+        exit(2)
+    }
+    PeftPackCommand.exit(withError: error)
+}

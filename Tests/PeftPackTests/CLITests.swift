@@ -1,0 +1,135 @@
+import Foundation
+import Testing
+@testable import PeftPack
+
+/// The command line as a contract: names, exit codes (0 ok, 1 mismatch, 2 input error), one-line
+/// errors, nothing left behind on failure.
+@Suite(.serialized) struct CLITests {
+    static let fixtures = Fixtures.data.path
+
+    /// Copies a pack with one tensor changed by `edit`.
+    static func perturbed(_ pack: String, tensor name: String, _ edit: (inout [Float]) -> Void) throws -> String {
+        let reader = try PackReader(path: pack)
+        let output = Fixtures.temporaryDirectory() + "/perturbed.peftpack"
+        let writer = try PackWriter(destination: output)
+        for entry in reader.tensors {
+            var tensor = try reader.readTensor(entry.name)
+            if entry.name == name {
+                var values = tensor.floats()
+                edit(&values)
+                tensor = HostTensor(floats: values, shape: tensor.shape, dtype: tensor.dtype)
+            }
+            try writer.append(tensor, name: entry.name)
+        }
+        try writer.finish(document: reader.document)
+        return output
+    }
+
+    static func importCase(_ caseName: String, folder: String = "adapter") throws -> String {
+        let output = Fixtures.temporaryDirectory() + "/\(caseName).peftpack"
+        let result = try CLI.run(["import", "\(fixtures)/cases/\(caseName)/\(folder)", "-o", output])
+        #expect(result.status == 0, "\(result.stderr)")
+        return output
+    }
+
+    @Test func verifyPassesOnAnImportedFixture() throws {
+        let pack = try Self.importCase("llama_lora")
+        let result = try CLI.run(["verify", pack, "--base", "\(Self.fixtures)/models/llama-tiny",
+                                  "--reference", "\(Self.fixtures)/cases/llama_lora/llama_lora.ref.safetensors", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("\"passed\" : true"))
+    }
+
+    @Test func signFlipOfOneLoraBRowFailsVerifyWithExitOne() throws {
+        let pack = try Self.importCase("llama_lora")
+        let name = "default/model.layers.0.self_attn.q_proj/B"
+        let damaged = try Self.perturbed(pack, tensor: name) { values in
+            for column in 0..<8 { values[column] = -values[column] }
+        }
+        let result = try CLI.run(["verify", damaged, "--base", "\(Self.fixtures)/models/llama-tiny",
+                                  "--reference", "\(Self.fixtures)/cases/llama_lora/llama_lora.ref.safetensors"])
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("FAIL"))
+    }
+
+    @Test func changedPrefixValueFailsVerifyWithExitOne() throws {
+        let pack = try Self.importCase("llama_prefix")
+        let damaged = try Self.perturbed(pack, tensor: "default/layers.1/values") { $0[5] += 0.5 }
+        let result = try CLI.run(["verify", damaged, "--base", "\(Self.fixtures)/models/llama-tiny",
+                                  "--reference", "\(Self.fixtures)/cases/llama_prefix/llama_prefix.ref.safetensors"])
+        #expect(result.status == 1)
+    }
+
+    @Test func packForAnotherBaseFailsVerifyWithExitTwoNamingTheModule() throws {
+        let pack = try Self.importCase("llama_lora")
+        let result = try CLI.run(["verify", pack, "--base", "\(Self.fixtures)/models/gpt2-tiny", "--merged", "\(Self.fixtures)/models/gpt2-tiny"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("model.layers.0"))
+        #expect(result.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test func importAgainstTheWrongBaseFailsAndWritesNothing() throws {
+        let folder = Fixtures.temporaryDirectory()
+        let result = try CLI.run(["import", "\(Self.fixtures)/cases/llama_lora/adapter", "-o", folder + "/x.peftpack",
+                                  "--base", "\(Self.fixtures)/models/gpt2-tiny"])
+        #expect(result.status == 2)
+        #expect(result.stderr.hasPrefix("peftpack: error: "))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder).isEmpty)
+    }
+
+    @Test func hostilePickleIsRefusedAndWritesNothing() throws {
+        let folder = Fixtures.temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: folder + "/adapter", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "\(Self.fixtures)/cases/bert_pfeiffer/adapter_bin/adapter_config.json", toPath: folder + "/adapter/adapter_config.json")
+        try FileManager.default.copyItem(atPath: "\(Self.fixtures)/malicious/os_system.bin", toPath: folder + "/adapter/pytorch_adapter.bin")
+        let result = try CLI.run(["import", folder + "/adapter", "-o", folder + "/out.peftpack"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("forbidden global os.system"))
+        #expect(!FileManager.default.fileExists(atPath: folder + "/out.peftpack"))
+    }
+
+    @Test func truncatedPackGivesOneLineErrorAndExitTwo() throws {
+        let pack = try Self.importCase("llama_ia3")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: pack))
+        let truncated = Fixtures.temporaryDirectory() + "/truncated.peftpack"
+        FileManager.default.createFile(atPath: truncated, contents: bytes.prefix(bytes.count / 2))
+        let result = try CLI.run(["inspect", truncated])
+        #expect(result.status == 2)
+        #expect(result.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test func exportRefusesToOverwriteWithoutForce() throws {
+        let pack = try Self.importCase("llama_ia3")
+        let folder = Fixtures.temporaryDirectory()
+        #expect(try CLI.run(["export", pack, "-o", folder + "/out"]).status == 0)
+        let again = try CLI.run(["export", pack, "-o", folder + "/out"])
+        #expect(again.status == 2)
+        #expect(again.stderr.contains("--force"))
+        #expect(try CLI.run(["export", pack, "-o", folder + "/out", "--force"]).status == 0)
+    }
+
+    @Test func importRefusesToWriteOverItsInput() throws {
+        let pack = try Self.importCase("llama_ia3")
+        let before = try Data(contentsOf: URL(fileURLWithPath: pack))
+        let result = try CLI.run(["import", pack, "-o", pack])
+        #expect(result.status == 2)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: pack)) == before)
+    }
+
+    @Test func inspectJsonReportsAdaptersAndRatio() throws {
+        let pack = try Self.importCase("llama_rslora_patterns")
+        let result = try CLI.run(["inspect", pack, "--json", "--tensors", "--verify"])
+        #expect(result.status == 0)
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let adapters = json["adapters"] as! [[String: Any]]
+        #expect(adapters.first?["ranks"] as? [Int] == [4, 8, 12])
+        #expect((json["tensors"] as! [Any]).count == 28)
+        #expect(json["verified"] as? Bool == true)
+    }
+
+    @Test func usageErrorsExitWithTwo() throws {
+        #expect(try CLI.run(["import", "a", "b", "-o", "x.peftpack", "--name", "only-one"]).status == 2)
+        #expect(try CLI.run(["verify", "x.peftpack", "--base", "b"]).status == 2)
+        #expect(try CLI.run(["frobnicate"]).status == 2)
+    }
+}
