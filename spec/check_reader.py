@@ -1,0 +1,128 @@
+"""CI check: the independent reader (peftpack_reader.py) reads every pack the Swift CLI makes from
+the fixtures, agrees with Swift on every tensor (XXH3 of the decoded bytes, as `peftpack inspect
+--hashes` reports them), finds LoRA/IA3 factors where §9 of FORMAT.md says they are and equal to
+the PEFT file they came from, and rejects damaged packs."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from peftpack_reader import Pack, PackError, xxh3  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = REPO / "fixtures" / "data" / "cases"
+BINARY = os.environ["PEFTPACK_BIN"]
+
+
+def peftpack(*args):
+    result = subprocess.run([BINARY, *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"peftpack {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def peft_suffix(role, layout):
+    embedding = layout == "embedding"
+    return {"A": ".lora_embedding_A" if embedding else ".lora_A.weight",
+            "B": ".lora_embedding_B" if embedding else ".lora_B.weight",
+            "vector": ".ia3_l"}.get(role)
+
+
+def check_case(case_dir: Path, work: Path):
+    source = case_dir / "adapter" if (case_dir / "adapter").exists() else case_dir / "adapter_bin"
+    pack_path = work / f"{case_dir.name}.peftpack"
+    peftpack("import", str(source), "-o", str(pack_path))
+    pack = Pack(str(pack_path))
+    pack.verify()
+    swift = json.loads(peftpack("inspect", str(pack_path), "--hashes", "--json"))
+    hashes = {t["name"]: t["xxh3"] for t in swift["tensors"]}
+    if set(hashes) != set(pack.names()):
+        raise AssertionError("tensor names differ between Swift and the reader")
+    for name in pack.names():
+        if f"{xxh3(pack.read(name)):016x}" != hashes[name]:
+            raise AssertionError(f"{name}: reader and Swift decode different bytes")
+    if [a["name"] for a in swift["adapters"]] != [a["name"] for a in pack.document["adapters"]]:
+        raise AssertionError("adapter lists differ")
+    peft_file = source / "adapter_model.safetensors"
+    if peft_file.exists():
+        original = load_file(str(peft_file))
+        for adapter in pack.document["adapters"]:
+            if adapter["kind"] not in ("lora", "ia3"):
+                continue
+            for module in adapter["modules"]:
+                if "mode" in module:
+                    continue
+                for role, tensor_name in module["tensors"].items():
+                    suffix = peft_suffix(role, module.get("layout"))
+                    if suffix is None:
+                        continue
+                    expected = original[f"base_model.model.{module['target']}{suffix}"]
+                    ours = pack.array(tensor_name)
+                    if ours.tobytes() != np.ascontiguousarray(expected).tobytes() or ours.size != expected.size:
+                        raise AssertionError(f"{tensor_name} differs from the PEFT tensor")
+    return pack_path
+
+
+def check_damage(pack_path: Path, work: Path):
+    data = pack_path.read_bytes()
+    damaged = work / "damaged.peftpack"
+    rejected = 0
+    positions = list(range(0, len(data), max(1, len(data) // 300)))
+    for position in positions:
+        copy = bytearray(data)
+        copy[position] ^= 0x5A
+        damaged.write_bytes(bytes(copy))
+        try:
+            pack = Pack(str(damaged))
+            pack.verify()
+            if any(pack.read(n) != Pack(str(pack_path)).read(n) for n in pack.names()):
+                raise AssertionError(f"flip at {position} changed data silently")
+        except PackError:
+            rejected += 1
+    for length in range(0, len(data), max(1, len(data) // 100)):
+        damaged.write_bytes(data[:length])
+        try:
+            Pack(str(damaged)).verify()
+            raise AssertionError(f"truncation to {length} accepted")
+        except PackError:
+            pass
+    if rejected < len(positions) * 0.9:
+        raise AssertionError(f"only {rejected} of {len(positions)} flips detected")
+
+
+def main():
+    work = Path(tempfile.mkdtemp(prefix="peftpack-spec-"))
+    passed = failed = 0
+    last_pack = None
+    for case_dir in sorted(CASES.iterdir()):
+        try:
+            last_pack = check_case(case_dir, work)
+            passed += 1
+            print(f"ok   spec reader: {case_dir.name}")
+        except Exception as error:
+            failed += 1
+            print(f"FAIL spec reader: {case_dir.name}: {error}")
+    try:
+        check_damage(last_pack, work)
+        passed += 1
+        print("ok   spec reader: damaged packs rejected")
+    except Exception as error:
+        failed += 1
+        print(f"FAIL spec reader: damaged packs: {error}")
+    transforms = {chunk["transform"] for path in work.glob("*.peftpack") if path.name != "damaged.peftpack"
+                  for entry in Pack(str(path)).entries.values() for chunk in entry["chunks"]}
+    if transforms != {"none", "planes"}:
+        failed += 1
+        print(f"FAIL spec reader: the packs exercised only {sorted(transforms)}")
+    print(f"python: {passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
