@@ -39,6 +39,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/peftpack"),
+        // Measurements for Benchmarks/*.sh; not part of the product.
+        .executableTarget(
+            name: "peftpack-bench",
+            dependencies: ["PeftPack"],
+            path: "Benchmarks/Sources/peftpack-bench"),
         .testTarget(
             name: "PeftPackTests",
             dependencies: ["PeftPack"],

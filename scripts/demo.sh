@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
-# The main job on the bundled fixtures: pack a real PEFT adapter, inspect it, and more as the
-# subcommands land.
+# The main job on the bundled fixtures: pack a real PEFT LoRA (checked against its base), inspect
+# the pack, verify it in the Swift runtime against the output PEFT itself computed and against
+# PEFT's merged model, and export it back to a folder PEFT loads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 swift build -c release --product peftpack
 bin="$(swift build -c release --show-bin-path)/peftpack"
-"$bin" --version
+fixtures=fixtures/data
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+set -x
+"$bin" import "$fixtures/cases/llama_rslora_patterns/adapter" "$fixtures/cases/llama_prefix/adapter" \
+    -o "$out/demo.peftpack" --name lora --name prefix --base "$fixtures/models/llama-tiny"
+"$bin" inspect "$out/demo.peftpack" --verify
+"$bin" verify "$out/demo.peftpack" --name lora --base "$fixtures/models/llama-tiny" \
+    --reference "$fixtures/cases/llama_rslora_patterns/llama_rslora_patterns.ref.safetensors" \
+    --merged "$fixtures/cases/llama_rslora_patterns/merged"
+"$bin" verify "$out/demo.peftpack" --name prefix --base "$fixtures/models/llama-tiny" \
+    --reference "$fixtures/cases/llama_prefix/llama_prefix.ref.safetensors"
+"$bin" export "$out/demo.peftpack" --name lora -o "$out/lora-for-peft"
+ls "$out/lora-for-peft"
