@@ -62,7 +62,8 @@ case "pack":
     let level = Int32(ProcessInfo.processInfo.environment["BENCH_LEVEL"] ?? "3") ?? 3
     time = try best(runs) {
         let file = try Checkpoint(path: path)
-        let writer = try PackWriter(destination: output, options: .init(level: level))
+        let threads = Int(ProcessInfo.processInfo.environment["BENCH_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount
+        let writer = try PackWriter(destination: output, options: .init(level: level, threads: threads))
         bytes = 0
         for name in file.names {
             let info = file.info(name)!

@@ -13,4 +13,14 @@ void peftpack_f32_to_bf16(const float *source, uint16_t *destination, size_t cou
 void peftpack_f32_to_f16(const float *source, uint16_t *destination, size_t count);
 void peftpack_f64_to_f32(const double *source, float *destination, size_t count);
 void peftpack_f32_to_f64(const float *source, double *destination, size_t count);
+
+
+/* Byte planes of float data (spec/FORMAT.md §4): split n elements into planes of n bytes each,
+ * stored one after another in `planes`, and back. */
+void peftpack_split_bf16(const uint16_t *source, uint8_t *planes, size_t count);
+void peftpack_merge_bf16(const uint8_t *planes, uint16_t *destination, size_t count);
+void peftpack_split_f16(const uint16_t *source, uint8_t *planes, size_t count);
+void peftpack_merge_f16(const uint8_t *planes, uint16_t *destination, size_t count);
+void peftpack_split_f32(const uint32_t *source, uint8_t *planes, size_t count);
+void peftpack_merge_f32(const uint8_t *planes, uint32_t *destination, size_t count);
 #endif

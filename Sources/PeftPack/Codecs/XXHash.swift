@@ -11,6 +11,15 @@ public enum XXH3 {
         bytes.withUnsafeBytes { hash64($0) }
     }
 
+    /// XXH3-64 of several buffers as if concatenated, without concatenating them.
+    public static func hash64(concatenating parts: [[UInt8]]) -> UInt64 {
+        guard let state = XXH3_createState() else { return hash64(parts.flatMap { $0 }) }
+        defer { XXH3_freeState(state) }
+        XXH3_64bits_reset(state)
+        for part in parts { part.withUnsafeBytes { _ = XXH3_64bits_update_dispatch(state, $0.baseAddress, $0.count) } }
+        return XXH3_64bits_digest(state)
+    }
+
     /// 16 lowercase hex digits, the form stored in JSON.
     public static func hex(_ value: UInt64) -> String {
         let digits = String(value, radix: 16)

@@ -1,4 +1,5 @@
 import CZstd
+import Foundation
 
 /// The one place that calls libzstd. Every call's return code becomes a typed error.
 public enum ZstdError: Error, CustomStringConvertible {
@@ -16,7 +17,30 @@ public enum ZstdError: Error, CustomStringConvertible {
     }
 }
 
+/// Compression contexts are expensive to create (their workspace is allocated and cleared), so
+/// they are reused: a thread takes one from the pool for the duration of a call.
+final class ZstdContextPool: @unchecked Sendable {
+    private var free: [OpaquePointer] = []
+    private let lock = NSLock()
+
+    func withContext<R>(_ body: (OpaquePointer) throws -> R) throws -> R {
+        lock.lock()
+        let reused = free.popLast()
+        lock.unlock()
+        guard let context = reused ?? ZSTD_createCCtx() else { throw ZstdError.compressionFailed("out of memory") }
+        defer {
+            ZSTD_CCtx_reset(context, ZSTD_reset_session_and_parameters)
+            lock.lock()
+            free.append(context)
+            lock.unlock()
+        }
+        return try body(context)
+    }
+}
+
 public enum Zstd {
+    static let contexts = ZstdContextPool()
+
     static func errorName(_ code: Int) -> String {
         String(cString: ZSTD_getErrorName(code))
     }
@@ -30,8 +54,10 @@ public enum Zstd {
     public static func compress(_ input: UnsafeRawBufferPointer, level: Int32) throws -> [UInt8] {
         let bound = ZSTD_compressBound(input.count)
         var output = [UInt8](repeating: 0, count: bound)
-        let written = try output.withUnsafeMutableBytes { out in
-            try check(ZSTD_compress(out.baseAddress, bound, input.baseAddress, input.count, level), ZstdError.compressionFailed)
+        let written = try contexts.withContext { context in
+            try output.withUnsafeMutableBytes { out in
+                try check(ZSTD_compressCCtx(context, out.baseAddress, bound, input.baseAddress, input.count, level), ZstdError.compressionFailed)
+            }
         }
         output.removeSubrange(written...)
         return output
@@ -42,8 +68,10 @@ public enum Zstd {
     /// LZ at any level, because there are no useful matches, only a skewed byte distribution. Any
     /// zstd decoder reads it.
     public static func compressLiteralsOnly(_ input: UnsafeRawBufferPointer) throws -> [UInt8] {
-        guard let context = ZSTD_createCCtx() else { throw ZstdError.compressionFailed("out of memory") }
-        defer { ZSTD_freeCCtx(context) }
+        try contexts.withContext { context in try compressLiteralsOnly(input, context: context) }
+    }
+
+    static func compressLiteralsOnly(_ input: UnsafeRawBufferPointer, context: OpaquePointer) throws -> [UInt8] {
         _ = try check(ZSTD_CCtx_setParameter(context, ZSTD_c_contentSizeFlag, 1), ZstdError.compressionFailed)
         _ = try check(ZSTD_CCtx_setParameter(context, ZSTD_c_experimentalParam5 /* ZSTD_c_literalCompressionMode, a macro Swift cannot import */, Int32(ZSTD_ps_enable.rawValue)), ZstdError.compressionFailed)
         let bound = ZSTD_compressBound(input.count)

@@ -19,13 +19,15 @@ enum ChunkCodec {
         var planes: [(codec: PackFormat.Codec, bytes: [UInt8])] = []
         var transform = PackFormat.Transform.none
         if let count = BytePlanes.planeCount(dtype) {
-            var split = [UInt8](repeating: 0, count: raw.count)
-            split.withUnsafeMutableBytes { BytePlanes.split(dtype, raw: raw, planes: $0) }
+            let split = [UInt8](unsafeUninitializedCapacity: raw.count) { buffer, initialized in
+                BytePlanes.split(dtype, raw: raw, planes: UnsafeMutableRawBufferPointer(buffer))
+                initialized = raw.count
+            }
             let planeLength = raw.count / count
             for plane in 0..<count {
                 let encoded = try split.withUnsafeBytes { all in
                     try bestEncoding(UnsafeRawBufferPointer(rebasing: all[(plane * planeLength)..<((plane + 1) * planeLength)]),
-                                     level: level, tryLiterals: plane == 0)
+                                     level: level, floatPlane: true)
                 }
                 planes.append(encoded)
             }
@@ -35,25 +37,40 @@ enum ChunkCodec {
                 planes = [(.raw, [UInt8](raw))]
             }
         } else {
-            planes = [try bestEncoding(raw, level: level, tryLiterals: false)]
+            planes = [try bestEncoding(raw, level: level, floatPlane: false)]
         }
-        var stored = [UInt8]()
-        stored.reserveCapacity(planes.reduce(0) { $0 + $1.bytes.count })
-        for plane in planes { stored += plane.bytes }
-        return EncodedChunk(transform: transform, planes: planes, rawHash: rawHash, storedHash: XXH3.hash64(stored))
+        return EncodedChunk(transform: transform, planes: planes, rawHash: rawHash,
+                            storedHash: XXH3.hash64(concatenating: planes.map(\.bytes)))
     }
 
-    static func bestEncoding(_ data: UnsafeRawBufferPointer, level: Int32, tryLiterals: Bool) throws -> (codec: PackFormat.Codec, bytes: [UInt8]) {
+    /// Bytes of a plane tried first; when even they do not compress, the plane is stored raw
+    /// without compressing the rest (mantissa planes are close to random).
+    static let probeLength = 64 << 10
+
+    /// Candidates by level: float planes get literals-only Huffman frames (what their skewed,
+    /// match-free bytes want); from level 5 also zstd -1, from level 10 also zstd at the level.
+    /// Other data gets zstd at the level.
+    static func bestEncoding(_ data: UnsafeRawBufferPointer, level: Int32, floatPlane: Bool) throws -> (codec: PackFormat.Codec, bytes: [UInt8]) {
+        let limit = Double(data.count) * (1 - PackFormat.minimumSaving)
+        guard data.count > 0 else { return (.raw, []) }
+        if floatPlane && data.count > 2 * probeLength {
+            let probe = UnsafeRawBufferPointer(rebasing: data[0..<probeLength])
+            if Double(try Zstd.compressLiteralsOnly(probe).count) >= Double(probeLength) * (1 - PackFormat.minimumSaving) {
+                return (.raw, [UInt8](data))
+            }
+        }
         var best: [UInt8]? = nil
         func consider(_ candidate: [UInt8]) {
             if candidate.count < (best?.count ?? Int.max) { best = candidate }
         }
-        if data.count > 0 {
-            if tryLiterals { consider(try Zstd.compressLiteralsOnly(data)) }
-            consider(try Zstd.compress(data, level: 1))
+        if floatPlane {
+            consider(try Zstd.compressLiteralsOnly(data))
+            if level >= 5 { consider(try Zstd.compress(data, level: 1)) }
             if level >= 10 { consider(try Zstd.compress(data, level: level)) }
+        } else {
+            consider(try Zstd.compress(data, level: level))
         }
-        if let best, Double(best.count) < Double(data.count) * (1 - PackFormat.minimumSaving) {
+        if let best, Double(best.count) < limit {
             return (.zstd, best)
         }
         return (.raw, [UInt8](data))

@@ -26,6 +26,11 @@ public final class PackWriter {
     private var entries: [PackTensorEntry] = []
     private var names = Set<String>()
     private var position = PackFormat.preambleSize
+    /// Encoded batches are written on this queue while the next batch is encoded; at most one
+    /// batch waits, so memory stays bounded by two batches.
+    private let writeQueue = DispatchQueue(label: "peftpack.pack-writer")
+    private let writes = DispatchGroup()
+    private var writeError: Error?
 
     public init(destination: String, options: Options = Options()) throws {
         precondition(options.chunkSize > 0 && options.chunkSize <= PackFormat.maximumChunkSize && options.chunkSize % 8 == 0)
@@ -68,33 +73,54 @@ public final class PackWriter {
                     (0..<count).forEach(work)
                 }
             }
+            var pieces: [[UInt8]] = []
             for (index, result) in encoded.enumerated() {
                 let chunk = try result!.get()
-                try align()
+                pieces.append(padding())
                 let rawLength = min(chunkSize, bytes.count - (first + index) * chunkSize)
                 chunks.append(PackChunk(offset: position, rawLength: rawLength, storedLength: chunk.storedLength,
                                         transform: chunk.transform,
                                         planes: chunk.planes.map { PackPlane(codec: $0.codec, storedLength: $0.bytes.count) },
                                         rawHash: chunk.rawHash, storedHash: chunk.storedHash))
-                for plane in chunk.planes { try output.write(plane.bytes) }
+                pieces += chunk.planes.map(\.bytes)
                 position += chunk.storedLength
             }
+            try enqueue(pieces)
             first += count
         }
         entries.append(PackTensorEntry(name: name, dtype: dtype, shape: shape, chunks: chunks))
     }
 
-    private func align() throws {
-        let padding = (PackFormat.alignment - position % PackFormat.alignment) % PackFormat.alignment
-        if padding > 0 {
-            try output.write([UInt8](repeating: 0, count: padding))
-            position += padding
+    /// Zero bytes that bring `position` to the next multiple of the alignment (and advances it).
+    private func padding() -> [UInt8] {
+        let count = (PackFormat.alignment - position % PackFormat.alignment) % PackFormat.alignment
+        position += count
+        return [UInt8](repeating: 0, count: count)
+    }
+
+    private func enqueue(_ pieces: [[UInt8]]) throws {
+        try drain()
+        writes.enter()
+        writeQueue.async {
+            defer { self.writes.leave() }
+            do {
+                for piece in pieces where !piece.isEmpty { try self.output.write(piece) }
+            } catch {
+                self.writeError = error
+            }
         }
+    }
+
+    /// Waits for the queued write and surfaces its error.
+    private func drain() throws {
+        writes.wait()
+        if let error = writeError { throw error }
     }
 
     /// Writes the header and preamble and moves the file into place.
     public func finish(document: StrictJSON) throws {
-        try align()
+        try enqueue([padding()])
+        try drain()
         let header = StrictJSON.object([
             ("document", document),
             ("tensors", .array(entries.map { $0.json() })),
@@ -121,6 +147,7 @@ public final class PackWriter {
     }
 
     public func abandon() {
+        writes.wait()
         output.abandon()
     }
 }
