@@ -92,6 +92,18 @@ save_file({f"layers.{i}.weight": (torch.randn(2048, 4096, generator=generator) *
 PY
 "$bench" pack "$work/big.safetensors" "$work/big.peftpack" > "$work/pack-big.json"
 "$bench" unpack "$work/big.peftpack" > "$work/unpack-big.json"
+# inspect reads the preamble and header only: time it on the 1 GiB pack (best of 5, process start included).
+peftpack="$(swift build -c release --show-bin-path)/peftpack"
+swift build -c release --product peftpack >/dev/null
+"$python" - "$peftpack" "$work/big.peftpack" > "$work/inspect.json" <<'PY'
+import json, subprocess, sys, time
+times = []
+for _ in range(5):
+    start = time.perf_counter()
+    subprocess.run([sys.argv[1], "inspect", sys.argv[2], "--json"], check=True, capture_output=True)
+    times.append(time.perf_counter() - start)
+print(json.dumps({"seconds": min(times)}))
+PY
 # The same pack written to memory (tmpfs): the codec's own speed, without this VM's disk + fsync.
 shm=$(mktemp -d -p /dev/shm)
 "$bench" pack "$work/big.safetensors" "$shm/big.peftpack" > "$work/pack-big-shm.json"
@@ -113,6 +125,7 @@ import json, sys, time, zstandard
 work = sys.argv[1]
 pack = json.load(open(f"{work}/pack-big.json")); unpack = json.load(open(f"{work}/unpack-big.json"))
 memory = json.load(open(f"{work}/pack-big-shm.json")); disk = json.load(open(f"{work}/disk.json"))
+inspect = json.load(open(f"{work}/inspect.json"))
 data = open(f"{work}/big.safetensors", "rb").read()
 start = time.perf_counter(); frame = zstandard.ZstdCompressor(level=3, threads=2).compress(data); c = time.perf_counter() - start
 start = time.perf_counter(); zstandard.ZstdDecompressor().decompress(frame); d = time.perf_counter() - start
@@ -125,4 +138,5 @@ print(f"| compress GB/s, pack written to memory (tmpfs) | {memory['gb_per_s']:.2
 print(f"| this disk: writing + fsync of 660 MB (the pack's size) | {0.66 / disk['seconds']:.2f} GB/s of output | | |")
 print(f"| decompress GB/s | {unpack['gb_per_s']:.2f} | {len(data)/d/1e9:.2f} | {unpack['gb_per_s']/(len(data)/d/1e9):.2f}× |")
 print(f"| compressed / raw | {pack['stored']/pack['bytes']:.3f} | {len(frame)/len(data):.3f} | |")
+print(f"| `peftpack inspect --json` on this 1 GiB pack (whole process) | {inspect['seconds']*1000:.1f} ms | | |")
 PY

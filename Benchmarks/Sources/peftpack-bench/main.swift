@@ -70,7 +70,7 @@ case "pack":
             try file.withBytes(name) { try writer.append(name: name, dtype: info.dtype, shape: info.shape, bytes: $0) }
             bytes += info.byteCount!
         }
-        try writer.finish(document: .object([("adapters", .array([]))]))
+        try writer.finish(document: StrictJSON.encoding(PackDocument()))
     }
     let stored = try FileManager.default.attributesOfItem(atPath: output)[.size] as! Int
     print("{\"operation\":\"pack\",\"bytes\":\(bytes),\"stored\":\(stored),\"seconds\":\(time),\"gb_per_s\":\(Double(bytes) / time / 1e9)}")
