@@ -2,8 +2,8 @@ import Foundation
 import Testing
 @testable import PeftPack
 
-/// Test-side access to fixtures/data: a minimal safetensors reader (single files and sharded
-/// sets) and the comparison of runtime outputs with the Python references.
+/// Test-side access to fixtures/data (through the library's safetensors reader) and the
+/// comparison of runtime outputs with the Python references.
 enum RuntimeFixtures {
     static let root = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -76,34 +76,21 @@ enum RuntimeFixtures {
     }
 }
 
-/// Tensors of one or more safetensors files, read whole into memory (fixtures are small).
+/// Tensors of one or more safetensors files through the library's validating reader.
 struct SafetensorsTestFiles: WeightProvider {
-    private var entries: [String: (data: Data, dtype: DType, shape: [Int], range: Range<Int>)] = [:]
-    private(set) var metadata: [String: String] = [:]
+    private let files: [SafetensorsFile]
 
     init(files: [URL]) throws {
-        for file in files {
-            let data = try Data(contentsOf: file)
-            let headerLength = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
-            let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<8 + headerLength)) as! [String: Any]
-            for (name, value) in header {
-                if name == "__metadata__" {
-                    metadata.merge(value as! [String: String]) { $1 }
-                    continue
-                }
-                let info = value as! [String: Any]
-                let offsets = info["data_offsets"] as! [Int]
-                entries[name] = (data, DType(rawValue: info["dtype"] as! String)!, info["shape"] as! [Int],
-                                 8 + headerLength + offsets[0]..<8 + headerLength + offsets[1])
-            }
-        }
+        self.files = try files.map { try SafetensorsFile(path: $0.path) }
     }
 
-    var names: [String] { Array(entries.keys) }
+    var metadata: [String: String] { files.reduce(into: [:]) { $0.merge($1.metadata ?? [:]) { _, new in new } } }
+
+    var names: [String] { files.flatMap(\.names) }
 
     func tensor(_ name: String) throws -> HostTensor? {
-        guard let entry = entries[name] else { return nil }
-        return HostTensor(dtype: entry.dtype, shape: entry.shape, bytes: [UInt8](entry.data[entry.range]))
+        guard let file = files.first(where: { $0.info(name) != nil }) else { return nil }
+        return try file.tensor(name) as HostTensor
     }
 }
 

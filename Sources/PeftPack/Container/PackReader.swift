@@ -187,3 +187,14 @@ public final class PackReader: @unchecked Sendable {
         }
     }
 }
+
+extension PackReader {
+    /// The document decoded as the adapter model of spec §9 (unknown members are ignored).
+    public func adapterDocument() throws -> PackDocument {
+        do {
+            return try document.decoded(as: PackDocument.self)
+        } catch {
+            throw PackFormatError(file: path, problem: "adapter document does not match the format: \(error)")
+        }
+    }
+}

@@ -49,12 +49,7 @@ public enum Inspect {
         switch kind {
         case .pack:
             let reader = try PackReader(path: path)
-            let document: PackDocument
-            do {
-                document = try reader.document.decoded(as: PackDocument.self)
-            } catch {
-                throw PackFormatError(file: path, problem: "adapter document does not match the format: \(error)")
-            }
+            let document = try reader.adapterDocument()
             if verify { try reader.verifyAll() }
             let raw = reader.tensors.reduce(0) { $0 + $1.rawBytes }
             let tensors = try listTensors ? reader.tensors.map { entry in

@@ -30,12 +30,7 @@ public enum PackExport {
 
     public static func run(pack: String, output: String, format: Format?, name: String?, force: Bool) throws -> Report {
         let reader = try PackReader(path: pack)
-        let document: PackDocument
-        do {
-            document = try reader.document.decoded(as: PackDocument.self)
-        } catch {
-            throw PackFormatError(file: pack, problem: "adapter document does not match the format: \(error)")
-        }
+        let document = try reader.adapterDocument()
         let adapter = try chooseAdapter(document, name: name, file: pack)
         let chosen = format ?? (adapter.kind == .bottleneck ? .adapterhub : .peft)
         let files: [(name: String, text: String?, tensors: [(key: String, tensor: HostTensor)], metadata: [String: String]?)]

@@ -38,7 +38,7 @@ public enum PackImport {
             switch kind {
             case .pack:
                 let reader = try PackReader(path: source.path)
-                let document = try reader.document.decoded(as: PackDocument.self)
+                let document = try reader.adapterDocument()
                 guard source.name == nil || document.adapters.count == 1 else {
                     throw AdapterFormatError(file: source.path, problem: "holds \(document.adapters.count) adapters; --name can only rename a single one")
                 }

@@ -57,12 +57,7 @@ public enum Verify {
 
     public static func adapterSet(pack: String, names: [String], model: TransformerModel) throws -> (AdapterSet, [String]) {
         let reader = try PackReader(path: pack)
-        let document: PackDocument
-        do {
-            document = try reader.document.decoded(as: PackDocument.self)
-        } catch {
-            throw PackFormatError(file: pack, problem: "adapter document does not match the format: \(error)")
-        }
+        let document = try reader.adapterDocument()
         let chosen = try names.isEmpty ? document.adapters : names.map { try PackExport.chooseAdapter(document, name: $0, file: pack) }
         return (try AdapterSet(adapters: chosen, model: model, tensor: reader.readTensor), chosen.map(\.name))
     }
