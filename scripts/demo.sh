@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled fixtures: pack a real PEFT LoRA (checked against its base), inspect
 # the pack, verify it in the Swift runtime against the output PEFT itself computed and against
-# PEFT's merged model, and export it back to a folder PEFT loads.
+# PEFT's merged model, export it back to a folder PEFT loads, merge it into the base (streaming,
+# one rounding) and verify the merged model against the adapter applied at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -21,3 +22,5 @@ set -x
     --reference "$fixtures/cases/llama_prefix/llama_prefix.ref.safetensors"
 "$bin" export "$out/demo.peftpack" --name lora -o "$out/lora-for-peft"
 ls "$out/lora-for-peft"
+"$bin" merge --base "$fixtures/models/llama-tiny" "$out/demo.peftpack:lora" -o "$out/merged"
+"$bin" verify "$out/demo.peftpack" --name lora --base "$fixtures/models/llama-tiny" --merged "$out/merged"

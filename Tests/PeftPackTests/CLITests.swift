@@ -133,3 +133,49 @@ import Testing
         #expect(try CLI.run(["frobnicate"]).status == 2)
     }
 }
+
+/// merge's refusals: one line, exit 2, nothing written.
+@Suite(.serialized) struct MergeCLITests {
+    static let fixtures = Fixtures.data.path
+
+    @Test func wrongBaseIsRefusedAndNothingWritten() throws {
+        let pack = try CLITests.importCase("llama_lora")
+        let folder = Fixtures.temporaryDirectory()
+        let result = try CLI.run(["merge", "--base", "\(Self.fixtures)/models/gpt2-tiny", pack, "-o", folder + "/out"])
+        #expect(result.status == 2)
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(!FileManager.default.fileExists(atPath: folder + "/out"))
+    }
+
+    @Test func prefixAdapterIsRefusedUnlessSkipped() throws {
+        let pack = try CLITests.importCase("llama_prefix")
+        let folder = Fixtures.temporaryDirectory()
+        let refused = try CLI.run(["merge", "--base", "\(Self.fixtures)/models/llama-tiny", pack, "-o", folder + "/out"])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("cannot be folded into weights"))
+        let skipped = try CLI.run(["merge", "--base", "\(Self.fixtures)/models/llama-tiny", pack, "-o", folder + "/out", "--skip-unmergeable", "--json"])
+        #expect(skipped.status == 0)
+        #expect(skipped.stdout.contains("\"skippedAdapters\""))
+    }
+
+    @Test func outputOverInputOrExistingFolderIsRefused() throws {
+        let pack = try CLITests.importCase("llama_ia3")
+        let base = "\(Self.fixtures)/models/llama-tiny"
+        #expect(try CLI.run(["merge", "--base", base, pack, "-o", base]).status == 2)
+        let folder = Fixtures.temporaryDirectory()
+        #expect(try CLI.run(["merge", "--base", base, pack, "-o", folder + "/out"]).status == 0)
+        let again = try CLI.run(["merge", "--base", base, pack, "-o", folder + "/out"])
+        #expect(again.status == 2)
+        #expect(again.stderr.contains("--force"))
+    }
+
+    @Test func fingerprintMismatchIsRefusedWithoutForce() throws {
+        let folder = Fixtures.temporaryDirectory()
+        let pack = folder + "/bf16.peftpack"
+        #expect(try CLI.run(["import", "\(Self.fixtures)/cases/llama_bf16_lora/adapter", "-o", pack, "--base", "\(Self.fixtures)/models/llama-tiny-bf16"]).status == 0)
+        let result = try CLI.run(["merge", "--base", "\(Self.fixtures)/models/llama-tiny", pack, "-o", folder + "/out"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("fingerprint"))
+        #expect(try CLI.run(["merge", "--base", "\(Self.fixtures)/models/llama-tiny", pack, "-o", folder + "/out", "--force"]).status == 0)
+    }
+}

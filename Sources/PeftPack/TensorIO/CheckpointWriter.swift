@@ -36,7 +36,12 @@ public enum CheckpointWriter {
     @discardableResult
     public static func write(folder: String, tensors: [TensorInfo], metadata: [String: String]?,
                              maxShardSize: Int?, provider: Provider) throws -> [String] {
-        let shards = planShards(tensors, maxShardSize: maxShardSize)
+        try write(folder: folder, shards: planShards(tensors, maxShardSize: maxShardSize), metadata: metadata, provider: provider)
+    }
+
+    /// Writes a checkpoint with a given split into shards (e.g. the same split as a base model).
+    @discardableResult
+    public static func write(folder: String, shards: [[TensorInfo]], metadata: [String: String]?, provider: Provider) throws -> [String] {
         if shards.count == 1 {
             try writeShard(path: (folder as NSString).appendingPathComponent(Checkpoint.singleFileName),
                            tensors: shards[0], metadata: metadata, provider: provider)

@@ -78,3 +78,25 @@ extension HostTensor {
         self.init(dtype: dtype, shape: shape, bytes: bytes)
     }
 }
+
+extension HostTensor {
+    /// A tensor of `dtype` holding `values` correctly rounded (nearest, ties to even) straight from
+    /// fp64. For 16-bit outputs the fp64 → fp32 step rounds to odd, which makes the following
+    /// fp32 → 16-bit round-to-nearest-even equal to a single rounding of the fp64 value.
+    public init(correctlyRounding values: [Double], shape: [Int], dtype: DType) {
+        switch dtype {
+        case .f64:
+            self.init(dtype: .f64, shape: shape, bytes: values.withUnsafeBytes { Array($0) })
+        case .f32:
+            self.init(floats: values.map { Float($0) }, shape: shape, dtype: .f32)
+        default:
+            self.init(floats: values.map(Self.roundToOdd), shape: shape, dtype: dtype)
+        }
+    }
+
+    static func roundToOdd(_ value: Double) -> Float {
+        let nearest = Float(value)
+        guard nearest.isFinite, Double(nearest) != value, nearest.bitPattern & 1 == 0 else { return nearest }
+        return Double(nearest) > value ? nearest.nextDown : nearest.nextUp
+    }
+}

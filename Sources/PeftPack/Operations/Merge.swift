@@ -1,0 +1,203 @@
+import Foundation
+
+/// `peftpack merge`: folds adapters into the base weights, tensor by tensor, streaming. Each
+/// changed tensor is computed in fp32 from the base and every adapter in the order given, then
+/// rounded once (round to nearest, ties to even) to the output dtype. Untouched tensors are copied
+/// byte for byte.
+public enum Merge {
+    public struct Options {
+        public var dtype: DType?
+        public var maxShardSize: Int?
+        public var force: Bool
+        public var skipUnmergeable: Bool
+
+        public init(dtype: DType? = nil, maxShardSize: Int? = nil, force: Bool = false, skipUnmergeable: Bool = false) {
+            self.dtype = dtype
+            self.maxShardSize = maxShardSize
+            self.force = force
+            self.skipUnmergeable = skipUnmergeable
+        }
+    }
+
+    public struct AdapterReport: Encodable {
+        public var pack: String
+        public var adapter: String
+        public var weight: Double
+        /// Elements this adapter's tensors changed in fp32, and how many of them rounding to the
+        /// output dtype returned to the base value.
+        public var changedElements: Int
+        public var lostToRounding: Int
+        public var lostShare: Double
+    }
+
+    public struct Report: Encodable {
+        public var output: String
+        public var tensorsTouched: Int
+        public var tensorsCopied: Int
+        public var bytesRead: Int
+        public var bytesWritten: Int
+        public var seconds: Double
+        public var maxAbsDelta: Double
+        public var adapters: [AdapterReport]
+        public var skippedAdapters: [String]
+        public var files: [String]
+    }
+
+    public static func run(base baseFolder: String, inputs: [MergeInput], output: String, options: Options,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> Report {
+        let start = Date()
+        let base = try BaseModel(folder: baseFolder)
+        var readers: [PackReader] = []
+        var selected: [(adapter: Adapter, weight: Double)] = []
+        var owners: [Int] = []
+        for (index, input) in inputs.enumerated() {
+            let reader = try PackReader(path: input.pack)
+            let document = try reader.adapterDocument()
+            let adapters = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
+            if let recorded = document.base?.fingerprint {
+                let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
+                var targeted: [String] = []
+                for adapter in adapters where MergePlanner.mergeableKinds.contains(adapter.kind) {
+                    targeted += try base.check(adapter, shapes: { shapes[$0] }, file: input.pack)
+                }
+                let actual = base.fingerprint(of: targeted)
+                if actual != recorded && !options.force {
+                    throw AdapterFormatError(file: input.pack, problem: "was made for a base with fingerprint \(recorded), but \(baseFolder) has \(actual) (different tensor names, dtypes or shapes); pass --force to merge anyway")
+                }
+            }
+            readers.append(reader)
+            for adapter in adapters {
+                selected.append((adapter, input.weight))
+                owners.append(index)
+            }
+        }
+        for (position, entry) in selected.enumerated() {
+            let shapes = Dictionary(readers[owners[position]].tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
+            if MergePlanner.mergeableKinds.contains(entry.adapter.kind) || entry.adapter.modules.contains(where: { $0.mode != nil }) {
+                _ = try base.check(entry.adapter, shapes: { shapes[$0] }, file: inputs[owners[position]].pack)
+            }
+        }
+        let (changes, skipped) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: options.skipUnmergeable,
+                                                         file: { inputs[owners[$0]].pack })
+        let checkpoint = base.checkpoint
+        let outputInfos = checkpoint.infos.map { info -> TensorInfo in
+            guard let dtype = options.dtype, info.dtype.isFloatingPoint else { return info }
+            return TensorInfo(name: info.name, dtype: dtype, shape: info.shape)
+        }
+        let shards: [[TensorInfo]]
+        if let limit = options.maxShardSize {
+            shards = CheckpointWriter.planShards(outputInfos, maxShardSize: limit)
+        } else {
+            let byName = Dictionary(uniqueKeysWithValues: outputInfos.map { ($0.name, $0) })
+            shards = checkpoint.shardFiles.map { file in checkpoint.names.filter { checkpoint.shardOf($0) == file }.map { byName[$0]! } }
+        }
+        var changed = [Int](repeating: 0, count: selected.count)
+        var lost = [Int](repeating: 0, count: selected.count)
+        var maxAbsDelta = 0.0
+        var bytesRead = 0, bytesWritten = 0, done = 0
+        let metadata = try checkpoint.infos.first.map { try checkpoint.file(forTensor: $0.name).metadata } ?? nil
+
+        let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
+            try CheckpointWriter.write(folder: folder, shards: shards, metadata: metadata) { info, sink in
+                defer {
+                    done += 1
+                    progress?(done, outputInfos.count)
+                }
+                bytesWritten += info.byteCount ?? 0
+                let stored = checkpoint.info(info.name)!
+                bytesRead += stored.byteCount ?? 0
+                guard let change = changes[info.name] else {
+                    if stored.dtype == info.dtype {
+                        try checkpoint.withBytes(info.name, sink)
+                    } else {
+                        try HostTensor(floats: checkpoint.tensor(info.name).floats(), shape: info.shape, dtype: info.dtype).bytes.withUnsafeBytes(sink)
+                    }
+                    return
+                }
+                let original = try checkpoint.tensor(info.name).floats().map(Double.init)
+                var values = original
+                var touchedBy = Set<Int>()
+                for (operation, weight) in change.operations {
+                    touchedBy.insert(try apply(operation, weight: weight, to: &values, stored: stored, readers: readers, owners: owners, selected: selected))
+                }
+                let result = HostTensor(correctlyRounding: values, shape: info.shape, dtype: info.dtype)
+                let roundedBase = HostTensor(correctlyRounding: original, shape: info.shape, dtype: info.dtype)
+                var changedHere = 0, lostHere = 0
+                result.bytes.withUnsafeBytes { merged in
+                    roundedBase.bytes.withUnsafeBytes { baseline in
+                        let size = info.dtype.byteSize
+                        for index in values.indices where values[index] != original[index] {
+                            changedHere += 1
+                            maxAbsDelta = max(maxAbsDelta, abs(values[index] - original[index]))
+                            if memcmp(merged.baseAddress! + index * size, baseline.baseAddress! + index * size, size) == 0 { lostHere += 1 }
+                        }
+                    }
+                }
+                for adapter in touchedBy {
+                    changed[adapter] += changedHere
+                    lost[adapter] += lostHere
+                }
+                try result.bytes.withUnsafeBytes(sink)
+            }
+            try copyOtherFiles(from: baseFolder, to: folder)
+        }
+        let adapterReports = selected.enumerated().map { position, entry in
+            AdapterReport(pack: inputs[owners[position]].pack, adapter: entry.adapter.name, weight: entry.weight,
+                          changedElements: changed[position], lostToRounding: lost[position],
+                          lostShare: changed[position] > 0 ? Double(lost[position]) / Double(changed[position]) : 0)
+        }
+        return Report(output: output, tensorsTouched: changes.count, tensorsCopied: outputInfos.count - changes.count,
+                      bytesRead: bytesRead, bytesWritten: bytesWritten, seconds: Date().timeIntervalSince(start),
+                      maxAbsDelta: maxAbsDelta, adapters: adapterReports, skippedAdapters: skipped, files: files)
+    }
+
+    /// Applies one operation; returns the index of the adapter it belongs to.
+    static func apply(_ operation: TensorChange.Operation, weight: Double, to values: inout [Double], stored: TensorInfo,
+                      readers: [PackReader], owners: [Int], selected: [(adapter: Adapter, weight: Double)]) throws -> Int {
+        func floats(_ adapter: Int, _ name: String) throws -> [Double] {
+            try readers[owners[adapter]].readTensor(name).floats().map(Double.init)
+        }
+        switch operation {
+        case .lowRank(let module, let adapter), .dora(let module, let adapter):
+            let orientation = MergeArithmetic.Orientation(storedShape: stored.shape, layout: module.layout)
+            let a = try floats(adapter, module.tensors[TensorRole.loraA]!), b = try floats(adapter, module.tensors[TensorRole.loraB]!)
+            let rank = module.rank ?? a.count / max(orientation.inputs, 1)
+            if let magnitude = module.tensors[TensorRole.magnitude] {
+                MergeArithmetic.applyDoRA(&values, orientation: orientation, a: a, b: b, rank: rank, scale: module.scale ?? 1,
+                                          magnitude: try floats(adapter, magnitude), weight: weight)
+            } else {
+                MergeArithmetic.addLowRank(&values, orientation: orientation, a: a, b: b, rank: rank, alpha: (module.scale ?? 1) * weight)
+            }
+            return adapter
+        case .ia3(let module, let adapter):
+            let vector = try floats(adapter, module.tensors[TensorRole.ia3Vector]!)
+            let orientation = stored.shape.count == 2 ? MergeArithmetic.Orientation(storedShape: stored.shape, layout: module.layout) : nil
+            MergeArithmetic.applyIA3(&values, orientation: orientation, vector: vector, side: module.side ?? .output, weight: weight)
+            return adapter
+        case .replace(let tensor, let adapter):
+            let replacement = try floats(adapter, tensor)
+            if weight == 1 {
+                values = replacement
+            } else {
+                for index in values.indices { values[index] += weight * (replacement[index] - values[index]) }
+            }
+            return adapter
+        case .delta(let tensor, let adapter):
+            MergeArithmetic.add(&values, try floats(adapter, tensor), scale: weight)
+            return adapter
+        case .addBias(let tensor, let scale, let adapter):
+            MergeArithmetic.add(&values, try floats(adapter, tensor), scale: scale * weight)
+            return adapter
+        }
+    }
+
+    /// Everything in the base folder but its weights (config, tokenizer, generation config…).
+    static func copyOtherFiles(from base: String, to folder: String) throws {
+        let fileManager = FileManager.default
+        for name in try fileManager.contentsOfDirectory(atPath: base)
+        where !name.hasSuffix(".safetensors") && name != Checkpoint.indexFileName && !name.hasPrefix(".") {
+            try fileManager.copyItem(atPath: (base as NSString).appendingPathComponent(name),
+                                     toPath: (folder as NSString).appendingPathComponent(name))
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+
+/// What merging does to one base tensor: the adapter modules that change it, in order, each with
+/// the user's weight. Built and checked before anything is written.
+struct TensorChange {
+    enum Operation {
+        case lowRank(AdapterModule, adapter: Int)
+        case dora(AdapterModule, adapter: Int)
+        case ia3(AdapterModule, adapter: Int)
+        case replace(tensor: String, adapter: Int)
+        case delta(tensor: String, adapter: Int)
+        case addBias(tensor: String, scale: Double, adapter: Int)
+    }
+
+    var operations: [(operation: Operation, weight: Double)] = []
+}
+
+/// One adapter to merge: where its tensors are read from and with what weight.
+public struct MergeInput {
+    public var pack: String
+    public var adapter: String?
+    public var weight: Double
+
+    public init(pack: String, adapter: String?, weight: Double) {
+        self.pack = pack
+        self.adapter = adapter
+        self.weight = weight
+    }
+}
+
+enum MergePlanner {
+    static let mergeableKinds: Set<AdapterKind> = [.lora, .ia3, .full]
+
+    /// Maps every base tensor an adapter changes to its ordered operations.
+    static func plan(adapters: [(adapter: Adapter, weight: Double)], base: BaseModel, skipUnmergeable: Bool,
+                     file: (Int) -> String) throws -> (changes: [String: TensorChange], skipped: [String]) {
+        var changes: [String: TensorChange] = [:]
+        var skipped: [String] = []
+        for (index, (adapter, weight)) in adapters.enumerated() {
+            let fullOnly = !mergeableKinds.contains(adapter.kind)
+            if fullOnly && !adapter.modules.contains(where: { $0.mode != nil }) {
+                guard skipUnmergeable else {
+                    throw AdapterFormatError(file: file(index), problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter: it adds computation (\(reason(adapter.kind))) and cannot be folded into weights; pass --skip-unmergeable to leave it out")
+                }
+                skipped.append(adapter.name)
+                continue
+            }
+            // A module's full tensor is the base its low-rank update applies to (PEFT saves the
+            // embedding it wraps, and modules_to_save copies), so replacements go first.
+            let ordered = adapter.modules.filter { $0.mode != nil } + adapter.modules.filter { $0.mode == nil }
+            for module in ordered {
+                func resolve(_ name: String) throws -> String {
+                    guard let resolved = base.resolve(name) else {
+                        throw AdapterFormatError(file: file(index), problem: "adapter \(adapter.name) targets \(name), which the base at \(base.folder) does not have")
+                    }
+                    return resolved
+                }
+                if module.mode != nil {
+                    guard let tensor = module.tensors[TensorRole.fullValue] else { continue }
+                    let target = try resolve(module.target)
+                    let operation: TensorChange.Operation = module.mode == .replace ? .replace(tensor: tensor, adapter: index) : .delta(tensor: tensor, adapter: index)
+                    changes[target, default: TensorChange()].operations.append((operation, weight))
+                    continue
+                }
+                if fullOnly { continue }
+                let weightName = try resolve(module.target + ".weight")
+                switch adapter.kind {
+                case .lora:
+                    let operation: TensorChange.Operation = module.tensors[TensorRole.magnitude] != nil ? .dora(module, adapter: index) : .lowRank(module, adapter: index)
+                    changes[weightName, default: TensorChange()].operations.append((operation, weight))
+                case .ia3:
+                    changes[weightName, default: TensorChange()].operations.append((.ia3(module, adapter: index), weight))
+                    if module.side == .output, let bias = base.resolve(module.target + ".bias") {
+                        changes[bias, default: TensorChange()].operations.append((.ia3(module, adapter: index), weight))
+                    }
+                default:
+                    continue
+                }
+                if let tensor = module.tensors[TensorRole.targetBias] {
+                    let bias = try resolve(module.target + ".bias")
+                    changes[bias, default: TensorChange()].operations.append((.replace(tensor: tensor, adapter: index), weight))
+                }
+                if let tensor = module.tensors[TensorRole.loraBBias] {
+                    let bias = try resolve(module.target + ".bias")
+                    changes[bias, default: TensorChange()].operations.append((.addBias(tensor: tensor, scale: module.scale ?? 1, adapter: index), weight))
+                }
+            }
+        }
+        return (changes, skipped)
+    }
+
+    static func reason(_ kind: AdapterKind) -> String {
+        switch kind {
+        case .bottleneck: "bottleneck MLPs between sub-layers"
+        case .prefix: "extra attention keys and values"
+        case .prompt: "virtual input tokens"
+        default: "no weight change"
+        }
+    }
+}

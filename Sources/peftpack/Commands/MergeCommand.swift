@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import PeftPack
+
+struct MergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Fold adapters into a base model's weights, streaming, rounding once.",
+        discussion: """
+            Each changed tensor is computed in fp32 from the base and every adapter, in the order \
+            given and scaled by its --weight (W' = W + Σ wᵢ·sᵢ·BᵢAᵢ for LoRA; DoRA, IA3, full tensors \
+            and trained biases as PEFT defines them), then rounded once to the output dtype with \
+            round-to-nearest-even. Untouched tensors are copied byte for byte. The output folder has \
+            the base's tensor names, shard layout and other files, and appears atomically.
+
+            A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
+            restores the base to within one rounding step.
+
+            Examples:
+              peftpack merge --base llama/ lora.peftpack -o llama-merged/
+              peftpack merge --base llama/ a.peftpack b.peftpack:task --weight 0.7 --weight 0.3 -o mix/ --dtype fp32
+            """)
+
+    @Option(help: "Base model folder (config.json + safetensors, single or sharded).")
+    var base: String
+
+    @Argument(help: "Packs to merge, each PACK or PACK:ADAPTER (default: every adapter of the pack).")
+    var packs: [String]
+
+    @Option(name: .shortAndLong, help: "Output model folder.")
+    var output: String
+
+    @Option(name: .customLong("weight"), help: "Weight per PACK, in order (default 1 each).")
+    var weights: [Double] = []
+
+    @Option(help: "Output dtype: bf16, fp16, fp32 or auto (the base's, default).")
+    var dtype: String = "auto"
+
+    @Option(name: .customLong("max-shard-size"), help: "Reshard the output (e.g. 500MB, 2GB); default: the base's shards.")
+    var maxShardSize: String?
+
+    @Flag(help: "Replace an existing output folder, and merge even when the pack's base fingerprint differs.")
+    var force = false
+
+    @Flag(name: .customLong("skip-unmergeable"), help: "Leave out bottleneck, prefix and prompt adapters instead of refusing.")
+    var skipUnmergeable = false
+
+    @OptionGroup var outputOptions: OutputOptions
+
+    func validate() throws {
+        guard !packs.isEmpty else { throw ValidationError("give at least one PACK") }
+        guard weights.isEmpty || weights.count == packs.count else {
+            throw ValidationError("--weight is given \(weights.count) times for \(packs.count) packs; give one per pack or none")
+        }
+        guard dtype == "auto" || [DType.bf16, .f16, .f32].contains(DType(userName: dtype)) else {
+            throw ValidationError("--dtype must be bf16, fp16, fp32 or auto")
+        }
+        if let size = maxShardSize, FileSize.parse(size) == nil || FileSize.parse(size)! <= 0 {
+            throw ValidationError("--max-shard-size must be a size such as 500MB or 2GB")
+        }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let inputs = packs.enumerated().map { position, spec -> MergeInput in
+                let parts = spec.split(separator: ":", maxSplits: 1)
+                let isPackThenAdapter = parts.count == 2 && !FileManager.default.fileExists(atPath: spec)
+                return MergeInput(pack: isPackThenAdapter ? String(parts[0]) : spec,
+                                  adapter: isPackThenAdapter ? String(parts[1]) : nil,
+                                  weight: weights.isEmpty ? 1 : weights[position])
+            }
+            let options = Merge.Options(dtype: dtype == "auto" ? nil : DType(userName: dtype), maxShardSize: maxShardSize.flatMap(FileSize.parse),
+                                        force: force, skipUnmergeable: skipUnmergeable)
+            let progress = ProgressLine(label: "merge", enabled: !outputOptions.quiet)
+            let report = try Merge.run(base: base, inputs: inputs, output: output, options: options) { progress.update(done: $0, total: $1) }
+            progress.finish()
+            for adapter in report.adapters where adapter.lostShare > 0.25 {
+                printWarning("\(Int(adapter.lostShare * 100))% of the elements adapter \(adapter.adapter) changed rounded back to the base value in the output dtype; merge with --dtype fp32 to keep them")
+            }
+            if outputOptions.json {
+                try printJSON(report)
+            } else {
+                print("wrote \(report.output): \(report.tensorsTouched) tensors merged, \(report.tensorsCopied) copied, \(formatBytes(report.bytesWritten)) in \(String(format: "%.2f", report.seconds)) s; max |ΔW| \(String(format: "%.3g", report.maxAbsDelta))")
+                for adapter in report.adapters {
+                    print("  \(adapter.adapter) (weight \(adapter.weight)): \(adapter.changedElements) elements changed, \(String(format: "%.2f", adapter.lostShare * 100))% lost to rounding")
+                }
+                if !report.skippedAdapters.isEmpty { print("  skipped (not mergeable): \(report.skippedAdapters.joined(separator: ", "))") }
+            }
+        }
+    }
+}
