@@ -121,18 +121,10 @@ public enum Merge {
                     touchedBy.insert(try apply(operation, weight: weight, to: &values, stored: stored, readers: readers, owners: owners, selected: selected))
                 }
                 let result = HostTensor(correctlyRounding: values, shape: info.shape, dtype: info.dtype)
-                let roundedBase = HostTensor(correctlyRounding: original, shape: info.shape, dtype: info.dtype)
-                var changedHere = 0, lostHere = 0
-                result.bytes.withUnsafeBytes { merged in
-                    roundedBase.bytes.withUnsafeBytes { baseline in
-                        let size = info.dtype.byteSize
-                        for index in values.indices where values[index] != original[index] {
-                            changedHere += 1
-                            maxAbsDelta = max(maxAbsDelta, abs(values[index] - original[index]))
-                            if memcmp(merged.baseAddress! + index * size, baseline.baseAddress! + index * size, size) == 0 { lostHere += 1 }
-                        }
-                    }
-                }
+                let baseline = stored.dtype == info.dtype ? try checkpoint.tensor(info.name)
+                    : HostTensor(correctlyRounding: original, shape: info.shape, dtype: info.dtype)
+                let (changedHere, lostHere, largest) = Self.roundingLoss(values: values, original: original, merged: result, baseline: baseline)
+                maxAbsDelta = max(maxAbsDelta, largest)
                 for adapter in touchedBy {
                     changed[adapter] += changedHere
                     lost[adapter] += lostHere
@@ -149,6 +141,33 @@ public enum Merge {
         return Report(output: output, tensorsTouched: changes.count, tensorsCopied: outputInfos.count - changes.count,
                       bytesRead: bytesRead, bytesWritten: bytesWritten, seconds: Date().timeIntervalSince(start),
                       maxAbsDelta: maxAbsDelta, adapters: adapterReports, skippedAdapters: skipped, files: files)
+    }
+
+    /// Elements the merge changed in fp64, how many of them rounded back to the base's value in the
+    /// output dtype, and the largest change.
+    static func roundingLoss(values: [Double], original: [Double], merged: HostTensor, baseline: HostTensor) -> (Int, Int, Double) {
+        var changed = 0, lost = 0, largest = 0.0
+        merged.bytes.withUnsafeBytes { mergedBytes in
+            baseline.bytes.withUnsafeBytes { baseBytes in
+                values.withUnsafeBufferPointer { v in
+                    original.withUnsafeBufferPointer { o in
+                        let size = merged.dtype.byteSize
+                        for index in 0..<v.count where v[index] != o[index] {
+                            changed += 1
+                            largest = max(largest, abs(v[index] - o[index]))
+                            let same: Bool
+                            switch size {
+                            case 2: same = mergedBytes.load(fromByteOffset: 2 * index, as: UInt16.self) == baseBytes.load(fromByteOffset: 2 * index, as: UInt16.self)
+                            case 4: same = mergedBytes.load(fromByteOffset: 4 * index, as: UInt32.self) == baseBytes.load(fromByteOffset: 4 * index, as: UInt32.self)
+                            default: same = mergedBytes.load(fromByteOffset: 8 * index, as: UInt64.self) == baseBytes.load(fromByteOffset: 8 * index, as: UInt64.self)
+                            }
+                            if same { lost += 1 }
+                        }
+                    }
+                }
+            }
+        }
+        return (changed, lost, largest)
     }
 
     /// Applies one operation; returns the index of the adapter it belongs to.
