@@ -1,5 +1,11 @@
 import Foundation
 
+#if os(Linux)
+/// glibc's mallopt (declared in malloc.h, which the Glibc module does not export).
+@_silgen_name("mallopt")
+private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+#endif
+
 /// `peftpack merge`: folds adapters into the base weights, tensor by tensor, streaming. Each
 /// changed tensor is computed in fp32 from the base and every adapter in the order given, then
 /// rounded once (round to nearest, ties to even) to the output dtype. Untouched tensors are copied
@@ -46,6 +52,7 @@ public enum Merge {
     public static func run(base baseFolder: String, inputs: [MergeInput], output: String, options: Options,
                            progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         let start = Date()
+        keepLargeAllocationsInHeap()
         let base = try BaseModel(folder: baseFolder)
         var readers: [PackReader] = []
         var selected: [(adapter: Adapter, weight: Double)] = []
@@ -100,6 +107,7 @@ public enum Merge {
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
             try CheckpointWriter.write(folder: folder, shards: shards, metadata: metadata) { info, sink in
                 defer {
+                    (try? checkpoint.file(forTensor: info.name))?.releasePages(info.name)
                     done += 1
                     progress?(done, outputInfos.count)
                 }
@@ -208,6 +216,16 @@ public enum Merge {
             MergeArithmetic.add(&values, try floats(adapter, tensor), scale: scale * weight)
             return adapter
         }
+    }
+
+    /// Merging allocates tensor-sized buffers over and over. glibc serves such sizes with fresh
+    /// mmaps and unmaps them on free, so every tensor page-faults its buffers in anew (most of the
+    /// run's time went to the kernel). Keeping them in the heap lets the next tensor reuse them.
+    static func keepLargeAllocationsInHeap() {
+        #if os(Linux)
+        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 1 << 30)
+        _ = glibcMallopt(-1 /* M_TRIM_THRESHOLD */, Int32.max)
+        #endif
     }
 
     /// Everything in the base folder but its weights (config, tokenizer, generation config…).

@@ -68,6 +68,15 @@ public final class MappedFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
     }
 
+    /// Drops a range's pages from this process's memory (they are re-read from the file if touched
+    /// again), so a streaming pass over a large file keeps a small resident set.
+    public func release(offset: Int, count: Int) {
+        guard let base, count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset / page * page
+        madvise(UnsafeMutableRawPointer(mutating: base + start), offset + count - start, MADV_DONTNEED)
+    }
+
     /// Tells the kernel a range will be read sequentially soon (prefetch for streaming passes).
     public func adviseSequential(offset: Int, count: Int) {
         guard let base, count > 0 else { return }

@@ -39,6 +39,13 @@ public final class SafetensorsFile: @unchecked Sendable {
         return try body(mapped.slice(offset: header.dataStart + range.lowerBound, count: range.count))
     }
 
+    /// Lets the kernel drop the tensor's mapped pages from this process's resident memory.
+    public func releasePages(_ name: String) {
+        guard let position = index[name] else { return }
+        let range = header.entries[position].dataRange
+        mapped.release(offset: header.dataStart + range.lowerBound, count: range.count)
+    }
+
     public func tensor(_ name: String) throws -> HostTensor {
         guard let info = info(name) else {
             throw SafetensorsError(file: path, tensor: name, problem: "no such tensor")
