@@ -77,6 +77,17 @@ public struct AdapterFormatError: UserFacingError {
     }
 }
 
+extension AdapterFormatError {
+    /// Parses a tool's config file strictly (duplicate keys refused), naming the file on error.
+    static func parseConfig(_ text: String, file: String) throws -> StrictJSON {
+        do {
+            return try StrictJSON.parse(Array(text.utf8))
+        } catch {
+            throw AdapterFormatError(file: file, problem: "is not valid JSON: \(error)")
+        }
+    }
+}
+
 extension HostTensor {
     /// The same bytes under another shape with the same element count.
     func reshaped(_ shape: [Int]) -> HostTensor {

@@ -11,12 +11,7 @@ struct AdapterHubConfig {
 
     init(text: String, file: String) throws {
         func fail(_ problem: String) -> AdapterFormatError { AdapterFormatError(file: file, problem: problem) }
-        let json: StrictJSON
-        do {
-            json = try StrictJSON.parse(Array(text.utf8))
-        } catch {
-            throw fail("is not valid JSON: \(error)")
-        }
+        let json = try AdapterFormatError.parseConfig(text, file: file)
         guard let config = json["config"], config.objectMembers != nil else { throw fail("has no \"config\" object") }
         guard let name = json["name"]?.stringValue else { throw fail("has no adapter \"name\"") }
         self.name = name

@@ -21,12 +21,7 @@ struct PeftConfig {
 
     init(text: String, file: String) throws {
         func fail(_ problem: String) -> AdapterFormatError { AdapterFormatError(file: file, problem: problem) }
-        let json: StrictJSON
-        do {
-            json = try StrictJSON.parse(Array(text.utf8))
-        } catch {
-            throw fail("is not valid JSON: \(error)")
-        }
+        let json = try AdapterFormatError.parseConfig(text, file: file)
         guard json.objectMembers != nil else { throw fail("is not a JSON object") }
         guard let type = json["peft_type"]?.stringValue else { throw fail("has no peft_type") }
         peftType = type
