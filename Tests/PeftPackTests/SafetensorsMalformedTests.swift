@@ -99,13 +99,38 @@ import Testing
     }
 
     @Test func headerThatIsNotAnObjectIsRefused() {
-        #expect(problem(Self.file(header: "[1,2]   ", data: []))?.contains("'{'") == true)
+        #expect(problem(Self.file(header: "[1,2]   ", data: []))?.contains("not a JSON object") == true)
         #expect(problem(Self.file(header: "{\"a\":", data: []))?.contains("JSON") == true)
+        #expect(problem(Self.file(header: "", data: []))?.contains("JSON") == true)
+    }
+
+    /// safetensors 0.8 (checked with `safe_open`) accepts these, so refusing them would reject
+    /// files the reference reads.
+    @Test func variantsTheReferenceAcceptsOpen() {
+        let entries = Self.validHeader.dropFirst().dropLast()
+        #expect(problem(Self.file(header: " {" + entries + "}", data: Self.validData)) == nil)
+        #expect(problem(Self.file(header: "{\"__metadata__\":null," + entries + "}", data: Self.validData)) == nil)
+        let extraField = Self.validHeader.replacingOccurrences(of: "\"data_offsets\":[0,8]", with: "\"data_offsets\":[0,8],\"x\":[1]")
+        #expect(problem(Self.file(header: extraField, data: Self.validData)) == nil)
+    }
+
+    @Test func fractionalOrExponentOffsetsAreRefused() {
+        for offsets in ["[0,8.0]", "[0,8e0]", "[0]", "[0,8,9]"] {
+            let header = Self.validHeader.replacingOccurrences(of: "[0,8]", with: offsets)
+            #expect(problem(Self.file(header: header, data: Self.validData))?.contains("data_offsets") == true, "\(offsets)")
+        }
+    }
+
+    @Test func missingFieldIsRefused() {
+        let header = Self.validHeader.replacingOccurrences(of: "\"shape\":[2],", with: "")
+        #expect(problem(Self.file(header: header, data: Self.validData))?.contains("missing shape") == true)
     }
 
     @Test func nonStringMetadataIsRefused() {
         let header = #"{"__metadata__":{"format":1},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#
         #expect(problem(Self.file(header: header, data: [0]))?.contains("not a string") == true)
+        let notAnObject = #"{"__metadata__":"pt","a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#
+        #expect(problem(Self.file(header: notAnObject, data: [0]))?.contains("not an object") == true)
     }
 
     @Test func indexNamingMissingShardIsRefused() throws {

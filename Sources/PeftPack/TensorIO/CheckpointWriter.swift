@@ -2,21 +2,28 @@ import Foundation
 
 /// Writes a set of tensors as a transformers-style checkpoint in a folder: one `model.safetensors`,
 /// or, with a maximum shard size, `model-0000i-of-0000N.safetensors` shards plus
-/// `model.safetensors.index.json`. Shards are filled in the given tensor order, starting a new shard
-/// when the next tensor would exceed the limit (a tensor larger than the limit gets a shard of its
-/// own), as transformers does. Tensor bytes are pulled one at a time from `provider`.
+/// `model.safetensors.index.json`. Tensor bytes are pulled one at a time from `provider`. Every
+/// shard is written to a temporary name first and moved into place only once all shards are
+/// complete, the index last, so a failure leaves no partial checkpoint behind.
 public enum CheckpointWriter {
     public typealias Provider = (_ tensor: TensorInfo, _ sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
 
-    /// Splits tensors into shards; each shard is a list of tensors in the given order.
+    /// Splits tensors into shards as huggingface_hub's `split_state_dict_into_shards_factory` does
+    /// (what transformers' `save_pretrained` calls): tensors in the given order fill the current
+    /// shard until the next one would exceed the limit; a tensor larger than the limit becomes a
+    /// shard of its own at once, while the current shard stays open for the tensors after it.
     public static func planShards(_ tensors: [TensorInfo], maxShardSize: Int?) -> [[TensorInfo]] {
         guard let limit = maxShardSize else { return [tensors] }
         var shards: [[TensorInfo]] = []
         var current: [TensorInfo] = []
         var currentSize = 0
         for tensor in tensors {
-            let size = tensor.byteCount ?? 0
-            if !current.isEmpty && currentSize + size > limit {
+            let size = tensor.byteCount ?? Int.max
+            if size > limit {
+                shards.append([tensor])
+                continue
+            }
+            if size > limit - currentSize {
                 shards.append(current)
                 current = []
                 currentSize = 0
@@ -42,51 +49,74 @@ public enum CheckpointWriter {
     /// Writes a checkpoint with a given split into shards (e.g. the same split as a base model).
     @discardableResult
     public static func write(folder: String, shards: [[TensorInfo]], metadata: [String: String]?, provider: Provider) throws -> [String] {
-        if shards.count == 1 {
-            try writeShard(path: (folder as NSString).appendingPathComponent(Checkpoint.singleFileName),
-                           tensors: shards[0], metadata: metadata, provider: provider)
-            return [Checkpoint.singleFileName]
-        }
-        var written: [String] = []
-        var weightMap: [String: String] = [:]
-        var totalSize = 0
-        for (index, shard) in shards.enumerated() {
-            let name = shardFileName(index, of: shards.count)
-            try writeShard(path: (folder as NSString).appendingPathComponent(name), tensors: shard,
-                           metadata: metadata, provider: provider)
-            for tensor in shard {
-                weightMap[tensor.name] = name
-                totalSize += tensor.byteCount ?? 0
-            }
-            written.append(name)
-        }
-        try writeIndex(folder: folder, weightMap: weightMap, totalSize: totalSize)
-        written.append(Checkpoint.indexFileName)
-        return written
-    }
-
-    static func writeShard(path: String, tensors: [TensorInfo], metadata: [String: String]?, provider: Provider) throws {
-        let stream = try SafetensorsWriter.FileStream(destination: path, tensors: tensors, metadata: metadata)
+        let names = shards.count == 1
+            ? [Checkpoint.singleFileName]
+            : shards.indices.map { shardFileName($0, of: shards.count) }
+        var streams: [SafetensorsWriter.FileStream] = []
+        var index: AtomicFileWriter?
         do {
-            while let next = stream.nextTensor {
-                try provider(next) { try stream.append($0) }
+            for (name, shard) in zip(names, shards) {
+                let stream = try SafetensorsWriter.FileStream(destination: (folder as NSString).appendingPathComponent(name),
+                                                              tensors: shard, metadata: metadata)
+                streams.append(stream)
+                while let next = stream.nextTensor {
+                    try provider(next) { try stream.append($0) }
+                }
+                try stream.finish()
             }
-            try stream.commit()
+            if shards.count > 1 {
+                index = try AtomicFileWriter(destination: (folder as NSString).appendingPathComponent(Checkpoint.indexFileName))
+                try index!.write(Array(indexText(shards: shards, names: names).utf8))
+            }
+            for stream in streams { try stream.commit() }
+            try index?.commit()
         } catch {
-            stream.abandon()
+            for stream in streams { stream.abandon() }
+            index?.abandon()
             throw error
         }
+        return index == nil ? names : names + [Checkpoint.indexFileName]
     }
 
-    /// The index as transformers writes it: `json.dumps(index, indent=2, sort_keys=True) + "\n"`.
-    static func writeIndex(folder: String, weightMap: [String: String], totalSize: Int) throws {
-        var text = "{\n  \"metadata\": {\n    \"total_size\": \(totalSize)\n  },\n  \"weight_map\": {\n"
-        text += weightMap.keys.sorted().map {
-            "    \(SafetensorsWriter.jsonString($0)): \(SafetensorsWriter.jsonString(weightMap[$0]!))"
-        }.joined(separator: ",\n")
-        text += "\n  }\n}\n"
-        let output = try AtomicFileWriter(destination: (folder as NSString).appendingPathComponent(Checkpoint.indexFileName))
-        try output.write(Array(text.utf8))
-        try output.commit()
+    /// The index as transformers 5 writes it: `json.dumps(index, indent=2, sort_keys=True) + "\n"`
+    /// with `total_size` the sum of the tensors' byte sizes and `total_parameters` the model's
+    /// parameter count, here the sum of element counts (transformers counts parameters only, so a
+    /// checkpoint holding persistent buffers would differ there).
+    static func indexText(shards: [[TensorInfo]], names: [String]) -> String {
+        var weightMap: [(tensor: String, file: String)] = []
+        var totalSize = 0
+        var totalParameters = 0
+        for (name, shard) in zip(names, shards) {
+            for tensor in shard {
+                weightMap.append((tensor.name, name))
+                totalSize += tensor.byteCount ?? 0
+                totalParameters += tensor.elementCount ?? 0
+            }
+        }
+        // Python's sort_keys orders by code point, which is UTF-8 byte order.
+        weightMap.sort { $0.tensor.utf8.lexicographicallyPrecedes($1.tensor.utf8) }
+        var text = "{\n  \"metadata\": {\n    \"total_parameters\": \(totalParameters),\n    \"total_size\": \(totalSize)\n  },\n  \"weight_map\": {\n"
+        text += weightMap.map { "    \(pythonJSONString($0.tensor)): \(pythonJSONString($0.file))" }.joined(separator: ",\n")
+        return text + "\n  }\n}\n"
+    }
+
+    /// A string as Python's `json.dumps` writes it by default (`ensure_ascii=True`): non-ASCII as
+    /// `\uXXXX` escapes (surrogate pairs above the BMP), lowercase hex.
+    static func pythonJSONString(_ text: String) -> String {
+        var out = "\""
+        for unit in text.utf16 {
+            switch unit {
+            case 0x22: out += "\\\""
+            case 0x5C: out += "\\\\"
+            case 0x0A: out += "\\n"
+            case 0x0D: out += "\\r"
+            case 0x09: out += "\\t"
+            case 0x08: out += "\\b"
+            case 0x0C: out += "\\f"
+            case 0x20..<0x7F: out.unicodeScalars.append(Unicode.Scalar(unit)!)
+            default: out += String(format: "\\u%04x", unit)
+            }
+        }
+        return out + "\""
     }
 }

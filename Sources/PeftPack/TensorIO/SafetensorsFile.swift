@@ -19,6 +19,9 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     public var metadata: [String: String]? { header.metadata }
 
+    /// `__metadata__` in file order, for rewriting the file byte-identically.
+    public var metadataEntries: [(key: String, value: String)]? { header.metadataEntries }
+
     /// Tensor names in data-offset order.
     public var names: [String] { header.entries.map(\.info.name) }
 

@@ -1,8 +1,9 @@
 /// The parsed and validated header of one safetensors file. Validation follows the reference
-/// implementation (huggingface/safetensors, `SafeTensors::read_metadata`) in the same order:
-/// header length bound, the length against the file, UTF-8, JSON object, each entry's dtype, shape
-/// and offsets, offsets contiguous from 0 with each span equal to shape × dtype size, and the data
-/// section ending exactly at the end of the file. Duplicate keys are rejected too.
+/// implementation (huggingface/safetensors 0.8, `SafeTensors::read_metadata`) in the same order:
+/// header length bound, the length against the file, UTF-8, JSON object (leading white space and a
+/// `null` `__metadata__` are accepted, as there), each entry's dtype, shape and offsets, offsets
+/// contiguous from 0 with each span equal to shape × dtype size, and the data section ending exactly
+/// at the end of the file. Duplicate keys are rejected too (the reference keeps the last one).
 public struct SafetensorsHeader: Sendable {
     /// The reference implementation's bound on the JSON header (100 MB).
     public static let maximumHeaderLength = 100_000_000
@@ -15,7 +16,12 @@ public struct SafetensorsHeader: Sendable {
 
     /// Entries in data-offset order.
     public var entries: [Entry]
-    public var metadata: [String: String]?
+    /// `__metadata__` in the order the file lists it (the reference writer's order is arbitrary, so
+    /// rewriting a file byte-identically needs the file's own order).
+    public var metadataEntries: [(key: String, value: String)]?
+    public var metadata: [String: String]? {
+        metadataEntries.map { Dictionary($0, uniquingKeysWith: { first, _ in first }) }
+    }
     /// Absolute file offset of the data section (8 + header length).
     public var dataStart: Int
 
@@ -38,9 +44,6 @@ public struct SafetensorsHeader: Sendable {
         guard String(validating: headerBytes.bindMemory(to: UInt8.self), as: UTF8.self) != nil else {
             throw fail("header is not valid UTF-8")
         }
-        guard headerBytes.first == UInt8(ascii: "{") else {
-            throw fail("header does not start with '{'")
-        }
         let json: StrictJSON
         do {
             json = try StrictJSON.parse(headerBytes)
@@ -50,7 +53,7 @@ public struct SafetensorsHeader: Sendable {
         guard let members = json.objectMembers else { throw fail("header is not a JSON object") }
 
         var entries: [Entry] = []
-        var metadata: [String: String]?
+        var metadata: [(key: String, value: String)]?
         for (name, value) in members {
             if name == "__metadata__" {
                 metadata = try Self.parseMetadata(value, fail: fail)
@@ -58,7 +61,12 @@ public struct SafetensorsHeader: Sendable {
                 entries.append(try Self.parseEntry(name: name, value: value, fail: fail))
             }
         }
-        entries.sort { ($0.dataRange.lowerBound, $0.dataRange.upperBound) < ($1.dataRange.lowerBound, $1.dataRange.upperBound) }
+        // Empty tensors can share an offset; the name breaks the tie so `names` is deterministic.
+        entries.sort { left, right in
+            (left.dataRange.lowerBound, left.dataRange.upperBound) != (right.dataRange.lowerBound, right.dataRange.upperBound)
+                ? (left.dataRange.lowerBound, left.dataRange.upperBound) < (right.dataRange.lowerBound, right.dataRange.upperBound)
+                : left.info.name.utf8.lexicographicallyPrecedes(right.info.name.utf8)
+        }
         var expectedStart = 0
         for entry in entries {
             guard entry.dataRange.lowerBound == expectedStart else {
@@ -74,18 +82,17 @@ public struct SafetensorsHeader: Sendable {
                        : "tensors need \(expectedStart) data bytes but the file has \(dataLength)")
         }
         self.entries = entries
-        self.metadata = metadata
+        self.metadataEntries = metadata
         self.dataStart = 8 + headerLength
     }
 
-    private static func parseMetadata(_ value: StrictJSON, fail: (String, String?) -> SafetensorsError) throws -> [String: String] {
+    private static func parseMetadata(_ value: StrictJSON, fail: (String, String?) -> SafetensorsError) throws -> [(key: String, value: String)]? {
+        if value == .null { return nil }
         guard let members = value.objectMembers else { throw fail("__metadata__ is not an object", nil) }
-        var metadata: [String: String] = [:]
-        for (key, item) in members {
+        return try members.map { key, item in
             guard let text = item.stringValue else { throw fail("__metadata__ value for \"\(key)\" is not a string", nil) }
-            metadata[key] = text
+            return (key, text)
         }
-        return metadata
     }
 
     private static func parseEntry(name: String, value: StrictJSON, fail: (String, String?) -> SafetensorsError) throws -> Entry {

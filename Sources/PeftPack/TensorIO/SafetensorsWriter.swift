@@ -1,9 +1,11 @@
 import Foundation
 
 /// Writes safetensors files byte-identical to the reference writer (`safetensors.torch.save_file`):
-/// tensors ordered by dtype (the reference's dtype order, descending) then name; header JSON with
-/// `__metadata__` first (its keys sorted), no white space; header padded with spaces to a multiple
-/// of 8 bytes. Files are written atomically; memory stays bounded by one tensor.
+/// tensors ordered by dtype (the reference's dtype order, descending) then name (byte order); header
+/// JSON with `__metadata__` first, no white space; header padded with spaces to a multiple of 8
+/// bytes. The reference writes metadata keys in its hash map's order, which changes from run to run,
+/// so a dictionary is written with sorted keys and an explicit entry list in its own order. Files are
+/// written atomically; memory stays bounded by one tensor.
 public enum SafetensorsWriter {
     /// The reference implementation's dtype order (its `Dtype` enum); tensors are written with the
     /// larger dtypes first so every tensor stays aligned to its element size.
@@ -28,17 +30,26 @@ public enum SafetensorsWriter {
     public static func canonicalOrder(_ infos: [TensorInfo]) -> [TensorInfo] {
         infos.sorted { left, right in
             let (l, r) = (rank(left.dtype), rank(right.dtype))
-            return l != r ? l > r : left.name < right.name
+            return l != r ? l > r : left.name.utf8.lexicographicallyPrecedes(right.name.utf8)
         }
     }
 
-    /// The 8-byte length prefix and padded JSON header for tensors already in canonical order.
+    /// Metadata entries in the deterministic order used for a dictionary: keys sorted.
+    public static func sortedEntries(_ metadata: [String: String]?) -> [(key: String, value: String)]? {
+        metadata.map { $0.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) } }
+    }
+
     public static func headerBytes(for ordered: [TensorInfo], metadata: [String: String]?) throws -> [UInt8] {
+        try headerBytes(for: ordered, metadataEntries: sortedEntries(metadata))
+    }
+
+    /// The 8-byte length prefix and padded JSON header for tensors already in canonical order.
+    public static func headerBytes(for ordered: [TensorInfo], metadataEntries: [(key: String, value: String)]?) throws -> [UInt8] {
         var json = "{"
         var first = true
-        if let metadata {
+        if let metadataEntries {
             json += "\"__metadata__\":{"
-            json += metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(separator: ",")
+            json += metadataEntries.map { "\(jsonString($0.key)):\(jsonString($0.value))" }.joined(separator: ",")
             json += "}"
             first = false
         }
@@ -47,11 +58,15 @@ public enum SafetensorsWriter {
             guard let size = info.byteCount else {
                 throw SafetensorsError(file: "(writing)", tensor: info.name, problem: "shape \(Shape.describe(info.shape)) overflows")
             }
+            let (end, overflow) = offset.addingReportingOverflow(size)
+            guard !overflow else {
+                throw SafetensorsError(file: "(writing)", tensor: info.name, problem: "total data size overflows")
+            }
             if !first { json += "," }
             first = false
             let shape = info.shape.map(String.init).joined(separator: ",")
-            json += "\(jsonString(info.name)):{\"dtype\":\"\(info.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}"
-            offset += size
+            json += "\(jsonString(info.name)):{\"dtype\":\"\(info.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(end)]}"
+            offset = end
         }
         json += "}"
         var header = Array(json.utf8)
@@ -89,13 +104,20 @@ public enum SafetensorsWriter {
         private let output: AtomicFileWriter
         private var next = 0
 
-        public init(destination: String, tensors: [TensorInfo], metadata: [String: String]?) throws {
+        public convenience init(destination: String, tensors: [TensorInfo], metadata: [String: String]?) throws {
+            try self.init(destination: destination, tensors: tensors, metadataEntries: SafetensorsWriter.sortedEntries(metadata))
+        }
+
+        public init(destination: String, tensors: [TensorInfo], metadataEntries: [(key: String, value: String)]?) throws {
             ordered = SafetensorsWriter.canonicalOrder(tensors)
             let names = Set(tensors.map(\.name))
             guard names.count == tensors.count else {
                 throw SafetensorsError(file: destination, problem: "two tensors share a name")
             }
-            let header = try SafetensorsWriter.headerBytes(for: ordered, metadata: metadata)
+            if let metadataEntries, Set(metadataEntries.map(\.key)).count != metadataEntries.count {
+                throw SafetensorsError(file: destination, problem: "two metadata entries share a key")
+            }
+            let header = try SafetensorsWriter.headerBytes(for: ordered, metadataEntries: metadataEntries)
             output = try AtomicFileWriter(destination: destination)
             try output.write(header)
         }
@@ -114,10 +136,15 @@ public enum SafetensorsWriter {
             next += 1
         }
 
-        public func commit() throws {
+        /// Checks every declared tensor was written, without moving the file into place yet.
+        public func finish() throws {
             guard next == ordered.count else {
                 throw SafetensorsError(file: output.destination, tensor: ordered[next].name, problem: "was declared but never written")
             }
+        }
+
+        public func commit() throws {
+            try finish()
             try output.commit()
         }
 
@@ -126,8 +153,12 @@ public enum SafetensorsWriter {
 
     /// Writes a whole file from tensors in memory.
     public static func write(_ tensors: [String: HostTensor], metadata: [String: String]? = nil, to destination: String) throws {
+        try write(tensors, metadataEntries: sortedEntries(metadata), to: destination)
+    }
+
+    public static func write(_ tensors: [String: HostTensor], metadataEntries: [(key: String, value: String)]?, to destination: String) throws {
         let infos = tensors.map { TensorInfo(name: $0.key, dtype: $0.value.dtype, shape: $0.value.shape) }
-        let stream = try FileStream(destination: destination, tensors: infos, metadata: metadata)
+        let stream = try FileStream(destination: destination, tensors: infos, metadataEntries: metadataEntries)
         do {
             while let info = stream.nextTensor {
                 try tensors[info.name]!.bytes.withUnsafeBytes { try stream.append($0) }
