@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/python-envs.sh >/dev/null
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (Debian package 'time')" >&2; exit 1; }
 swift build -c release --product peftpack >/dev/null
+swift build -c release --product peftpack-bench >/dev/null
 peftpack="$(swift build -c release --show-bin-path)/peftpack"
 work=${BENCH_WORK:-$(mktemp -d)}
 python=.venv/peft/bin/python
@@ -55,6 +56,17 @@ echo "|---|---|---|"
 echo "| PEFT load + merge_and_unload + save_pretrained | $peft_s | $((peft_kb / 1024)) |"
 echo "| peftpack merge | $ours_s | $((ours_kb / 1024)) |"
 echo "| peftpack import of the PEFT folder (once per adapter) | $import_s | $((import_kb / 1024)) |"
+read -r floor_json < <(.build/release/peftpack-bench merge-floor "$work/lora.peftpack" "$work/base")
+rm -f "$work/direct.bin"
+direct_s=$( { /usr/bin/time -f "%e" dd if=/dev/zero of="$work/direct.bin" bs=8M count=$((bytes / 8388608)) oflag=direct conv=fsync status=none; } 2>&1 )
+rm -f "$work/direct.bin"
+"$python" - "$floor_json" "$direct_s" "$ours_s" <<'PY'
+import json, sys
+floor, direct, ours = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+print(f"| floor: bytes in + out at {floor['memcpy_gb_per_s']:.1f} GB/s memcpy + {floor['flops']/1e9:.1f} GFLOP at {floor['sgemm_gflops']:.0f} GFLOP/s sgemm | {floor['floor_seconds']:.2f} | |")
+print(f"| floor: writing the output durably with O_DIRECT (dd, same size) | {direct:.2f} | |")
+print(f"| peftpack merge / max(the two floors) | {ours / max(direct, floor['floor_seconds']):.2f}× | |")
+PY
 "$python" -c "print(f'| speed-up (merge) | {$peft_s / $ours_s:.1f}× | RSS ratio {$ours_kb / $peft_kb:.2f} |')"
 "$python" - "$work" <<'PY'
 import sys, glob, torch

@@ -6,6 +6,10 @@ import PeftPack
 ///   peftpack-bench convert FILE       every BF16/F16 tensor widened to fp32
 ///   peftpack-bench pack FILE OUT      every tensor of a safetensors file into a pack
 ///   peftpack-bench unpack PACK        every tensor of a pack decoded
+///   peftpack-bench merge-floor PACK BASE_DIR
+///                                     the physical floor of merging PACK into BASE_DIR: base bytes
+///                                     in + out at measured memcpy bandwidth, plus the low-rank FLOPs
+///                                     at measured sgemm speed on the same shapes (all cores)
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
     try body()
@@ -84,6 +88,54 @@ case "unpack":
             bytes += tensor.bytes.count
         }
     }
+case "merge-floor":
+    let reader = try PackReader(path: path)
+    let base = try Checkpoint(path: arguments[3])
+    let modelBytes = base.infos.reduce(0) { $0 + ($1.byteCount ?? 0) }
+    let packShapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
+    var flops = 0.0
+    var shapes: [(rows: Int, columns: Int, rank: Int)] = []
+    for adapter in try reader.adapterDocument().adapters {
+        for module in adapter.modules {
+            guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
+                  let a = packShapes[aName], let b = packShapes[bName] else { continue }
+            let moduleFlops: Double = 2 * Double(a[0] * a[1] * b[0])
+            flops += moduleFlops
+            shapes.append((b[0], a[1], a[0]))
+        }
+    }
+    // memcpy bandwidth: 256 MiB buffer to buffer, both warm, best of runs.
+    let size = 256 << 20
+    let source = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+    let target = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+    memset(source, 1, size); memset(target, 2, size)
+    let copyTime = best(max(runs, 3)) { target.copyMemory(from: source, byteCount: size) }
+    let copyRate = Double(size) / copyTime
+    // sgemm on the adapter's own shapes, a cache-sized block of rows at a time per core.
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    BLAS.threadCount = 1
+    let sample = shapes.max { $0.rows * $0.columns < $1.rows * $1.columns }!
+    let blockRows = max(1, (1 << 18) / sample.columns)
+    let a = [Float](repeating: 0.01, count: sample.rank * sample.columns), b = [Float](repeating: 0.02, count: sample.rows * sample.rank)
+    let gemmTime = best(max(runs, 3)) {
+        DispatchQueue.concurrentPerform(iterations: cores) { worker in
+            var c = [Float](repeating: 0, count: blockRows * sample.columns)
+            var row = worker * sample.rows / cores
+            while row < (worker + 1) * sample.rows / cores {
+                let count = min(blockRows, (worker + 1) * sample.rows / cores - row)
+                a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
+                    BLAS.gemm(transposeA: false, transposeB: false, m: count, n: sample.columns, k: sample.rank, alpha: 1,
+                              a: pb.baseAddress! + row * sample.rank, lda: sample.rank, b: pa.baseAddress!, ldb: sample.columns,
+                              beta: 0, c: pc.baseAddress!, ldc: sample.columns)
+                } } }
+                row += count
+            }
+        }
+    }
+    let gemmRate = 2 * Double(sample.rows * sample.columns * sample.rank) / gemmTime
+    let floor = 2 * Double(modelBytes) / copyRate + flops / gemmRate
+    print("{\"operation\":\"merge-floor\",\"bytes_in\":\(modelBytes),\"bytes_out\":\(modelBytes),\"memcpy_gb_per_s\":\(copyRate / 1e9),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"floor_seconds\":\(floor)}")
+    exit(0)
 default:
     FileHandle.standardError.write(Data("unknown operation \(operation)\n".utf8))
     exit(2)

@@ -23,4 +23,19 @@ void peftpack_split_f16(const uint16_t *source, uint8_t *planes, size_t count);
 void peftpack_merge_f16(const uint8_t *planes, uint16_t *destination, size_t count);
 void peftpack_split_f32(const uint32_t *source, uint8_t *planes, size_t count);
 void peftpack_merge_f32(const uint8_t *planes, uint32_t *destination, size_t count);
+
+/* Element types of peftpack_merge_add. */
+enum { PEFTPACK_ELEMENT_F32 = 0, PEFTPACK_ELEMENT_BF16 = 1, PEFTPACK_ELEMENT_F16 = 2 };
+
+typedef struct {
+    uint64_t changed;      /* elements whose delta is non-zero */
+    uint64_t lost;         /* ... of which the output equals the base rounded to the output type */
+    double max_abs_delta;
+} peftpack_merge_stats;
+
+/* out[i] = base[i] + delta[i] (fp64) rounded once (to nearest, ties to even) to out_type, with the
+ * statistics accumulated into `stats`. base and out may be the same buffer only if they have
+ * the same element type. */
+void peftpack_merge_add(int base_type, const void *base, const double *delta, int out_type, void *out, size_t count,
+                        peftpack_merge_stats *stats);
 #endif

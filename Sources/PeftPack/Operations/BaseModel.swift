@@ -93,6 +93,8 @@ public final class BaseModel {
         var hashes: [String: String] = [:]
         for name in Set(names) {
             hashes[name] = XXH3.hex(try checkpoint.withBytes(name) { XXH3.hash64($0) })
+            // Hashing maps the whole base; dropping each tensor's pages keeps RSS at one tensor.
+            try checkpoint.file(forTensor: name).releasePages(name)
         }
         return hashes
     }

@@ -53,6 +53,11 @@ public enum Merge {
                            progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         let start = Date()
         keepLargeAllocationsInHeap()
+        // Parallelism comes from splitting each tensor's rows across the cores; OpenBLAS's own
+        // threads would only oversubscribe them (and spin in sched_yield).
+        let blasThreads = BLAS.threadCount
+        BLAS.threadCount = 1
+        defer { BLAS.threadCount = blasThreads }
         let base = try BaseModel(folder: baseFolder)
         var readers: [PackReader] = []
         var selected: [(adapter: Adapter, weight: Double)] = []
@@ -104,6 +109,11 @@ public enum Merge {
         var bytesRead = 0, bytesWritten = 0, done = 0
         let metadata = try checkpoint.infos.first.map { try checkpoint.file(forTensor: $0.name).metadata } ?? nil
 
+        // One output buffer for every merged tensor: fresh tensor-sized allocations would be
+        // page-faulted in anew each time.
+        let outputBuffer = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: max(1, outputInfos.filter { changes[$0.name] != nil }.map { $0.byteCount ?? 0 }.max() ?? 0), alignment: 64)
+        defer { outputBuffer.deallocate() }
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
             try CheckpointWriter.write(folder: folder, shards: shards, metadata: metadata) { info, sink in
                 defer {
@@ -120,6 +130,21 @@ public enum Merge {
                     } else {
                         try HostTensor(floats: checkpoint.tensor(info.name).floats(), shape: info.shape, dtype: info.dtype).bytes.withUnsafeBytes(sink)
                     }
+                    return
+                }
+                if let terms = try lowRankTerms(change, stored: stored, output: info, readers: readers, owners: owners) {
+                    let orientation = MergeArithmetic.Orientation(storedShape: stored.shape, layout: terms.layout)
+                    let out = UnsafeMutableRawBufferPointer(rebasing: outputBuffer[0..<(info.byteCount ?? 0)])
+                    let stats = try checkpoint.withBytes(info.name) { baseBytes in
+                        LowRankMerge.merge(base: baseBytes, baseType: stored.dtype, orientation: orientation, terms: terms.terms,
+                                           outType: info.dtype, into: out)
+                    }
+                    maxAbsDelta = max(maxAbsDelta, stats.maxAbsDelta)
+                    for adapter in terms.adapters {
+                        changed[adapter] += stats.changed
+                        lost[adapter] += stats.lost
+                    }
+                    try sink(UnsafeRawBufferPointer(out))
                     return
                 }
                 let original = try checkpoint.tensor(info.name).floats().map(Double.init)
@@ -176,6 +201,32 @@ public enum Merge {
             }
         }
         return (changed, lost, largest)
+    }
+
+    /// The low-rank terms of a change that only LoRA/rsLoRA modules make to a 2-D weight in a
+    /// float dtype (the fused fast path), or nil when the change needs the general path.
+    static func lowRankTerms(_ change: TensorChange, stored: TensorInfo, output: TensorInfo, readers: [PackReader],
+                             owners: [Int]) throws -> (terms: [LowRankMerge.Term], adapters: Set<Int>, layout: WeightLayout?)? {
+        guard LowRankMerge.supports(storedShape: stored.shape, baseType: stored.dtype, outType: output.dtype) else { return nil }
+        var terms: [LowRankMerge.Term] = []
+        var adapters = Set<Int>()
+        var layout: WeightLayout??
+        for (operation, weight) in change.operations {
+            guard case .lowRank(let module, let adapter) = operation else { return nil }
+            if let layout, layout != module.layout { return nil }
+            layout = module.layout
+            let orientation = MergeArithmetic.Orientation(storedShape: stored.shape, layout: module.layout)
+            let reader = readers[owners[adapter]]
+            let a = try reader.readTensor(module.tensors[TensorRole.loraA]!).floats().map(Double.init)
+            let b = try reader.readTensor(module.tensors[TensorRole.loraB]!).floats().map(Double.init)
+            let rank = a.count / max(orientation.inputs, 1)
+            guard a.count == rank * orientation.inputs, b.count == orientation.out * rank else {
+                throw AdapterFormatError(file: reader.path, problem: "adapter factors of \(module.target) (\(a.count) and \(b.count) elements) do not fit its \(Shape.describe(stored.shape)) weight")
+            }
+            terms.append(LowRankMerge.Term(a: a, b: b, rank: rank, alpha: (module.scale ?? 1) * weight))
+            adapters.insert(adapter)
+        }
+        return (terms, adapters, layout ?? nil)
     }
 
     /// Applies one operation; returns the index of the adapter it belongs to.

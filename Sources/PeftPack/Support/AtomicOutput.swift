@@ -14,8 +14,11 @@ public final class AtomicFileWriter {
     private var fd: Int32
     private var finished = false
     public private(set) var bytesWritten = 0
+    private var direct: DirectWriter?
 
-    public init(destination: String) throws {
+    /// `direct`: stream sequential writes through O_DIRECT where the file system allows it (for
+    /// large outputs written once; see DirectWriter). Positioned writes are then unavailable.
+    public init(destination: String, direct: Bool = false) throws {
         self.destination = destination
         let url = URL(fileURLWithPath: destination)
         let folder = url.deletingLastPathComponent().path
@@ -25,6 +28,7 @@ public final class AtomicFileWriter {
         guard fd >= 0 else {
             throw FileAccessError.cannotOpen(path: destination, reason: systemErrorText())
         }
+        if direct { self.direct = DirectWriter(path: temporaryPath) }
     }
 
     deinit {
@@ -32,6 +36,11 @@ public final class AtomicFileWriter {
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer) throws {
+        if let direct {
+            try direct.append(buffer)
+            bytesWritten += buffer.count
+            return
+        }
         var remaining = buffer
         while !remaining.isEmpty {
             let written = Glibc.write(fd, remaining.baseAddress, remaining.count)
@@ -51,6 +60,7 @@ public final class AtomicFileWriter {
     /// Writes at an absolute offset without moving the append position (used to fill in a
     /// preamble once the rest of the file is known).
     public func write(_ bytes: [UInt8], at offset: Int) throws {
+        precondition(direct == nil, "positioned writes need a buffered AtomicFileWriter")
         try bytes.withUnsafeBytes { buffer in
             var done = 0
             while done < buffer.count {
@@ -67,6 +77,15 @@ public final class AtomicFileWriter {
     /// Makes the file durable and moves it into place.
     public func commit() throws {
         precondition(!finished)
+        if let direct {
+            do {
+                try direct.finish()
+            } catch {
+                abandon()
+                throw error
+            }
+            self.direct = nil
+        }
         guard fsync(fd) == 0 else {
             throw FileAccessError.ioFailed(path: destination, operation: "fsync", reason: systemErrorText())
         }
@@ -84,6 +103,7 @@ public final class AtomicFileWriter {
     public func abandon() {
         guard !finished else { return }
         finished = true
+        direct = nil
         close(fd)
         unlink(temporaryPath)
     }

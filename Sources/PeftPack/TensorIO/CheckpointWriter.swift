@@ -57,7 +57,7 @@ public enum CheckpointWriter {
         do {
             for (name, shard) in zip(names, shards) {
                 let stream = try SafetensorsWriter.FileStream(destination: (folder as NSString).appendingPathComponent(name),
-                                                              tensors: shard, metadata: metadata)
+                                                              tensors: shard, metadata: metadata, direct: true)
                 streams.append(stream)
                 while let next = stream.nextTensor {
                     try provider(next) { try stream.append($0) }

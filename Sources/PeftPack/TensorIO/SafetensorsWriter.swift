@@ -104,11 +104,13 @@ public enum SafetensorsWriter {
         private let output: AtomicFileWriter
         private var next = 0
 
-        public convenience init(destination: String, tensors: [TensorInfo], metadata: [String: String]?) throws {
-            try self.init(destination: destination, tensors: tensors, metadataEntries: SafetensorsWriter.sortedEntries(metadata))
+        public convenience init(destination: String, tensors: [TensorInfo], metadata: [String: String]?, direct: Bool = false) throws {
+            try self.init(destination: destination, tensors: tensors, metadataEntries: SafetensorsWriter.sortedEntries(metadata), direct: direct)
         }
 
-        public init(destination: String, tensors: [TensorInfo], metadataEntries: [(key: String, value: String)]?) throws {
+        /// `direct`: write through O_DIRECT where possible (model-sized outputs; see DirectWriter).
+        public init(destination: String, tensors: [TensorInfo], metadataEntries: [(key: String, value: String)]?,
+                    direct: Bool = false) throws {
             ordered = SafetensorsWriter.canonicalOrder(tensors)
             let names = Set(tensors.map(\.name))
             guard names.count == tensors.count else {
@@ -118,7 +120,7 @@ public enum SafetensorsWriter {
                 throw SafetensorsError(file: destination, problem: "two metadata entries share a key")
             }
             let header = try SafetensorsWriter.headerBytes(for: ordered, metadataEntries: metadataEntries)
-            output = try AtomicFileWriter(destination: destination)
+            output = try AtomicFileWriter(destination: destination, direct: direct)
             try output.write(header)
         }
 
