@@ -9,3 +9,10 @@ public protocol UserFacingError: Error, CustomStringConvertible {
 extension UserFacingError {
     public var exitCode: Int32 { 2 }
 }
+
+/// A request that cannot be carried out as given (bad option values, a budget too small): exit 2.
+public struct UsageError: UserFacingError {
+    public var description: String
+
+    public init(_ description: String) { self.description = description }
+}

@@ -163,3 +163,10 @@ struct ShardIndex {
         }
     }
 }
+
+extension Checkpoint {
+    /// Drops a tensor's mapped pages from this process (see SafetensorsFile.releasePages).
+    public func releasePages(_ name: String) {
+        (try? file(forTensor: name))?.releasePages(name)
+    }
+}

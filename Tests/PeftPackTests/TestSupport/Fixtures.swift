@@ -38,9 +38,35 @@ enum Fixtures {
         return try! JSONDecoder().decode(Root.self, from: Data(contentsOf: url)).files
     }()
 
+    /// A fresh folder under the system temporary directory, removed when the test process exits.
     static func temporaryDirectory() -> String {
         let path = NSTemporaryDirectory() + "peftpack-test-" + UUID().uuidString
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        TemporaryFolders.shared.register(path)
         return path
+    }
+}
+
+/// Folders the tests made, deleted at exit so repeated runs do not fill the temporary directory.
+final class TemporaryFolders: @unchecked Sendable {
+    static let shared = TemporaryFolders()
+    private let lock = NSLock()
+    private var paths: [String] = []
+
+    private init() {
+        atexit { TemporaryFolders.shared.removeAll() }
+    }
+
+    func register(_ path: String) {
+        lock.lock()
+        paths.append(path)
+        lock.unlock()
+    }
+
+    func removeAll() {
+        lock.lock()
+        defer { lock.unlock() }
+        for path in paths { try? FileManager.default.removeItem(atPath: path) }
+        paths.removeAll()
     }
 }

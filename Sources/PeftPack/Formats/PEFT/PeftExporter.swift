@@ -13,6 +13,9 @@ public enum PeftExporter {
         switch adapter.kind {
         case .lora, .ia3, .full:
             for module in adapter.modules {
+                if module.mode == .delta {
+                    throw AdapterFormatError(file: adapter.name, problem: "\(module.target) is stored as a dense delta, which PEFT cannot express; merge it, or re-extract with --other full")
+                }
                 if module.mode != nil {
                     guard let name = module.tensors[TensorRole.fullValue] else { continue }
                     let key = module.sourceName ?? PeftKeys.modelPrefix + module.target
@@ -84,7 +87,12 @@ public enum PeftExporter {
         let fanInFanOut = lowRank.contains { $0.layout == .conv1d }
         let useDoRA = lowRank.contains { $0.tensors[TensorRole.magnitude] != nil }
         let targets = Array(Set(lowRank.map(\.target))).sorted()
-        let saved = adapter.modules.filter { $0.mode != nil }.map { $0.target.replacingOccurrences(of: ".weight", with: "") }
+        // modules_to_save names modules: a whole tensor `x.weight` or `x.bias` saves module `x`.
+        let saved = Array(Set(adapter.modules.filter { $0.mode != nil }.map { module -> String in
+            let parts = module.target.split(separator: ".")
+            return parts.count > 1 && ["weight", "bias"].contains(parts.last!) ? parts.dropLast().joined(separator: ".") : module.target
+        })).sorted()
+        let trainsBias = lowRank.contains { $0.tensors[TensorRole.targetBias] != nil }
         let config: [String: Any] = [
             "peft_type": "LORA",
             "r": common.rank,
@@ -95,7 +103,7 @@ public enum PeftExporter {
             "fan_in_fan_out": fanInFanOut,
             "use_dora": useDoRA,
             "use_rslora": false,
-            "bias": "none",
+            "bias": trainsBias ? "lora_only" : "none",
             "lora_dropout": 0.0,
             "modules_to_save": saved.isEmpty ? NSNull() : saved,
             "task_type": NSNull(),

@@ -1,0 +1,418 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `peftpack extract`: turns a full fine-tune into a LoRA pack. Every changed 2-D weight's delta
+/// ΔW = W_ft − W_base (fp32) is factored by a truncated SVD, ΔW ≈ U·S·Vᵀ, and stored as
+/// B = U·√S, A = √S·Vᵀ with alpha = rank (scaling 1), so PEFT, merge and the runtime all apply
+/// exactly B·A. Embeddings and 1-D tensors, which low rank would ruin, are stored whole by default.
+public enum Extract {
+    public enum RankRule: Equatable {
+        case fixed(Int)
+        /// Smallest rank keeping this share of ‖ΔW‖²_F.
+        case energy(Double)
+        /// Smallest rank with ‖ΔW − BA‖_F ≤ x·‖ΔW‖_F.
+        case maxError(Double)
+        /// Ranks chosen across all modules to remove the most squared error per parameter, within
+        /// this many parameters for the whole pack.
+        case budget(parameters: Int)
+    }
+
+    public enum EmbeddingPolicy: String, CaseIterable, Sendable { case lora, full, skip }
+    public enum OtherPolicy: String, CaseIterable, Sendable { case full, delta, skip }
+
+    public struct Options {
+        public var rule: RankRule
+        public var maxRank: Int?
+        public var include: [String]
+        public var exclude: [String]
+        public var embeddings: EmbeddingPolicy
+        public var other: OtherPolicy
+        public var exact: Bool
+        public var oversample: Int
+        public var powerIterations: Int
+        public var seed: UInt64
+        public var name: String
+        public var level: Int32
+
+        public init(rule: RankRule = .fixed(16), maxRank: Int? = nil, include: [String] = [], exclude: [String] = [],
+                    embeddings: EmbeddingPolicy = .full, other: OtherPolicy = .full, exact: Bool = false,
+                    oversample: Int = 8, powerIterations: Int = 2, seed: UInt64 = 0, name: String = "extracted", level: Int32 = 3) {
+            self.rule = rule
+            self.maxRank = maxRank
+            self.include = include
+            self.exclude = exclude
+            self.embeddings = embeddings
+            self.other = other
+            self.exact = exact
+            self.oversample = oversample
+            self.powerIterations = powerIterations
+            self.seed = seed
+            self.name = name
+            self.level = level
+        }
+    }
+
+    public struct ModuleReport: Encodable {
+        public var tensor: String
+        public var shape: [Int]
+        public var rank: Int
+        public var energyKept: Double
+        public var relativeError: Double
+        public var method: String
+    }
+
+    public struct FullTensorReport: Encodable {
+        public var tensor: String
+        public var mode: String
+        public var reason: String
+    }
+
+    public struct Report: Encodable {
+        public var output: String
+        public var adapter: String
+        public var modules: [ModuleReport]
+        public var fullTensors: [FullTensorReport]
+        public var skipped: [String]
+        public var unchanged: Int
+        public var parameters: Int
+        public var packBytes: Int
+        /// Bytes of the changed tensors in the fine-tune (what storing the delta densely costs).
+        public var deltaBytes: Int
+        public var seconds: Double
+    }
+
+    /// One 2-D weight to factor, in the orientation the SVD sees (the stored one).
+    struct Candidate {
+        var tensor: String
+        var shape: [Int]
+        var layout: WeightLayout
+        var delta: Matrix
+        var totalEnergy: Double
+    }
+
+    struct Factored {
+        var candidate: Candidate
+        var triplets: SingularTriplets
+        var rank: Int
+    }
+
+    public static func run(base baseFolder: String, finetuned finetunedFolder: String, output: String, options: Options,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> Report {
+        let start = Date()
+        try validate(options)
+        let base = try BaseModel(folder: baseFolder)
+        let finetuned = try Checkpoint(path: finetunedFolder)
+        let changedNames = try changedTensors(base: base.checkpoint, finetuned: finetuned, baseFolder: baseFolder, finetunedFolder: finetunedFolder)
+        let conv1d = base.identity.modelType == "gpt2"
+        var skipped: [String] = []
+        var fullTensors: [(name: String, mode: FullTensorMode, reason: String)] = []
+        var lowRankNames: [(name: String, layout: WeightLayout)] = []
+        for name in changedNames {
+            guard selected(name, options: options) else {
+                skipped.append(name)
+                continue
+            }
+            let info = base.checkpoint.info(name)!
+            let embedding = isEmbedding(name)
+            if info.shape.count == 2 && info.dtype.isFloatingPoint && name.hasSuffix(".weight") && !(embedding && options.embeddings != .lora) {
+                let layout: WeightLayout = isTokenEmbedding(name) ? .embedding : (conv1d && isConv1D(name) ? .conv1d : .linear)
+                lowRankNames.append((name, layout))
+            } else if embedding && info.shape.count == 2 {
+                if options.embeddings == .skip { skipped.append(name) } else {
+                    fullTensors.append((name, .replace, "embedding/output head: low rank would lose most of it (use --embeddings lora to factor it)"))
+                }
+            } else {
+                switch options.other {
+                case .skip: skipped.append(name)
+                case .full: fullTensors.append((name, .replace, info.shape.count == 2 ? "not a linear weight" : "\(info.shape.count)-D tensor (norm or bias): stored whole"))
+                case .delta: fullTensors.append((name, .delta, info.shape.count == 2 ? "not a linear weight" : "\(info.shape.count)-D tensor (norm or bias): stored as a dense delta"))
+                }
+            }
+        }
+        guard !lowRankNames.isEmpty || !fullTensors.isEmpty else {
+            throw AdapterFormatError(file: finetunedFolder, problem: "every tensor that differs from \(baseFolder) is excluded or skipped: nothing to extract")
+        }
+
+        let total = lowRankNames.count + fullTensors.count
+        var done = 0
+        var factored: [Factored] = []
+        for (index, entry) in lowRankNames.enumerated() {
+            let candidate = try loadCandidate(entry.name, layout: entry.layout, base: base.checkpoint, finetuned: finetuned)
+            let seed = options.seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15
+            var result = try factor(candidate, options: options, seed: seed)
+            if case .budget = options.rule {} else {
+                result.triplets = truncate(result.triplets, to: result.rank)
+            }
+            factored.append(result)
+            base.checkpoint.releasePages(entry.name)
+            finetuned.releasePages(entry.name)
+            done += 1
+            progress?(done, total)
+        }
+        let fullParameters = fullTensors.reduce(0) { $0 + (base.checkpoint.info($1.name)!.elementCount ?? 0) }
+        if case .budget(let parameters) = options.rule {
+            let remaining = parameters - fullParameters
+            guard remaining >= 0 else {
+                throw UsageError("--budget of \(parameters) parameters is smaller than the \(fullParameters) parameters of the tensors stored whole (embeddings, norms, biases); raise it or pass --embeddings skip / --other skip")
+            }
+            allocateBudget(&factored, parameters: remaining)
+        }
+
+        var modules: [AdapterModule] = []
+        var moduleReports: [ModuleReport] = []
+        var tensors: [(name: String, tensor: HostTensor)] = []
+        var parameters = 0
+        for item in factored where item.rank > 0 {
+            let (a, b) = loraFactors(item.triplets, rank: item.rank, layout: item.candidate.layout)
+            let target = String(item.candidate.tensor.dropLast(".weight".count))
+            let aName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraA)
+            let bName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraB)
+            modules.append(AdapterModule(target: target, layout: item.candidate.layout, rank: item.rank, scale: 1,
+                                         tensors: [TensorRole.loraA: aName, TensorRole.loraB: bName]))
+            tensors.append((aName, HostTensor(floats: a.values, shape: [a.rows, a.cols], dtype: .f32)))
+            tensors.append((bName, HostTensor(floats: b.values, shape: [b.rows, b.cols], dtype: .f32)))
+            parameters += a.values.count + b.values.count
+            let kept = item.triplets.s.prefix(item.rank).reduce(0.0) { $0 + Double($1) * Double($1) }
+            let energy = item.candidate.totalEnergy > 0 ? min(1, kept / item.candidate.totalEnergy) : 1
+            moduleReports.append(ModuleReport(tensor: item.candidate.tensor, shape: item.candidate.shape, rank: item.rank,
+                                              energyKept: energy, relativeError: (1 - energy).squareRoot(),
+                                              method: item.triplets.exact ? "exact" : "randomized"))
+        }
+        for item in factored where item.rank == 0 { skipped.append(item.candidate.tensor) }
+        for entry in fullTensors {
+            // The bias of a factored linear travels with its module (PEFT's bias="lora_only").
+            if entry.mode == .replace, entry.name.hasSuffix(".bias"),
+               let owner = modules.firstIndex(where: { $0.mode == nil && $0.target + ".bias" == entry.name }) {
+                let name = AdapterModule.tensorName(adapter: options.name, target: modules[owner].target, role: TensorRole.targetBias)
+                let value: HostTensor = try finetuned.tensor(entry.name)
+                modules[owner].tensors[TensorRole.targetBias] = name
+                tensors.append((name, value))
+                parameters += value.elementCount
+                done += 1
+                progress?(done, total)
+                continue
+            }
+            let name = AdapterModule.tensorName(adapter: options.name, target: entry.name, role: TensorRole.fullValue)
+            let value: HostTensor
+            if entry.mode == .replace {
+                value = try finetuned.tensor(entry.name)
+            } else {
+                let delta = zip(try finetuned.tensor(entry.name).floats(), try base.checkpoint.tensor(entry.name).floats()).map { $0 - $1 }
+                value = HostTensor(floats: delta, shape: base.checkpoint.info(entry.name)!.shape, dtype: .f32)
+            }
+            modules.append(AdapterModule(target: entry.name, mode: entry.mode, tensors: [TensorRole.fullValue: name]))
+            tensors.append((name, value))
+            parameters += value.elementCount
+            done += 1
+            progress?(done, total)
+        }
+        guard !modules.isEmpty else {
+            throw UsageError("the budget leaves no rank for any module: nothing to extract")
+        }
+
+        let adapter = Adapter(name: options.name, kind: .lora, modules: modules)
+        let shapes = Dictionary(tensors.map { ($0.name, $0.tensor.shape) }, uniquingKeysWith: { first, _ in first })
+        let targeted = try base.check(adapter, shapes: { shapes[$0] }, file: output)
+        var identity = base.identity
+        identity.nameOrPath = baseFolder
+        identity.fingerprint = base.fingerprint(of: targeted)
+        identity.contentHashes = try base.contentHashes(of: targeted)
+        let document = PackDocument(base: identity, userMetadata: ["extracted_from": finetunedFolder], adapters: [adapter])
+        let writer = try PackWriter(destination: output, options: .init(level: options.level))
+        do {
+            for (name, tensor) in tensors { try writer.append(tensor, name: name) }
+            try writer.finish(document: try StrictJSON.encoding(document))
+        } catch {
+            writer.abandon()
+            throw error
+        }
+        let deltaBytes = changedNames.reduce(0) { $0 + (finetuned.info($1)?.byteCount ?? 0) }
+        return Report(output: output, adapter: options.name, modules: moduleReports,
+                      fullTensors: fullTensors.map { FullTensorReport(tensor: $0.name, mode: $0.mode.rawValue, reason: $0.reason) },
+                      skipped: skipped, unchanged: base.checkpoint.names.count - changedNames.count, parameters: parameters,
+                      packBytes: try PackReader(path: output).fileSize, deltaBytes: deltaBytes, seconds: Date().timeIntervalSince(start))
+    }
+
+    static func validate(_ options: Options) throws {
+        switch options.rule {
+        case .fixed(let rank) where rank <= 0: throw UsageError("--rank must be at least 1 (got \(rank))")
+        case .energy(let share) where !(share > 0 && share <= 1): throw UsageError("--energy must be in (0, 1] (got \(share))")
+        case .maxError(let error) where !(error >= 0 && error < 1): throw UsageError("--max-error must be in [0, 1) (got \(error))")
+        case .budget(let parameters) where parameters <= 0: throw UsageError("--budget must be positive")
+        default: break
+        }
+        if let maxRank = options.maxRank, maxRank <= 0 { throw UsageError("--max-rank must be at least 1 (got \(maxRank))") }
+        if options.oversample < 0 { throw UsageError("--oversample must not be negative") }
+        if options.powerIterations < 0 { throw UsageError("--power-iterations must not be negative") }
+    }
+
+    /// Names of the tensors that differ, after checking the two checkpoints have the same tensors
+    /// and shapes.
+    static func changedTensors(base: Checkpoint, finetuned: Checkpoint, baseFolder: String, finetunedFolder: String) throws -> [String] {
+        let baseNames = Set(base.names), finetunedNames = Set(finetuned.names)
+        if let extra = finetunedNames.subtracting(baseNames).sorted().first {
+            throw AdapterFormatError(file: finetunedFolder, problem: "has tensor \(extra), which \(baseFolder) lacks: the two checkpoints are not the same architecture")
+        }
+        if let missing = baseNames.subtracting(finetunedNames).sorted().first {
+            throw AdapterFormatError(file: finetunedFolder, problem: "lacks tensor \(missing), which \(baseFolder) has: the two checkpoints are not the same architecture")
+        }
+        var changed: [String] = []
+        for name in base.names {
+            let a = base.info(name)!, b = finetuned.info(name)!
+            guard a.shape == b.shape else {
+                throw AdapterFormatError(file: finetunedFolder, problem: "tensor \(name) is \(Shape.describe(b.shape)) but \(Shape.describe(a.shape)) in \(baseFolder): the two checkpoints are not the same architecture")
+            }
+            let same: Bool
+            if a.dtype == b.dtype {
+                same = try base.withBytes(name) { x in try finetuned.withBytes(name) { y in x.elementsEqual(y) } }
+            } else {
+                same = try base.tensor(name).floats() == finetuned.tensor(name).floats()
+            }
+            base.releasePages(name)
+            finetuned.releasePages(name)
+            if !same { changed.append(name) }
+        }
+        guard !changed.isEmpty else {
+            throw AdapterFormatError(file: finetunedFolder, problem: "is identical to \(baseFolder) (every tensor equal): nothing to extract")
+        }
+        return changed
+    }
+
+    static func selected(_ name: String, options: Options) -> Bool {
+        func matches(_ pattern: String) -> Bool { fnmatch(pattern, name, 0) == 0 }
+        if !options.include.isEmpty && !options.include.contains(where: matches) { return false }
+        return !options.exclude.contains(where: matches)
+    }
+
+    static let tokenEmbeddingNames = ["embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type_embeddings",
+                                      "embed_positions", "shared"]
+    static let outputHeadNames = ["lm_head", "embed_out"]
+
+    static func components(_ name: String) -> [Substring] { name.split(separator: ".") }
+
+    static func isTokenEmbedding(_ name: String) -> Bool {
+        components(name).contains { tokenEmbeddingNames.contains(String($0)) }
+    }
+
+    static func isEmbedding(_ name: String) -> Bool {
+        isTokenEmbedding(name) || components(name).contains { outputHeadNames.contains(String($0)) }
+    }
+
+    /// transformers' GPT-2 uses Conv1D (weights stored [in, out]) for these.
+    static func isConv1D(_ name: String) -> Bool {
+        [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"].contains { name.hasSuffix($0) }
+    }
+
+    static func loadCandidate(_ name: String, layout: WeightLayout, base: Checkpoint, finetuned: Checkpoint) throws -> Candidate {
+        let info = base.info(name)!
+        let before = try base.tensor(name).floats(), after = try finetuned.tensor(name).floats()
+        var values = [Float](repeating: 0, count: before.count)
+        var energy = 0.0
+        for index in values.indices {
+            let difference = after[index] - before[index]
+            values[index] = difference
+            energy += Double(difference) * Double(difference)
+        }
+        return Candidate(tensor: name, shape: info.shape, layout: layout,
+                         delta: Matrix(rows: info.shape[0], cols: info.shape[1], values: values), totalEnergy: energy)
+    }
+
+    /// Factors one delta and picks its rank under a per-matrix rule (for a budget, the rank is
+    /// decided later across all modules; the triplets kept are the cap).
+    static func factor(_ candidate: Candidate, options: Options, seed: UInt64) throws -> Factored {
+        let smaller = min(candidate.delta.rows, candidate.delta.cols)
+        let cap = min(smaller, options.maxRank ?? smaller)
+        func sketch(_ width: Int) throws -> SingularTriplets {
+            options.exact ? try TruncatedSVD.exact(candidate.delta)
+                : try TruncatedSVD.randomized(candidate.delta, rank: width, oversample: options.oversample,
+                                              powerIterations: options.powerIterations, seed: seed)
+        }
+        switch options.rule {
+        case .fixed(let rank):
+            let rank = min(rank, cap)
+            return Factored(candidate: candidate, triplets: try sketch(rank), rank: rank)
+        case .budget:
+            let width = min(cap, options.maxRank ?? 256)
+            return Factored(candidate: candidate, triplets: try sketch(width), rank: width)
+        case .energy, .maxError:
+            let target: Double
+            switch options.rule {
+            case .energy(let share): target = share * candidate.totalEnergy
+            case .maxError(let error): target = (1 - error * error) * candidate.totalEnergy
+            default: target = 0
+            }
+            var width = min(cap, 64)
+            while true {
+                let triplets = try sketch(width)
+                // Only the first `width` values of a randomized sketch are trusted; an exact SVD
+                // has them all.
+                let trusted = triplets.exact ? min(cap, triplets.s.count) : min(width, triplets.s.count)
+                var kept = 0.0
+                for (index, value) in triplets.s.prefix(trusted).enumerated() {
+                    kept += Double(value) * Double(value)
+                    if kept >= target * (1 - 1e-12) {
+                        return Factored(candidate: candidate, triplets: triplets, rank: index + 1)
+                    }
+                }
+                if triplets.exact || width >= cap {
+                    return Factored(candidate: candidate, triplets: triplets, rank: trusted)
+                }
+                width = min(cap, 2 * width)
+            }
+        }
+    }
+
+    static func truncate(_ triplets: SingularTriplets, to rank: Int) -> SingularTriplets {
+        guard rank < triplets.s.count else { return triplets }
+        var u = Matrix(zeros: triplets.u.rows, rank)
+        for row in 0..<u.rows {
+            for col in 0..<rank { u[row, col] = triplets.u[row, col] }
+        }
+        let vt = Matrix(rows: rank, cols: triplets.vt.cols, values: Array(triplets.vt.values.prefix(rank * triplets.vt.cols)))
+        return SingularTriplets(u: u, s: Array(triplets.s.prefix(rank)), vt: vt, exact: triplets.exact)
+    }
+
+    /// Greedy allocation: every singular value removes s² of squared error for (rows + cols)
+    /// parameters; taking them in order of s²/(rows + cols) while they fit is optimal for this
+    /// separable problem (each module's gains decrease with rank, so the order keeps prefixes).
+    static func allocateBudget(_ factored: inout [Factored], parameters: Int) {
+        var items: [(gain: Double, module: Int, cost: Int)] = []
+        for (module, item) in factored.enumerated() {
+            let cost = item.candidate.delta.rows + item.candidate.delta.cols
+            let trusted = item.triplets.exact ? item.rank : min(item.rank, item.triplets.s.count)
+            for value in item.triplets.s.prefix(trusted) {
+                items.append((Double(value) * Double(value) / Double(cost), module, cost))
+            }
+        }
+        items.sort { $0.gain > $1.gain }
+        var ranks = [Int](repeating: 0, count: factored.count)
+        var remaining = parameters
+        for item in items where item.cost <= remaining {
+            ranks[item.module] += 1
+            remaining -= item.cost
+        }
+        for index in factored.indices {
+            factored[index].rank = ranks[index]
+            factored[index].triplets = truncate(factored[index].triplets, to: ranks[index])
+        }
+    }
+
+    /// B (out×r) and A (r×in) in PEFT's orientation from the stored-orientation SVD, with √S on
+    /// each side. For layouts stored transposed (Conv1D, embeddings) the stored delta is (B·A)ᵀ, so
+    /// U and V swap roles.
+    static func loraFactors(_ triplets: SingularTriplets, rank: Int, layout: WeightLayout) -> (a: Matrix, b: Matrix) {
+        let roots = triplets.s.prefix(rank).map { $0.squareRoot() }
+        var left = Matrix(zeros: triplets.u.rows, rank)          // U·√S
+        for row in 0..<left.rows {
+            for col in 0..<rank { left[row, col] = triplets.u[row, col] * roots[col] }
+        }
+        var right = Matrix(zeros: rank, triplets.vt.cols)       // √S·Vᵀ
+        for row in 0..<rank {
+            for col in 0..<right.cols { right[row, col] = triplets.vt[row, col] * roots[row] }
+        }
+        if layout == .linear { return (a: right, b: left) }
+        return (a: left.transposed, b: right.transposed)
+    }
+}

@@ -1,0 +1,133 @@
+import ArgumentParser
+import Foundation
+import PeftPack
+
+struct ExtractCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "extract",
+        abstract: "SVD-compress a full fine-tune's weight delta into a LoRA pack.",
+        discussion: """
+            For every 2-D weight that differs, ΔW = W_ft − W_base (fp32) is factored as B·A by a \
+            randomized truncated SVD (Gaussian sketch, oversampling, power iterations with QR; \
+            --exact for a full SVD), with √S on each factor and alpha = rank, so the adapter applies \
+            exactly B·A. The rank is fixed (--rank, default 16), the smallest keeping a share of the \
+            squared Frobenius norm (--energy 0.9), the smallest reaching a relative error \
+            (--max-error 0.1), or chosen across all modules to remove the most error per parameter \
+            within a total size (--budget 2M parameters, or 8MB of fp32 factors); --max-rank caps it.
+
+            Embeddings and the output head (--embeddings) and 1-D tensors such as norms and biases \
+            (--other) are stored whole by default, because low rank would lose them. Unchanged \
+            tensors are skipped. --include/--exclude take shell patterns matched against tensor \
+            names (e.g. 'model.layers.*.mlp.*').
+
+            Two identical checkpoints are an input error (exit 2): there is nothing to extract.
+
+            Examples:
+              peftpack extract --base llama/ --finetuned llama-ft/ -o ft.peftpack --rank 32
+              peftpack extract --base llama/ --finetuned llama-ft/ -o ft.peftpack --energy 0.9 --max-rank 128
+              peftpack extract --base llama/ --finetuned llama-ft/ -o ft.peftpack --budget 20MB
+            """)
+
+    @Option(help: "Base model folder.")
+    var base: String
+
+    @Option(help: "Fully fine-tuned model folder (same architecture).")
+    var finetuned: String
+
+    @Option(name: .shortAndLong, help: "Output pack.")
+    var output: String
+
+    @Option(help: "Rank of every module.")
+    var rank: Int?
+
+    @Option(help: "Keep at least this share of each delta's squared Frobenius norm, in (0, 1].")
+    var energy: Double?
+
+    @Option(name: .customLong("max-error"), help: "Smallest rank with relative Frobenius error at most this, in [0, 1).")
+    var maxError: Double?
+
+    @Option(help: "Total size of the pack: parameters (2000000, 2M) or bytes of fp32 tensors (8MB, 1GiB).")
+    var budget: String?
+
+    @Option(name: .customLong("max-rank"), help: "Cap on any module's rank.")
+    var maxRank: Int?
+
+    @Option(help: "Only tensors matching one of these shell patterns (repeatable).")
+    var include: [String] = []
+
+    @Option(help: "Leave out tensors matching these shell patterns (repeatable).")
+    var exclude: [String] = []
+
+    @Option(help: "Embeddings and output head: lora, full (default) or skip.")
+    var embeddings: String = "full"
+
+    @Option(help: "1-D and other non-linear tensors: full (default), delta or skip.")
+    var other: String = "full"
+
+    @Flag(help: "Full SVD (sgesdd) instead of the randomized one.")
+    var exact = false
+
+    @Option(help: "Extra sketch columns of the randomized SVD.")
+    var oversample: Int = 8
+
+    @Option(name: .customLong("power-iterations"), help: "Power iterations of the randomized SVD.")
+    var powerIterations: Int = 2
+
+    @Option(help: "Seed of the Gaussian test matrices.")
+    var seed: UInt64 = 0
+
+    @Option(help: "Adapter name in the pack.")
+    var name: String = "extracted"
+
+    @OptionGroup var outputOptions: OutputOptions
+
+    func validate() throws {
+        let rules = [rank != nil, energy != nil, maxError != nil, budget != nil].filter { $0 }.count
+        guard rules <= 1 else { throw ValidationError("give at most one of --rank, --energy, --max-error, --budget") }
+        guard Extract.EmbeddingPolicy(rawValue: embeddings) != nil else { throw ValidationError("--embeddings must be lora, full or skip") }
+        guard Extract.OtherPolicy(rawValue: other) != nil else { throw ValidationError("--other must be full, delta or skip") }
+        if let budget, Self.budgetParameters(budget) == nil {
+            throw ValidationError("--budget must be a parameter count (2000000, 2M) or a size in bytes (8MB, 1GiB)")
+        }
+    }
+
+    /// Parameters from "2M"/"2000000" (a count) or "8MB"/"1GiB" (bytes of fp32 tensors).
+    static func budgetParameters(_ text: String) -> Int? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        if trimmed.uppercased().hasSuffix("B") {
+            return FileSize.parse(trimmed).map { $0 / DType.f32.byteSize }
+        }
+        let multipliers: [Character: Double] = ["K": 1e3, "M": 1e6, "G": 1e9]
+        if let last = trimmed.last?.uppercased().first, let multiplier = multipliers[last], let value = Double(trimmed.dropLast()) {
+            return Int(value * multiplier)
+        }
+        return Int(trimmed)
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let rule: Extract.RankRule
+            if let energy { rule = .energy(energy) } else if let maxError { rule = .maxError(maxError) } else if let budget {
+                rule = .budget(parameters: Self.budgetParameters(budget)!)
+            } else { rule = .fixed(rank ?? 16) }
+            let options = Extract.Options(rule: rule, maxRank: maxRank, include: include, exclude: exclude,
+                                          embeddings: Extract.EmbeddingPolicy(rawValue: embeddings)!, other: Extract.OtherPolicy(rawValue: other)!,
+                                          exact: exact, oversample: oversample, powerIterations: powerIterations, seed: seed, name: name)
+            let progress = ProgressLine(label: "extract", enabled: !outputOptions.quiet)
+            let report = try Extract.run(base: base, finetuned: finetuned, output: output, options: options) { progress.update(done: $0, total: $1) }
+            progress.finish()
+            if outputOptions.json {
+                try printJSON(report)
+                return
+            }
+            let ranks = report.modules.map(\.rank)
+            let rankText = ranks.isEmpty ? "" : (ranks.min() == ranks.max() ? "rank \(ranks[0])" : "ranks \(ranks.min()!)–\(ranks.max()!)")
+            print("wrote \(report.output): \(report.modules.count) low-rank modules (\(rankText)), \(report.fullTensors.count) tensors stored whole, \(report.parameters) parameters; \(formatBytes(report.packBytes)) vs \(formatBytes(report.deltaBytes)) of changed tensors (\(String(format: "%.3f", Double(report.packBytes) / Double(max(report.deltaBytes, 1))))) in \(String(format: "%.2f", report.seconds)) s")
+            for module in report.modules {
+                print("  \(module.tensor) \(Shape.describe(module.shape)): rank \(module.rank), energy kept \(String(format: "%.4f", module.energyKept)), relative error \(String(format: "%.4f", module.relativeError)) (\(module.method))")
+            }
+            for full in report.fullTensors { print("  \(full.tensor): stored whole (\(full.mode)): \(full.reason)") }
+            if !report.skipped.isEmpty { print("  skipped: \(report.skipped.count) changed tensors (excluded, skip policy, or rank 0 under the budget)") }
+        }
+    }
+}
