@@ -2,7 +2,8 @@
 # The main job on the bundled fixtures: pack a real PEFT LoRA (checked against its base), inspect
 # the pack, verify it in the Swift runtime against the output PEFT itself computed and against
 # PEFT's merged model, export it back to a folder PEFT loads, merge it into the base (streaming,
-# one rounding) and verify the merged model against the adapter applied at run time.
+# one rounding) and verify the merged model against the adapter applied at run time; then extract
+# a LoRA from a full fine-tune by SVD and check it against the fine-tune's own logits (transformers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -24,3 +25,7 @@ set -x
 ls "$out/lora-for-peft"
 "$bin" merge --base "$fixtures/models/llama-tiny" "$out/demo.peftpack:lora" -o "$out/merged"
 "$bin" verify "$out/demo.peftpack" --name lora --base "$fixtures/models/llama-tiny" --merged "$out/merged"
+"$bin" extract --base "$fixtures/models/llama-tiny" --finetuned "$fixtures/models/llama-tiny-ft" \
+    -o "$out/extracted.peftpack" --energy 0.99
+"$bin" verify "$out/extracted.peftpack" --base "$fixtures/models/llama-tiny" \
+    --reference "$fixtures/cases/extract_llama/reference.safetensors" --rtol 0.1

@@ -76,4 +76,9 @@ class Tally:
 
 
 def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="peftpack-check-"))
+    """A temporary folder, removed when the check exits."""
+    import atexit
+    import shutil
+    path = Path(tempfile.mkdtemp(prefix="peftpack-check-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path

@@ -10,6 +10,11 @@ import PeftPack
 ///                                     the physical floor of merging PACK into BASE_DIR: base bytes
 ///                                     in + out at measured memcpy bandwidth, plus the low-rank FLOPs
 ///                                     at measured sgemm speed on the same shapes (all cores)
+///   peftpack-bench extract-floor BASE_DIR RANK OVERSAMPLE POWER_ITERATIONS
+///                                     the floor of a randomized-SVD extraction from BASE_DIR and a
+///                                     fine-tune of it: both read at memcpy bandwidth, plus the
+///                                     sketch FLOPs ((4 + 4q)·m·n·l per 2-D non-embedding weight)
+///                                     at measured sgemm speed with k = l (OpenBLAS on all cores)
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
     try body()
@@ -135,6 +140,30 @@ case "merge-floor":
     let gemmRate = 2 * Double(sample.rows * sample.columns * sample.rank) / gemmTime
     let floor = 2 * Double(modelBytes) / copyRate + flops / gemmRate
     print("{\"operation\":\"merge-floor\",\"bytes_in\":\(modelBytes),\"bytes_out\":\(modelBytes),\"memcpy_gb_per_s\":\(copyRate / 1e9),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"floor_seconds\":\(floor)}")
+    exit(0)
+case "extract-floor":
+    let base = try Checkpoint(path: path)
+    let rank = Int(arguments[3])!, oversample = Int(arguments[4])!, powerIterations = Int(arguments[5])!
+    let width = rank + oversample
+    var flops = 0.0
+    var largest = (rows: 1, cols: 1)
+    for info in base.infos where info.shape.count == 2 && !info.name.contains("embed") && !info.name.contains("lm_head") {
+        let factor: Double = Double(4 + 4 * powerIterations)
+        flops += factor * Double(info.shape[0] * info.shape[1] * width)
+        if info.shape[0] * info.shape[1] > largest.rows * largest.cols { largest = (info.shape[0], info.shape[1]) }
+    }
+    let bytes = 2 * base.infos.reduce(0) { $0 + ($1.byteCount ?? 0) }
+    let size = 256 << 20
+    let source = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+    let target = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+    memset(source, 1, size); memset(target, 2, size)
+    let copyRate = Double(size) / best(max(runs, 3)) { target.copyMemory(from: source, byteCount: size) }
+    let matrix = Matrix(rows: largest.rows, cols: largest.cols, values: [Float](repeating: 0.01, count: largest.rows * largest.cols))
+    let sketch = Matrix(rows: largest.cols, cols: width, values: [Float](repeating: 0.02, count: largest.cols * width))
+    let gemmTime = best(max(runs, 3)) { _ = BLAS.gemm(matrix, sketch) }
+    let gemmRate = 2 * Double(largest.rows * largest.cols * width) / gemmTime
+    let floor = Double(bytes) / copyRate + flops / gemmRate
+    print("{\"operation\":\"extract-floor\",\"bytes\":\(bytes),\"memcpy_gb_per_s\":\(copyRate / 1e9),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"floor_seconds\":\(floor)}")
     exit(0)
 default:
     FileHandle.standardError.write(Data("unknown operation \(operation)\n".utf8))
