@@ -28,4 +28,4 @@ ls "$out/lora-for-peft"
 "$bin" extract --base "$fixtures/models/llama-tiny" --finetuned "$fixtures/models/llama-tiny-ft" \
     -o "$out/extracted.peftpack" --energy 0.99
 "$bin" verify "$out/extracted.peftpack" --base "$fixtures/models/llama-tiny" \
-    --reference "$fixtures/cases/extract_llama/reference.safetensors" --rtol 0.1
+    --reference "$fixtures/extract_llama/reference.safetensors" --rtol 0.1

@@ -12,6 +12,6 @@ export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=er
 status=0
 .venv/peft/bin/python spec/check_reader.py || status=1
 .venv/peft/bin/python tests/python/check_peft_exports.py || status=1
-.venv/peft/bin/python tests/python/check_extract_exports.py || status=1
+.venv/peft/bin/python tests/python/check_generated_exports.py || status=1
 .venv/adapters/bin/python tests/python/check_adapterhub_exports.py || status=1
 exit $status

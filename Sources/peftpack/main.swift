@@ -10,7 +10,7 @@ struct PeftPackCommand: ParsableCommand {
             Exit codes: 0 success, 1 verification mismatch, 2 usage or input error, 3 internal error.
             """,
         version: PeftPackVersion.string,
-        subcommands: [ImportCommand.self, ExportCommand.self, InspectCommand.self, VerifyCommand.self, MergeCommand.self, ExtractCommand.self])
+        subcommands: [ImportCommand.self, ExportCommand.self, InspectCommand.self, VerifyCommand.self, MergeCommand.self, ExtractCommand.self, StackCommand.self])
 }
 
 /// ArgumentParser reports usage errors with EX_USAGE (64); peftpack's contract is 2 for every

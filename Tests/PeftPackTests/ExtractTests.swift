@@ -3,8 +3,8 @@ import Testing
 @testable import PeftPack
 
 /// `extract` on the fixtures' full fine-tune (llama-tiny-ft), against the singular values of every
-/// ΔW that torch computed in float64 (cases/extract_llama/spectra.safetensors) and the
-/// fine-tune's own logits (cases/extract_llama/reference.safetensors).
+/// ΔW that torch computed in float64 (extract_llama/spectra.safetensors) and the
+/// fine-tune's own logits (extract_llama/reference.safetensors).
 @Suite struct ExtractTests {
     static let base = Fixtures.path("models/llama-tiny")
     static let finetuned = Fixtures.path("models/llama-tiny-ft")
@@ -15,7 +15,7 @@ import Testing
     }
 
     static func spectrum(_ tensor: String) throws -> [Double] {
-        let file = try SafetensorsFile(path: Fixtures.path("cases/extract_llama/spectra.safetensors"))
+        let file = try SafetensorsFile(path: Fixtures.path("extract_llama/spectra.safetensors"))
         return try file.tensor(tensor).bytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
     }
 
@@ -134,7 +134,7 @@ import Testing
         for rank in [2, 8, 32, 64] {
             let (pack, _) = try Self.extract(.init(rule: .fixed(rank)))
             let report = try Verify.run(pack: pack, base: Self.base, adapterNames: [],
-                                        targets: [.reference(path: Fixtures.path("cases/extract_llama/reference.safetensors"), key: nil)],
+                                        targets: [.reference(path: Fixtures.path("extract_llama/reference.safetensors"), key: nil)],
                                         inputShape: (1, 1), seed: 0, tolerance: .init(absolute: 0, relative: 1e-5))
             let error = report.comparisons[0].meanAbsError
             #expect(error < previous, "rank \(rank): mean |Δlogit| \(error) did not drop below \(previous)")

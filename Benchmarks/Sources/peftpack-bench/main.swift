@@ -157,7 +157,10 @@ case "extract-floor":
     let source = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
     let target = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
     memset(source, 1, size); memset(target, 2, size)
-    let copyRate = Double(size) / best(max(runs, 3)) { target.copyMemory(from: source, byteCount: size) }
+    let copyRate = Double(size) / best(max(runs, 3)) {
+        target.copyMemory(from: source, byteCount: size)
+        checksum ^= XXH3.hash64(UnsafeRawBufferPointer(start: target, count: 64))  // keeps the copy from being elided
+    }
     let matrix = Matrix(rows: largest.rows, cols: largest.cols, values: [Float](repeating: 0.01, count: largest.rows * largest.cols))
     let sketch = Matrix(rows: largest.cols, cols: width, values: [Float](repeating: 0.02, count: largest.cols * width))
     let gemmTime = best(max(runs, 3)) { _ = BLAS.gemm(matrix, sketch) }

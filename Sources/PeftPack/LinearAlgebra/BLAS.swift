@@ -44,4 +44,18 @@ public enum BLAS {
         cblas_dgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
+
+    /// Σ xᵢ² of fp32 values accumulated in fp64 (sdsdot's sibling dsdot).
+    public static func squaredNorm(_ x: UnsafeBufferPointer<Float>) -> Double {
+        guard let base = x.baseAddress, x.count > 0 else { return 0 }
+        var total = 0.0
+        var start = 0
+        // dsdot takes an Int32 count.
+        while start < x.count {
+            let count = min(x.count - start, Int(Int32.max))
+            total += cblas_dsdot(Int32(count), base + start, 1, base + start, 1)
+            start += count
+        }
+        return total
+    }
 }

@@ -102,6 +102,7 @@ public enum Extract {
                            progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         let start = Date()
         try validate(options)
+        Merge.keepLargeAllocationsInHeap()
         let base = try BaseModel(folder: baseFolder)
         let finetuned = try Checkpoint(path: finetunedFolder)
         let changedNames = try changedTensors(base: base.checkpoint, finetuned: finetuned, baseFolder: baseFolder, finetunedFolder: finetunedFolder)
@@ -137,34 +138,25 @@ public enum Extract {
 
         let total = lowRankNames.count + fullTensors.count
         var done = 0
-        var factored: [Factored] = []
-        for (index, entry) in lowRankNames.enumerated() {
-            let candidate = try loadCandidate(entry.name, layout: entry.layout, base: base.checkpoint, finetuned: finetuned)
-            let seed = options.seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15
-            var result = try factor(candidate, options: options, seed: seed)
-            if case .budget = options.rule {} else {
-                result.triplets = truncate(result.triplets, to: result.rank)
-            }
-            factored.append(result)
-            base.checkpoint.releasePages(entry.name)
-            finetuned.releasePages(entry.name)
-            done += 1
-            progress?(done, total)
+        let factored = try factorAll(lowRankNames, base: base.checkpoint, finetuned: finetuned, options: options) { finished in
+            done = finished
+            progress?(finished, total)
         }
+        var allocated = factored
         let fullParameters = fullTensors.reduce(0) { $0 + (base.checkpoint.info($1.name)!.elementCount ?? 0) }
         if case .budget(let parameters) = options.rule {
             let remaining = parameters - fullParameters
             guard remaining >= 0 else {
                 throw UsageError("--budget of \(parameters) parameters is smaller than the \(fullParameters) parameters of the tensors stored whole (embeddings, norms, biases); raise it or pass --embeddings skip / --other skip")
             }
-            allocateBudget(&factored, parameters: remaining)
+            allocateBudget(&allocated, parameters: remaining)
         }
 
         var modules: [AdapterModule] = []
         var moduleReports: [ModuleReport] = []
         var tensors: [(name: String, tensor: HostTensor)] = []
         var parameters = 0
-        for item in factored where item.rank > 0 {
+        for item in allocated where item.rank > 0 {
             let (a, b) = loraFactors(item.triplets, rank: item.rank, layout: item.candidate.layout)
             let target = String(item.candidate.tensor.dropLast(".weight".count))
             let aName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraA)
@@ -180,7 +172,7 @@ public enum Extract {
                                               energyKept: energy, relativeError: (1 - energy).squareRoot(),
                                               method: item.triplets.exact ? "exact" : "randomized"))
         }
-        for item in factored where item.rank == 0 { skipped.append(item.candidate.tensor) }
+        for item in allocated where item.rank == 0 { skipped.append(item.candidate.tensor) }
         for entry in fullTensors {
             // The bias of a factored linear travels with its module (PEFT's bias="lora_only").
             if entry.mode == .replace, entry.name.hasSuffix(".bias"),
@@ -235,6 +227,50 @@ public enum Extract {
                       packBytes: try PackReader(path: output).fileSize, deltaBytes: deltaBytes, seconds: Date().timeIntervalSince(start))
     }
 
+    /// Factors every delta, one matrix per core at a time with single-threaded BLAS: the
+    /// matrices are too thin (k = rank + oversample) for OpenBLAS's threads to pay off, and the
+    /// conversions, subtraction and QR between the products parallelise this way too. Memory stays
+    /// at one delta per core plus the kept triplets.
+    static func factorAll(_ names: [(name: String, layout: WeightLayout)], base: Checkpoint, finetuned: Checkpoint, options: Options,
+                          progress: @escaping (Int) -> Void) throws -> [Factored] {
+        let blasThreads = BLAS.threadCount
+        BLAS.threadCount = 1
+        defer { BLAS.threadCount = blasThreads }
+        let lock = NSLock()
+        var next = 0, finished = 0
+        var results = [Result<Factored, Error>?](repeating: nil, count: names.count)
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, names.count))
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            while true {
+                lock.lock()
+                let index = next
+                next += 1
+                let failed = results.contains { if case .failure = $0 { true } else { false } }
+                lock.unlock()
+                guard index < names.count, !failed else { return }
+                let entry = names[index]
+                let result = Result { () throws -> Factored in
+                    let candidate = try loadCandidate(entry.name, layout: entry.layout, base: base, finetuned: finetuned)
+                    base.releasePages(entry.name)
+                    finetuned.releasePages(entry.name)
+                    // Seeded by position, so the result does not depend on which core ran it.
+                    var factored = try factor(candidate, options: options, seed: options.seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+                    if case .budget = options.rule {} else { factored.triplets = truncate(factored.triplets, to: factored.rank) }
+                    // Only the triplets are kept: holding every delta would cost the model.
+                    factored.candidate.delta = Matrix(zeros: 0, 0)
+                    return factored
+                }
+                lock.lock()
+                results[index] = result
+                finished += 1
+                let count = finished
+                lock.unlock()
+                progress(count)
+            }
+        }
+        return try results.map { try $0!.get() }
+    }
+
     static func validate(_ options: Options) throws {
         switch options.rule {
         case .fixed(let rank) where rank <= 0: throw UsageError("--rank must be at least 1 (got \(rank))")
@@ -266,7 +302,9 @@ public enum Extract {
             }
             let same: Bool
             if a.dtype == b.dtype {
-                same = try base.withBytes(name) { x in try finetuned.withBytes(name) { y in x.elementsEqual(y) } }
+                same = try base.withBytes(name) { x in
+                    try finetuned.withBytes(name) { y in x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
+                }
             } else {
                 same = try base.tensor(name).floats() == finetuned.tensor(name).floats()
             }
@@ -306,15 +344,23 @@ public enum Extract {
     }
 
     static func loadCandidate(_ name: String, layout: WeightLayout, base: Checkpoint, finetuned: Checkpoint) throws -> Candidate {
-        let info = base.info(name)!
-        let before = try base.tensor(name).floats(), after = try finetuned.tensor(name).floats()
-        var values = [Float](repeating: 0, count: before.count)
-        var energy = 0.0
-        for index in values.indices {
-            let difference = after[index] - before[index]
-            values[index] = difference
-            energy += Double(difference) * Double(difference)
+        let info = base.info(name)!, count = info.elementCount ?? 0
+        // Widened straight from the mapped files: no intermediate copy of either tensor.
+        func widened(_ checkpoint: Checkpoint) throws -> [Float] {
+            let dtype = checkpoint.info(name)!.dtype
+            return try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                try checkpoint.withBytes(name) { DTypeConversion.toFloat32($0, dtype: dtype, into: buffer) }
+                initialized = count
+            }
         }
+        let before = try widened(base)
+        var values = try widened(finetuned)
+        values.withUnsafeMutableBufferPointer { delta in
+            before.withUnsafeBufferPointer { original in
+                for index in 0..<count { delta[index] -= original[index] }
+            }
+        }
+        let energy = values.withUnsafeBufferPointer { BLAS.squaredNorm($0) }
         return Candidate(tensor: name, shape: info.shape, layout: layout,
                          delta: Matrix(rows: info.shape[0], cols: info.shape[1], values: values), totalEnergy: energy)
     }
@@ -380,7 +426,7 @@ public enum Extract {
     static func allocateBudget(_ factored: inout [Factored], parameters: Int) {
         var items: [(gain: Double, module: Int, cost: Int)] = []
         for (module, item) in factored.enumerated() {
-            let cost = item.candidate.delta.rows + item.candidate.delta.cols
+            let cost = item.candidate.shape[0] + item.candidate.shape[1]
             let trusted = item.triplets.exact ? item.rank : min(item.rank, item.triplets.s.count)
             for value in item.triplets.s.prefix(trusted) {
                 items.append((Double(value) * Double(value) / Double(cost), module, cost))

@@ -29,7 +29,7 @@ public enum PackImport {
         var adapterJSON: [StrictJSON] = []
         var adapters: [Adapter] = []
         var pending: [ImportedTensor] = []
-        var copied: [(reader: PackReader, name: String)] = []
+        var copied: [(reader: PackReader, name: String, packName: String)] = []
         var inheritedBase: BaseModelIdentity?
         var inheritedMetadata: [String: String] = [:]
 
@@ -45,16 +45,25 @@ public enum PackImport {
                 for (position, raw) in (reader.document["adapters"]?.arrayValue ?? []).enumerated() {
                     var adapter = document.adapters[position]
                     var item = raw
-                    if let name = source.name, case .object(var members) = raw {
-                        members.removeAll { $0.key == "name" }
-                        members.append(("name", .string(name)))
-                        item = .object(members)
+                    var renamed: [String: String] = [:]
+                    if let name = source.name, name != adapter.name {
+                        // Tensors are stored as "adapter/target/role": a renamed adapter's tensors
+                        // move with it, so two packs' adapters never collide.
                         adapter.name = name
+                        for index in adapter.modules.indices {
+                            for (role, tensor) in adapter.modules[index].tensors {
+                                let target = adapter.modules[index].target
+                                let moved = AdapterModule.tensorName(adapter: name, target: target, role: role)
+                                renamed[tensor] = moved
+                                adapter.modules[index].tensors[role] = moved
+                            }
+                        }
+                        item = try StrictJSON.encoding(adapter)
                     }
                     adapters.append(adapter)
                     adapterJSON.append(item)
-                    for module in adapter.modules {
-                        for tensor in module.tensors.values { copied.append((reader, tensor)) }
+                    for module in document.adapters[position].modules {
+                        for tensor in module.tensors.values { copied.append((reader, tensor, renamed[tensor] ?? tensor)) }
                     }
                 }
                 inheritedBase = inheritedBase ?? document.base
@@ -77,7 +86,7 @@ public enum PackImport {
         if let baseFolder {
             let model = try BaseModel(folder: baseFolder)
             var shapes = Dictionary(pending.map { ($0.packName, $0.info.shape) }, uniquingKeysWith: { first, _ in first })
-            for (reader, name) in copied { shapes[name] = reader.entry(named: name)?.shape }
+            for (reader, name, packName) in copied { shapes[packName] = reader.entry(named: name)?.shape }
             var targeted: [String] = []
             for adapter in adapters {
                 targeted += try model.check(adapter, shapes: { shapes[$0] }, file: output)
@@ -107,8 +116,8 @@ public enum PackImport {
                 done += 1
                 progress?(done, total)
             }
-            for (reader, name) in copied {
-                try writer.append(try reader.readTensor(name), name: name)
+            for (reader, name, packName) in copied {
+                try writer.append(try reader.readTensor(name), name: packName)
                 done += 1
                 progress?(done, total)
             }

@@ -30,7 +30,7 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output model folder.")
     var output: String
 
-    @Option(name: .customLong("weight"), help: "Weight per PACK, in order (default 1 each).")
+    @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each).")
     var weights: [Double] = []
 
     @Option(help: "Output dtype: bf16, fp16, fp32 or auto (the base's, default).")

@@ -1,4 +1,6 @@
-"""Extracted packs, judged by PEFT: `peftpack extract` on the fixtures' full fine-tune, exported
+"""Packs peftpack makes itself, judged by PEFT. Stacked packs: two fixture LoRAs stacked exactly
+(and recompressed to rank 4) export to a folder PEFT loads, whose logits equal peftpack's runtime
+applying the pack. Extracted packs: `peftpack extract` on the fixtures' full fine-tune, exported
 to a PEFT folder, must load in PeftModel.from_pretrained (rank_pattern/alpha_pattern when ranks
 differ, modules_to_save for the embeddings and norms stored whole) and give the same logits as
 peftpack's runtime applying the pack (`peftpack verify --reference` on PEFT's logits). At full
@@ -13,9 +15,9 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from common import CASES, MODELS, Tally, load_base, run_peftpack, scratch_dir
+from common import CASES, FIXTURES, MODELS, Tally, load_base, run_peftpack, scratch_dir
 
-REFERENCE = CASES / "extract_llama" / "reference.safetensors"
+REFERENCE = FIXTURES / "extract_llama" / "reference.safetensors"
 RUNS = {
     "rank8": ["--rank", "8"],
     "energy0.9": ["--energy", "0.9"],
@@ -44,12 +46,33 @@ def check(name, options, work):
             raise AssertionError(f"full-rank extraction in PEFT is {error:.3g} from the fine-tune's logits")
 
 
+def check_stack(name, options, work):
+    packs = []
+    for case in ("llama_lora", "llama_rslora_patterns"):
+        packs.append(str(work / f"{case}.peftpack"))
+        run_peftpack("import", str(CASES / case / "adapter"), "-o", packs[-1])
+    pack, exported = work / f"{name}.peftpack", work / f"{name}-peft"
+    run_peftpack("stack", *packs, "--weight", "0.7", "--weight", "-0.4", "-o", str(pack), *options)
+    run_peftpack("export", str(pack), "-o", str(exported), "--format", "peft")
+    input_ids = load_file(str(REFERENCE))["input_ids"]
+    model = PeftModel.from_pretrained(load_base({"base": "models/llama-tiny"}), str(exported)).eval()
+    with torch.no_grad():
+        logits = model(input_ids=input_ids).logits.float().contiguous()
+    peft_reference = work / f"{name}.peft-logits.safetensors"
+    save_file({"input_ids": input_ids, "output_adapter": logits}, str(peft_reference))
+    result = run_peftpack("verify", str(pack), "--base", str(MODELS / "llama-tiny"), "--reference", str(peft_reference), check=False)
+    if result.returncode != 0:
+        raise AssertionError(f"peftpack's runtime and PEFT disagree: {result.stdout.strip()} {result.stderr.strip()}")
+
+
 def main() -> int:
     torch.manual_seed(0)
     work = scratch_dir()
-    tally = Tally("extracted packs load in PEFT")
+    tally = Tally("extracted and stacked packs load in PEFT")
     for name, options in RUNS.items():
         tally.check(name, lambda name=name, options=options: check(name, options, work))
+    for name, options in {"stack-cat": [], "stack-rank4": ["--rank", "4"]}.items():
+        tally.check(name, lambda name=name, options=options: check_stack(name, options, work))
     return tally.finish()
 
 

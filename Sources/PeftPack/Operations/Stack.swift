@@ -1,0 +1,350 @@
+import Foundation
+
+/// `peftpack stack`: combines adapters of the same base into one.
+///
+/// LoRA family: exact concatenation, ΔW = Σ wᵢ·sᵢ·BᵢAᵢ = [w₁s₁B₁ … wₖsₖBₖ]·[A₁; …; Aₖ], with the
+/// scales folded into B so the result is an ordinary LoRA with scaling 1 (alpha = rank). With a
+/// target rank or energy, each module's sum is recompressed on the factors only: thin QR of the
+/// stacked B and of the stacked Aᵀ, an SVD of the small core R_B·R_Aᵀ, and the leading triplets —
+/// the optimal rank-R approximation of the exact sum without ever forming the out×in matrix.
+/// IA3 vectors compose multiplicatively (v = Π vᵢ^wᵢ); dense deltas add; whole-tensor
+/// replacements may come from one input only.
+public enum Stack {
+    public struct Input {
+        public var pack: String
+        public var adapter: String?
+        public var weight: Double
+
+        public init(pack: String, adapter: String?, weight: Double) {
+            self.pack = pack
+            self.adapter = adapter
+            self.weight = weight
+        }
+    }
+
+    public enum Recompression: Equatable {
+        case none
+        case rank(Int)
+        case energy(Double)
+    }
+
+    public struct Options {
+        public var recompression: Recompression
+        public var name: String
+        public var level: Int32
+
+        public init(recompression: Recompression = .none, name: String = "stacked", level: Int32 = 3) {
+            self.recompression = recompression
+            self.name = name
+            self.level = level
+        }
+    }
+
+    public struct ModuleReport: Encodable {
+        public var target: String
+        public var inputs: Int
+        public var rank: Int
+        /// Relative Frobenius error of the recompressed module against the exact sum (0 for cat).
+        public var relativeError: Double
+    }
+
+    public struct Report: Encodable {
+        public var output: String
+        public var adapter: String
+        public var kind: String
+        public var inputs: [String]
+        public var modules: [ModuleReport]
+        public var parameters: Int
+        public var seconds: Double
+    }
+
+    struct Source {
+        var reader: PackReader
+        var adapter: Adapter
+        var weight: Double
+        var label: String
+    }
+
+    public static func run(inputs: [Input], output: String, options: Options) throws -> Report {
+        let start = Date()
+        guard !inputs.isEmpty else { throw UsageError("give at least one pack to stack") }
+        if case .rank(let rank) = options.recompression, rank <= 0 { throw UsageError("--rank must be at least 1 (got \(rank))") }
+        if case .energy(let share) = options.recompression, !(share > 0 && share <= 1) { throw UsageError("--energy must be in (0, 1] (got \(share))") }
+        var sources: [Source] = []
+        var documents: [PackDocument] = []
+        for input in inputs {
+            let protected = URL(fileURLWithPath: input.pack).standardizedFileURL.path
+            if protected == URL(fileURLWithPath: output).standardizedFileURL.path {
+                throw UsageError("the output \(output) is one of the inputs; write to a new file")
+            }
+            let reader = try PackReader(path: input.pack)
+            let document = try reader.adapterDocument()
+            documents.append(document)
+            let adapters = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
+            for adapter in adapters {
+                sources.append(Source(reader: reader, adapter: adapter, weight: input.weight, label: "\(input.pack):\(adapter.name)"))
+            }
+        }
+        let base = try commonBase(documents, files: inputs.map(\.pack))
+        let kinds = Set(sources.map(\.adapter.kind))
+        guard kinds.count == 1, let kind = kinds.first else {
+            throw UsageError("cannot stack adapters of different kinds (\(kinds.map(\.rawValue).sorted().joined(separator: ", "))) into one; stack each kind separately, or import them into one pack to apply them together")
+        }
+        var tensors: [(name: String, tensor: HostTensor)] = []
+        var modules: [AdapterModule] = []
+        var reports: [ModuleReport] = []
+        switch kind {
+        case .lora:
+            for source in sources where source.adapter.modules.contains(where: { $0.tensors[TensorRole.magnitude] != nil }) {
+                throw AdapterFormatError(file: source.label, problem: "is a DoRA adapter: its magnitude vector rescales W + ΔW as a whole, so DoRA adapters do not add up; merge them into the base first (peftpack merge)")
+            }
+            try stackLowRank(sources, options: options, modules: &modules, tensors: &tensors, reports: &reports)
+        case .ia3:
+            try stackIA3(sources, name: options.name, modules: &modules, tensors: &tensors, reports: &reports)
+        default:
+            throw UsageError("stacking \(kind.rawValue) adapters is not supported yet (LoRA family and IA3 are); import them into one pack to apply them together")
+        }
+        try stackWholeTensors(sources, name: options.name, modules: &modules, tensors: &tensors)
+
+        let adapter = Adapter(name: options.name, kind: kind, modules: modules)
+        let document = PackDocument(base: base, userMetadata: ["stacked_from": sources.map { "\($0.label)×\($0.weight)" }.joined(separator: ", ")],
+                                    adapters: [adapter])
+        let writer = try PackWriter(destination: output, options: .init(level: options.level))
+        do {
+            for (name, tensor) in tensors { try writer.append(tensor, name: name) }
+            try writer.finish(document: try StrictJSON.encoding(document))
+        } catch {
+            writer.abandon()
+            throw error
+        }
+        return Report(output: output, adapter: options.name, kind: kind.rawValue, inputs: sources.map(\.label), modules: reports,
+                      parameters: tensors.reduce(0) { $0 + $1.tensor.elementCount }, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// The base the inputs share: architecture fields must agree where recorded, and so must the
+    /// content hash of every base tensor two inputs both recorded.
+    static func commonBase(_ documents: [PackDocument], files: [String]) throws -> BaseModelIdentity? {
+        var merged: BaseModelIdentity?
+        var mergedFile = ""
+        for (document, file) in zip(documents, files) {
+            guard let identity = document.base else { continue }
+            guard var current = merged else {
+                merged = identity
+                mergedFile = file
+                continue
+            }
+            let fields: [(String, AnyHashable?, AnyHashable?)] = [
+                ("model type", current.modelType, identity.modelType), ("hidden size", current.hiddenSize, identity.hiddenSize),
+                ("layers", current.numLayers, identity.numLayers), ("attention heads", current.numAttentionHeads, identity.numAttentionHeads),
+                ("vocabulary", current.vocabSize, identity.vocabSize),
+            ]
+            for (field, a, b) in fields {
+                if let a, let b, a != b {
+                    throw AdapterFormatError(file: file, problem: "was made for a different base than \(mergedFile) (\(field) \(b) vs \(a)); adapters of different bases cannot be stacked")
+                }
+            }
+            for (tensor, hash) in identity.contentHashes ?? [:] {
+                if let other = current.contentHashes?[tensor], other != hash {
+                    throw AdapterFormatError(file: file, problem: "was made for a different base than \(mergedFile) (base tensor \(tensor) differs); adapters of different bases cannot be stacked")
+                }
+            }
+            current.contentHashes = (current.contentHashes ?? [:]).merging(identity.contentHashes ?? [:]) { first, _ in first }
+            current.fingerprint = nil  // a fingerprint covers the tensors one adapter targets
+            merged = current
+        }
+        return merged
+    }
+
+    static func floats(_ source: Source, _ name: String) throws -> [Float] {
+        try source.reader.readTensor(name).floats()
+    }
+
+    static func stackLowRank(_ sources: [Source], options: Options, modules: inout [AdapterModule],
+                             tensors: inout [(name: String, tensor: HostTensor)], reports: inout [ModuleReport]) throws {
+        var order: [String] = []
+        var parts: [String: [(source: Source, module: AdapterModule)]] = [:]
+        for source in sources {
+            for module in source.adapter.modules where module.mode == nil {
+                if parts[module.target] == nil { order.append(module.target) }
+                parts[module.target, default: []].append((source, module))
+            }
+        }
+        for target in order {
+            let pieces = parts[target]!
+            let layout = pieces[0].module.layout
+            if let other = pieces.first(where: { $0.module.layout != layout }) {
+                throw AdapterFormatError(file: other.source.label, problem: "\(target) is a \(other.module.layout?.rawValue ?? "linear") module here but \(layout?.rawValue ?? "linear") in \(pieces[0].source.label)")
+            }
+            // B_cat = [w₁s₁B₁ … wₖsₖBₖ] (out × Σr), A_cat = [A₁; …; Aₖ] (Σr × in).
+            var blocksA: [(values: [Float], rank: Int)] = [], blocksB: [(values: [Float], rank: Int, factor: Float)] = []
+            var outFeatures = -1, inFeatures = -1
+            var biasSum: [Float]?
+            for (source, module) in pieces {
+                guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
+                      let aShape = source.reader.entry(named: aName)?.shape, let bShape = source.reader.entry(named: bName)?.shape,
+                      aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
+                    throw AdapterFormatError(file: source.label, problem: "\(target) lacks LoRA factors of matching rank")
+                }
+                if outFeatures < 0 { (outFeatures, inFeatures) = (bShape[0], aShape[1]) }
+                guard bShape[0] == outFeatures, aShape[1] == inFeatures else {
+                    throw AdapterFormatError(file: source.label, problem: "\(target) is \(bShape[0])×\(aShape[1]) here but \(outFeatures)×\(inFeatures) in another input")
+                }
+                let factor = Float(source.weight * (module.scale ?? 1))
+                blocksA.append((try floats(source, aName), aShape[0]))
+                blocksB.append((try floats(source, bName), bShape[1], factor))
+                if let biasName = module.tensors[TensorRole.loraBBias] {
+                    let bias = try floats(source, biasName)
+                    biasSum = zip(biasSum ?? [Float](repeating: 0, count: bias.count), bias).map { $0 + factor * $1 }
+                }
+                if module.tensors[TensorRole.targetBias] != nil {
+                    throw AdapterFormatError(file: source.label, problem: "\(target) carries a trained bias (PEFT bias=\"lora_only\"), which replaces the base's and does not add up; merge it instead")
+                }
+            }
+            let total = blocksA.reduce(0) { $0 + $1.rank }
+            var a = Matrix(zeros: total, inFeatures), b = Matrix(zeros: outFeatures, total)
+            var offset = 0
+            for (blockA, blockB) in zip(blocksA, blocksB) {
+                for row in 0..<blockA.rank {
+                    for col in 0..<inFeatures { a[offset + row, col] = blockA.values[row * inFeatures + col] }
+                }
+                for row in 0..<outFeatures {
+                    for k in 0..<blockB.rank { b[row, offset + k] = blockB.factor * blockB.values[row * blockB.rank + k] }
+                }
+                offset += blockA.rank
+            }
+            var error = 0.0
+            if options.recompression != .none {
+                (a, b, error) = try recompress(a: a, b: b, rule: options.recompression)
+            }
+            let rank = a.rows
+            guard rank > 0 else { continue }
+            let aName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraA)
+            let bName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraB)
+            var roles = [TensorRole.loraA: aName, TensorRole.loraB: bName]
+            tensors.append((aName, HostTensor(floats: a.values, shape: [rank, inFeatures], dtype: .f32)))
+            tensors.append((bName, HostTensor(floats: b.values, shape: [outFeatures, rank], dtype: .f32)))
+            if let biasSum {
+                let biasName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraBBias)
+                roles[TensorRole.loraBBias] = biasName
+                tensors.append((biasName, HostTensor(floats: biasSum, shape: [biasSum.count], dtype: .f32)))
+            }
+            modules.append(AdapterModule(target: target, layout: layout, rank: rank, scale: 1, tensors: roles))
+            reports.append(ModuleReport(target: target, inputs: pieces.count, rank: rank, relativeError: error))
+        }
+    }
+
+    /// The best rank-R (or energy-E) approximation of B·A from the factors alone:
+    /// B = Q_B·R_B, Aᵀ = Q_A·R_A, B·A = Q_B·(R_B·R_Aᵀ)·Q_Aᵀ, and the SVD of the small core.
+    static func recompress(a: Matrix, b: Matrix, rule: Recompression) throws -> (a: Matrix, b: Matrix, relativeError: Double) {
+        let (qb, rb) = try LAPACK.qr(b)
+        let (qa, ra) = try LAPACK.qr(a.transposed)
+        let core = BLAS.gemm(rb, ra, transposeB: true)
+        let (u, s, vt) = try LAPACK.svd(core)
+        let energies = s.map { Double($0) * Double($0) }
+        let total = energies.reduce(0, +)
+        var rank: Int
+        switch rule {
+        case .rank(let wanted): rank = min(wanted, s.count)
+        case .energy(let share):
+            rank = s.count
+            var kept = 0.0
+            for (index, energy) in energies.enumerated() {
+                kept += energy
+                if kept >= share * total * (1 - 1e-12) { rank = index + 1; break }
+            }
+        case .none: rank = s.count
+        }
+        while rank > 0 && s[rank - 1] == 0 { rank -= 1 }
+        let roots = s.prefix(rank).map { $0.squareRoot() }
+        var left = Matrix(zeros: u.rows, rank), right = Matrix(zeros: rank, vt.cols)
+        for row in 0..<u.rows {
+            for col in 0..<rank { left[row, col] = u[row, col] * roots[col] }
+        }
+        for row in 0..<rank {
+            for col in 0..<vt.cols { right[row, col] = vt[row, col] * roots[row] }
+        }
+        let newB = BLAS.gemm(qb, left)                              // out × R
+        let newA = BLAS.gemm(right, qa, transposeB: true)           // R × in
+        let kept = energies.prefix(rank).reduce(0, +)
+        let error = total > 0 ? max(0, (total - kept) / total).squareRoot() : 0
+        return (newA, newB, error)
+    }
+
+    static func stackIA3(_ sources: [Source], name: String, modules: inout [AdapterModule],
+                         tensors: inout [(name: String, tensor: HostTensor)], reports: inout [ModuleReport]) throws {
+        var order: [String] = []
+        var combined: [String: (module: AdapterModule, vector: [Double], inputs: Int)] = [:]
+        for source in sources {
+            for module in source.adapter.modules where module.mode == nil {
+                guard let vectorName = module.tensors[TensorRole.ia3Vector] else { continue }
+                let vector = try floats(source, vectorName).map { pow(Double($0), source.weight) }
+                if var existing = combined[module.target] {
+                    guard existing.module.side == module.side, existing.vector.count == vector.count else {
+                        throw AdapterFormatError(file: source.label, problem: "IA3 module \(module.target) scales a different side or size than in another input")
+                    }
+                    existing.vector = zip(existing.vector, vector).map { $0 * $1 }
+                    existing.inputs += 1
+                    combined[module.target] = existing
+                } else {
+                    order.append(module.target)
+                    combined[module.target] = (module, vector, 1)
+                }
+            }
+        }
+        for target in order {
+            let entry = combined[target]!
+            let vectorName = AdapterModule.tensorName(adapter: name, target: target, role: TensorRole.ia3Vector)
+            var module = entry.module
+            module.tensors = [TensorRole.ia3Vector: vectorName]
+            module.sourceName = nil
+            modules.append(module)
+            tensors.append((vectorName, HostTensor(floats: entry.vector.map { Float($0) }, shape: [entry.vector.count], dtype: .f32)))
+            reports.append(ModuleReport(target: target, inputs: entry.inputs, rank: 0, relativeError: 0))
+        }
+    }
+
+    /// Dense deltas add (weighted); a replacement tensor may come from one input only, at weight 1.
+    static func stackWholeTensors(_ sources: [Source], name: String, modules: inout [AdapterModule],
+                                  tensors: inout [(name: String, tensor: HostTensor)]) throws {
+        var replaced: [String: String] = [:]
+        var deltas: [String: (values: [Float], shape: [Int])] = [:]
+        var deltaOrder: [String] = []
+        for source in sources {
+            for module in source.adapter.modules where module.mode != nil {
+                guard let tensorName = module.tensors[TensorRole.fullValue] else { continue }
+                let value = try source.reader.readTensor(tensorName)
+                if module.mode == .replace {
+                    if let owner = replaced[module.target] {
+                        throw AdapterFormatError(file: source.label, problem: "replaces \(module.target) whole, and so does \(owner); the two cannot both apply")
+                    }
+                    guard source.weight == 1 else {
+                        throw AdapterFormatError(file: source.label, problem: "replaces \(module.target) whole, which only stacks at weight 1 (got \(source.weight))")
+                    }
+                    replaced[module.target] = source.label
+                    let stored = AdapterModule.tensorName(adapter: name, target: module.target, role: TensorRole.fullValue)
+                    modules.append(AdapterModule(target: module.target, mode: .replace, tensors: [TensorRole.fullValue: stored]))
+                    tensors.append((stored, value))
+                } else {
+                    let scaled = value.floats().map { Float(source.weight) * $0 }
+                    if let existing = deltas[module.target] {
+                        guard existing.shape == value.shape else {
+                            throw AdapterFormatError(file: source.label, problem: "dense delta of \(module.target) has another shape than in another input")
+                        }
+                        deltas[module.target] = (zip(existing.values, scaled).map { $0 + $1 }, value.shape)
+                    } else {
+                        deltaOrder.append(module.target)
+                        deltas[module.target] = (scaled, value.shape)
+                    }
+                }
+            }
+        }
+        for target in deltaOrder {
+            if let owner = replaced[target] {
+                throw AdapterFormatError(file: owner, problem: "replaces \(target) whole while another input changes it by a delta")
+            }
+            let stored = AdapterModule.tensorName(adapter: name, target: target, role: TensorRole.fullValue)
+            modules.append(AdapterModule(target: target, mode: .delta, tensors: [TensorRole.fullValue: stored]))
+            tensors.append((stored, HostTensor(floats: deltas[target]!.values, shape: deltas[target]!.shape, dtype: .f32)))
+        }
+    }
+}
