@@ -127,4 +127,44 @@ import Testing
             try Stack.run(inputs: [.init(pack: lora, adapter: nil, weight: 1)], output: lora, options: .init())
         }
     }
+
+    /// Prefix and prompt adapters concatenate their virtual tokens: stacking equals applying the
+    /// inputs together at run time (attention over the union of the prefixes).
+    @Test(arguments: ["llama_prefix", "gpt2_prefix", "llama_prompt_tuning"])
+    func virtualTokensConcatenate(caseName: String) throws {
+        let original = try PipelineVerifyTests.pack(caseName)
+        let both = Fixtures.temporaryDirectory() + "/both.peftpack"
+        _ = try PackImport.run(sources: [.init(path: original, name: nil), .init(path: original, name: "again")], output: both,
+                               baseFolder: try PipelineVerifyTests.baseFolder(of: caseName), level: 3)
+        let (stacked, _) = try Self.stack([(original, 1), (original, 1)])
+        let document = try PackReader(path: stacked).adapterDocument()
+        let tokens = try PackReader(path: original).adapterDocument().adapters[0].settings.numVirtualTokens!
+        #expect(document.adapters[0].settings.numVirtualTokens == 2 * tokens)
+        let result = try Verify.run(pack: stacked, base: try PipelineVerifyTests.baseFolder(of: caseName), adapterNames: [],
+                                    targets: [.pack(path: both)], inputShape: (2, 12), seed: 3, tolerance: .init(absolute: 0, relative: 1e-5))
+        #expect(result.passed, "max rel \(result.comparisons[0].maxRelError)")
+        #expect(throws: AdapterFormatError.self) { try Self.stack([(original, 0.5), (original, 0.5)]) }
+    }
+
+    /// Bottleneck adapters stack as AdapterHub's Stack (one after another at every site): the
+    /// stacked pack runs like the two inputs imported into one pack, and differs from either alone.
+    @Test(arguments: ["bert_houlsby", "llama_pfeiffer"])
+    func bottlenecksStackInOrder(caseName: String) throws {
+        let original = try PipelineVerifyTests.pack(caseName)
+        let base = try PipelineVerifyTests.baseFolder(of: caseName)
+        let both = Fixtures.temporaryDirectory() + "/both.peftpack"
+        _ = try PackImport.run(sources: [.init(path: original, name: nil), .init(path: original, name: "again")], output: both,
+                               baseFolder: base, level: 3)
+        let (stacked, report) = try Self.stack([(original, 1), (original, 1)])
+        #expect(report.adapter == "Stack(stacked.0, stacked.1)")
+        let document = try PackReader(path: stacked).adapterDocument()
+        #expect(document.adapters.map(\.name) == ["stacked.0", "stacked.1"])
+        #expect(document.userMetadata["composition"] == "Stack(stacked.0, stacked.1)")
+        let same = try Verify.run(pack: stacked, base: base, adapterNames: [], targets: [.pack(path: both)], inputShape: (2, 12), seed: 3,
+                                  tolerance: .init(absolute: 0, relative: 1e-5))
+        #expect(same.passed)
+        let single = try Verify.run(pack: stacked, base: base, adapterNames: [], targets: [.pack(path: original)], inputShape: (2, 12), seed: 3,
+                                    tolerance: .init(absolute: 0, relative: 1e-5))
+        #expect(!single.passed, "stacking twice should differ from applying once")
+    }
 }

@@ -1,5 +1,6 @@
 """Packs peftpack makes itself, judged by PEFT. Stacked packs: two fixture LoRAs stacked exactly
-(and recompressed to rank 4) export to a folder PEFT loads, whose logits equal peftpack's runtime
+(and recompressed to rank 4), and a prefix and a prompt adapter stacked with themselves
+(virtual tokens concatenated), export to a folder PEFT loads, whose logits equal peftpack's runtime
 applying the pack. Extracted packs: `peftpack extract` on the fixtures' full fine-tune, exported
 to a PEFT folder, must load in PeftModel.from_pretrained (rank_pattern/alpha_pattern when ranks
 differ, modules_to_save for the embeddings and norms stored whole) and give the same logits as
@@ -46,13 +47,13 @@ def check(name, options, work):
             raise AssertionError(f"full-rank extraction in PEFT is {error:.3g} from the fine-tune's logits")
 
 
-def check_stack(name, options, work):
+def check_stack(name, cases, options, work):
     packs = []
-    for case in ("llama_lora", "llama_rslora_patterns"):
+    for case in cases:
         packs.append(str(work / f"{case}.peftpack"))
         run_peftpack("import", str(CASES / case / "adapter"), "-o", packs[-1])
     pack, exported = work / f"{name}.peftpack", work / f"{name}-peft"
-    run_peftpack("stack", *packs, "--weight", "0.7", "--weight", "-0.4", "-o", str(pack), *options)
+    run_peftpack("stack", *packs, "-o", str(pack), *options)
     run_peftpack("export", str(pack), "-o", str(exported), "--format", "peft")
     input_ids = load_file(str(REFERENCE))["input_ids"]
     model = PeftModel.from_pretrained(load_base({"base": "models/llama-tiny"}), str(exported)).eval()
@@ -71,8 +72,15 @@ def main() -> int:
     tally = Tally("extracted and stacked packs load in PEFT")
     for name, options in RUNS.items():
         tally.check(name, lambda name=name, options=options: check(name, options, work))
-    for name, options in {"stack-cat": [], "stack-rank4": ["--rank", "4"]}.items():
-        tally.check(name, lambda name=name, options=options: check_stack(name, options, work))
+    loras, mix = ("llama_lora", "llama_rslora_patterns"), ["--weight", "0.7", "--weight", "-0.4"]
+    stacks = {
+        "stack-cat": (loras, mix),
+        "stack-rank4": (loras, mix + ["--rank", "4"]),
+        "stack-prefix": (("llama_prefix", "llama_prefix"), []),
+        "stack-prompt": (("llama_prompt_tuning", "llama_prompt_tuning"), []),
+    }
+    for name, (cases, options) in stacks.items():
+        tally.check(name, lambda name=name, cases=cases, options=options: check_stack(name, cases, options, work))
     return tally.finish()
 
 

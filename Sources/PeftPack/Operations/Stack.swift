@@ -93,6 +93,8 @@ public enum Stack {
         var tensors: [(name: String, tensor: HostTensor)] = []
         var modules: [AdapterModule] = []
         var reports: [ModuleReport] = []
+        var settings = AdapterSettings()
+        var source: AdapterSource?
         switch kind {
         case .lora:
             for source in sources where source.adapter.modules.contains(where: { $0.tensors[TensorRole.magnitude] != nil }) {
@@ -101,12 +103,16 @@ public enum Stack {
             try stackLowRank(sources, options: options, modules: &modules, tensors: &tensors, reports: &reports)
         case .ia3:
             try stackIA3(sources, name: options.name, modules: &modules, tensors: &tensors, reports: &reports)
+        case .prefix, .prompt:
+            (settings, source) = try stackVirtualTokens(sources, kind: kind, name: options.name, modules: &modules, tensors: &tensors, reports: &reports)
+        case .bottleneck:
+            return try stackBottlenecks(sources, base: base, output: output, options: options, start: start)
         default:
-            throw UsageError("stacking \(kind.rawValue) adapters is not supported yet (LoRA family and IA3 are); import them into one pack to apply them together")
+            throw UsageError("\(kind.rawValue) adapters cannot be stacked")
         }
         try stackWholeTensors(sources, name: options.name, modules: &modules, tensors: &tensors)
 
-        let adapter = Adapter(name: options.name, kind: kind, modules: modules)
+        let adapter = Adapter(name: options.name, kind: kind, source: source, settings: settings, modules: modules)
         let document = PackDocument(base: base, userMetadata: ["stacked_from": sources.map { "\($0.label)×\($0.weight)" }.joined(separator: ", ")],
                                     adapters: [adapter])
         let writer = try PackWriter(destination: output, options: .init(level: options.level))
@@ -301,6 +307,108 @@ public enum Stack {
             tensors.append((vectorName, HostTensor(floats: entry.vector.map { Float($0) }, shape: [entry.vector.count], dtype: .f32)))
             reports.append(ModuleReport(target: target, inputs: entry.inputs, rank: 0, relativeError: 0))
         }
+    }
+
+    /// Prefix tuning: per layer, the keys and values of every input one after another, so
+    /// attention runs over the union of the prefixes (exactly what applying the inputs together
+    /// does). Prompt tuning: the virtual tokens one after another. Virtual tokens cannot be scaled,
+    /// so every weight must be 1. The first input's PEFT config is kept with the new token count.
+    static func stackVirtualTokens(_ sources: [Source], kind: AdapterKind, name: String, modules: inout [AdapterModule],
+                                   tensors: inout [(name: String, tensor: HostTensor)],
+                                   reports: inout [ModuleReport]) throws -> (AdapterSettings, AdapterSource?) {
+        for source in sources where source.weight != 1 {
+            throw AdapterFormatError(file: source.label, problem: "\(kind.rawValue) adapters add virtual tokens, which cannot be scaled; stack them with weight 1 (got \(source.weight))")
+        }
+        let first = sources[0].adapter.settings
+        for source in sources.dropFirst() {
+            let settings = source.adapter.settings
+            guard settings.numLayers == first.numLayers, settings.numKeyValueHeads == first.numKeyValueHeads,
+                  settings.headDim == first.headDim, settings.tokenDim == first.tokenDim else {
+                throw AdapterFormatError(file: source.label, problem: "has other dimensions (layers, heads, head size or token width) than \(sources[0].label)")
+            }
+        }
+        let roles = kind == .prefix ? [TensorRole.prefixKeys, TensorRole.prefixValues] : [TensorRole.promptEmbeddings]
+        let targets = sources[0].adapter.modules.map { ($0.target, $0.layer) }
+        var tokens = 0
+        for (target, layer) in targets {
+            var module = AdapterModule(target: target, layer: layer)
+            for role in roles {
+                var parts: [HostTensor] = []
+                for source in sources {
+                    guard let tensorName = source.adapter.modules.first(where: { $0.target == target })?.tensors[role] else {
+                        throw AdapterFormatError(file: source.label, problem: "has no \(role) for \(target)")
+                    }
+                    parts.append(try source.reader.readTensor(tensorName))
+                }
+                let rowShape = Array(parts[0].shape.dropFirst())
+                guard parts.allSatisfy({ Array($0.shape.dropFirst()) == rowShape }) else {
+                    throw AdapterFormatError(file: sources[0].label, problem: "\(target) \(role) tensors of the inputs differ in shape beyond the token count")
+                }
+                let rows = parts.reduce(0) { $0 + $1.shape[0] }
+                let joined: HostTensor
+                if Set(parts.map(\.dtype)).count == 1 {
+                    joined = HostTensor(dtype: parts[0].dtype, shape: [rows] + rowShape, bytes: parts.flatMap(\.bytes))
+                } else {
+                    joined = HostTensor(floats: parts.flatMap { $0.floats() }, shape: [rows] + rowShape, dtype: .f32)
+                }
+                tokens = rows
+                let stored = AdapterModule.tensorName(adapter: name, target: target, role: role)
+                module.tensors[role] = stored
+                tensors.append((stored, joined))
+            }
+            modules.append(module)
+            reports.append(ModuleReport(target: target, inputs: sources.count, rank: 0, relativeError: 0))
+        }
+        var settings = first
+        settings.numVirtualTokens = tokens
+        var source = sources[0].adapter.source
+        if let text = source?.configText, var config = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] {
+            config["num_virtual_tokens"] = tokens
+            let data = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+            source?.configText = String(decoding: data, as: UTF8.self) + "\n"
+        }
+        return (settings, source)
+    }
+
+    /// Bottleneck adapters compose as AdapterHub's Stack: each block runs on the previous one's
+    /// output, which no single bottleneck can express. The output pack holds the inputs in order
+    /// as adapters NAME.0, NAME.1, …; the runtime applies a pack's bottleneck adapters in that
+    /// order at every site (AdapterHub's `Stack`), and each exports to its own AdapterHub folder
+    /// (`export --name NAME.i`) to be activated as `Stack(NAME.0, NAME.1, …)`, as the pack's
+    /// `composition` metadata records.
+    static func stackBottlenecks(_ sources: [Source], base: BaseModelIdentity?, output: String, options: Options, start: Date) throws -> Report {
+        for source in sources where source.weight != 1 {
+            throw AdapterFormatError(file: source.label, problem: "bottleneck adapters compose by running one after another, which has no weight; stack them with weight 1 (got \(source.weight))")
+        }
+        var adapters: [Adapter] = []
+        var tensors: [(name: String, tensor: HostTensor)] = []
+        var reports: [ModuleReport] = []
+        for (index, source) in sources.enumerated() {
+            var adapter = source.adapter
+            adapter.name = "\(options.name).\(index)"
+            for position in adapter.modules.indices {
+                for (role, tensorName) in adapter.modules[position].tensors {
+                    let stored = AdapterModule.tensorName(adapter: adapter.name, target: adapter.modules[position].target, role: role)
+                    tensors.append((stored, try source.reader.readTensor(tensorName)))
+                    adapter.modules[position].tensors[role] = stored
+                }
+                reports.append(ModuleReport(target: "\(adapter.name)/\(adapter.modules[position].target)", inputs: 1, rank: 0, relativeError: 0))
+            }
+            adapters.append(adapter)
+        }
+        let composition = "Stack(" + adapters.map(\.name).joined(separator: ", ") + ")"
+        let document = PackDocument(base: base, userMetadata: ["stacked_from": sources.map(\.label).joined(separator: ", "), "composition": composition],
+                                    adapters: adapters)
+        let writer = try PackWriter(destination: output, options: .init(level: options.level))
+        do {
+            for (name, tensor) in tensors { try writer.append(tensor, name: name) }
+            try writer.finish(document: try StrictJSON.encoding(document))
+        } catch {
+            writer.abandon()
+            throw error
+        }
+        return Report(output: output, adapter: composition, kind: AdapterKind.bottleneck.rawValue, inputs: sources.map(\.label), modules: reports,
+                      parameters: tensors.reduce(0) { $0 + $1.tensor.elementCount }, seconds: Date().timeIntervalSince(start))
     }
 
     /// Dense deltas add (weighted); a replacement tensor may come from one input only, at weight 1.
