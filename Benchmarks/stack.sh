@@ -98,7 +98,7 @@ def deltas(folder):
     return out
 inputs = [deltas(f"{work}/stack-lora{i}") for i in range(4)]
 weights = [0.4, 0.3, 0.2, 0.1]
-peft, ours = deltas(f"{work}/peft-mix"), deltas(f"{work}/ours-mix-peft")
+peft, ours = deltas(f"{work}/peft-mix/mix"), deltas(f"{work}/ours-mix-peft")  # PEFT saves a named adapter in a subfolder
 errors_peft = errors_ours = optimal = 0.0
 worst_ratio = 0.0
 for module in sorted(inputs[0]):

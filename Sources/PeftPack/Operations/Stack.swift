@@ -68,6 +68,10 @@ public enum Stack {
     public static func run(inputs: [Input], output: String, options: Options) throws -> Report {
         let start = Date()
         guard !inputs.isEmpty else { throw UsageError("give at least one pack to stack") }
+        // The QRs and SVDs here are of thin or tiny matrices; OpenBLAS's threads only spin on them.
+        let blasThreads = BLAS.threadCount
+        BLAS.threadCount = 1
+        defer { BLAS.threadCount = blasThreads }
         if case .rank(let rank) = options.recompression, rank <= 0 { throw UsageError("--rank must be at least 1 (got \(rank))") }
         if case .energy(let share) = options.recompression, !(share > 0 && share <= 1) { throw UsageError("--energy must be in (0, 1] (got \(share))") }
         var sources: [Source] = []

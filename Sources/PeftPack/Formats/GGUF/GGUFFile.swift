@@ -1,0 +1,318 @@
+import CDTypeKernels
+import Foundation
+
+/// GGUF v3 (ggml's single-file format, as llama.cpp reads it): "GGUF", version, tensor and
+/// key/value counts, the key/value pairs, the tensor descriptions (name, dims innermost first,
+/// ggml type, offset into the data section) and the data section aligned to `general.alignment`
+/// (32 by default). Little-endian throughout.
+public enum GGUF {
+    public static let magic: [UInt8] = Array("GGUF".utf8)
+    public static let version: UInt32 = 3
+    public static let defaultAlignment = 32
+
+    public enum Value: Equatable {
+        case uint32(UInt32)
+        case int32(Int32)
+        case float32(Float)
+        case bool(Bool)
+        case string(String)
+        case uint64(UInt64)
+        case other(type: UInt32)
+
+        var typeCode: UInt32 {
+            switch self {
+            case .uint32: 4
+            case .int32: 5
+            case .float32: 6
+            case .bool: 7
+            case .string: 8
+            case .uint64: 10
+            case .other(let type): type
+            }
+        }
+
+        public var stringValue: String? { if case .string(let value) = self { value } else { nil } }
+
+        public var doubleValue: Double? {
+            switch self {
+            case .float32(let value): Double(value)
+            case .uint32(let value): Double(value)
+            case .int32(let value): Double(value)
+            case .uint64(let value): Double(value)
+            default: nil
+            }
+        }
+    }
+
+    /// The ggml element types peftpack writes and reads.
+    public enum ElementType: UInt32, Sendable {
+        case f32 = 0
+        case f16 = 1
+        case q8_0 = 8
+        case bf16 = 30
+
+        /// Bytes for `count` elements (q8_0: blocks of 32, an f16 scale and 32 int8).
+        func byteCount(_ count: Int) -> Int? {
+            switch self {
+            case .f32: count * 4
+            case .f16, .bf16: count * 2
+            case .q8_0: count % 32 == 0 ? count / 32 * 34 : nil
+            }
+        }
+    }
+
+    public struct TensorEntry {
+        public var name: String
+        /// Row-major shape (outermost first): GGUF's dims reversed.
+        public var shape: [Int]
+        public var type: ElementType
+        public var offset: Int
+        public var byteCount: Int
+    }
+
+    // MARK: writing
+
+    /// A whole GGUF file in memory: adapters are small, and the header needs every size first.
+    public static func write(metadata: [(String, Value)], tensors: [(name: String, shape: [Int], type: ElementType, data: [UInt8])]) -> [UInt8] {
+        var out: [UInt8] = magic
+        append(&out, version)
+        append(&out, UInt64(tensors.count))
+        append(&out, UInt64(metadata.count))
+        for (key, value) in metadata {
+            appendString(&out, key)
+            append(&out, value.typeCode)
+            switch value {
+            case .uint32(let v): append(&out, v)
+            case .int32(let v): append(&out, UInt32(bitPattern: v))
+            case .float32(let v): append(&out, v.bitPattern)
+            case .bool(let v): out.append(v ? 1 : 0)
+            case .string(let v): appendString(&out, v)
+            case .uint64(let v): append(&out, v)
+            case .other: preconditionFailure("only scalar values are written")
+            }
+        }
+        var offset = 0
+        for tensor in tensors {
+            appendString(&out, tensor.name)
+            append(&out, UInt32(tensor.shape.count))
+            for dimension in tensor.shape.reversed() { append(&out, UInt64(dimension)) }
+            append(&out, tensor.type.rawValue)
+            append(&out, UInt64(offset))
+            offset += (tensor.data.count + defaultAlignment - 1) / defaultAlignment * defaultAlignment
+        }
+        out += [UInt8](repeating: 0, count: (defaultAlignment - out.count % defaultAlignment) % defaultAlignment)
+        for tensor in tensors {
+            out += tensor.data
+            out += [UInt8](repeating: 0, count: (defaultAlignment - tensor.data.count % defaultAlignment) % defaultAlignment)
+        }
+        return out
+    }
+
+    static func append<T: FixedWidthInteger>(_ out: inout [UInt8], _ value: T) {
+        withUnsafeBytes(of: value.littleEndian) { out += $0 }
+    }
+
+    static func appendString(_ out: inout [UInt8], _ text: String) {
+        append(&out, UInt64(text.utf8.count))
+        out += Array(text.utf8)
+    }
+
+    /// fp32 values in a ggml element type (narrowing rounds to nearest even; q8_0 as ggml
+    /// quantizes: per block of 32, d = max|x| / 127 stored in f16, q = round(x / d)).
+    static func encode(_ values: [Float], as type: ElementType) -> [UInt8] {
+        switch type {
+        case .f32, .f16, .bf16:
+            let dtype: DType = type == .f32 ? .f32 : (type == .f16 ? .f16 : .bf16)
+            return HostTensor(floats: values, shape: [values.count], dtype: dtype).bytes
+        case .q8_0:
+            var out: [UInt8] = []
+            out.reserveCapacity(values.count / 32 * 34)
+            for block in stride(from: 0, to: values.count, by: 32) {
+                let slice = values[block..<(block + 32)]
+                let largest = slice.map(abs).max() ?? 0
+                let d = largest / 127
+                let inverse: Float = d != 0 ? 1 / d : 0
+                var half: UInt16 = 0
+                [d].withUnsafeBufferPointer { peftpack_f32_to_f16($0.baseAddress!, &half, 1) }
+                append(&out, half)
+                for value in slice { out.append(UInt8(bitPattern: Int8((value * inverse).rounded(.toNearestOrAwayFromZero)))) }
+            }
+            return out
+        }
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer, type: ElementType, count: Int) -> [Float] {
+        switch type {
+        case .f32, .f16, .bf16:
+            let dtype: DType = type == .f32 ? .f32 : (type == .f16 ? .f16 : .bf16)
+            return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                DTypeConversion.toFloat32(bytes, dtype: dtype, into: buffer)
+                initialized = count
+            }
+        case .q8_0:
+            var out = [Float](repeating: 0, count: count)
+            for block in 0..<(count / 32) {
+                let base = block * 34
+                var d: Float = 0
+                var half = bytes.loadUnaligned(fromByteOffset: base, as: UInt16.self).littleEndian
+                peftpack_f16_to_f32(&half, &d, 1)
+                for index in 0..<32 {
+                    out[block * 32 + index] = d * Float(Int8(bitPattern: bytes[base + 2 + index]))
+                }
+            }
+            return out
+        }
+    }
+
+    // MARK: reading
+
+    /// A GGUF file read with every length and offset checked against the file before use.
+    public final class File {
+        public let path: String
+        public let metadata: [(key: String, value: Value)]
+        public let tensors: [TensorEntry]
+        private let mapped: MappedFile
+        private let dataStart: Int
+
+        public init(path: String) throws {
+            self.path = path
+            mapped = try MappedFile(path: path)
+            var cursor = Cursor(bytes: mapped.bytes, path: path)
+            guard try cursor.bytes(4) == GGUF.magic else { throw cursor.fail("is not a GGUF file (bad magic)") }
+            let version = try cursor.u32()
+            guard version == 2 || version == 3 else { throw cursor.fail("is GGUF version \(version); only versions 2 and 3 are supported") }
+            let tensorCount = try cursor.u64(), keyCount = try cursor.u64()
+            // Every key/value and tensor entry takes at least 8 bytes: counts beyond that are lies.
+            guard tensorCount <= UInt64(mapped.bytes.count / 8), keyCount <= UInt64(mapped.bytes.count / 8) else {
+                throw cursor.fail("claims \(tensorCount) tensors and \(keyCount) metadata entries, more than the file could hold")
+            }
+            var metadata: [(String, Value)] = []
+            for _ in 0..<keyCount {
+                let key = try cursor.string()
+                metadata.append((key, try cursor.value(depth: 0)))
+            }
+            self.metadata = metadata
+            var alignment = GGUF.defaultAlignment
+            if let value = metadata.first(where: { $0.0 == "general.alignment" })?.1 {
+                guard case .uint32(let declared) = value, declared > 0, declared.nonzeroBitCount == 1, declared <= 1 << 16 else {
+                    throw cursor.fail("general.alignment must be a power of two")
+                }
+                alignment = Int(declared)
+            }
+            var entries: [(name: String, shape: [Int], type: UInt32, offset: UInt64)] = []
+            for _ in 0..<tensorCount {
+                let name = try cursor.string()
+                let dimensions = try cursor.u32()
+                guard (1...4).contains(dimensions) else { throw cursor.fail("tensor \(name) has \(dimensions) dimensions (1–4 allowed)") }
+                var shape: [Int] = []
+                for _ in 0..<dimensions {
+                    let extent = try cursor.u64()
+                    guard extent > 0, extent < 1 << 40 else { throw cursor.fail("tensor \(name) has a dimension of \(extent)") }
+                    shape.insert(Int(extent), at: 0)
+                }
+                entries.append((name, shape, try cursor.u32(), try cursor.u64()))
+            }
+            dataStart = (cursor.position + alignment - 1) / alignment * alignment
+            var tensors: [TensorEntry] = []
+            var names = Set<String>()
+            for entry in entries {
+                guard names.insert(entry.name).inserted else { throw cursor.fail("tensor \(entry.name) appears twice") }
+                guard let type = ElementType(rawValue: entry.type) else {
+                    throw cursor.fail("tensor \(entry.name) has ggml type \(entry.type); peftpack reads f32, f16, bf16 and q8_0")
+                }
+                guard let count = Shape.elementCount(entry.shape), let size = type.byteCount(count) else {
+                    throw cursor.fail("tensor \(entry.name) has a shape \(Shape.describe(entry.shape)) its type \(type) cannot hold")
+                }
+                guard entry.offset % UInt64(alignment) == 0, entry.offset <= UInt64(mapped.bytes.count),
+                      dataStart + Int(entry.offset) + size <= mapped.bytes.count else {
+                    throw cursor.fail("tensor \(entry.name) lies outside the file (truncated?)")
+                }
+                tensors.append(TensorEntry(name: entry.name, shape: entry.shape, type: type, offset: Int(entry.offset), byteCount: size))
+            }
+            self.tensors = tensors
+        }
+
+        public func value(_ key: String) -> Value? { metadata.first { $0.key == key }?.value }
+
+        public func floats(_ entry: TensorEntry) -> [Float] {
+            let bytes = UnsafeRawBufferPointer(rebasing: mapped.bytes[(dataStart + entry.offset)..<(dataStart + entry.offset + entry.byteCount)])
+            return GGUF.decode(bytes, type: entry.type, count: Shape.elementCount(entry.shape)!)
+        }
+    }
+
+    struct Cursor {
+        let bytes: UnsafeRawBufferPointer
+        let path: String
+        var position = 0
+
+        init(bytes: UnsafeRawBufferPointer, path: String) {
+            self.bytes = bytes
+            self.path = path
+        }
+
+        func fail(_ problem: String) -> AdapterFormatError { AdapterFormatError(file: path, problem: problem) }
+
+        mutating func bytes(_ count: Int) throws -> [UInt8] {
+            guard count >= 0, count <= bytes.count - position else { throw fail("is truncated at byte \(position)") }
+            defer { position += count }
+            return Array(bytes[position..<(position + count)])
+        }
+
+        mutating func integer<T: FixedWidthInteger>(_: T.Type) throws -> T {
+            guard MemoryLayout<T>.size <= bytes.count - position else { throw fail("is truncated at byte \(position)") }
+            defer { position += MemoryLayout<T>.size }
+            return T(littleEndian: bytes.loadUnaligned(fromByteOffset: position, as: T.self))
+        }
+
+        mutating func u32() throws -> UInt32 { try integer(UInt32.self) }
+        mutating func u64() throws -> UInt64 { try integer(UInt64.self) }
+
+        mutating func string() throws -> String {
+            let length = try u64()
+            guard length <= UInt64(bytes.count - position) else { throw fail("has a string of \(length) bytes past the end of the file") }
+            return String(decoding: try self.bytes(Int(length)), as: UTF8.self)
+        }
+
+        /// Scalars are kept; arrays (tokenizer tables in model files) are skipped with their
+        /// lengths checked.
+        mutating func value(depth: Int) throws -> Value {
+            let type = try u32()
+            switch type {
+            case 0, 1, 7: let byte = try self.bytes(1)[0]; return type == 7 ? .bool(byte != 0) : .other(type: type)
+            case 2, 3: _ = try self.bytes(2); return .other(type: type)
+            case 4: return .uint32(try u32())
+            case 5: return .int32(Int32(bitPattern: try u32()))
+            case 6: return .float32(Float(bitPattern: try u32()))
+            case 8: return .string(try string())
+            case 10: return .uint64(try u64())
+            case 11, 12: _ = try self.bytes(8); return .other(type: type)
+            case 9:
+                guard depth < 4 else { throw fail("nests arrays too deeply") }
+                let elementType = try u32()
+                let count = try u64()
+                guard count <= UInt64(bytes.count - position) else { throw fail("has an array of \(count) elements past the end of the file") }
+                for _ in 0..<count { try skip(elementType, depth: depth + 1) }
+                return .other(type: 9)
+            default:
+                throw fail("has a metadata value of unknown type \(type)")
+            }
+        }
+
+        mutating func skip(_ type: UInt32, depth: Int) throws {
+            switch type {
+            case 0, 1, 7: _ = try bytes(1)
+            case 2, 3: _ = try bytes(2)
+            case 4, 5, 6: _ = try bytes(4)
+            case 10, 11, 12: _ = try bytes(8)
+            case 8: _ = try string()
+            case 9:
+                guard depth < 4 else { throw fail("nests arrays too deeply") }
+                let elementType = try u32()
+                let count = try u64()
+                guard count <= UInt64(bytes.count - position) else { throw fail("has an array of \(count) elements past the end of the file") }
+                for _ in 0..<count { try skip(elementType, depth: depth + 1) }
+            default: throw fail("has a metadata value of unknown type \(type)")
+            }
+        }
+    }
+}
