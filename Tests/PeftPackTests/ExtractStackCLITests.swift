@@ -63,4 +63,15 @@ import Testing
         let stacked = try CLI.run(["stack", lora, lora, "--weight", "1", "--weight", "-1", "-o", folder + "/zero.peftpack"])
         #expect(stacked.status == 0, "\(stacked.stderr)")
     }
+
+    @Test func badGGUFExitsWithTwo() throws {
+        let folder = Fixtures.temporaryDirectory()
+        try Data("GGUF\u{3}\u{0}\u{0}\u{0}".utf8).write(to: URL(fileURLWithPath: folder + "/short.gguf"))
+        let result = try CLI.run(["import", folder + "/short.gguf", "-o", folder + "/out.peftpack"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("short.gguf") && result.stderr.contains("truncated"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folder + "/out.peftpack"))
+        let inspect = try CLI.run(["inspect", folder + "/short.gguf"])
+        #expect(inspect.status == 2)
+    }
 }

@@ -6,6 +6,7 @@ public enum AdapterSourceKind: String, Encodable, Sendable {
     case peft
     case adapterhub
     case safetensors
+    case gguf
 }
 
 public enum AdapterSourceFolder {
@@ -19,8 +20,9 @@ public enum AdapterSourceFolder {
             let head = handle.flatMap { try? $0.read(upToCount: 8) } ?? Data()
             try? handle?.close()
             if [UInt8](head) == PackFormat.magic { return .pack }
+            if [UInt8](head.prefix(4)) == GGUF.magic { return .gguf }
             if path.hasSuffix(".safetensors") { return .safetensors }
-            throw AdapterFormatError(file: path, problem: "is neither a .peftpack nor a .safetensors file")
+            throw AdapterFormatError(file: path, problem: "is neither a .peftpack, a GGUF adapter nor a .safetensors file")
         }
         let configPath = (path as NSString).appendingPathComponent("adapter_config.json")
         if let text = try? String(contentsOfFile: configPath, encoding: .utf8),

@@ -74,6 +74,21 @@ public enum Inspect {
             return Report(path: path, kind: kind, base: PackImport.identity(from: [imported.adapter]),
                           adapters: [summary(imported.adapter)], tensorCount: imported.tensors.count, rawBytes: raw,
                           storedBytes: stored, ratio: raw > 0 ? Double(stored) / Double(raw) : 0, tensors: tensors)
+        case .gguf:
+            let file = try GGUF.File(path: path)
+            let (imported, identity) = try GGUFLoRA.importAdapter(path: path, name: nil, base: nil)
+            let raw = file.tensors.reduce(0) { $0 + $1.byteCount }
+            let stored = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? raw
+            let tensors = listTensors ? file.tensors.map {
+                TensorSummary(name: $0.name, dtype: "\($0.type)", shape: $0.shape, rawBytes: $0.byteCount)
+            } : nil
+            var metadata: [String: String] = [:]
+            for (key, value) in file.metadata {
+                if let text = value.stringValue { metadata[key] = text } else if let number = value.doubleValue { metadata[key] = "\(number)" }
+            }
+            return Report(path: path, kind: kind, base: identity, metadata: metadata, adapters: [summary(imported.adapter)],
+                          tensorCount: file.tensors.count, rawBytes: raw, storedBytes: stored, ratio: raw > 0 ? Double(stored) / Double(raw) : 0,
+                          tensors: tensors)
         case .safetensors:
             let checkpoint = try Checkpoint(path: path)
             let infos = checkpoint.infos

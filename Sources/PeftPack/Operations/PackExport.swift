@@ -5,6 +5,7 @@ public enum PackExport {
     public enum Format: String, CaseIterable, Sendable {
         case peft
         case adapterhub
+        case gguf
     }
 
     public struct Report: Encodable {
@@ -28,11 +29,27 @@ public enum PackExport {
         return document.adapters[0]
     }
 
-    public static func run(pack: String, output: String, format: Format?, name: String?, force: Bool) throws -> Report {
+    public static func run(pack: String, output: String, format: Format?, name: String?, force: Bool,
+                           ggufType: GGUF.ElementType = .f32) throws -> Report {
         let reader = try PackReader(path: pack)
         let document = try reader.adapterDocument()
         let adapter = try chooseAdapter(document, name: name, file: pack)
-        let chosen = format ?? (adapter.kind == .bottleneck ? .adapterhub : .peft)
+        let chosen = format ?? (output.lowercased().hasSuffix(".gguf") ? .gguf : (adapter.kind == .bottleneck ? .adapterhub : .peft))
+        if chosen == .gguf {
+            let bytes = try GGUFLoRA.export(adapter, document: document, reader: reader, options: .init(type: ggufType))
+            let target = URL(fileURLWithPath: output).standardizedFileURL.path
+            guard target != URL(fileURLWithPath: pack).standardizedFileURL.path else {
+                throw AdapterFormatError(file: output, problem: "is the input pack; refusing to write over it")
+            }
+            if FileManager.default.fileExists(atPath: target) && !force {
+                throw AdapterFormatError(file: output, problem: "already exists; pass --force to replace it")
+            }
+            let writer = try AtomicFileWriter(destination: output)
+            try writer.write(bytes)
+            try writer.commit()
+            let tensors = adapter.modules.count * 2
+            return Report(output: output, adapter: adapter.name, format: chosen.rawValue, files: [(output as NSString).lastPathComponent], tensors: tensors)
+        }
         let files: [(name: String, text: String?, tensors: [(key: String, tensor: HostTensor)], metadata: [String: String]?)]
         switch chosen {
         case .peft:
@@ -41,6 +58,8 @@ public enum PackExport {
         case .adapterhub:
             let out = try AdapterHubFormat.export(adapter, tensor: reader.readTensor)
             files = [("adapter_config.json", out.configText, [], nil), ("adapter.safetensors", nil, out.tensors, nil)]
+        case .gguf:
+            preconditionFailure("handled above")
         }
         let written = try FolderOutput.write(to: output, force: force, protecting: [pack]) { folder in
             for file in files {

@@ -73,6 +73,13 @@ public enum PackImport {
                 adapters.append(imported.adapter)
                 adapterJSON.append(try StrictJSON.encoding(imported.adapter))
                 pending += imported.tensors
+            case .gguf:
+                let (imported, identity) = try GGUFLoRA.importAdapter(path: source.path, name: source.name,
+                                                                      base: try baseFolder.map { try BaseModel(folder: $0) })
+                adapters.append(imported.adapter)
+                adapterJSON.append(try StrictJSON.encoding(imported.adapter))
+                pending += imported.tensors
+                inheritedBase = inheritedBase ?? identity
             case .safetensors:
                 throw AdapterFormatError(file: source.path, problem: "is a plain safetensors checkpoint, not an adapter (import takes PEFT or AdapterHub folders and packs)")
             }

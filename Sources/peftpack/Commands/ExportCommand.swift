@@ -6,7 +6,7 @@ extension PackExport.Format: ExpressibleByArgument {}
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Write one adapter of a pack as the folder PEFT or AdapterHub loads unchanged.",
+        abstract: "Write one adapter of a pack as the folder PEFT or AdapterHub loads, or a GGUF adapter for llama.cpp.",
         discussion: """
             The exported folder holds adapter_config.json (the original text when the adapter came \
             from that tool) and the tensors bit-for-bit as they were imported.
@@ -14,6 +14,14 @@ struct ExportCommand: ParsableCommand {
             Examples:
               peftpack export lora.peftpack -o lora-out/            # PeftModel.from_pretrained(base, "lora-out")
               peftpack export both.peftpack -o houlsby/ --format adapterhub --name houlsby
+              peftpack export lora.peftpack -o lora.gguf --format gguf --dtype f16   # llama-cli --lora lora.gguf
+
+            GGUF: a LoRA adapter as llama.cpp loads it (general.type = adapter), tensors named \
+            after llama.cpp's (blk.N.attn_q.weight.lora_a …), q/k rows in llama.cpp's rotary order, \
+            every module's true scale (α/r, α/√r for rsLoRA, rank/alpha patterns) folded into B so \
+            llama.cpp's alpha/r rule reproduces ΔW exactly. Bases: Llama, Mistral, Qwen2, GPT-2. \
+            DoRA, IA3, trained biases, whole tensors, prefix/prompt and bottleneck adapters are \
+            refused with what to do instead.
             """)
 
     @Argument(help: "The pack to read.")
@@ -22,8 +30,11 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The folder to write (must not exist unless --force).")
     var output: String
 
-    @Option(help: "peft or adapterhub (default: the adapter's own tool).")
+    @Option(help: "peft, adapterhub or gguf (default: gguf for a .gguf output, else the adapter's own tool).")
     var format: PackExport.Format?
+
+    @Option(help: "GGUF tensor type: f32 (default), f16, bf16 or q8_0.")
+    var dtype: String = "f32"
 
     @Option(help: "Which adapter, when the pack holds several.")
     var name: String?
@@ -33,9 +44,14 @@ struct ExportCommand: ParsableCommand {
 
     @OptionGroup var outputOptions: OutputOptions
 
+    func validate() throws {
+        guard ["f32", "f16", "bf16", "q8_0"].contains(dtype) else { throw ValidationError("--dtype must be f32, f16, bf16 or q8_0") }
+    }
+
     func run() throws {
         try reportingErrors {
-            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: force)
+            let type: GGUF.ElementType = ["f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0][dtype]!
+            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: force, ggufType: type)
             if outputOptions.json {
                 try printJSON(report)
             } else {

@@ -1,0 +1,215 @@
+import Foundation
+
+/// LoRA adapters as llama.cpp loads them (`llama_adapter_lora_init`): a GGUF file with
+/// `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`, the base's
+/// `general.architecture`, and for every adapted weight `<llama.cpp tensor name>.lora_a`
+/// (ne = [in, r], i.e. PEFT's A) and `.lora_b` (ne = [r, out], PEFT's B). llama.cpp scales each
+/// product by alpha / r with r read from that tensor pair, so peftpack folds every module's true
+/// scale (α/r, α/√r for rsLoRA, rank/alpha patterns, stacking weights) into B against one global
+/// alpha, which then reproduces ΔW exactly whatever each module's rank.
+public enum GGUFLoRA {
+    /// Transformers architectures and the llama.cpp architecture name their converter uses.
+    static let architectures: [String: String] = [
+        "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "GPT2LMHeadModel": "gpt2",
+    ]
+    static let modelTypes: [String: String] = ["llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gpt2": "gpt2"]
+
+    /// (transformers module suffix, llama.cpp tensor name) per layer, for each architecture.
+    static func layerNames(_ architecture: String) -> [(String, String)] {
+        switch architecture {
+        case "gpt2":
+            [("attn.c_attn", "attn_qkv"), ("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")]
+        default:
+            [("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"), ("self_attn.o_proj", "attn_output"),
+             ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"), ("mlp.down_proj", "ffn_down")]
+        }
+    }
+
+    static func layerPrefix(_ architecture: String) -> String { architecture == "gpt2" ? "h." : "layers." }
+
+    /// llama.cpp's tensor name (without ".weight") for a transformers module name, or nil.
+    static func ggufName(module: String, architecture: String) -> String? {
+        var name = module
+        for prefix in ["base_model.model.", "model.", "transformer."] where name.hasPrefix(prefix) { name.removeFirst(prefix.count) }
+        if name == "lm_head" { return "output" }
+        let layerPrefix = layerPrefix(architecture)
+        guard name.hasPrefix(layerPrefix) else { return nil }
+        let rest = name.dropFirst(layerPrefix.count)
+        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]) else { return nil }
+        let suffix = String(rest[rest.index(after: dot)...])
+        guard let mapped = layerNames(architecture).first(where: { $0.0 == suffix })?.1 else { return nil }
+        return "blk.\(layer).\(mapped)"
+    }
+
+    /// The transformers module name for a llama.cpp tensor name (inverse of ggufName).
+    static func moduleName(gguf: String, architecture: String) -> String? {
+        if gguf == "output" { return "lm_head" }
+        let parts = gguf.split(separator: ".", maxSplits: 2)
+        guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]),
+              let suffix = layerNames(architecture).first(where: { $0.1 == parts[2] })?.0 else { return nil }
+        return architecture == "gpt2" ? "transformer.h.\(layer).\(suffix)" : "model.layers.\(layer).\(suffix)"
+    }
+
+    /// convert_hf_to_gguf.py's LlamaModel.permute on the output rows of q_proj/k_proj: within each
+    /// head, rows (half, j) become (j, half) so rotary pairs sit next to each other.
+    static func permuteRows(_ values: [Float], rows: Int, columns: Int, heads: Int, inverse: Bool) -> [Float] {
+        guard heads > 0, rows % (2 * heads) == 0 else { return values }
+        let headSize = rows / heads, half = headSize / 2
+        var out = [Float](repeating: 0, count: values.count)
+        for head in 0..<heads {
+            for part in 0..<2 {
+                for j in 0..<half {
+                    let original = head * headSize + part * half + j
+                    let permuted = head * headSize + 2 * j + part
+                    let (from, to) = inverse ? (permuted, original) : (original, permuted)
+                    for column in 0..<columns { out[to * columns + column] = values[from * columns + column] }
+                }
+            }
+        }
+        return out
+    }
+
+    public struct ExportOptions {
+        public var type: GGUF.ElementType
+        public init(type: GGUF.ElementType = .f32) { self.type = type }
+    }
+
+    /// The GGUF bytes of one LoRA adapter of a pack.
+    public static func export(_ adapter: Adapter, document: PackDocument, reader: PackReader, options: ExportOptions) throws -> [UInt8] {
+        let file = reader.path
+        switch adapter.kind {
+        case .lora: break
+        case .ia3: throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) is IA3, which GGUF LoRA files cannot express; merge it (peftpack merge), or merge and extract a LoRA at a chosen rank (peftpack extract)")
+        default: throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")
+        }
+        guard let base = document.base, let architecture = base.architecture.flatMap({ architectures[$0] }) ?? base.modelType.flatMap({ modelTypes[$0] }) else {
+            throw AdapterFormatError(file: file, problem: "records no base architecture llama.cpp supports (supported: \(architectures.keys.sorted().joined(separator: ", "))); import it with --base")
+        }
+        var modules: [(gguf: String, module: AdapterModule, a: [Float], b: [Float], rank: Int, out: Int, inputs: Int)] = []
+        for module in adapter.modules {
+            if module.mode != nil {
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole (modules_to_save), which GGUF LoRA files cannot express; merge it instead")
+            }
+            if module.tensors[TensorRole.magnitude] != nil {
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) is DoRA, which llama.cpp cannot apply; merge it (peftpack merge), or merge and extract a plain LoRA (peftpack extract)")
+            }
+            if module.tensors[TensorRole.loraBBias] != nil || module.tensors[TensorRole.targetBias] != nil {
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) trains the bias of \(module.target), which GGUF LoRA files cannot express; merge it instead")
+            }
+            if module.layout == .embedding {
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) adapts the embedding \(module.target); peftpack's GGUF export handles linear layers only")
+            }
+            guard let gguf = ggufName(module: module.target, architecture: architecture) else {
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) targets \(module.target), which has no llama.cpp tensor in a \(architecture) model")
+            }
+            guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
+                  let aShape = reader.entry(named: aName)?.shape, let bShape = reader.entry(named: bName)?.shape,
+                  aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) module \(module.target) lacks LoRA factors of matching rank")
+            }
+            modules.append((gguf, module, try reader.readTensor(aName).floats(), try reader.readTensor(bName).floats(), aShape[0], bShape[0], aShape[1]))
+        }
+        guard !modules.isEmpty else { throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) has no LoRA modules") }
+        // One global alpha; each B absorbs scale·r/alpha. The largest rank keeps those factors ≤ 1
+        // for plain LoRA and exact when ranks are powers of two.
+        let alpha = Float(modules.map(\.rank).max()!)
+        var tensors: [(name: String, shape: [Int], type: GGUF.ElementType, data: [UInt8])] = []
+        for entry in modules.sorted(by: { $0.gguf.localizedStandardCompare($1.gguf) == .orderedAscending }) {
+            let fold = Float((entry.module.scale ?? 1) * Double(entry.rank) / Double(alpha))
+            var b = entry.b.map { $0 * fold }
+            if architecture == "llama", entry.gguf.hasSuffix(".attn_q") || entry.gguf.hasSuffix(".attn_k") {
+                let heads = entry.gguf.hasSuffix(".attn_q") ? base.numAttentionHeads : base.numKeyValueHeads
+                guard let heads else {
+                    throw AdapterFormatError(file: file, problem: "records no attention head counts, which the q/k row order of llama.cpp needs; import it with --base")
+                }
+                b = permuteRows(b, rows: entry.out, columns: entry.rank, heads: heads, inverse: false)
+            }
+            for (suffix, values, shape) in [("lora_a", entry.a, [entry.rank, entry.inputs]), ("lora_b", b, [entry.out, entry.rank])] {
+                let type: GGUF.ElementType = options.type == .q8_0 && shape[1] % 32 != 0 ? .f32 : options.type
+                tensors.append(("\(entry.gguf).weight.\(suffix)", shape, type, GGUF.encode(values, as: type)))
+            }
+        }
+        let metadata: [(String, GGUF.Value)] = [
+            ("general.architecture", .string(architecture)),
+            ("general.type", .string("adapter")),
+            ("general.name", .string(adapter.name)),
+            ("adapter.type", .string("lora")),
+            ("adapter.lora.alpha", .float32(alpha)),
+        ]
+        return GGUF.write(metadata: metadata, tensors: tensors)
+    }
+
+    /// A GGUF LoRA adapter (from llama.cpp's convert_lora_to_gguf.py or from peftpack) as a pack
+    /// adapter: names mapped back to the transformers modules, Llama's q/k rows put back in
+    /// transformers' order (which needs the head counts of `base`), and alpha / r as each module's
+    /// scale. Tensors are stored in fp32.
+    public static func importAdapter(path: String, name: String?, base: BaseModel?) throws -> (adapter: ImportedAdapter, identity: BaseModelIdentity) {
+        let file = try GGUF.File(path: path)
+        guard file.value("general.type")?.stringValue == "adapter", file.value("adapter.type")?.stringValue == "lora" else {
+            throw AdapterFormatError(file: path, problem: "is a GGUF file but not a LoRA adapter (general.type = \(file.value("general.type")?.stringValue ?? "none"), adapter.type = \(file.value("adapter.type")?.stringValue ?? "none"))")
+        }
+        guard let architecture = file.value("general.architecture")?.stringValue, ["llama", "qwen2", "gpt2"].contains(architecture) else {
+            throw AdapterFormatError(file: path, problem: "is an adapter for architecture \(file.value("general.architecture")?.stringValue ?? "none"); peftpack reads llama, qwen2 and gpt2 adapters")
+        }
+        let alpha = file.value("adapter.lora.alpha")?.doubleValue ?? 0
+        let adapterName = name ?? "default"
+        var pairs: [String: (a: GGUF.TensorEntry?, b: GGUF.TensorEntry?)] = [:]
+        for tensor in file.tensors {
+            for suffix in [".weight.lora_a", ".weight.lora_b"] where tensor.name.hasSuffix(suffix) {
+                let key = String(tensor.name.dropLast(suffix.count))
+                if suffix.hasSuffix("a") { pairs[key, default: (nil, nil)].a = tensor } else { pairs[key, default: (nil, nil)].b = tensor }
+            }
+        }
+        guard !pairs.isEmpty else { throw AdapterFormatError(file: path, problem: "holds no .lora_a/.lora_b tensor pairs") }
+        var modules: [AdapterModule] = []
+        var tensors: [ImportedTensor] = []
+        for key in pairs.keys.sorted(by: { $0.localizedStandardCompare($1) == .orderedAscending }) {
+            guard let a = pairs[key]!.a, let b = pairs[key]!.b else {
+                throw AdapterFormatError(file: path, problem: "tensor \(key).weight has only one of lora_a and lora_b")
+            }
+            guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1] else {
+                throw AdapterFormatError(file: path, problem: "tensors of \(key) have inconsistent shapes: lora_a \(Shape.describe(a.shape)), lora_b \(Shape.describe(b.shape))")
+            }
+            guard let module = moduleName(gguf: key, architecture: architecture) else {
+                throw AdapterFormatError(file: path, problem: "tensor \(key) has no transformers counterpart in a \(architecture) model")
+            }
+            let rank = a.shape[0], outFeatures = b.shape[0], inFeatures = a.shape[1]
+            var target = module
+            if let base {
+                guard let resolved = base.resolve(module + ".weight") else {
+                    throw AdapterFormatError(file: path, problem: "tensor \(key) maps to \(module), which the base at \(base.folder) does not have")
+                }
+                let shape = base.checkpoint.info(resolved)!.shape
+                let conv1d = architecture == "gpt2"
+                guard shape == (conv1d ? [inFeatures, outFeatures] : [outFeatures, inFeatures]) else {
+                    throw AdapterFormatError(file: path, problem: "tensor \(key) implies a \(outFeatures)×\(inFeatures) weight but the base's \(resolved) is \(Shape.describe(shape))")
+                }
+                target = String(resolved.dropLast(".weight".count))
+            }
+            let permuted = architecture == "llama" && (key.hasSuffix(".attn_q") || key.hasSuffix(".attn_k"))
+            let heads = permuted ? (key.hasSuffix(".attn_q") ? base?.identity.numAttentionHeads : base?.identity.numKeyValueHeads) : nil
+            let aName = AdapterModule.tensorName(adapter: adapterName, target: target, role: TensorRole.loraA)
+            let bName = AdapterModule.tensorName(adapter: adapterName, target: target, role: TensorRole.loraB)
+            tensors.append(ImportedTensor(packName: aName, info: TensorInfo(name: aName, dtype: .f32, shape: [rank, inFeatures])) {
+                HostTensor(floats: file.floats(a), shape: [rank, inFeatures], dtype: .f32)
+            })
+            tensors.append(ImportedTensor(packName: bName, info: TensorInfo(name: bName, dtype: .f32, shape: [outFeatures, rank])) {
+                var values = file.floats(b)
+                if permuted {
+                    guard let heads else {
+                        throw AdapterFormatError(file: path, tensor: key + ".weight.lora_b", problem: "is in llama.cpp's rotary row order; pass --base so the head counts can undo it")
+                    }
+                    values = permuteRows(values, rows: outFeatures, columns: rank, heads: heads, inverse: true)
+                }
+                return HostTensor(floats: values, shape: [outFeatures, rank], dtype: .f32)
+            })
+            modules.append(AdapterModule(target: target, layout: architecture == "gpt2" ? .conv1d : .linear, rank: rank,
+                                         scale: alpha != 0 ? alpha / Double(rank) : 1,
+                                         tensors: [TensorRole.loraA: aName, TensorRole.loraB: bName]))
+        }
+        let adapter = Adapter(name: adapterName, kind: .lora, source: AdapterSource(format: "gguf"), modules: modules)
+        var identity = BaseModelIdentity()
+        identity.modelType = architecture
+        return (ImportedAdapter(adapter: adapter, tensors: tensors), identity)
+    }
+}

@@ -1,0 +1,99 @@
+"""GGUF adapters written by `peftpack export --format gguf`, judged by the `gguf` package (the
+reader llama.cpp's own Python tools use) and by PEFT: for every LoRA module, the ΔW llama.cpp
+computes from the file — (adapter.lora.alpha / r) · B·A with r read from the tensor pair, and
+the q/k rows put back from llama.cpp's rotary order for Llama — must equal the ΔW PEFT applies
+(`get_delta_weight`), including rsLoRA with rank and alpha patterns and GPT-2's Conv1D layout.
+
+Runs in .venv/peft (gguf pinned in fixtures/requirements.txt). Tolerance: 1e-6 relative to the
+largest |ΔW| (fp32 factors; folding the scale into B rounds once per element); q8_0 files get
+1e-2 (8-bit quantization of each factor)."""
+import sys
+
+import numpy as np
+import torch
+from gguf import GGUFReader
+from peft import PeftModel
+
+from common import CASES, MODELS, Tally, load_base, reference, run_peftpack, scratch_dir
+
+CASES_TO_CHECK = {
+    "llama_lora": "f32",
+    "llama_rslora_patterns": "f32",
+    "gpt2_lora_fan_in_fan_out": "f32",
+    "llama_lora_q8": "q8_0",
+}
+
+
+def unpermute(rows, heads):
+    """Inverse of convert_hf_to_gguf.py's LlamaModel.permute on the rows of B."""
+    out_features, rank = rows.shape
+    return rows.reshape(heads, out_features // heads // 2, 2, rank).swapaxes(1, 2).reshape(out_features, rank)
+
+
+def gguf_name(module, architecture):
+    parts = module.split(".")
+    if architecture == "gpt2":
+        layer, suffix = parts[2], ".".join(parts[3:])
+        mapped = {"attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}[suffix]
+    else:
+        layer, suffix = parts[2], ".".join(parts[3:])
+        mapped = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                  "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                  "mlp.down_proj": "ffn_down"}[suffix]
+    return f"blk.{layer}.{mapped}.weight"
+
+
+def check(name, dtype, work):
+    case = name.removesuffix("_q8")
+    _, metadata = reference(case)
+    pack, exported = work / f"{name}.peftpack", work / f"{name}.gguf"
+    run_peftpack("import", str(CASES / case / "adapter"), "-o", str(pack), "--base", str(MODELS.parent / metadata["base"]))
+    run_peftpack("export", str(pack), "-o", str(exported), "--format", "gguf", "--dtype", dtype)
+    reader = GGUFReader(str(exported))
+    fields = {field.name: field for field in reader.fields.values()}
+    def text(key):
+        field = fields[key]
+        return bytes(field.parts[field.data[0]]).decode()
+    assert text("general.type") == "adapter" and text("adapter.type") == "lora", "not a LoRA adapter file"
+    architecture = text("general.architecture")
+    alpha = float(fields["adapter.lora.alpha"].parts[fields["adapter.lora.alpha"].data[0]][0])
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    def values(tensor):
+        from gguf import dequantize
+        array = dequantize(tensor.data, tensor.tensor_type)
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).double().reshape(tuple(reversed([int(d) for d in tensor.shape])))
+    model = PeftModel.from_pretrained(load_base(metadata), str(CASES / case / "adapter")).eval()
+    config = model.base_model.model.config
+    checked = 0
+    for module_name, module in model.base_model.model.named_modules():
+        if not hasattr(module, "lora_A") or "default" not in module.lora_A:
+            continue
+        expected = module.get_delta_weight("default").double()
+        if getattr(module, "fan_in_fan_out", False):
+            expected = expected.T  # get_delta_weight returns the stored (Conv1D) orientation
+        key = gguf_name(module_name, architecture)
+        a, b = values(tensors[key + ".lora_a"]), values(tensors[key + ".lora_b"])
+        if architecture == "llama" and (key.endswith("attn_q.weight") or key.endswith("attn_k.weight")):
+            heads = config.num_attention_heads if key.endswith("attn_q.weight") else config.num_key_value_heads
+            b = unpermute(b, heads)
+        rank = a.shape[0]
+        actual = (alpha / rank) * (b @ a)
+        tolerance = (1e-2 if dtype == "q8_0" else 1e-6) * expected.abs().max().item()
+        error = (actual - expected).abs().max().item()
+        if not error <= tolerance:
+            raise AssertionError(f"{module_name}: llama.cpp's ΔW from the GGUF is {error:.3g} off (tolerance {tolerance:.3g})")
+        checked += 1
+    if checked == 0 or checked * 2 != len(tensors):
+        raise AssertionError(f"checked {checked} modules against {len(tensors)} GGUF tensors")
+
+
+def main() -> int:
+    work = scratch_dir()
+    tally = Tally("gguf exports match PEFT's ΔW")
+    for name, dtype in CASES_TO_CHECK.items():
+        tally.check(name, lambda name=name, dtype=dtype: check(name, dtype, work))
+    return tally.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
