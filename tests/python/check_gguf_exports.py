@@ -4,6 +4,10 @@ computes from the file — (adapter.lora.alpha / r) · B·A with r read from the
 the q/k rows put back from llama.cpp's rotary order for Llama — must equal the ΔW PEFT applies
 (`get_delta_weight`), including rsLoRA with rank and alpha patterns and GPT-2's Conv1D layout.
 
+With LLAMACPP_SRC set (scripts/llamacpp-source.sh), llama.cpp's own convert_lora_to_gguf.py converts
+the same PEFT folders: on a plain LoRA its file and ours must give the same ΔW for every tensor;
+on rsLoRA with rank/alpha patterns the script prints how far the converter's ΔW is from PEFT's.
+
 Runs in .venv/peft (gguf pinned in fixtures/requirements.txt). Tolerance: 1e-6 relative to the
 largest |ΔW| (fp32 factors; folding the scale into B rounds once per element); q8_0 files get
 1e-2 (8-bit quantization of each factor)."""
@@ -41,6 +45,42 @@ def gguf_name(module, architecture):
                   "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
                   "mlp.down_proj": "ffn_down"}[suffix]
     return f"blk.{layer}.{mapped}.weight"
+
+
+def read_deltas(path):
+    """{gguf weight name: (alpha / r) · B·A} as llama.cpp computes it, in the file's row order."""
+    from gguf import dequantize
+    reader = GGUFReader(str(path))
+    fields = {field.name: field for field in reader.fields.values()}
+    alpha = float(fields["adapter.lora.alpha"].parts[fields["adapter.lora.alpha"].data[0]][0])
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    def values(tensor):
+        array = dequantize(tensor.data, tensor.tensor_type)
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).double().reshape(tuple(reversed([int(d) for d in tensor.shape])))
+    out = {}
+    for name in tensors:
+        if name.endswith(".lora_a"):
+            key = name[: -len(".lora_a")]
+            a, b = values(tensors[name]), values(tensors[key + ".lora_b"])
+            out[key] = ((alpha / a.shape[0]) if alpha else 1.0) * (b @ a)
+    return out
+
+
+def compare_with_converter(case, work, source):
+    import os
+    import subprocess
+    converted = work / f"{case}.llamacpp.gguf"
+    subprocess.run([sys.executable, os.path.join(source, "convert_lora_to_gguf.py"), str(CASES / case / "adapter"),
+                    "--base", str(MODELS / "llama-tiny"), "--outtype", "f32", "--outfile", str(converted)],
+                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": os.path.join(source, "gguf-py")})
+    pack, ours = work / f"{case}.cmp.peftpack", work / f"{case}.cmp.gguf"
+    run_peftpack("import", str(CASES / case / "adapter"), "-o", str(pack), "--base", str(MODELS / "llama-tiny"))
+    run_peftpack("export", str(pack), "-o", str(ours), "--format", "gguf")
+    theirs, mine = read_deltas(converted), read_deltas(ours)
+    if set(theirs) != set(mine):
+        raise AssertionError(f"tensor names differ: {sorted(set(theirs) ^ set(mine))[:4]}")
+    worst = max(((theirs[k] - mine[k]).abs().max() / mine[k].abs().max()).item() for k in mine)
+    return worst
 
 
 def check(name, dtype, work):
@@ -88,10 +128,20 @@ def check(name, dtype, work):
 
 
 def main() -> int:
+    import os
     work = scratch_dir()
     tally = Tally("gguf exports match PEFT's ΔW")
     for name, dtype in CASES_TO_CHECK.items():
         tally.check(name, lambda name=name, dtype=dtype: check(name, dtype, work))
+    source = os.environ.get("LLAMACPP_SRC")
+    if source:
+        def plain():
+            worst = compare_with_converter("llama_lora", work, source)
+            if not worst <= 1e-6:
+                raise AssertionError(f"llama.cpp's converter and peftpack differ by {worst:.3g} (relative) on a plain LoRA")
+        tally.check("plain LoRA: same ΔW as llama.cpp's convert_lora_to_gguf.py", plain)
+        worst = compare_with_converter("llama_rslora_patterns", work, source)
+        print(f"info: on rsLoRA with rank/alpha patterns, llama.cpp's converter's ΔW is off by up to {worst:.1%} of the module's largest |ΔW| (peftpack's matches PEFT, above)", flush=True)
     return tally.finish()
 
 
