@@ -17,7 +17,7 @@ bash scripts/python-envs.sh >/dev/null
 if [ ! -x .venv/llamacpp/bin/python ] || ! .venv/llamacpp/bin/python -c "import llama_cpp" 2>/dev/null; then
   echo "building llama-cpp-python 0.3.36 (llama.cpp) from source into .venv/llamacpp"
   rm -rf .venv/llamacpp && python3 -m venv .venv/llamacpp
-  CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+  CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
     .venv/llamacpp/bin/pip install -q --no-binary llama-cpp-python numpy==2.4.6 \
     "$(dirname "$(dirname "$(dirname "$source_dir")")")"/llama_cpp_python-0.3.36.tar.gz
 fi

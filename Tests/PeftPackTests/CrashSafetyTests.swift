@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+@testable import PeftPack
+
+/// SIGKILL at random moments: the output path then holds nothing or a complete, valid result
+/// (temporary files beside it are allowed: they are hidden and never take the output's name), and
+/// the inputs are byte-for-byte what they were.
+@Suite struct CrashSafetyTests {
+    static let models = Fixtures.path("models")
+
+    static func hashes(_ paths: [String]) throws -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for root in paths {
+            var isFolder: ObjCBool = false
+            FileManager.default.fileExists(atPath: root, isDirectory: &isFolder)
+            let files = isFolder.boolValue ? try FileManager.default.subpathsOfDirectory(atPath: root).map { root + "/" + $0 } : [root]
+            for file in files where !(try FileManager.default.attributesOfItem(atPath: file)[.type] as? FileAttributeType == .typeDirectory) {
+                out[file] = XXH3.hash64(try [UInt8](Data(contentsOf: URL(fileURLWithPath: file))))
+            }
+        }
+        return out
+    }
+
+    /// Runs the command to completion once to learn its duration, then kills it at spread-out
+    /// moments within that time and checks what is left.
+    static func killAtRandomMoments(_ arguments: (String) -> [String], inputs: [String], output: String, kills: Int,
+                                    valid: (String) throws -> Bool) throws -> (killed: Int, completed: Int) {
+        let before = try hashes(inputs)
+        let start = Date()
+        let first = try CLI.run(arguments(output))
+        #expect(first.status == 0, "\(first.stderr)")
+        let duration = Date().timeIntervalSince(start)
+        try? FileManager.default.removeItem(atPath: output)
+        var random = SplitMix64(seed: 7)
+        var killed = 0, completed = 0
+        for _ in 0..<kills {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: CLI.binary)
+            process.arguments = arguments(output)
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            usleep(useconds_t(Double(random.next() % 1000) / 1000 * duration * 1e6))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            if process.terminationReason == .uncaughtSignal { killed += 1 } else { completed += 1 }
+            if FileManager.default.fileExists(atPath: output) {
+                #expect(try valid(output), "a killed run left an invalid \(output)")
+                try FileManager.default.removeItem(atPath: output)
+            }
+        }
+        #expect(try hashes(inputs) == before, "inputs changed")
+        return (killed, completed)
+    }
+
+    @Test func mergeExtractImportStackSurviveSIGKILL() throws {
+        let folder = Fixtures.temporaryDirectory()
+        let lora = folder + "/lora.peftpack"
+        _ = try CLI.run(["import", Fixtures.path("cases/llama_lora/adapter"), "-o", lora, "--base", "\(Self.models)/llama-tiny"])
+        let validPack: (String) throws -> Bool = { path in
+            let reader = try PackReader(path: path)
+            for entry in reader.tensors { _ = try reader.readTensor(entry.name) }
+            return true
+        }
+        let commands: [(String, (String) -> [String], [String], String, (String) throws -> Bool)] = [
+            ("merge", { ["merge", "--base", "\(Self.models)/llama-tiny", lora, "-o", $0] }, ["\(Self.models)/llama-tiny", lora], folder + "/merged",
+             { path in let checkpoint = try Checkpoint(path: path); for name in checkpoint.names { let _: HostTensor = try checkpoint.tensor(name) }; return true }),
+            ("extract", { ["extract", "--base", "\(Self.models)/llama-tiny", "--finetuned", "\(Self.models)/llama-tiny-ft", "-o", $0, "--rank", "8"] },
+             ["\(Self.models)/llama-tiny", "\(Self.models)/llama-tiny-ft"], folder + "/extracted.peftpack", validPack),
+            ("import", { ["import", Fixtures.path("cases/llama_rslora_patterns/adapter"), "-o", $0] },
+             [Fixtures.path("cases/llama_rslora_patterns/adapter")], folder + "/imported.peftpack", validPack),
+            ("stack", { ["stack", lora, lora, "--weight", "0.5", "--weight", "0.5", "--rank", "4", "-o", $0] }, [lora], folder + "/stacked.peftpack", validPack),
+        ]
+        for (name, arguments, inputs, output, valid) in commands {
+            let (killed, _) = try Self.killAtRandomMoments(arguments, inputs: inputs, output: output, kills: 12, valid: valid)
+            #expect(killed > 0, "\(name): no run was killed before finishing")
+        }
+    }
+}
