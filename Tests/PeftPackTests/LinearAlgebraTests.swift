@@ -58,18 +58,6 @@ import Testing
         for i in 0..<40 { for j in 0..<40 { #expect(abs(gram[i, j] - (i == j ? 1 : 0)) < 1e-5) } }
     }
 
-    /// The basis spans A's columns (projecting A onto it loses nothing) and is orthonormal.
-    @Test func orthonormalBasisSpansTheColumns() throws {
-        let a = Self.random(150, 40, seed: 5)
-        let q = try LAPACK.orthonormalBasis(a)
-        #expect(q.rows == 150 && q.cols == 40)
-        let gram = BLAS.gemm(q, q, transposeA: true)
-        for i in 0..<40 { for j in 0..<40 { #expect(abs(gram[i, j] - (i == j ? 1 : 0)) < 1e-5) } }
-        let projected = BLAS.gemm(q, BLAS.gemm(q, a, transposeA: true))
-        let error = Matrix(rows: 150, cols: 40, values: zip(projected.values, a.values).map { $0 - $1 }).frobeniusNorm
-        #expect(error / a.frobeniusNorm < 1e-5)
-    }
-
     @Test func threadCountCanBeSet() {
         let before = BLAS.threadCount
         BLAS.threadCount = 1

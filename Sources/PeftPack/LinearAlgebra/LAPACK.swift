@@ -46,20 +46,4 @@ public enum LAPACK {
         guard info == 0 else { throw LinearAlgebraError.lapackFailed(routine: "sorgqr", info: info) }
         return (q, r)
     }
-
-    /// An orthonormal basis of the columns of a tall A (m ≥ n): the Q of a thin QR, without R.
-    /// Row-major A is column-major Aᵀ, whose LQ factorisation Aᵀ = L·Q (sgelqf + sorglq) leaves
-    /// Q's rows, i.e. the row-major m×n Qᵀ with orthonormal columns, in place: no transposition
-    /// in or out of LAPACKE, which the row-major QR spent a noticeable share of extract on.
-    public static func orthonormalBasis(_ a: Matrix) throws -> Matrix {
-        let m = a.rows, n = a.cols
-        precondition(m >= n, "orthonormalBasis needs a tall matrix")
-        var q = a
-        var tau = [Float](repeating: 0, count: n)
-        var info = LAPACKE_sgelqf(LAPACK_COL_MAJOR, Int32(n), Int32(m), &q.values, Int32(n), &tau)
-        guard info == 0 else { throw LinearAlgebraError.lapackFailed(routine: "sgelqf", info: info) }
-        info = LAPACKE_sorglq(LAPACK_COL_MAJOR, Int32(n), Int32(m), Int32(n), &q.values, Int32(n), &tau)
-        guard info == 0 else { throw LinearAlgebraError.lapackFailed(routine: "sorglq", info: info) }
-        return q
-    }
 }

@@ -29,10 +29,10 @@ public enum TruncatedSVD {
         if 2 * width >= smaller { return try exact(a) }
         var random = SplitMix64(seed: seed)
         let omega = Matrix(rows: a.cols, cols: width, values: (0..<(a.cols * width)).map { _ in random.nextGaussian() })
-        var q = try LAPACK.orthonormalBasis(BLAS.gemm(a, omega))
+        var q = try LAPACK.qr(BLAS.gemm(a, omega)).q
         for _ in 0..<powerIterations {
-            let z = try LAPACK.orthonormalBasis(BLAS.gemm(a, q, transposeA: true))
-            q = try LAPACK.orthonormalBasis(BLAS.gemm(a, z))
+            let z = try LAPACK.qr(BLAS.gemm(a, q, transposeA: true)).q
+            q = try LAPACK.qr(BLAS.gemm(a, z)).q
         }
         let small = BLAS.gemm(q, a, transposeA: true)
         let (smallU, s, vt) = try LAPACK.svd(small)
