@@ -44,6 +44,13 @@ let package = Package(
             name: "peftpack-bench",
             dependencies: ["PeftPack"],
             path: "Benchmarks/Sources/peftpack-bench"),
+        // libFuzzer targets over the parsers of untrusted input (Fuzz/run.sh); a normal build is
+        // a replayer of inputs through them.
+        .executableTarget(
+            name: "peftpack-fuzz",
+            dependencies: ["PeftPack"],
+            path: "Fuzz/Sources/peftpack-fuzz",
+            swiftSettings: [.swiftLanguageMode(.v5)]),
         .testTarget(
             name: "PeftPackTests",
             dependencies: ["PeftPack"],

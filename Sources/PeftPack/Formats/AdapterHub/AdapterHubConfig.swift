@@ -1,7 +1,7 @@
 /// AdapterHub's adapter_config.json: `{"config": {…}, "name", "model_class", "model_type", …}`.
 /// Only bottleneck configs whose math the pack can state are accepted; options that add tensors
 /// or change the computation beyond the recorded settings are refused by name.
-struct AdapterHubConfig {
+public struct AdapterHubConfig {
     var name: String
     var architecture: String
     var settings: AdapterSettings
@@ -9,7 +9,7 @@ struct AdapterHubConfig {
     var modelName: String?
     var hiddenSize: Int?
 
-    init(text: String, file: String) throws {
+    public init(text: String, file: String) throws {
         func fail(_ problem: String) -> AdapterFormatError { AdapterFormatError(file: file, problem: problem) }
         let json = try AdapterFormatError.parseConfig(text, file: file)
         guard let config = json["config"], config.objectMembers != nil else { throw fail("has no \"config\" object") }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// The parts of PEFT's adapter_config.json that decide what the saved tensors mean.
-struct PeftConfig {
+public struct PeftConfig {
     var peftType: String
     var rank: Int
     var loraAlpha: Double
@@ -19,7 +19,7 @@ struct PeftConfig {
     var numTransformerSubmodules: Int?
     var baseModelNameOrPath: String?
 
-    init(text: String, file: String) throws {
+    public init(text: String, file: String) throws {
         func fail(_ problem: String) -> AdapterFormatError { AdapterFormatError(file: file, problem: problem) }
         let json = try AdapterFormatError.parseConfig(text, file: file)
         guard json.objectMembers != nil else { throw fail("is not a JSON object") }
