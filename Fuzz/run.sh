@@ -12,8 +12,9 @@ seconds=${1:-30}
 shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(pack safetensors pickle config gguf)
-swift build -c release --product peftpack >/dev/null
-peftpack="$(swift build -c release --show-bin-path)/peftpack"
+# The seeds only need a working CLI: the debug build the tests already made will do.
+swift build --product peftpack >/dev/null
+peftpack="$(swift build --show-bin-path)/peftpack"
 swift build -c release --product peftpack-fuzz --scratch-path .build-fuzz \
   -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xcc -fsanitize=address >/dev/null
 fuzzer=.build-fuzz/release/peftpack-fuzz
