@@ -54,6 +54,7 @@ let package = Package(
         .testTarget(
             name: "PeftPackTests",
             dependencies: ["PeftPack"],
-            path: "Tests/PeftPackTests"),
+            path: "Tests/PeftPackTests",
+            exclude: ["Malformed"]),
     ]
 )

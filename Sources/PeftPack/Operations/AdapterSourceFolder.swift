@@ -25,8 +25,13 @@ public enum AdapterSourceFolder {
             throw AdapterFormatError(file: path, problem: "is neither a .peftpack, a GGUF adapter nor a .safetensors file")
         }
         let configPath = (path as NSString).appendingPathComponent("adapter_config.json")
-        if let text = try? String(contentsOfFile: configPath, encoding: .utf8),
-           let json = try? StrictJSON.parse(Array(text.utf8)) {
+        if let text = try? String(contentsOfFile: configPath, encoding: .utf8) {
+            let json: StrictJSON
+            do {
+                json = try StrictJSON.parse(Array(text.utf8))
+            } catch {
+                throw AdapterFormatError(file: configPath, problem: "is not valid JSON: \(error)")
+            }
             if json["peft_type"] != nil { return .peft }
             if json["config"] != nil && json["name"] != nil { return .adapterhub }
             throw AdapterFormatError(file: configPath, problem: "is neither a PEFT config (no peft_type) nor an AdapterHub config (no config/name)")

@@ -1,0 +1,156 @@
+"""Builds the malformed-input corpus in this folder from the fixtures (stdlib only; run from the
+repository root: python3 Tests/PeftPackTests/Malformed/make.py). cases.json lists, per input, the
+peftpack command to run on it and a fragment of the one-line error it must print; every case must
+exit 2 and leave no output behind (MalformedCorpusTests)."""
+import json
+import shutil
+import struct
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[2] / "fixtures" / "data"
+CORPUS = HERE / "inputs"
+cases = []
+
+
+def case(name, command, expect):
+    cases.append({"name": name, "command": command, "expect": expect})
+
+
+def write(name, data):
+    path = CORPUS / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return name
+
+
+def peft_folder(name, config=None, weights=None, source="llama_lora"):
+    folder = CORPUS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    original = DATA / "cases" / source / "adapter"
+    (folder / "adapter_config.json").write_text(config if config is not None else (original / "adapter_config.json").read_text())
+    if weights is not False:
+        (folder / "adapter_model.safetensors").write_bytes(weights if weights is not None else (original / "adapter_model.safetensors").read_bytes())
+    return name
+
+
+shutil.rmtree(CORPUS, ignore_errors=True)
+CORPUS.mkdir()
+IMPORT = ["import", "{input}", "-o", "{output}"]
+INSPECT = ["inspect", "{input}"]
+
+# safetensors (inspect reads the header and index)
+good = (DATA / "cases" / "llama_prompt_tuning" / "adapter" / "adapter_model.safetensors").read_bytes()
+header_length = struct.unpack("<Q", good[:8])[0]
+header = good[8 : 8 + header_length]
+case(write("st_empty.safetensors", b""), INSPECT, "too short")
+case(write("st_short_length.safetensors", good[:5]), INSPECT, "too short")
+case(write("st_huge_header.safetensors", struct.pack("<Q", 100 << 30) + good[8:]), INSPECT, "header")
+case(write("st_header_past_end.safetensors", struct.pack("<Q", len(good)) + good[8:]), INSPECT, "header")
+case(write("st_not_json.safetensors", struct.pack("<Q", 8) + b"notjson!" ), INSPECT, "JSON")
+case(write("st_truncated_data.safetensors", good[:-7]), INSPECT, "")
+bad_header = header.replace(b'"F32"', b'"F99"', 1)
+case(write("st_unknown_dtype.safetensors", struct.pack("<Q", len(bad_header)) + bad_header + good[8 + header_length :]), INSPECT, "F99")
+dup = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+case(write("st_duplicate_key.safetensors", struct.pack("<Q", len(dup)) + dup + b"\0" * 4), INSPECT, "a")
+overlap = b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
+case(write("st_overlap.safetensors", struct.pack("<Q", len(overlap)) + overlap + b"\0" * 8), INSPECT, "")
+wrong = b'{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}'
+case(write("st_shape_vs_bytes.safetensors", struct.pack("<Q", len(wrong)) + wrong + b"\0" * 8), INSPECT, "a")
+negative = b'{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}'
+case(write("st_negative_dim.safetensors", struct.pack("<Q", len(negative)) + negative + b"\0" * 4), INSPECT, "a")
+
+# packs (made from a fixture by the CLI given as PEFTPACK_BIN, then damaged)
+import os
+import subprocess
+binary = os.environ["PEFTPACK_BIN"]
+made = CORPUS / "_good.peftpack"
+subprocess.run([binary, "import", str(DATA / "cases" / "llama_prompt_tuning" / "adapter"), "-o", str(made)], check=True, capture_output=True)
+good_pack = made.read_bytes()
+made.unlink()
+def damaged(data, offset, value):
+    data = bytearray(data)
+    data[offset] ^= value
+    return bytes(data)
+case(write("pack_bad_magic.peftpack", damaged(good_pack, 1, 0xFF)), INSPECT, "")
+case(write("pack_truncated_preamble.peftpack", good_pack[:40]), INSPECT, "")
+case(write("pack_truncated_end.peftpack", good_pack[:-1]), INSPECT, "")
+case(write("pack_preamble_checksum.peftpack", damaged(good_pack, 17, 0x01)), INSPECT, "")
+case(write("pack_header_flip.peftpack", damaged(good_pack, len(good_pack) - 3, 0x10)), INSPECT, "")
+case(write("pack_chunk_flip.peftpack", damaged(good_pack, 70, 0x04)), ["inspect", "{input}", "--verify"], "")
+case(write("pack_major_version.peftpack", damaged(good_pack, 8, 0x07)), INSPECT, "")
+
+# PEFT folders
+lora_config = json.loads((DATA / "cases" / "llama_lora" / "adapter" / "adapter_config.json").read_text())
+def config(**changes):
+    value = dict(lora_config)
+    value.update(changes)
+    return json.dumps(value)
+case(peft_folder("peft_bad_json", config="{not json"), IMPORT, "adapter_config.json")
+case(peft_folder("peft_duplicate_key", config='{"peft_type": "LORA", "peft_type": "IA3"}'), IMPORT, "peft_type")
+case(peft_folder("peft_unknown_type", config=config(peft_type="SUPERLORA")), IMPORT, "SUPERLORA")
+case(peft_folder("peft_rank_zero", config=config(r=0)), IMPORT, "")
+case(peft_folder("peft_no_weights", weights=False), IMPORT, "adapter_model")
+case(peft_folder("peft_weights_not_safetensors", weights=b"hello world, not a tensor file"), IMPORT, "adapter_model.safetensors")
+case(peft_folder("peft_config_is_array", config="[1, 2, 3]"), IMPORT, "adapter_config.json")
+case(peft_folder("peft_wrong_base_shapes"), ["import", "{input}", "-o", "{output}", "--base", "{fixtures}/models/gpt2-tiny"], "")
+case(peft_folder("peft_prompt_wrong_tokens", config=json.dumps({**json.loads((DATA / "cases" / "llama_prompt_tuning" / "adapter" / "adapter_config.json").read_text()), "num_virtual_tokens": 99}), source="llama_prompt_tuning"), IMPORT, "num_virtual_tokens")
+
+# AdapterHub folders
+def adapterhub_folder(name, config_text):
+    folder = CORPUS / name
+    shutil.copytree(DATA / "cases" / "bert_houlsby" / "adapter_safetensors", folder)
+    (folder / "adapter_config.json").write_text(config_text)
+    return name
+hub = json.loads((DATA / "cases" / "bert_houlsby" / "adapter_safetensors" / "adapter_config.json").read_text())
+case(adapterhub_folder("hub_config_not_object", json.dumps({**hub, "config": "houlsby"})), IMPORT, "")
+
+# torch.save pickles that reference forbidden globals or are broken, as adapter_model.bin
+for hostile in sorted((DATA / "malicious").glob("*.bin")):
+    if hostile.name == "valid_tiny.bin":
+        continue
+    folder = CORPUS / f"pickle_{hostile.stem}"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text((DATA / "cases" / "llama_lora" / "adapter" / "adapter_config.json").read_text())
+    shutil.copy(hostile, folder / "adapter_model.bin")
+    case(f"pickle_{hostile.stem}", IMPORT, "")
+for name, data in [("pickle_truncated_zip", (DATA / "malicious" / "valid_tiny.bin").read_bytes()[:300]), ("pickle_not_zip", b"\x80\x02}q\x00.")]:
+    folder = CORPUS / name
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text((DATA / "cases" / "llama_lora" / "adapter" / "adapter_config.json").read_text())
+    (folder / "adapter_model.bin").write_bytes(data)
+    case(name, IMPORT, "adapter_model.bin")
+
+# GGUF
+gguf_head = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
+case(write("gguf_no_adapter.gguf", gguf_head), IMPORT, "not a LoRA adapter")
+case(write("gguf_version.gguf", b"GGUF" + struct.pack("<IQQ", 9, 0, 0)), IMPORT, "version 9")
+case(write("gguf_truncated.gguf", b"GGUF" + struct.pack("<I", 3)), IMPORT, "truncated")
+case(write("gguf_huge_count.gguf", b"GGUF" + struct.pack("<IQQ", 3, 1 << 60, 0)), IMPORT, "more than the file could hold")
+case(write("gguf_huge_string.gguf", b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 1 << 50)), IMPORT, "past the end")
+
+# commands given inputs that do not fit
+case(write("not_a_pack.peftpack", b"just some text\n"), ["merge", "--base", "{fixtures}/models/llama-tiny", "{input}", "-o", "{output}"], "")
+case(write("text.peftpack", b"\x89PEFTPK\n"), ["stack", "{input}", "-o", "{output}"], "")
+case(write("empty.peftpack", b""), ["export", "{input}", "-o", "{output}"], "")
+case(write("text_for_verify.peftpack", b"nope"), ["verify", "{input}", "--base", "{fixtures}/models/llama-tiny", "--merged", "{fixtures}/models/llama-tiny"], "")
+case(write("unused.txt", b"x"), ["extract", "--base", "{fixtures}/models/llama-tiny", "--finetuned", "{fixtures}/models/bert-tiny", "-o", "{output}"], "not the same architecture")
+case(write("unused2.txt", b"x"), ["extract", "--base", "{fixtures}/models/llama-tiny", "--finetuned", "{fixtures}/models/llama-tiny", "-o", "{output}"], "nothing to extract")
+
+# Fragments of the message for the cases written above without one.
+FRAGMENTS = {
+    "st_truncated_data.safetensors": "data bytes", "st_overlap.safetensors": "overlaps",
+    "pack_bad_magic.peftpack": "is neither", "pack_truncated_preamble.peftpack": "preamble",
+    "pack_truncated_end.peftpack": "truncated or damaged", "pack_preamble_checksum.peftpack": "preamble checksum",
+    "pack_header_flip.peftpack": "header checksum", "pack_chunk_flip.peftpack": "checksum mismatch",
+    "pack_major_version.peftpack": "damaged", "peft_rank_zero": "adapter_config.json gives",
+    "peft_wrong_base_shapes": "does not have", "hub_config_not_object": "config",
+    "not_a_pack.peftpack": "preamble", "text.peftpack": "preamble", "empty.peftpack": "preamble",
+    "text_for_verify.peftpack": "preamble",
+}
+for entry in cases:
+    if entry["name"].startswith("pickle_") and not entry["expect"]:
+        entry["expect"] = "forbidden global"
+    entry["expect"] = entry["expect"] or FRAGMENTS[entry["name"]]
+(HERE / "cases.json").write_text(json.dumps(cases, indent=1) + "\n")
+print(f"{len(cases)} malformed inputs")
