@@ -74,18 +74,24 @@ public final class AtomicFileWriter {
         }
     }
 
+    /// Flushes buffered direct writes and frees their buffers; the file stays temporary until
+    /// `commit`. Writers of several files (sharded checkpoints) call it as each file ends, so only
+    /// one file's buffers exist at a time.
+    public func finishWriting() throws {
+        guard let direct else { return }
+        do {
+            try direct.finish()
+        } catch {
+            abandon()
+            throw error
+        }
+        self.direct = nil
+    }
+
     /// Makes the file durable and moves it into place.
     public func commit() throws {
         precondition(!finished)
-        if let direct {
-            do {
-                try direct.finish()
-            } catch {
-                abandon()
-                throw error
-            }
-            self.direct = nil
-        }
+        try finishWriting()
         guard fsync(fd) == 0 else {
             throw FileAccessError.ioFailed(path: destination, operation: "fsync", reason: systemErrorText())
         }

@@ -138,11 +138,13 @@ public enum SafetensorsWriter {
             next += 1
         }
 
-        /// Checks every declared tensor was written, without moving the file into place yet.
+        /// Checks every declared tensor was written and flushes the data, without moving the file
+        /// into place yet.
         public func finish() throws {
             guard next == ordered.count else {
                 throw SafetensorsError(file: output.destination, tensor: ordered[next].name, problem: "was declared but never written")
             }
+            try output.finishWriting()
         }
 
         public func commit() throws {
