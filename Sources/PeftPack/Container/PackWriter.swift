@@ -151,3 +151,19 @@ public final class PackWriter {
         output.abandon()
     }
 }
+
+extension PackWriter {
+    /// A whole pack from tensors in memory and its adapter document, atomically: nothing is left
+    /// at `destination` if any step fails.
+    public static func write(_ tensors: [(name: String, tensor: HostTensor)], document: PackDocument, to destination: String,
+                             options: Options = Options()) throws {
+        let writer = try PackWriter(destination: destination, options: options)
+        do {
+            for (name, tensor) in tensors { try writer.append(tensor, name: name) }
+            try writer.finish(document: try StrictJSON.encoding(document))
+        } catch {
+            writer.abandon()
+            throw error
+        }
+    }
+}

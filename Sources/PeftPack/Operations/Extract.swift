@@ -212,14 +212,7 @@ public enum Extract {
         identity.fingerprint = base.fingerprint(of: targeted)
         identity.contentHashes = try base.contentHashes(of: targeted)
         let document = PackDocument(base: identity, userMetadata: ["extracted_from": finetunedFolder], adapters: [adapter])
-        let writer = try PackWriter(destination: output, options: .init(level: options.level))
-        do {
-            for (name, tensor) in tensors { try writer.append(tensor, name: name) }
-            try writer.finish(document: try StrictJSON.encoding(document))
-        } catch {
-            writer.abandon()
-            throw error
-        }
+        try PackWriter.write(tensors, document: document, to: output, options: .init(level: options.level))
         let deltaBytes = changedNames.reduce(0) { $0 + (finetuned.info($1)?.byteCount ?? 0) }
         return Report(output: output, adapter: options.name, modules: moduleReports,
                       fullTensors: fullTensors.map { FullTensorReport(tensor: $0.name, mode: $0.mode.rawValue, reason: $0.reason) },

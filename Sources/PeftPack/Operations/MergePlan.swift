@@ -15,7 +15,7 @@ struct TensorChange {
     var operations: [(operation: Operation, weight: Double)] = []
 }
 
-/// One adapter to merge: where its tensors are read from and with what weight.
+/// One adapter to merge or stack (`adapter` nil: every adapter of the pack) and its weight.
 public struct MergeInput {
     public var pack: String
     public var adapter: String?
@@ -95,6 +95,19 @@ enum MergePlanner {
         case .prefix: "extra attention keys and values"
         case .prompt: "virtual input tokens"
         default: "no weight change"
+        }
+    }
+}
+
+extension MergeInput {
+    /// Inputs from the command line's `PACK` or `PACK:ADAPTER` specs (a path that exists as
+    /// written is a pack, colon or not) and their weights (none given: 1 each).
+    public static func parse(_ specs: [String], weights: [Double]) -> [MergeInput] {
+        specs.enumerated().map { position, spec in
+            let parts = spec.split(separator: ":", maxSplits: 1)
+            let isPackThenAdapter = parts.count == 2 && !FileManager.default.fileExists(atPath: spec)
+            return MergeInput(pack: isPackThenAdapter ? String(parts[0]) : spec, adapter: isPackThenAdapter ? String(parts[1]) : nil,
+                              weight: weights.isEmpty ? 1 : weights[position])
         }
     }
 }

@@ -10,17 +10,8 @@ import Foundation
 /// IA3 vectors compose multiplicatively (v = Π vᵢ^wᵢ); dense deltas add; whole-tensor
 /// replacements may come from one input only.
 public enum Stack {
-    public struct Input {
-        public var pack: String
-        public var adapter: String?
-        public var weight: Double
-
-        public init(pack: String, adapter: String?, weight: Double) {
-            self.pack = pack
-            self.adapter = adapter
-            self.weight = weight
-        }
-    }
+    /// One adapter (or every adapter of a pack) and its weight, as merge takes them.
+    public typealias Input = MergeInput
 
     public enum Recompression: Equatable {
         case none
@@ -119,14 +110,7 @@ public enum Stack {
         let adapter = Adapter(name: options.name, kind: kind, source: source, settings: settings, modules: modules)
         let document = PackDocument(base: base, userMetadata: ["stacked_from": sources.map { "\($0.label)×\($0.weight)" }.joined(separator: ", ")],
                                     adapters: [adapter])
-        let writer = try PackWriter(destination: output, options: .init(level: options.level))
-        do {
-            for (name, tensor) in tensors { try writer.append(tensor, name: name) }
-            try writer.finish(document: try StrictJSON.encoding(document))
-        } catch {
-            writer.abandon()
-            throw error
-        }
+        try PackWriter.write(tensors, document: document, to: output, options: .init(level: options.level))
         return Report(output: output, adapter: options.name, kind: kind.rawValue, inputs: sources.map(\.label), modules: reports,
                       parameters: tensors.reduce(0) { $0 + $1.tensor.elementCount }, seconds: Date().timeIntervalSince(start))
     }
@@ -403,14 +387,7 @@ public enum Stack {
         let composition = "Stack(" + adapters.map(\.name).joined(separator: ", ") + ")"
         let document = PackDocument(base: base, userMetadata: ["stacked_from": sources.map(\.label).joined(separator: ", "), "composition": composition],
                                     adapters: adapters)
-        let writer = try PackWriter(destination: output, options: .init(level: options.level))
-        do {
-            for (name, tensor) in tensors { try writer.append(tensor, name: name) }
-            try writer.finish(document: try StrictJSON.encoding(document))
-        } catch {
-            writer.abandon()
-            throw error
-        }
+        try PackWriter.write(tensors, document: document, to: output, options: .init(level: options.level))
         return Report(output: output, adapter: composition, kind: AdapterKind.bottleneck.rawValue, inputs: sources.map(\.label), modules: reports,
                       parameters: tensors.reduce(0) { $0 + $1.tensor.elementCount }, seconds: Date().timeIntervalSince(start))
     }

@@ -62,13 +62,7 @@ struct MergeCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let inputs = packs.enumerated().map { position, spec -> MergeInput in
-                let parts = spec.split(separator: ":", maxSplits: 1)
-                let isPackThenAdapter = parts.count == 2 && !FileManager.default.fileExists(atPath: spec)
-                return MergeInput(pack: isPackThenAdapter ? String(parts[0]) : spec,
-                                  adapter: isPackThenAdapter ? String(parts[1]) : nil,
-                                  weight: weights.isEmpty ? 1 : weights[position])
-            }
+            let inputs = MergeInput.parse(packs, weights: weights)
             let options = Merge.Options(dtype: dtype == "auto" ? nil : DType(userName: dtype), maxShardSize: maxShardSize.flatMap(FileSize.parse),
                                         force: force, skipUnmergeable: skipUnmergeable)
             let progress = ProgressLine(label: "merge", enabled: !outputOptions.quiet)

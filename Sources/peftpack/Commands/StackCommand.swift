@@ -50,12 +50,7 @@ struct StackCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let inputs = packs.enumerated().map { position, spec -> Stack.Input in
-                let parts = spec.split(separator: ":", maxSplits: 1)
-                let isPackThenAdapter = parts.count == 2 && !FileManager.default.fileExists(atPath: spec)
-                return Stack.Input(pack: isPackThenAdapter ? String(parts[0]) : spec, adapter: isPackThenAdapter ? String(parts[1]) : nil,
-                                   weight: weights.isEmpty ? 1 : weights[position])
-            }
+            let inputs = MergeInput.parse(packs, weights: weights)
             let recompression: Stack.Recompression = rank.map { .rank($0) } ?? energy.map { .energy($0) } ?? .none
             let report = try Stack.run(inputs: inputs, output: output, options: .init(recompression: recompression, name: name))
             if outputOptions.json {
