@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes peftpack's parsers of untrusted input with libFuzzer + AddressSanitizer.
 #   bash Fuzz/run.sh [SECONDS_PER_TARGET] [TARGET…]      (default: 30 s each, every target)
-# Targets: pack (header + every chunk), safetensors (header + every tensor), pickle (torch.save
+# Targets: pack (header + every chunk), pack-structure (the same reader on a pack taken apart, with
+# the preamble and header checksums recomputed and chunk checksums skipped, so mutations reach the
+# index parser and the decoders), safetensors (header + every tensor), pickle (torch.save
 # zip + restricted unpickler), config (PEFT and AdapterHub adapter_config.json), gguf (header,
 # metadata, tensors, LoRA mapping). The seed corpus is made from the fixtures; the working corpus
 # and any crash reproducers go to .build-fuzz/ (crashes also to Fuzz/crashes/ to become
@@ -11,13 +13,18 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pack safetensors pickle config gguf)
+[ ${#targets[@]} -gt 0 ] || targets=(pack pack-structure safetensors pickle config gguf)
 # The seeds only need a working CLI: the debug build the tests already made will do.
 swift build --product peftpack >/dev/null
+swift build --product peftpack-fuzz >/dev/null
 peftpack="$(swift build --show-bin-path)/peftpack"
+replayer="$(swift build --show-bin-path)/peftpack-fuzz"
 swift build -c release --product peftpack-fuzz --scratch-path .build-fuzz \
   -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xcc -fsanitize=address >/dev/null
-fuzzer=.build-fuzz/release/peftpack-fuzz
+# A private copy, so a rebuild during a long campaign does not replace the binary under it.
+fuzzer=.build-fuzz/peftpack-fuzz-$$
+cp .build-fuzz/release/peftpack-fuzz "$fuzzer"
+trap 'rm -f "$fuzzer"' EXIT
 seeds=.build-fuzz/seeds
 if [ ! -d "$seeds/pack" ]; then
   rm -rf "$seeds"
@@ -32,21 +39,36 @@ if [ ! -d "$seeds/pack" ]; then
   find fixtures/data -name '*.bin' -size -64k | while read -r file; do cp "$file" "$seeds/pickle/$(echo "$file" | tr / _)"; done
   find fixtures/data -name 'adapter_config.json' | while read -r file; do cp "$file" "$seeds/config/$(echo "$file" | tr / _)"; done
 fi
+if [ ! -d "$seeds/pack-structure" ]; then
+  mkdir -p "$seeds/pack-structure"
+  for pack in "$seeds"/pack/*.peftpack; do "$replayer" disassemble-pack "$pack" "$seeds/pack-structure/$(basename "$pack" .peftpack).parts"; done
+fi
 mkdir -p Fuzz/crashes
-status=0
-for target in "${targets[@]}"; do
-  corpus=.build-fuzz/corpus/$target
+# FUZZ_JOBS targets run at once (default 1); FUZZ_NICE lowers their priority so other work on the
+# machine keeps its speed (a campaign is bounded by time, not executions).
+jobs=${FUZZ_JOBS:-1}
+fuzz_one() {
+  local target=$1 corpus=.build-fuzz/corpus/$1 log=.build-fuzz/$1.log result runs
   mkdir -p "$corpus"
-  log=.build-fuzz/$target.log
-  if PEFTPACK_FUZZ_TARGET=$target "$fuzzer" "$corpus" "$seeds/$target" -max_total_time="$seconds" -timeout=10 \
+  if PEFTPACK_FUZZ_TARGET=$target nice -n "${FUZZ_NICE:-0}" "$fuzzer" "$corpus" "$seeds/$target" -max_total_time="$seconds" -timeout=10 \
        -rss_limit_mb=2048 -malloc_limit_mb=1024 -artifact_prefix="Fuzz/crashes/$target-" -print_final_stats=1 > "$log" 2>&1; then
     result=ok
   else
     result=CRASH
-    status=1
   fi
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
   echo "$result $target: $runs executions in ${seconds}s"
-  [ "$result" = ok ] || grep -m3 -E "ERROR|==[0-9]+==|Fatal" "$log" || true
+  [ "$result" = ok ] || { grep -m3 -E "ERROR|==[0-9]+==|Fatal" "$log" || true; return 1; }
+}
+status=0
+pids=()
+for target in "${targets[@]}"; do
+  fuzz_one "$target" &
+  pids+=($!)
+  if [ ${#pids[@]} -ge "$jobs" ]; then
+    wait "${pids[0]}" || status=1
+    pids=("${pids[@]:1}")
+  fi
 done
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 exit $status

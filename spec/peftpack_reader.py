@@ -99,7 +99,7 @@ class Pack:
         if self.major != MAJOR:
             raise PackError(f"pack format {self.major}.{self.minor} is not readable (reads {MAJOR}.x)")
         offset, stored, raw, header_hash = struct.unpack_from("<QQQQ", data, 16)
-        if stored > MAX_HEADER_STORED or raw > MAX_HEADER_RAW:
+        if stored > MAX_HEADER_STORED or raw > MAX_HEADER_RAW or raw > stored * MAX_RATIO:
             raise PackError("header larger than the limits")
         if offset < PREAMBLE or offset + stored != len(data):
             raise PackError("header does not end the file")

@@ -87,4 +87,17 @@ import Testing
         }
         #expect(Self.outcome(pack, folder: Fixtures.temporaryDirectory())?.contains("limits") == true)
     }
+
+    /// Within the 256 MiB limit but beyond what the small frame could decode to: refused from the
+    /// preamble alone, before the reader allocates the claimed size.
+    @Test func headerClaimBeyondAnyCompressionRatioIsRefused() throws {
+        let pack = try Self.smallPack()
+        let stored = pack.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 24, as: UInt64.self) }
+        let claim = UInt64(PackFormat.maximumRawHeader)
+        #expect(stored * UInt64(PackFormat.maximumExpansion) < claim)
+        let edited = Self.withPreamble(pack) { bytes in
+            withUnsafeBytes(of: claim.littleEndian) { bytes.replaceSubrange(32..<40, with: $0) }
+        }
+        #expect(Self.outcome(edited, folder: Fixtures.temporaryDirectory())?.contains("beyond any zstd ratio") == true)
+    }
 }

@@ -11,6 +11,9 @@ public enum PackFormat {
     public static let maximumChunkSize = 64 << 20
     public static let maximumStoredHeader = 64 << 20
     public static let maximumRawHeader = 256 << 20
+    /// Raw bytes per stored byte a zstd frame can reach: more than any frame can decode to, so a
+    /// size claim beyond it is refused before anything is allocated from it.
+    public static let maximumExpansion = 65536
     /// A plane is stored compressed only when that saves more than this share of its size.
     public static let minimumSaving = 0.02
 

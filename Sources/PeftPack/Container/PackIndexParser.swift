@@ -35,7 +35,7 @@ enum PackIndexParser {
             guard rawLength > 0, rawLength <= PackFormat.maximumChunkSize, rawLength % dtype.byteSize == 0 else {
                 throw fail("chunk \(number) raw_length \(rawLength) is outside 1…\(PackFormat.maximumChunkSize) or not whole elements", name)
             }
-            guard storedLength > 0, rawLength <= storedLength * 65536 else {
+            guard storedLength > 0, rawLength <= storedLength * PackFormat.maximumExpansion else {
                 throw fail("chunk \(number) claims \(rawLength) bytes from \(storedLength) stored (beyond any zstd ratio)", name)
             }
             guard let transformName = item["transform"]?.stringValue, let transform = PackFormat.Transform(rawValue: transformName) else {
