@@ -138,81 +138,105 @@ public enum Extract {
 
         let total = lowRankNames.count + fullTensors.count
         var done = 0
-        let factored = try factorAll(lowRankNames, base: base.checkpoint, finetuned: finetuned, options: options) { finished in
-            done = finished
-            progress?(finished, total)
-        }
-        var allocated = factored
-        let fullParameters = fullTensors.reduce(0) { $0 + (base.checkpoint.info($1.name)!.elementCount ?? 0) }
-        if case .budget(let parameters) = options.rule {
-            let remaining = parameters - fullParameters
-            guard remaining >= 0 else {
-                throw UsageError("--budget of \(parameters) parameters is smaller than the \(fullParameters) parameters of the tensors stored whole (embeddings, norms, biases); raise it or pass --embeddings skip / --other skip")
-            }
-            allocateBudget(&allocated, parameters: remaining)
-        }
-
         var modules: [AdapterModule] = []
         var moduleReports: [ModuleReport] = []
-        var tensors: [(name: String, tensor: HostTensor)] = []
+        var shapes: [String: [Int]] = [:]
         var parameters = 0
-        for item in allocated where item.rank > 0 {
+        // Tensors go into the pack as they are made, so memory holds a few modules' factors, not
+        // the adapter (which grows with the model); the header, written last, gets the document.
+        let writer = try PackWriter(destination: output, options: .init(level: options.level))
+        func append(_ name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+            try writer.append(name: name, dtype: dtype, shape: shape, bytes: bytes)
+            shapes[name] = shape
+            parameters += shape.reduce(1, *)
+        }
+        func emit(_ item: Factored) throws {
+            guard item.rank > 0 else {
+                skipped.append(item.candidate.tensor)
+                return
+            }
             let (a, b) = loraFactors(item.triplets, rank: item.rank, layout: item.candidate.layout)
             let target = String(item.candidate.tensor.dropLast(".weight".count))
             let aName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraA)
             let bName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraB)
+            try a.values.withUnsafeBytes { try append(aName, dtype: .f32, shape: [a.rows, a.cols], bytes: $0) }
+            try b.values.withUnsafeBytes { try append(bName, dtype: .f32, shape: [b.rows, b.cols], bytes: $0) }
             modules.append(AdapterModule(target: target, layout: item.candidate.layout, rank: item.rank, scale: 1,
                                          tensors: [TensorRole.loraA: aName, TensorRole.loraB: bName]))
-            tensors.append((aName, HostTensor(floats: a.values, shape: [a.rows, a.cols], dtype: .f32)))
-            tensors.append((bName, HostTensor(floats: b.values, shape: [b.rows, b.cols], dtype: .f32)))
-            parameters += a.values.count + b.values.count
             let kept = item.triplets.s.prefix(item.rank).reduce(0.0) { $0 + Double($1) * Double($1) }
             let energy = item.candidate.totalEnergy > 0 ? min(1, kept / item.candidate.totalEnergy) : 1
             moduleReports.append(ModuleReport(tensor: item.candidate.tensor, shape: item.candidate.shape, rank: item.rank,
                                               energyKept: energy, relativeError: (1 - energy).squareRoot(),
                                               method: item.triplets.exact ? "exact" : "randomized"))
         }
-        for item in allocated where item.rank == 0 { skipped.append(item.candidate.tensor) }
-        for entry in fullTensors {
-            // The bias of a factored linear travels with its module (PEFT's bias="lora_only").
-            if entry.mode == .replace, entry.name.hasSuffix(".bias"),
-               let owner = modules.firstIndex(where: { $0.mode == nil && $0.target + ".bias" == entry.name }) {
-                let name = AdapterModule.tensorName(adapter: options.name, target: modules[owner].target, role: TensorRole.targetBias)
-                let value: HostTensor = try finetuned.tensor(entry.name)
-                modules[owner].tensors[TensorRole.targetBias] = name
-                tensors.append((name, value))
-                parameters += value.elementCount
-                done += 1
-                progress?(done, total)
-                continue
-            }
-            let name = AdapterModule.tensorName(adapter: options.name, target: entry.name, role: TensorRole.fullValue)
-            let value: HostTensor
-            if entry.mode == .replace {
-                value = try finetuned.tensor(entry.name)
+        do {
+            if case .budget(let budget) = options.rule {
+                // The allocation needs every module's spectrum first; only then are factors made.
+                var factored: [Factored] = []
+                try factorAll(lowRankNames, base: base.checkpoint, finetuned: finetuned, options: options,
+                              emit: { factored.append($1) }, progress: { finished in
+                    done = finished
+                    progress?(finished, total)
+                })
+                let fullParameters = fullTensors.reduce(0) { $0 + (base.checkpoint.info($1.name)!.elementCount ?? 0) }
+                let remaining = budget - fullParameters
+                guard remaining >= 0 else {
+                    throw UsageError("--budget of \(budget) parameters is smaller than the \(fullParameters) parameters of the tensors stored whole (embeddings, norms, biases); raise it or pass --embeddings skip / --other skip")
+                }
+                allocateBudget(&factored, parameters: remaining)
+                for index in factored.indices {
+                    try emit(factored[index])
+                    factored[index].triplets = SingularTriplets(u: Matrix(zeros: 0, 0), s: [], vt: Matrix(zeros: 0, 0), exact: false)
+                }
             } else {
-                let delta = zip(try finetuned.tensor(entry.name).floats(), try base.checkpoint.tensor(entry.name).floats()).map { $0 - $1 }
-                value = HostTensor(floats: delta, shape: base.checkpoint.info(entry.name)!.shape, dtype: .f32)
+                try factorAll(lowRankNames, base: base.checkpoint, finetuned: finetuned, options: options,
+                              emit: { try emit($1) }, progress: { finished in
+                    done = finished
+                    progress?(finished, total)
+                })
             }
-            modules.append(AdapterModule(target: entry.name, mode: entry.mode, tensors: [TensorRole.fullValue: name]))
-            tensors.append((name, value))
-            parameters += value.elementCount
-            done += 1
-            progress?(done, total)
+            for entry in fullTensors {
+                defer {
+                    base.checkpoint.releasePages(entry.name)
+                    finetuned.releasePages(entry.name)
+                    done += 1
+                    progress?(done, total)
+                }
+                let shape = base.checkpoint.info(entry.name)!.shape
+                // The bias of a factored linear travels with its module (PEFT's bias="lora_only").
+                if entry.mode == .replace, entry.name.hasSuffix(".bias"),
+                   let owner = modules.firstIndex(where: { $0.mode == nil && $0.target + ".bias" == entry.name }) {
+                    let name = AdapterModule.tensorName(adapter: options.name, target: modules[owner].target, role: TensorRole.targetBias)
+                    let dtype = finetuned.info(entry.name)!.dtype
+                    try finetuned.withBytes(entry.name) { try append(name, dtype: dtype, shape: shape, bytes: $0) }
+                    modules[owner].tensors[TensorRole.targetBias] = name
+                    continue
+                }
+                let name = AdapterModule.tensorName(adapter: options.name, target: entry.name, role: TensorRole.fullValue)
+                if entry.mode == .replace {
+                    let dtype = finetuned.info(entry.name)!.dtype
+                    try finetuned.withBytes(entry.name) { try append(name, dtype: dtype, shape: shape, bytes: $0) }
+                } else {
+                    let delta = zip(try finetuned.tensor(entry.name).floats(), try base.checkpoint.tensor(entry.name).floats()).map { $0 - $1 }
+                    try delta.withUnsafeBytes { try append(name, dtype: .f32, shape: shape, bytes: $0) }
+                }
+                modules.append(AdapterModule(target: entry.name, mode: entry.mode, tensors: [TensorRole.fullValue: name]))
+            }
+            guard !modules.isEmpty else {
+                throw UsageError("the budget leaves no rank for any module: nothing to extract")
+            }
+            let adapter = Adapter(name: options.name, kind: .lora, modules: modules)
+            let targeted = try base.check(adapter, shapes: { shapes[$0] }, file: output)
+            var identity = base.identity
+            identity.nameOrPath = baseFolder
+            identity.fingerprint = base.fingerprint(of: targeted)
+            identity.contentHashes = try base.contentHashes(of: targeted)
+            let document = PackDocument(base: identity, userMetadata: ["extracted_from": finetunedFolder], adapters: [adapter])
+            try writer.finish(document: try StrictJSON.encoding(document))
+        } catch {
+            writer.abandon()
+            throw error
         }
-        guard !modules.isEmpty else {
-            throw UsageError("the budget leaves no rank for any module: nothing to extract")
-        }
-
-        let adapter = Adapter(name: options.name, kind: .lora, modules: modules)
-        let shapes = Dictionary(tensors.map { ($0.name, $0.tensor.shape) }, uniquingKeysWith: { first, _ in first })
-        let targeted = try base.check(adapter, shapes: { shapes[$0] }, file: output)
-        var identity = base.identity
-        identity.nameOrPath = baseFolder
-        identity.fingerprint = base.fingerprint(of: targeted)
-        identity.contentHashes = try base.contentHashes(of: targeted)
-        let document = PackDocument(base: identity, userMetadata: ["extracted_from": finetunedFolder], adapters: [adapter])
-        try PackWriter.write(tensors, document: document, to: output, options: .init(level: options.level))
         let deltaBytes = changedNames.reduce(0) { $0 + (finetuned.info($1)?.byteCount ?? 0) }
         return Report(output: output, adapter: options.name, modules: moduleReports,
                       fullTensors: fullTensors.map { FullTensorReport(tensor: $0.name, mode: $0.mode.rawValue, reason: $0.reason) },
@@ -222,23 +246,26 @@ public enum Extract {
 
     /// Factors every delta, one matrix per core at a time with single-threaded BLAS: the
     /// matrices are too thin (k = rank + oversample) for OpenBLAS's threads to pay off, and the
-    /// conversions, subtraction and QR between the products parallelise this way too. Memory stays
-    /// at one delta per core plus the kept triplets.
+    /// conversions, subtraction and QR between the products parallelise this way too. Each result
+    /// goes to `emit` in the order of `names` (so the pack does not depend on which core finished
+    /// first) as soon as its predecessors have; memory holds one delta per core plus the results
+    /// waiting for a slower predecessor.
     static func factorAll(_ names: [(name: String, layout: WeightLayout)], base: Checkpoint, finetuned: Checkpoint, options: Options,
-                          progress: @escaping (Int) -> Void) throws -> [Factored] {
+                          emit: (Int, Factored) throws -> Void, progress: (Int) -> Void) throws {
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
         defer { BLAS.threadCount = blasThreads }
         let lock = NSLock()
-        var next = 0, finished = 0
-        var results = [Result<Factored, Error>?](repeating: nil, count: names.count)
+        var next = 0, finished = 0, nextToEmit = 0
+        var waiting: [Int: Factored] = [:]
+        var failure: Error?
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, names.count))
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
             while true {
                 lock.lock()
                 let index = next
                 next += 1
-                let failed = results.contains { if case .failure = $0 { true } else { false } }
+                let failed = failure != nil
                 lock.unlock()
                 guard index < names.count, !failed else { return }
                 let entry = names[index]
@@ -254,14 +281,20 @@ public enum Extract {
                     return factored
                 }
                 lock.lock()
-                results[index] = result
+                defer { lock.unlock() }
+                switch result {
+                case .failure(let error): failure = failure ?? error
+                case .success(let factored): waiting[index] = factored
+                }
+                while failure == nil, let ready = waiting.removeValue(forKey: nextToEmit) {
+                    do { try emit(nextToEmit, ready) } catch { failure = error }
+                    nextToEmit += 1
+                }
                 finished += 1
-                let count = finished
-                lock.unlock()
-                progress(count)
+                progress(finished)
             }
         }
-        return try results.map { try $0!.get() }
+        if let failure { throw failure }
     }
 
     static func validate(_ options: Options) throws {
