@@ -123,8 +123,17 @@ public final class PackReader: @unchecked Sendable {
     public func readTensor(_ name: String) throws -> HostTensor {
         let entry = try requireEntry(name)
         var bytes = [UInt8](repeating: 0, count: entry.rawBytes)
+        defer { releasePages(entry) }
         try bytes.withUnsafeMutableBytes { try decode(entry, into: $0) }
         return HostTensor(dtype: entry.dtype, shape: entry.shape, bytes: bytes)
+    }
+
+    /// Drops a tensor's stored pages from the process's resident set once it has been read (the
+    /// page cache keeps them), so reading every tensor of a pack in turn costs one tensor of
+    /// memory, not the pack.
+    private func releasePages(_ entry: PackTensorEntry) {
+        guard let first = entry.chunks.first, let last = entry.chunks.last else { return }
+        mapped.release(offset: first.offset, count: last.offset + last.storedLength - first.offset)
     }
 
     /// Calls `body` with the tensor's bytes: straight from the map when it is stored raw (after
@@ -142,6 +151,7 @@ public final class PackReader: @unchecked Sendable {
                     throw PackFormatError(file: path, problem: "tensor \(name) chunk \(number): decoded checksum mismatch")
                 }
             }
+            defer { releasePages(entry) }
             return try body(view)
         }
         return try readTensor(name).bytes.withUnsafeBytes(body)

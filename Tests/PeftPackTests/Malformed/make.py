@@ -52,13 +52,15 @@ case(write("st_truncated_data.safetensors", good[:-7]), INSPECT, "")
 bad_header = header.replace(b'"F32"', b'"F99"', 1)
 case(write("st_unknown_dtype.safetensors", struct.pack("<Q", len(bad_header)) + bad_header + good[8 + header_length :]), INSPECT, "F99")
 dup = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
-case(write("st_duplicate_key.safetensors", struct.pack("<Q", len(dup)) + dup + b"\0" * 4), INSPECT, "a")
+case(write("st_duplicate_key.safetensors", struct.pack("<Q", len(dup)) + dup + b"\0" * 4), INSPECT, 'duplicate key "a"')
 overlap = b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
 case(write("st_overlap.safetensors", struct.pack("<Q", len(overlap)) + overlap + b"\0" * 8), INSPECT, "")
 wrong = b'{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}'
-case(write("st_shape_vs_bytes.safetensors", struct.pack("<Q", len(wrong)) + wrong + b"\0" * 8), INSPECT, "a")
+case(write("st_shape_vs_bytes.safetensors", struct.pack("<Q", len(wrong)) + wrong + b"\0" * 8), INSPECT, "is 12 bytes but data_offsets span 8")
 negative = b'{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}'
-case(write("st_negative_dim.safetensors", struct.pack("<Q", len(negative)) + negative + b"\0" * 4), INSPECT, "a")
+case(write("st_negative_dim.safetensors", struct.pack("<Q", len(negative)) + negative + b"\0" * 4), INSPECT, "non-negative integers")
+deep = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+case(write("st_deep_nesting.safetensors", struct.pack("<Q", len(deep)) + deep), INSPECT, "nesting deeper than 64")
 
 # packs (made from a fixture by the CLI given as PEFTPACK_BIN, then damaged)
 import os
@@ -93,6 +95,7 @@ case(peft_folder("peft_rank_zero", config=config(r=0)), IMPORT, "")
 case(peft_folder("peft_no_weights", weights=False), IMPORT, "adapter_model")
 case(peft_folder("peft_weights_not_safetensors", weights=b"hello world, not a tensor file"), IMPORT, "adapter_model.safetensors")
 case(peft_folder("peft_config_is_array", config="[1, 2, 3]"), IMPORT, "adapter_config.json")
+case(peft_folder("peft_deep_nesting", config='{"peft_type": ' + "[" * 100_000 + "]" * 100_000 + "}"), IMPORT, "nesting deeper than 64")
 case(peft_folder("peft_wrong_base_shapes"), ["import", "{input}", "-o", "{output}", "--base", "{fixtures}/models/gpt2-tiny"], "")
 case(peft_folder("peft_prompt_wrong_tokens", config=json.dumps({**json.loads((DATA / "cases" / "llama_prompt_tuning" / "adapter" / "adapter_config.json").read_text()), "num_virtual_tokens": 99}), source="llama_prompt_tuning"), IMPORT, "num_virtual_tokens")
 
@@ -120,6 +123,37 @@ for name, data in [("pickle_truncated_zip", (DATA / "malicious" / "valid_tiny.bi
     (folder / "adapter_config.json").write_text((DATA / "cases" / "llama_lora" / "adapter" / "adapter_config.json").read_text())
     (folder / "adapter_model.bin").write_bytes(data)
     case(name, IMPORT, "adapter_model.bin")
+
+# Hand-made pickles in a torch.save zip that try to exhaust the reader rather than run code: the
+# nesting that used to overflow the stack when the value was torn down, a list put inside itself,
+# a dict changed after being nested, and one 64 KB storage rebuilt into 10,000 tensors (650 MB of
+# copies from a 200 KB file).
+import zipfile
+def torch_zip(name, code, storages=()):
+    folder = CORPUS / name
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text((DATA / "cases" / "llama_lora" / "adapter" / "adapter_config.json").read_text())
+    with zipfile.ZipFile(folder / "adapter_model.bin", "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", code)
+        for key, data in storages:
+            archive.writestr(f"archive/data/{key}", data)
+        archive.writestr("archive/version", "3\n")
+    return name
+def unicode(text):
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+DEPTH = 100_000
+case(torch_zip("pickle_deep_lists", b"\x80\x02" + b"]" * DEPTH + b"a" * (DEPTH - 1) + b"."), IMPORT, "nested deeper than 32 levels")
+case(torch_zip("pickle_deep_tuples", b"\x80\x02)" + b"\x85" * DEPTH + b"."), IMPORT, "nested deeper than 32 levels")
+case(torch_zip("pickle_list_in_itself", b"\x80\x02]q\x00h\x00a."), IMPORT, "a list is put inside itself")
+case(torch_zip("pickle_dict_changed_after_nesting", b"\x80\x02}q\x00h\x00\x85h\x00" + unicode("k") + b"Ns."), IMPORT, "a dict is changed after being put inside another value")
+elements = 16384
+rebuild = (b"ctorch._utils\n_rebuild_tensor_v2\nq\x00"
+           + b"(" + b"(" + unicode("storage") + b"ctorch\nFloatStorage\n" + unicode("0") + unicode("cpu") + b"M" + struct.pack("<H", elements) + b"tQ"
+           + b"K\x00" + b"M" + struct.pack("<H", elements) + b"\x85" + b"K\x01\x85" + b"tq\x01")
+tensors = b"".join(unicode(f"t{index}") + b"h\x00h\x01R" for index in range(10_000))
+code = b"\x80\x02}(" + unicode("first") + rebuild + b"R" + tensors + b"u."
+case(torch_zip("pickle_storage_amplified", code, [("0", b"\0" * (4 * elements))]), IMPORT, "more than 4× the")
 
 # GGUF
 gguf_head = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)

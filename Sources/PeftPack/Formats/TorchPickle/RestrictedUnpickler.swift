@@ -7,17 +7,55 @@ indirect enum PickleValue {
     case float(Double)
     case string(String)
     case bytes(Int)
-    case tuple([PickleValue])
+    case tuple([PickleValue], depth: Int)
     case list(PickleList)
     case dict(PickleDict)
     case global(String)
     case storage(TorchStorage)
-    case tensor(HostTensor)
+    case tensor(TorchTensorView)
     case mark
+
+    /// Levels of containers in this value (0 for a scalar); kept with each container so it is
+    /// never recomputed by walking (memo references can make a small pickle a huge tree).
+    var depth: Int {
+        switch self {
+        case .tuple(_, let depth): depth
+        case .list(let list): list.depth
+        case .dict(let dict): dict.depth
+        default: 0
+        }
+    }
 }
 
-final class PickleList { var items: [PickleValue] = [] }
-final class PickleDict { var entries: [(key: PickleValue, value: PickleValue)] = [] }
+/// Lists and dicts are filled after they are made (APPEND, SETITEMS). Once one is inside another
+/// value it is sealed: further changes could make cycles or deepen values already counted, and
+/// torch.save never writes them.
+final class PickleList {
+    var items: [PickleValue] = []
+    var depth = 1
+    var sealed = false
+}
+
+final class PickleDict {
+    var entries: [(key: PickleValue, value: PickleValue)] = []
+    var depth = 1
+    var sealed = false
+}
+
+/// A tensor as the pickle describes it: a contiguous range of one storage. Its bytes are copied
+/// only when the state dict is assembled, after the total has been checked.
+struct TorchTensorView {
+    var storage: TorchStorage
+    var byteOffset: Int
+    var shape: [Int]
+
+    var byteCount: Int { (Shape.elementCount(shape) ?? 0) * storage.dtype.byteSize }
+
+    func materialize() -> HostTensor {
+        HostTensor(dtype: storage.dtype, shape: shape,
+                   bytes: [UInt8](UnsafeRawBufferPointer(rebasing: storage.data[byteOffset..<(byteOffset + byteCount)])))
+    }
+}
 
 struct TorchStorage {
     var dtype: DType
@@ -39,6 +77,9 @@ struct RestrictedUnpickler {
     ]
     static let maximumStack = 1 << 20
     static let maximumMemo = 1 << 20
+    /// A state dict nests four levels at most (dict → rebuild arguments → size tuple, or the
+    /// `_metadata` dicts); deeper values are refused before their teardown could recurse deeply.
+    static let maximumDepth = 32
 
     let file: String
     let code: UnsafeRawBufferPointer
@@ -90,6 +131,43 @@ struct RestrictedUnpickler {
         return items
     }
 
+    /// Puts `items` inside a new or growing container of current depth `depth`: seals them and
+    /// returns the container's new depth.
+    func nest(_ items: [PickleValue], into depth: Int, container: AnyObject? = nil) throws -> Int {
+        var result = depth
+        for item in items {
+            switch item {
+            case .list(let list):
+                guard list !== container else { throw fail("a list is put inside itself") }
+                list.sealed = true
+            case .dict(let dict):
+                guard dict !== container else { throw fail("a dict is put inside itself") }
+                dict.sealed = true
+            default: break
+            }
+            result = max(result, item.depth + 1)
+        }
+        guard result <= Self.maximumDepth else { throw fail("values nested deeper than \(Self.maximumDepth) levels") }
+        return result
+    }
+
+    func tuple(_ items: [PickleValue]) throws -> PickleValue {
+        .tuple(items, depth: try nest(items, into: 1))
+    }
+
+    func append(_ items: [PickleValue], to list: PickleList) throws {
+        guard !list.sealed else { throw fail("a list is changed after being put inside another value") }
+        list.depth = try nest(items, into: list.depth, container: list)
+        list.items += items
+    }
+
+    func setItems(_ items: [PickleValue], in dict: PickleDict) throws {
+        guard items.count % 2 == 0 else { throw fail("SETITEMS with an odd number of values") }
+        guard !dict.sealed else { throw fail("a dict is changed after being put inside another value") }
+        dict.depth = try nest(items, into: dict.depth, container: dict)
+        for index in stride(from: 0, to: items.count, by: 2) { dict.entries.append((items[index], items[index + 1])) }
+    }
+
     mutating func memoize(_ index: Int) throws {
         guard memo.count < Self.maximumMemo else { throw fail("memo larger than \(Self.maximumMemo)") }
         guard let top = stack.last else { throw fail("memo of an empty stack") }
@@ -111,7 +189,7 @@ struct RestrictedUnpickler {
             case 0x95: _ = try read(8)
             case UInt8(ascii: "}"): try push(.dict(PickleDict()))
             case UInt8(ascii: "]"): try push(.list(PickleList()))
-            case UInt8(ascii: ")"): try push(.tuple([]))
+            case UInt8(ascii: ")"): try push(.tuple([], depth: 1))
             case UInt8(ascii: "("): try push(.mark)
             case UInt8(ascii: "X"): try push(.string(String(decoding: try read(try unsigned(4)), as: UTF8.self)))
             case 0x8C: try push(.string(String(decoding: try read(Int(try byte())), as: UTF8.self)))
@@ -137,26 +215,26 @@ struct RestrictedUnpickler {
             case 0x88: try push(.bool(true))
             case 0x89: try push(.bool(false))
             case UInt8(ascii: "N"): try push(.none)
-            case 0x85: try push(.tuple([try pop()]))
-            case 0x86: let b = try pop(), a = try pop(); try push(.tuple([a, b]))
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(.tuple([a, b, c]))
-            case UInt8(ascii: "t"): try push(.tuple(try popToMark()))
+            case 0x85: try push(try tuple([try pop()]))
+            case 0x86: let b = try pop(), a = try pop(); try push(try tuple([a, b]))
+            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(try tuple([a, b, c]))
+            case UInt8(ascii: "t"): try push(try tuple(try popToMark()))
             case UInt8(ascii: "s"):
                 let value = try pop(), key = try pop()
                 guard case .dict(let dict)? = stack.last else { throw fail("SETITEM on a non-dict") }
-                dict.entries.append((key, value))
+                try setItems([key, value], in: dict)
             case UInt8(ascii: "u"):
                 let items = try popToMark()
-                guard items.count % 2 == 0, case .dict(let dict)? = stack.last else { throw fail("SETITEMS on a non-dict") }
-                for index in stride(from: 0, to: items.count, by: 2) { dict.entries.append((items[index], items[index + 1])) }
+                guard case .dict(let dict)? = stack.last else { throw fail("SETITEMS on a non-dict") }
+                try setItems(items, in: dict)
             case UInt8(ascii: "a"):
                 let value = try pop()
                 guard case .list(let list)? = stack.last else { throw fail("APPEND on a non-list") }
-                list.items.append(value)
+                try append([value], to: list)
             case UInt8(ascii: "e"):
                 let items = try popToMark()
                 guard case .list(let list)? = stack.last else { throw fail("APPENDS on a non-list") }
-                list.items += items
+                try append(items, to: list)
             case UInt8(ascii: "q"): try memoize(Int(try byte()))
             case UInt8(ascii: "r"): try memoize(try unsigned(4))
             case 0x94: try memoize(memo.count)
@@ -175,7 +253,7 @@ struct RestrictedUnpickler {
                 try push(try persistentLoad(try pop()))
             case UInt8(ascii: "R"):
                 let arguments = try pop(), callable = try pop()
-                guard case .global(let name) = callable, case .tuple(let args) = arguments else { throw fail("REDUCE on something that is not an allowed global") }
+                guard case .global(let name) = callable, case .tuple(let args, _) = arguments else { throw fail("REDUCE on something that is not an allowed global") }
                 try push(try call(name, args))
             case UInt8(ascii: "b"):
                 _ = try pop()
@@ -189,7 +267,7 @@ struct RestrictedUnpickler {
     }
 
     mutating func persistentLoad(_ id: PickleValue) throws -> PickleValue {
-        guard case .tuple(let parts) = id, parts.count == 5, case .string("storage") = parts[0],
+        guard case .tuple(let parts, _) = id, parts.count == 5, case .string("storage") = parts[0],
               case .global(let typeName) = parts[1], let dtype = Self.storageTypes[typeName],
               case .string(let key) = parts[2], case .integer(let count) = parts[4], count >= 0 else {
             throw fail("persistent id is not a torch storage reference")
@@ -206,7 +284,7 @@ struct RestrictedUnpickler {
             return first
         case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor":
             guard args.count >= 4, case .storage(let storage) = args[0], case .integer(let offset) = args[1],
-                  case .tuple(let sizeItems) = args[2], case .tuple(let strideItems) = args[3] else {
+                  case .tuple(let sizeItems, _) = args[2], case .tuple(let strideItems, _) = args[3] else {
                 throw fail("\(name) has unexpected arguments")
             }
             let size = try sizeItems.map { item -> Int in
@@ -228,9 +306,7 @@ struct RestrictedUnpickler {
             guard offset >= 0, Int(offset) <= available, count <= available - Int(offset) else {
                 throw fail("tensor of \(count) elements at offset \(offset) runs past its storage of \(available)")
             }
-            let start = Int(offset) * elementSize
-            let bytes = [UInt8](UnsafeRawBufferPointer(rebasing: storage.data[start..<(start + count * elementSize)]))
-            return .tensor(HostTensor(dtype: storage.dtype, shape: size, bytes: bytes))
+            return .tensor(TorchTensorView(storage: storage, byteOffset: Int(offset) * elementSize, shape: size))
         default:
             throw TorchPickleError.forbiddenGlobal(file: file, name: name)
         }

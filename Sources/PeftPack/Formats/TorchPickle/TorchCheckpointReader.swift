@@ -1,6 +1,10 @@
 /// Reads `torch.save` files of flat state dicts (PEFT's adapter_model.bin, AdapterHub's
 /// pytorch_adapter.bin) without executing anything.
 public enum TorchCheckpointReader {
+    /// Tensor bytes per file byte a state dict may materialize: every tensor its own storage is
+    /// 1×; tied weights (several views of one storage) are a small multiple.
+    public static let maximumExpansion = 4
+
     public static func read(path: String) throws -> [(name: String, tensor: HostTensor)] {
         let mapped = try MappedFile(path: path)
         let archive = try StoredZipArchive(file: path, bytes: mapped.bytes)
@@ -23,12 +27,23 @@ public enum TorchCheckpointReader {
         guard case .dict(let dict) = root else {
             throw TorchPickleError(file: path, problem: "top-level object is not a dict of tensors")
         }
-        var result: [(name: String, tensor: HostTensor)] = []
+        var views: [(name: String, view: TorchTensorView)] = []
+        var names = Set<String>()
+        var total = 0
         for (key, value) in dict.entries {
             guard case .string(let name) = key else { throw TorchPickleError(file: path, problem: "a state-dict key is not a string") }
-            guard case .tensor(let tensor) = value else { throw TorchPickleError(file: path, problem: "entry \(name) is not a tensor") }
-            result.append((name, tensor))
+            guard case .tensor(let view) = value else { throw TorchPickleError(file: path, problem: "entry \(name) is not a tensor") }
+            guard names.insert(name).inserted else { throw TorchPickleError(file: path, problem: "state-dict key \(name) appears twice") }
+            total += view.byteCount
+            views.append((name, view))
         }
-        return withExtendedLifetime(mapped) { result }
+        // Views may share a storage (tied weights), but memo references let a few bytes of pickle
+        // name one storage any number of times: the copies are bounded by the file before any
+        // is made.
+        let limit = maximumExpansion * mapped.size
+        guard total <= limit else {
+            throw TorchPickleError(file: path, problem: "its tensors add up to \(total) bytes, more than \(maximumExpansion)× the \(mapped.size)-byte file (one storage referenced over and over)")
+        }
+        return withExtendedLifetime(mapped) { views.map { ($0.name, $0.view.materialize()) } }
     }
 }
