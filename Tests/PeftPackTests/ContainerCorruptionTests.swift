@@ -100,4 +100,42 @@ import Testing
         }
         #expect(Self.outcome(edited, folder: Fixtures.temporaryDirectory())?.contains("beyond any zstd ratio") == true)
     }
+
+    /// The pack with its header JSON edited as text and every checksum and length made right
+    /// again, so only the edited claim is wrong.
+    static func withHeader(_ pack: [UInt8], _ edit: (String) -> String) throws -> [UInt8] {
+        let (offset, rawLength) = pack.withUnsafeBytes {
+            (Int($0.loadUnaligned(fromByteOffset: 16, as: UInt64.self)), Int($0.loadUnaligned(fromByteOffset: 32, as: UInt64.self)))
+        }
+        var raw = [UInt8](repeating: 0, count: rawLength)
+        try pack.withUnsafeBytes { bytes in
+            try raw.withUnsafeMutableBytes { try Zstd.decompress(UnsafeRawBufferPointer(rebasing: bytes[offset...]), into: $0) }
+        }
+        let edited = Array(edit(String(decoding: raw, as: UTF8.self)).utf8)
+        let stored = try edited.withUnsafeBytes { try Zstd.compress($0, level: 3) }
+        var copy = Array(pack[0..<offset]) + stored
+        for (field, value) in [(24, UInt64(stored.count)), (32, UInt64(edited.count)), (40, XXH3.hash64(stored))] {
+            withUnsafeBytes(of: value.littleEndian) { copy.replaceSubrange(field..<(field + 8), with: $0) }
+        }
+        return withPreamble(copy) { _ in }
+    }
+
+    /// A chunk claiming 64 MiB from a few stored bytes is refused while the index is read, before
+    /// the tensor's buffer is allocated: the decompression-bomb rule of spec §7.
+    @Test func chunkClaimBeyondAnyCompressionRatioIsRefused() throws {
+        let pack = try Self.smallPack()
+        var replaced = false
+        let bomb = try Self.withHeader(pack) { text in
+            // The i64 tensor: one chunk of 64 bytes, claimed as 64 MiB with a matching shape.
+            guard let range = text.range(of: #""raw_length":64,"#) else { return text }
+            replaced = true
+            return text.replacingCharacters(in: range, with: #""raw_length":67108864,"#)
+                .replacingOccurrences(of: #""shape":[8]"#, with: #""shape":[8388608]"#)
+        }
+        #expect(replaced)
+        #expect(Self.outcome(bomb, folder: Fixtures.temporaryDirectory())?.contains("beyond any zstd ratio") == true)
+        // The same edit back to the true size reads: only the claim was wrong.
+        let honest = try Self.withHeader(pack) { $0 }
+        #expect(Self.outcome(honest, folder: Fixtures.temporaryDirectory()) == nil)
+    }
 }
