@@ -116,6 +116,45 @@ import Testing
         #expect(try Data(contentsOf: URL(fileURLWithPath: pack)) == before)
     }
 
+    /// Every way of naming an input as the output is refused with exit 2 and leaves the input's
+    /// bytes as they were: another spelling of the path, a symbolic link on either side, a hard
+    /// link, a file inside an input folder, a folder holding an input.
+    @Test func noSpellingOfAnInputIsWrittenOver() throws {
+        let folder = Fixtures.temporaryDirectory()
+        let pack = folder + "/a.peftpack"
+        try FileManager.default.copyItem(atPath: try Self.importCase("llama_lora"), toPath: pack)
+        let base = folder + "/base"
+        try FileManager.default.copyItem(atPath: "\(Self.fixtures)/models/llama-tiny", toPath: base)
+        let finetuned = "\(Self.fixtures)/models/llama-tiny-ft"
+        try FileManager.default.createSymbolicLink(atPath: folder + "/link.peftpack", withDestinationPath: pack)
+        try FileManager.default.linkItem(atPath: pack, toPath: folder + "/hard.peftpack")
+        try FileManager.default.createSymbolicLink(atPath: folder + "/base-link", withDestinationPath: base)
+        try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: false)
+        let packBytes = try Data(contentsOf: URL(fileURLWithPath: pack))
+        let weights = base + "/model.safetensors"
+        let weightBytes = try Data(contentsOf: URL(fileURLWithPath: weights))
+        let attempts: [[String]] = [
+            ["import", folder + "/link.peftpack", "-o", pack],
+            ["import", pack, "-o", folder + "/sub/../a.peftpack"],
+            ["stack", pack, "-o", folder + "/hard.peftpack"],
+            ["stack", folder + "/hard.peftpack", "-o", pack],
+            ["export", pack, "-o", folder + "/link.peftpack", "--format", "gguf", "--force"],
+            ["import", "\(Self.fixtures)/cases/llama_lora/adapter", "-o", weights, "--base", base],
+            ["extract", "--base", base, "--finetuned", finetuned, "-o", weights],
+            ["merge", "--base", base, pack, "-o", folder + "/base-link", "--force"],
+            ["merge", "--base", folder + "/base-link", pack, "-o", base + "/merged"],
+            ["export", pack, "-o", folder, "--force"],
+        ]
+        for arguments in attempts {
+            let result = try CLI.run(arguments)
+            #expect(result.status == 2, "\(arguments)")
+            #expect(result.stderr.contains("refusing to write"), "\(arguments): \(result.stderr)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: pack)) == packBytes)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: weights)) == weightBytes)
+        #expect(!FileManager.default.fileExists(atPath: base + "/merged"))
+    }
+
     @Test func inspectJsonReportsAdaptersAndRatio() throws {
         let pack = try Self.importCase("llama_rslora_patterns")
         let result = try CLI.run(["inspect", pack, "--json", "--tensors", "--verify"])

@@ -123,7 +123,7 @@ import Testing
         #expect(throws: AdapterFormatError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("llama_dora"), 1)]) }
         #expect(throws: UsageError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("llama_ia3"), 1)]) }
         #expect(throws: UsageError.self) { try Self.stack([(lora, 1)], .rank(0)) }
-        #expect(throws: UsageError.self) {
+        #expect(throws: AdapterFormatError.self) {
             try Stack.run(inputs: [.init(pack: lora, adapter: nil, weight: 1)], output: lora, options: .init())
         }
     }

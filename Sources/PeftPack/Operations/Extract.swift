@@ -102,6 +102,7 @@ public enum Extract {
                            progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         let start = Date()
         try validate(options)
+        try InputProtection.check(output: output, inputs: [baseFolder, finetunedFolder])
         Merge.keepLargeAllocationsInHeap()
         let base = try BaseModel(folder: baseFolder)
         let finetuned = try Checkpoint(path: finetunedFolder)

@@ -31,6 +31,7 @@ public enum PackExport {
 
     public static func run(pack: String, output: String, format: Format?, name: String?, force: Bool,
                            ggufType: GGUF.ElementType = .f32) throws -> Report {
+        try InputProtection.check(output: output, inputs: [pack])
         let reader = try PackReader(path: pack)
         let document = try reader.adapterDocument()
         let adapter = try chooseAdapter(document, name: name, file: pack)
@@ -38,9 +39,6 @@ public enum PackExport {
         if chosen == .gguf {
             let bytes = try GGUFLoRA.export(adapter, document: document, reader: reader, options: .init(type: ggufType))
             let target = URL(fileURLWithPath: output).standardizedFileURL.path
-            guard target != URL(fileURLWithPath: pack).standardizedFileURL.path else {
-                throw AdapterFormatError(file: output, problem: "is the input pack; refusing to write over it")
-            }
             if FileManager.default.fileExists(atPath: target) && !force {
                 throw AdapterFormatError(file: output, problem: "already exists; pass --force to replace it")
             }
@@ -86,11 +84,10 @@ public enum FolderOutput {
                              _ body: (String) throws -> Void) throws -> [String] {
         let fileManager = FileManager.default
         let target = URL(fileURLWithPath: destination).standardizedFileURL
-        for input in inputs {
-            let inputURL = URL(fileURLWithPath: input).standardizedFileURL
-            if inputURL == target || inputURL.path.hasPrefix(target.path + "/") || target.path.hasPrefix(inputURL.path + "/") {
-                throw AdapterFormatError(file: destination, problem: "is an input (or holds one); refusing to write over it")
-            }
+        try InputProtection.check(output: destination, inputs: inputs)
+        // A new folder inside an input folder would change what that input holds.
+        for input in inputs where InputProtection.resolved(destination).hasPrefix(InputProtection.resolved(input) + "/") {
+            throw AdapterFormatError(file: destination, problem: "lies in the input \(input); refusing to write into it")
         }
         if fileManager.fileExists(atPath: target.path) && !force {
             throw AdapterFormatError(file: destination, problem: "already exists; pass --force to replace it")

@@ -22,10 +22,7 @@ public enum PackImport {
 
     public static func run(sources: [Source], output: String, baseFolder: String?, level: Int32,
                            userMetadata: [String: String] = [:], progress: ((Int, Int) -> Void)? = nil) throws -> Report {
-        let outputURL = URL(fileURLWithPath: output).standardizedFileURL
-        for source in sources where URL(fileURLWithPath: source.path).standardizedFileURL == outputURL {
-            throw AdapterFormatError(file: output, problem: "is also an input; refusing to overwrite it")
-        }
+        try InputProtection.check(output: output, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
         var adapterJSON: [StrictJSON] = []
         var adapters: [Adapter] = []
         var pending: [ImportedTensor] = []

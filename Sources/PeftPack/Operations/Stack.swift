@@ -67,11 +67,8 @@ public enum Stack {
         if case .energy(let share) = options.recompression, !(share > 0 && share <= 1) { throw UsageError("--energy must be in (0, 1] (got \(share))") }
         var sources: [Source] = []
         var documents: [PackDocument] = []
+        try InputProtection.check(output: output, inputs: inputs.map(\.pack))
         for input in inputs {
-            let protected = URL(fileURLWithPath: input.pack).standardizedFileURL.path
-            if protected == URL(fileURLWithPath: output).standardizedFileURL.path {
-                throw UsageError("the output \(output) is one of the inputs; write to a new file")
-            }
             let reader = try PackReader(path: input.pack)
             let document = try reader.adapterDocument()
             documents.append(document)
