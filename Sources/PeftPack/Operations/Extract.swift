@@ -329,9 +329,7 @@ public enum Extract {
             }
             let same: Bool
             if a.dtype == b.dtype {
-                same = try base.withBytes(name) { x in
-                    try finetuned.withBytes(name) { y in x.count == y.count && (x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0) }
-                }
+                same = try sameBytes(name, base, finetuned)
             } else {
                 same = try base.tensor(name).floats() == finetuned.tensor(name).floats()
             }
@@ -343,6 +341,27 @@ public enum Extract {
             throw AdapterFormatError(file: finetunedFolder, problem: "is identical to \(baseFolder) (every tensor equal): nothing to extract")
         }
         return changed
+    }
+
+    /// Compares a tensor of two checkpoints window by window, dropping the pages behind, so the
+    /// largest tensor (an embedding) is never resident whole in either.
+    static func sameBytes(_ name: String, _ first: Checkpoint, _ second: Checkpoint) throws -> Bool {
+        try first.withBytes(name) { x in
+            try second.withBytes(name) { y in
+                guard x.count == y.count else { return false }
+                let window = SafetensorsFile.streamWindow
+                var offset = 0
+                while offset < x.count {
+                    let count = min(window, x.count - offset)
+                    let equal = memcmp(x.baseAddress! + offset, y.baseAddress! + offset, count) == 0
+                    first.releasePages(name, bytes: offset..<(offset + count))
+                    second.releasePages(name, bytes: offset..<(offset + count))
+                    if !equal { return false }
+                    offset += count
+                }
+                return true
+            }
+        }
     }
 
     static func selected(_ name: String, options: Options) -> Bool {
@@ -372,19 +391,32 @@ public enum Extract {
 
     static func loadCandidate(_ name: String, layout: WeightLayout, base: Checkpoint, finetuned: Checkpoint) throws -> Candidate {
         let info = base.info(name)!, count = info.elementCount ?? 0
-        // Widened straight from the mapped files: no intermediate copy of either tensor.
-        func widened(_ checkpoint: Checkpoint) throws -> [Float] {
-            let dtype = checkpoint.info(name)!.dtype
-            return try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-                try checkpoint.withBytes(name) { DTypeConversion.toFloat32($0, dtype: dtype, into: buffer) }
-                initialized = count
-            }
-        }
-        let before = try widened(base)
-        var values = try widened(finetuned)
-        values.withUnsafeMutableBufferPointer { delta in
-            before.withUnsafeBufferPointer { original in
-                for index in 0..<count { delta[index] -= original[index] }
+        // ΔW in one fp32 array, filled a window at a time straight from the two mapped files, whose
+        // pages are dropped behind: per core, one tensor-sized array is all the memory it takes.
+        let finetunedType = finetuned.info(name)!.dtype, baseType = base.info(name)!.dtype
+        let window = 1 << 18
+        var scratch = [Float](repeating: 0, count: min(window, count))
+        var values = [Float](repeating: 0, count: count)
+        try finetuned.withBytes(name) { tuned in
+            try base.withBytes(name) { original in
+                values.withUnsafeMutableBufferPointer { delta in
+                    scratch.withUnsafeMutableBufferPointer { widenedBase in
+                        var start = 0
+                        while start < count {
+                            let n = min(window, count - start)
+                            let tunedBytes = (start * finetunedType.byteSize)..<((start + n) * finetunedType.byteSize)
+                            let baseBytes = (start * baseType.byteSize)..<((start + n) * baseType.byteSize)
+                            DTypeConversion.toFloat32(UnsafeRawBufferPointer(rebasing: tuned[tunedBytes]), dtype: finetunedType,
+                                                      into: UnsafeMutableBufferPointer(rebasing: delta[start..<(start + n)]))
+                            DTypeConversion.toFloat32(UnsafeRawBufferPointer(rebasing: original[baseBytes]), dtype: baseType,
+                                                      into: UnsafeMutableBufferPointer(rebasing: widenedBase[0..<n]))
+                            for index in 0..<n { delta[start + index] -= widenedBase[index] }
+                            finetuned.releasePages(name, bytes: tunedBytes)
+                            base.releasePages(name, bytes: baseBytes)
+                            start += n
+                        }
+                    }
+                }
             }
         }
         let energy = values.withUnsafeBufferPointer { BLAS.squaredNorm($0) }

@@ -126,7 +126,8 @@ public enum Merge {
                 bytesRead += stored.byteCount ?? 0
                 guard let change = changes[info.name] else {
                     if stored.dtype == info.dtype {
-                        try checkpoint.withBytes(info.name, sink)
+                        // Window by window: an untouched embedding would otherwise sit in memory whole.
+                        try checkpoint.streamBytes(info.name, sink)
                     } else {
                         try HostTensor(floats: checkpoint.tensor(info.name).floats(), shape: info.shape, dtype: info.dtype).bytes.withUnsafeBytes(sink)
                     }

@@ -48,9 +48,20 @@ final class DirectWriter {
         guard fd >= 0 else { return nil }
         self.fd = fd
         self.path = path
-        blocks = (0..<Self.blockCount).map { _ in
-            UnsafeMutableRawPointer.allocate(byteCount: DirectWriter.blockSize, alignment: DirectWriter.alignment)
+        // Mapped, not malloc'ed: unmapping gives the memory back to the system when the file
+        // ends, where the heap (which merge keeps from trimming) would hold on to every shard's
+        // ring.
+        var blocks: [UnsafeMutableRawPointer] = []
+        for _ in 0..<Self.blockCount {
+            guard let block = mmap(nil, Self.blockSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+                  block != MAP_FAILED else {
+                blocks.forEach { munmap($0, Self.blockSize) }
+                close(fd)
+                return nil
+            }
+            blocks.append(block)
         }
+        self.blocks = blocks
         #else
         return nil
         #endif
@@ -59,7 +70,7 @@ final class DirectWriter {
     deinit {
         waitForWrites()
         close(fd)
-        blocks.forEach { $0.deallocate() }
+        blocks.forEach { munmap($0, Self.blockSize) }
     }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {

@@ -165,6 +165,17 @@ struct ShardIndex {
 }
 
 extension Checkpoint {
+    /// A tensor's bytes window by window, pages dropped behind (see SafetensorsFile.streamBytes).
+    public func streamBytes(_ name: String, window: Int = SafetensorsFile.streamWindow,
+                            _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try file(forTensor: name).streamBytes(name, window: window, body)
+    }
+
+    /// Drops the mapped pages of bytes `range` of a tensor.
+    public func releasePages(_ name: String, bytes range: Range<Int>) {
+        (try? file(forTensor: name))?.releasePages(name, bytes: range)
+    }
+
     /// Drops a tensor's mapped pages from this process (see SafetensorsFile.releasePages).
     public func releasePages(_ name: String) {
         (try? file(forTensor: name))?.releasePages(name)

@@ -6,6 +6,7 @@ import Foundation
 /// shard is written to a temporary name first and moved into place only once all shards are
 /// complete, the index last, so a failure leaves no partial checkpoint behind.
 public enum CheckpointWriter {
+    /// Gives a tensor's bytes to `sink`, whole or in consecutive parts.
     public typealias Provider = (_ tensor: TensorInfo, _ sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
 
     /// Splits tensors into shards as huggingface_hub's `split_state_dict_into_shards_factory` does
@@ -60,7 +61,10 @@ public enum CheckpointWriter {
                                                               tensors: shard, metadata: metadata, direct: true)
                 streams.append(stream)
                 while let next = stream.nextTensor {
-                    try provider(next) { try stream.append($0) }
+                    try provider(next) { try stream.appendPiece($0) }
+                    guard stream.nextTensor?.name != next.name else {
+                        throw SafetensorsError(file: (folder as NSString).appendingPathComponent(name), tensor: next.name, problem: "only \(stream.piece) of its \(next.byteCount ?? 0) bytes were written")
+                    }
                 }
                 try stream.finish()
             }

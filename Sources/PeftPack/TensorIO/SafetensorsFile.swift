@@ -42,6 +42,37 @@ public final class SafetensorsFile: @unchecked Sendable {
         return try body(mapped.slice(offset: header.dataStart + range.lowerBound, count: range.count))
     }
 
+    /// Calls `body` with the tensor's bytes in consecutive windows (at least once, so an empty
+    /// tensor gives one empty window), dropping each window's mapped pages once `body` is done
+    /// with it: a pass over a large tensor keeps one window resident, not the tensor.
+    public func streamBytes(_ name: String, window: Int = SafetensorsFile.streamWindow, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard let position = index[name] else {
+            throw SafetensorsError(file: path, tensor: name, problem: "no such tensor")
+        }
+        let range = header.entries[position].dataRange
+        let start = header.dataStart + range.lowerBound
+        var offset = 0
+        repeat {
+            let count = min(window, range.count - offset)
+            if offset + count < range.count {
+                mapped.adviseSequential(offset: start + offset + count, count: min(window, range.count - offset - count))
+            }
+            try body(mapped.slice(offset: start + offset, count: count))
+            mapped.release(offset: start + offset, count: count)
+            offset += count
+        } while offset < range.count
+    }
+
+    public static let streamWindow = 8 << 20
+
+    /// Drops the mapped pages of bytes `range` of a tensor's data.
+    public func releasePages(_ name: String, bytes range: Range<Int>) {
+        guard let position = index[name] else { return }
+        let data = header.entries[position].dataRange
+        let clamped = range.clamped(to: 0..<data.count)
+        mapped.release(offset: header.dataStart + data.lowerBound + clamped.lowerBound, count: clamped.count)
+    }
+
     /// Lets the kernel drop the tensor's mapped pages from this process's resident memory.
     public func releasePages(_ name: String) {
         guard let position = index[name] else { return }

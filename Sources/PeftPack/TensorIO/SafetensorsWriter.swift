@@ -131,11 +131,31 @@ public enum SafetensorsWriter {
             guard let expected = nextTensor else {
                 throw SafetensorsError(file: output.destination, problem: "more tensors written than declared")
             }
-            guard bytes.count == expected.byteCount else {
+            guard bytes.count == expected.byteCount, piece == 0 else {
                 throw SafetensorsError(file: output.destination, tensor: expected.name, problem: "got \(bytes.count) bytes, expected \(expected.byteCount ?? -1)")
             }
             try output.write(bytes)
             next += 1
+        }
+
+        /// Bytes of the next tensor written so far by `appendPiece`.
+        public private(set) var piece = 0
+
+        /// Appends the next part of the next tensor; it is complete once its parts add up to its
+        /// size (an empty tensor takes one empty part).
+        public func appendPiece(_ bytes: UnsafeRawBufferPointer) throws {
+            guard let expected = nextTensor, let size = expected.byteCount else {
+                throw SafetensorsError(file: output.destination, problem: "more tensors written than declared")
+            }
+            guard bytes.count <= size - piece else {
+                throw SafetensorsError(file: output.destination, tensor: expected.name, problem: "got more than its \(size) bytes")
+            }
+            try output.write(bytes)
+            piece += bytes.count
+            if piece == size {
+                next += 1
+                piece = 0
+            }
         }
 
         /// Checks every declared tensor was written and flushes the data, without moving the file
