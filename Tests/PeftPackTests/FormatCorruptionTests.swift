@@ -18,9 +18,10 @@ import Testing
         return out
     }
 
-    static func run(_ fixture: String, read: (String) throws -> Int) throws -> (refused: Int, read: Int) {
+    static func run(_ fixture: String, into folder: String = Fixtures.temporaryDirectory(),
+                    read: (String) throws -> Int) throws -> (refused: Int, read: Int) {
         let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: Fixtures.path(fixture))))
-        let path = Fixtures.temporaryDirectory() + "/" + (fixture as NSString).lastPathComponent
+        let path = folder + "/" + (fixture as NSString).lastPathComponent
         var refused = 0, accepted = 0
         for variant in variants(of: original) {
             try Data(variant).write(to: URL(fileURLWithPath: path))
@@ -52,5 +53,43 @@ import Testing
         }
         #expect(refused >= 1598, "refused \(refused), read \(read)")
         #expect(refused + read == 2 * 1598)
+    }
+
+    /// The real AdapterHub file (a Pfeiffer adapter's pytorch_adapter.bin, 20,989 bytes: about
+    /// 4.5 KB of zip and pickle structure around 16 KB of tensor data). Its 41,978 variants are
+    /// read from memory on every core, or the suite would spend a minute writing files.
+    @Test func adapterHubBinFlipsAndTruncations() throws {
+        let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: Fixtures.path("cases/bert_pfeiffer/adapter_bin/pytorch_adapter.bin"))))
+        let count = 2 * original.count
+        let outcomes = Outcomes(count: count)
+        DispatchQueue.concurrentPerform(iterations: count) { index in
+            var variant = original
+            if index < original.count { variant[index] ^= 0xFF } else { variant.removeLast(variant.count - (index - original.count)) }
+            do {
+                _ = try variant.withUnsafeBytes { try TorchCheckpointReader.read(bytes: $0, file: "pytorch_adapter.bin") }
+            } catch {
+                outcomes.record(index, String(describing: error))
+            }
+        }
+        let refused = outcomes.messages.compactMap { $0 }
+        #expect(refused.allSatisfy { !$0.isEmpty && !$0.contains("\n") })
+        // Every truncation loses the zip's central directory; flips land mostly in tensor data,
+        // which reads as other numbers.
+        #expect(refused.count >= original.count, "refused \(refused.count) of \(count)")
+        #expect(refused.count < count)
+    }
+}
+
+/// Error messages by variant, written from many threads (each slot by one).
+final class Outcomes: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var messages: [String?]
+
+    init(count: Int) { messages = [String?](repeating: nil, count: count) }
+
+    func record(_ index: Int, _ message: String) {
+        lock.lock()
+        messages[index] = message
+        lock.unlock()
     }
 }

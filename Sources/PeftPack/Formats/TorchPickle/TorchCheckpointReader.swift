@@ -7,7 +7,12 @@ public enum TorchCheckpointReader {
 
     public static func read(path: String) throws -> [(name: String, tensor: HostTensor)] {
         let mapped = try MappedFile(path: path)
-        let archive = try StoredZipArchive(file: path, bytes: mapped.bytes)
+        return try withExtendedLifetime(mapped) { try read(bytes: mapped.bytes, file: path) }
+    }
+
+    /// The same from bytes in memory; `file` names them in errors.
+    public static func read(bytes: UnsafeRawBufferPointer, file path: String) throws -> [(name: String, tensor: HostTensor)] {
+        let archive = try StoredZipArchive(file: path, bytes: bytes)
         guard let pickleName = archive.names.first(where: { $0 == "data.pkl" || $0.hasSuffix("/data.pkl") }),
               let pickleEntry = archive.entries[pickleName] else {
             throw TorchPickleError(file: path, problem: "no data.pkl in the archive (not a torch.save file)")
@@ -40,10 +45,10 @@ public enum TorchCheckpointReader {
         // Views may share a storage (tied weights), but memo references let a few bytes of pickle
         // name one storage any number of times: the copies are bounded by the file before any
         // is made.
-        let limit = maximumExpansion * mapped.size
+        let limit = maximumExpansion * bytes.count
         guard total <= limit else {
-            throw TorchPickleError(file: path, problem: "its tensors add up to \(total) bytes, more than \(maximumExpansion)× the \(mapped.size)-byte file (one storage referenced over and over)")
+            throw TorchPickleError(file: path, problem: "its tensors add up to \(total) bytes, more than \(maximumExpansion)× the \(bytes.count)-byte file (one storage referenced over and over)")
         }
-        return withExtendedLifetime(mapped) { views.map { ($0.name, $0.view.materialize()) } }
+        return views.map { ($0.name, $0.view.materialize()) }
     }
 }
