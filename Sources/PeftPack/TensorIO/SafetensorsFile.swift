@@ -85,6 +85,9 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw SafetensorsError(file: path, tensor: name, problem: "no such tensor")
         }
         let bytes = try withBytes(name) { [UInt8]($0) }
+        // The copy is what the caller keeps; the mapped pages go (the page cache still has them),
+        // so reading every tensor of a file in turn costs one tensor of memory, not the file.
+        releasePages(name)
         return HostTensor(dtype: info.dtype, shape: info.shape, bytes: bytes)
     }
 }
