@@ -77,6 +77,7 @@ public enum Verify {
                 guard let ids = file.info("input_ids"), ids.shape.count == 2, ids.dtype == .i64 else {
                     throw SafetensorsError(file: path, tensor: "input_ids", problem: "a reference needs input_ids as I64 [batch, seq]")
                 }
+                try model.checkInputShape(batch: ids.shape[0], tokens: ids.shape[1], adapters: adapters)
                 let flat = try file.withBytes("input_ids") { raw in (0..<(ids.shape[0] * ids.shape[1])).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
                 let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
                 shownShape = ids.shape
@@ -89,12 +90,14 @@ public enum Verify {
                 comparisons.append(try compare(output, FloatTensor(shape: expected.shape, values: expected.floats()),
                                                label: "\(path):\(outputKey)", logits: logits, tolerance: tolerance))
             case .merged(let folder):
+                try model.checkInputShape(batch: inputShape.batch, tokens: inputShape.tokens, adapters: adapters)
                 let rows = randomInput(inputShape, vocabulary: model.config.vocabSize, seed: seed)
                 let (merged, _) = try loadModel(folder)
                 let expected = try merged.forward(inputIds: rows)
                 let output = try model.forward(inputIds: rows, adapters: adapters)
                 comparisons.append(try compare(output, expected, label: folder, logits: logits, tolerance: tolerance))
             case .pack(let other):
+                try model.checkInputShape(batch: inputShape.batch, tokens: inputShape.tokens, adapters: adapters)
                 let rows = randomInput(inputShape, vocabulary: model.config.vocabSize, seed: seed)
                 let (otherAdapters, _) = try adapterSet(pack: other, names: [], model: model)
                 let expected = try model.forward(inputIds: rows, adapters: otherAdapters)

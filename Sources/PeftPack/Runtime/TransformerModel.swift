@@ -90,10 +90,39 @@ public final class TransformerModel: Sendable {
         return parameters.idsByName[String(name.dropFirst(basePrefix.count + 1))]
     }
 
+    /// Most memory a forward pass may take for its activations: a verification input is a few
+    /// sequences, and a shape beyond this is a typo that would otherwise run for hours or exhaust
+    /// the machine.
+    public static let activationBudget = 4 << 30
+
+    /// Checks a batch shape before any input of that shape is made: positions within a learned
+    /// position table (prefix and prompt tokens included) and activations within
+    /// `activationBudget`.
+    public func checkInputShape(batch: Int, tokens: Int, adapters: AdapterSet? = nil) throws {
+        guard batch > 0, tokens > 0 else { throw RuntimeError.invalidInput("the batch is empty") }
+        let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + tokens
+        // Learned position tables end at max_position_embeddings; RoPE (Llama) does not, and
+        // transformers runs it past that length, so only the memory budget bounds it.
+        guard config.family == .llama || positions <= config.maxPositionEmbeddings else {
+            throw RuntimeError.invalidInput(
+                "\(positions) positions exceed max_position_embeddings \(config.maxPositionEmbeddings)")
+        }
+        // fp32 activations: the widest per-token row (logits, MLP or fused QKV) and the attention
+        // scores of one layer, all in Double so no product overflows.
+        let widest = Double(max(config.vocabSize, config.intermediateSize, 3 * config.hiddenSize))
+        let rows = Double(batch) * Double(tokens)
+        let bytes = 4 * (2 * rows * widest + rows * Double(config.numAttentionHeads) * Double(positions))
+        guard bytes <= Double(Self.activationBudget) else {
+            throw RuntimeError.invalidInput(String(format: "a batch of %d × %d tokens needs about %.1f GB of activations, more than the %d GB allowed; use a smaller shape",
+                                                   batch, tokens, bytes / 1e9, Self.activationBudget >> 30))
+        }
+    }
+
     private func validate(inputIds: [[Int]], adapters: AdapterSet?) throws {
         guard let length = inputIds.first?.count, length > 0 else {
             throw RuntimeError.invalidInput("the batch is empty")
         }
+        try checkInputShape(batch: inputIds.count, tokens: length, adapters: adapters)
         for (row, ids) in inputIds.enumerated() {
             guard ids.count == length else {
                 throw RuntimeError.invalidInput("row \(row) has \(ids.count) tokens but row 0 has \(length)")
@@ -101,11 +130,6 @@ public final class TransformerModel: Sendable {
             if let bad = ids.first(where: { $0 < 0 || $0 >= config.vocabSize }) {
                 throw RuntimeError.invalidInput("token id \(bad) in row \(row) is outside the vocabulary of \(config.vocabSize)")
             }
-        }
-        let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + length
-        if config.family != .llama, positions > config.maxPositionEmbeddings {
-            throw RuntimeError.invalidInput(
-                "\(positions) positions exceed max_position_embeddings \(config.maxPositionEmbeddings)")
         }
     }
 }

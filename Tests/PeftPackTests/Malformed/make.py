@@ -168,6 +168,9 @@ case(write("not_a_pack.peftpack", b"just some text\n"), ["merge", "--base", "{fi
 case(write("text.peftpack", b"\x89PEFTPK\n"), ["stack", "{input}", "-o", "{output}"], "")
 case(write("empty.peftpack", b""), ["export", "{input}", "-o", "{output}"], "")
 case(write("text_for_verify.peftpack", b"nope"), ["verify", "{input}", "--base", "{fixtures}/models/llama-tiny", "--merged", "{fixtures}/models/llama-tiny"], "")
+VERIFY_SELF = ["verify", "{input}", "--base", "{fixtures}/models/llama-tiny", "--against", "{input}"]
+case(write("verify_huge_input.peftpack", good_pack), VERIFY_SELF + ["--input-ids", "1000000,1000000"], "GB of activations")
+case(write("verify_huge_batch.peftpack", good_pack), VERIFY_SELF + ["--input-ids", "100000,64"], "GB of activations")
 case(write("unused.txt", b"x"), ["extract", "--base", "{fixtures}/models/llama-tiny", "--finetuned", "{fixtures}/models/bert-tiny", "-o", "{output}"], "not the same architecture")
 case(write("unused2.txt", b"x"), ["extract", "--base", "{fixtures}/models/llama-tiny", "--finetuned", "{fixtures}/models/llama-tiny", "-o", "{output}"], "nothing to extract")
 
