@@ -396,10 +396,9 @@ public enum Extract {
         let finetunedType = finetuned.info(name)!.dtype, baseType = base.info(name)!.dtype
         let window = 1 << 18
         var scratch = [Float](repeating: 0, count: min(window, count))
-        var values = [Float](repeating: 0, count: count)
-        try finetuned.withBytes(name) { tuned in
-            try base.withBytes(name) { original in
-                values.withUnsafeMutableBufferPointer { delta in
+        let values = try [Float](unsafeUninitializedCapacity: count) { delta, initialized in
+            try finetuned.withBytes(name) { tuned in
+                try base.withBytes(name) { original in
                     scratch.withUnsafeMutableBufferPointer { widenedBase in
                         var start = 0
                         while start < count {
@@ -418,6 +417,7 @@ public enum Extract {
                     }
                 }
             }
+            initialized = count
         }
         let energy = values.withUnsafeBufferPointer { BLAS.squaredNorm($0) }
         return Candidate(tensor: name, shape: info.shape, layout: layout,
