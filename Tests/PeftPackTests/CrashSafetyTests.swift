@@ -3,8 +3,8 @@ import Testing
 @testable import PeftPack
 
 /// SIGKILL at random moments: the output path then holds nothing or a complete, valid result
-/// (temporary files beside it are allowed: they are hidden and never take the output's name), and
-/// the inputs are byte-for-byte what they were.
+/// (temporary files beside it are allowed: they are hidden, never take the output's name, and the
+/// next run removes them), and the inputs are byte-for-byte what they were.
 @Suite struct CrashSafetyTests {
     static let models = Fixtures.path("models")
 
@@ -50,6 +50,12 @@ import Testing
             }
         }
         #expect(try hashes(inputs) == before, "inputs changed")
+        // The next complete run removes what the killed ones left beside the output.
+        #expect(try CLI.run(arguments(output)).status == 0)
+        let folder = (output as NSString).deletingLastPathComponent, name = (output as NSString).lastPathComponent
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasPrefix("." + name + ".") }
+        #expect(leftovers.isEmpty, "left beside \(output): \(leftovers)")
+        try FileManager.default.removeItem(atPath: output)
         return (killed, completed)
     }
 

@@ -94,6 +94,7 @@ public enum FolderOutput {
         }
         let parent = target.deletingLastPathComponent().path
         try fileManager.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        StaleTemporaries.remove(beside: target.path)
         let temporary = parent + "/." + target.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try fileManager.createDirectory(atPath: temporary, withIntermediateDirectories: false)
         do {

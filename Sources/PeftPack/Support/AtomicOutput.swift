@@ -24,6 +24,7 @@ public final class AtomicFileWriter {
         let folder = url.deletingLastPathComponent().path
         let unique = "\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         temporaryPath = folder + "/." + url.lastPathComponent + "." + unique + ".tmp"
+        StaleTemporaries.remove(beside: destination)
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw FileAccessError.cannotOpen(path: destination, reason: systemErrorText())
@@ -122,4 +123,52 @@ func syncFolder(of path: String) {
     guard fd >= 0 else { return }
     fsync(fd)
     close(fd)
+}
+
+/// Temporary outputs of runs that were killed (SIGKILL, power loss) before they could clean up.
+/// Their names carry the writer's process id; the next run writing the same destination removes
+/// those whose process is gone, and leaves a live writer's alone.
+enum StaleTemporaries {
+    /// `.NAME.PID-RANDOM.tmp` (files), `.NAME.tmp-PID-RANDOM` and its `.old` (folders).
+    static func remove(beside destination: String) {
+        let url = URL(fileURLWithPath: destination)
+        let folder = url.deletingLastPathComponent().path
+        let name = url.lastPathComponent
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
+        for entry in entries {
+            guard let pid = writerProcess(of: entry, name: name), pid != getpid() else { continue }
+            if !isRunning(pid) {
+                try? FileManager.default.removeItem(atPath: folder + "/" + entry)
+            }
+        }
+    }
+
+    /// A killed process stays a zombie until its parent reaps it; it writes nothing more.
+    static func isRunning(_ pid: pid_t) -> Bool {
+        if kill(pid, 0) != 0 && errno == ESRCH { return false }
+        #if os(Linux)
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+           let close = stat.lastIndex(of: ")") {
+            let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
+            if state == "Z" || state == "X" { return false }
+        }
+        #endif
+        return true
+    }
+
+    static func writerProcess(of entry: String, name: String) -> pid_t? {
+        let filePrefix = "." + name + ".", folderPrefix = "." + name + ".tmp-"
+        var rest: Substring
+        if entry.hasPrefix(folderPrefix) {
+            rest = entry.dropFirst(folderPrefix.count)
+            if rest.hasSuffix(".old") { rest = rest.dropLast(4) }
+        } else if entry.hasPrefix(filePrefix), entry.hasSuffix(".tmp") {
+            rest = entry.dropFirst(filePrefix.count).dropLast(4)
+        } else {
+            return nil
+        }
+        let parts = rest.split(separator: "-")
+        guard parts.count == 2, let pid = pid_t(parts[0]), pid > 0, UInt64(parts[1]) != nil else { return nil }
+        return pid
+    }
 }
