@@ -158,6 +158,24 @@ import Testing
         #expect(Set(budgeted.modules.map(\.rank)).count > 1, "the budget should give different modules different ranks")
     }
 
+    /// Past the allowance for kept factors, a budget keeps only spectra and factors the modules a
+    /// second time at their ranks: the same allocation (it comes from the same spectra), and every
+    /// module's error within 2% of the one-pass result (a sketch of r + 8 columns instead of the
+    /// truncation of the wide first-pass one; the fixture's deltas have flat, slowly decaying
+    /// spectra, where a narrow sketch loses most).
+    @Test func twoPassBudgetAllocatesTheSameRanks() throws {
+        let (_, uniform) = try Self.extract(.init(rule: .fixed(8)))
+        var options = Extract.Options(rule: .budget(parameters: uniform.parameters))
+        let (_, onePass) = try Self.extract(options)
+        options.budgetFactorAllowance = 0
+        let (_, twoPass) = try Self.extract(options)
+        #expect(twoPass.modules.map(\.rank) == onePass.modules.map(\.rank))
+        #expect(twoPass.parameters == onePass.parameters)
+        for (first, second) in zip(onePass.modules, twoPass.modules) {
+            #expect(second.relativeError <= first.relativeError * 1.02 + 1e-6, "\(second.tensor): \(second.relativeError) vs \(first.relativeError)")
+        }
+    }
+
     @Test func embeddingsAndNormsAreStoredWholeByDefault() throws {
         let (pack, report) = try Self.extract(.init(rule: .fixed(4)))
         let whole = Set(report.fullTensors.map(\.tensor))

@@ -35,6 +35,8 @@ public enum Extract {
         public var seed: UInt64
         public var name: String
         public var level: Int32
+        /// Bytes of factors a budget may keep from its first pass before it switches to two passes.
+        public var budgetFactorAllowance = Extract.budgetFactorAllowance
 
         public init(rule: RankRule = .fixed(16), maxRank: Int? = nil, include: [String] = [], exclude: [String] = [],
                     embeddings: EmbeddingPolicy = .full, other: OtherPolicy = .full, exact: Bool = false,
@@ -137,7 +139,19 @@ public enum Extract {
             throw AdapterFormatError(file: finetunedFolder, problem: "every tensor that differs from \(baseFolder) is excluded or skipped: nothing to extract")
         }
 
-        let total = lowRankNames.count + fullTensors.count
+        // A budget needs every module's spectrum before any rank is known. When the factors up to
+        // the cap fit in `budgetFactorAllowance` they are kept from that pass; beyond it (large
+        // models) only the spectra are, and the modules given a rank are factored again, which
+        // keeps memory flat at about 1.6× the time.
+        var passes = 1
+        if case .budget = options.rule {
+            let kept = lowRankNames.reduce(0) { sum, entry in
+                let shape = base.checkpoint.info(entry.name)!.shape
+                return sum + (shape[0] + shape[1]) * min(shape[0], shape[1], options.maxRank ?? 256) * 4
+            }
+            if kept > options.budgetFactorAllowance { passes = 2 }
+        }
+        let total = passes * lowRankNames.count + fullTensors.count
         var done = 0
         var modules: [AdapterModule] = []
         var moduleReports: [ModuleReport] = []
@@ -172,10 +186,16 @@ public enum Extract {
         }
         do {
             if case .budget(let budget) = options.rule {
-                // The allocation needs every module's spectrum first; only then are factors made.
                 var factored: [Factored] = []
                 try factorAll(lowRankNames, base: base.checkpoint, finetuned: finetuned, options: options,
-                              emit: { factored.append($1) }, progress: { finished in
+                              emit: { _, item in
+                                  var kept = item
+                                  if passes == 2 {
+                                      kept.triplets = SingularTriplets(u: Matrix(zeros: 0, 0), s: item.triplets.s, vt: Matrix(zeros: 0, 0),
+                                                                       exact: item.triplets.exact)
+                                  }
+                                  factored.append(kept)
+                              }, progress: { finished in
                     done = finished
                     progress?(finished, total)
                 })
@@ -185,9 +205,23 @@ public enum Extract {
                     throw UsageError("--budget of \(budget) parameters is smaller than the \(fullParameters) parameters of the tensors stored whole (embeddings, norms, biases); raise it or pass --embeddings skip / --other skip")
                 }
                 allocateBudget(&factored, parameters: remaining)
-                for index in factored.indices {
-                    try emit(factored[index])
-                    factored[index].triplets = SingularTriplets(u: Matrix(zeros: 0, 0), s: [], vt: Matrix(zeros: 0, 0), exact: false)
+                if passes == 1 {
+                    for index in factored.indices {
+                        try emit(Factored(candidate: factored[index].candidate,
+                                          triplets: truncate(factored[index].triplets, to: factored[index].rank), rank: factored[index].rank))
+                        factored[index].triplets = SingularTriplets(u: Matrix(zeros: 0, 0), s: [], vt: Matrix(zeros: 0, 0), exact: false)
+                    }
+                } else {
+                    for item in factored where item.rank == 0 { skipped.append(item.candidate.tensor) }
+                    let kept = factored.indices.filter { factored[$0].rank > 0 }
+                    let first = done
+                    try factorAll(kept.map { lowRankNames[$0] }, base: base.checkpoint, finetuned: finetuned, options: options,
+                                  ranks: kept.map { factored[$0].rank }, seeds: kept,
+                                  emit: { try emit($1) }, progress: { finished in
+                        done = first + finished
+                        progress?(done, total)
+                    })
+                    done = first + lowRankNames.count
                 }
             } else {
                 try factorAll(lowRankNames, base: base.checkpoint, finetuned: finetuned, options: options,
@@ -251,7 +285,10 @@ public enum Extract {
     /// goes to `emit` in the order of `names` (so the pack does not depend on which core finished
     /// first) as soon as its predecessors have; memory holds one delta per core plus the results
     /// waiting for a slower predecessor.
+    /// `ranks`: a fixed rank per name instead of the options' rule (the second pass of a budget);
+    /// `seeds`: the position each name's random sketch is seeded by (its place among all modules).
     static func factorAll(_ names: [(name: String, layout: WeightLayout)], base: Checkpoint, finetuned: Checkpoint, options: Options,
+                          ranks: [Int]? = nil, seeds: [Int]? = nil,
                           emit: (Int, Factored) throws -> Void, progress: (Int) -> Void) throws {
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
@@ -275,8 +312,11 @@ public enum Extract {
                     base.releasePages(entry.name)
                     finetuned.releasePages(entry.name)
                     // Seeded by position, so the result does not depend on which core ran it.
-                    var factored = try factor(candidate, options: options, seed: options.seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
-                    if case .budget = options.rule {} else { factored.triplets = truncate(factored.triplets, to: factored.rank) }
+                    var moduleOptions = options
+                    if let ranks { moduleOptions.rule = .fixed(ranks[index]) }
+                    let position = seeds?[index] ?? index
+                    var factored = try factor(candidate, options: moduleOptions, seed: options.seed &+ UInt64(position) &* 0x9E37_79B9_7F4A_7C15)
+                    if case .budget = moduleOptions.rule {} else { factored.triplets = truncate(factored.triplets, to: factored.rank) }
                     // Only the triplets are kept: holding every delta would cost the model.
                     factored.candidate.delta = Matrix(zeros: 0, 0)
                     return factored
@@ -297,6 +337,9 @@ public enum Extract {
         }
         if let failure { throw failure }
     }
+
+    /// Bytes of factors a budget may keep from its first pass (see `run`).
+    public static let budgetFactorAllowance = 1 << 30
 
     static func validate(_ options: Options) throws {
         switch options.rule {
@@ -498,10 +541,7 @@ public enum Extract {
             ranks[item.module] += 1
             remaining -= item.cost
         }
-        for index in factored.indices {
-            factored[index].rank = ranks[index]
-            factored[index].triplets = truncate(factored[index].triplets, to: ranks[index])
-        }
+        for index in factored.indices { factored[index].rank = ranks[index] }
     }
 
     /// B (out×r) and A (r×in) in PEFT's orientation from the stored-orientation SVD, with √S on
