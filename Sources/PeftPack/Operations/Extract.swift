@@ -139,17 +139,15 @@ public enum Extract {
             throw AdapterFormatError(file: finetunedFolder, problem: "every tensor that differs from \(baseFolder) is excluded or skipped: nothing to extract")
         }
 
-        // A budget needs every module's spectrum before any rank is known. When the factors up to
-        // the cap fit in `budgetFactorAllowance` they are kept from that pass; beyond it (large
-        // models) only the spectra are, and the modules given a rank are factored again, which
-        // keeps memory flat at about 1.6× the time.
         var passes = 1
-        if case .budget = options.rule {
-            let kept = lowRankNames.reduce(0) { sum, entry in
-                let shape = base.checkpoint.info(entry.name)!.shape
-                return sum + (shape[0] + shape[1]) * min(shape[0], shape[1], options.maxRank ?? 256) * 4
+        var lowRankBudget = 0
+        if case .budget(let budget) = options.rule {
+            let fullParameters = fullTensors.reduce(0) { $0 + (base.checkpoint.info($1.name)!.elementCount ?? 0) }
+            lowRankBudget = budget - fullParameters
+            guard lowRankBudget >= 0 else {
+                throw UsageError("--budget of \(budget) parameters is smaller than the \(fullParameters) parameters of the tensors stored whole (embeddings, norms, biases); raise it or pass --embeddings skip / --other skip")
             }
-            if kept > options.budgetFactorAllowance { passes = 2 }
+            passes = budgetPasses(lowRankNames.map { base.checkpoint.info($0.name)!.shape }, options: options)
         }
         let total = passes * lowRankNames.count + fullTensors.count
         var done = 0
@@ -185,44 +183,12 @@ public enum Extract {
                                               method: item.triplets.exact ? "exact" : "randomized"))
         }
         do {
-            if case .budget(let budget) = options.rule {
-                var factored: [Factored] = []
-                try factorAll(lowRankNames, base: base.checkpoint, finetuned: finetuned, options: options,
-                              emit: { _, item in
-                                  var kept = item
-                                  if passes == 2 {
-                                      kept.triplets = SingularTriplets(u: Matrix(zeros: 0, 0), s: item.triplets.s, vt: Matrix(zeros: 0, 0),
-                                                                       exact: item.triplets.exact)
-                                  }
-                                  factored.append(kept)
-                              }, progress: { finished in
+            if case .budget = options.rule {
+                try factorWithinBudget(lowRankNames, parameters: lowRankBudget, passes: passes, base: base.checkpoint,
+                                       finetuned: finetuned, options: options, emit: emit, progress: { finished in
                     done = finished
                     progress?(finished, total)
                 })
-                let fullParameters = fullTensors.reduce(0) { $0 + (base.checkpoint.info($1.name)!.elementCount ?? 0) }
-                let remaining = budget - fullParameters
-                guard remaining >= 0 else {
-                    throw UsageError("--budget of \(budget) parameters is smaller than the \(fullParameters) parameters of the tensors stored whole (embeddings, norms, biases); raise it or pass --embeddings skip / --other skip")
-                }
-                allocateBudget(&factored, parameters: remaining)
-                if passes == 1 {
-                    for index in factored.indices {
-                        try emit(Factored(candidate: factored[index].candidate,
-                                          triplets: truncate(factored[index].triplets, to: factored[index].rank), rank: factored[index].rank))
-                        factored[index].triplets = SingularTriplets(u: Matrix(zeros: 0, 0), s: [], vt: Matrix(zeros: 0, 0), exact: false)
-                    }
-                } else {
-                    for item in factored where item.rank == 0 { skipped.append(item.candidate.tensor) }
-                    let kept = factored.indices.filter { factored[$0].rank > 0 }
-                    let first = done
-                    try factorAll(kept.map { lowRankNames[$0] }, base: base.checkpoint, finetuned: finetuned, options: options,
-                                  ranks: kept.map { factored[$0].rank }, seeds: kept,
-                                  emit: { try emit($1) }, progress: { finished in
-                        done = first + finished
-                        progress?(done, total)
-                    })
-                    done = first + lowRankNames.count
-                }
             } else {
                 try factorAll(lowRankNames, base: base.checkpoint, finetuned: finetuned, options: options,
                               emit: { try emit($1) }, progress: { finished in
@@ -277,6 +243,51 @@ public enum Extract {
                       fullTensors: fullTensors.map { FullTensorReport(tensor: $0.name, mode: $0.mode.rawValue, reason: $0.reason) },
                       skipped: skipped, unchanged: base.checkpoint.names.count - changedNames.count, parameters: parameters,
                       packBytes: try PackReader(path: output).fileSize, deltaBytes: deltaBytes, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// A budget needs every module's spectrum before any rank is known. While the factors up to
+    /// the cap fit in the allowance they are kept from that pass (1 pass); beyond it (large
+    /// models) only the spectra are kept and the modules given a rank are factored again
+    /// (2 passes), which keeps memory flat at about 1.6× the time.
+    static func budgetPasses(_ shapes: [[Int]], options: Options) -> Int {
+        let kept = shapes.reduce(0) { $0 + ($1[0] + $1[1]) * min($1[0], $1[1], options.maxRank ?? 256) * 4 }
+        return kept > options.budgetFactorAllowance ? 2 : 1
+    }
+
+    /// Factors every delta, ranks them together within `parameters` (allocateBudget) and hands
+    /// each module, with its rank (0: left out), to `emit` in module order. `progress` counts the
+    /// matrices factored over both passes.
+    static func factorWithinBudget(_ names: [(name: String, layout: WeightLayout)], parameters: Int, passes: Int,
+                                   base: Checkpoint, finetuned: Checkpoint, options: Options,
+                                   emit: (Factored) throws -> Void, progress: (Int) -> Void) throws {
+        var factored: [Factored] = []
+        try factorAll(names, base: base, finetuned: finetuned, options: options, emit: { _, item in
+            var kept = item
+            if passes == 2 {
+                kept.triplets = SingularTriplets(u: Matrix(zeros: 0, 0), s: item.triplets.s, vt: Matrix(zeros: 0, 0), exact: item.triplets.exact)
+            }
+            factored.append(kept)
+        }, progress: progress)
+        allocateBudget(&factored, parameters: parameters)
+        if passes == 1 {
+            for index in factored.indices {
+                let item = factored[index]
+                try emit(Factored(candidate: item.candidate, triplets: truncate(item.triplets, to: item.rank), rank: item.rank))
+                factored[index].triplets = SingularTriplets(u: Matrix(zeros: 0, 0), s: [], vt: Matrix(zeros: 0, 0), exact: false)
+            }
+            return
+        }
+        let ranked = factored.indices.filter { factored[$0].rank > 0 }
+        var next = 0
+        try factorAll(ranked.map { names[$0] }, base: base, finetuned: finetuned, options: options,
+                      ranks: ranked.map { factored[$0].rank }, seeds: ranked, emit: { position, item in
+            // Modules left out still pass through `emit`, in their place.
+            while next < ranked[position] { try emit(factored[next]); next += 1 }
+            try emit(item)
+            next += 1
+        }, progress: { progress(names.count + $0) })
+        while next < factored.count { try emit(factored[next]); next += 1 }
+        progress(2 * names.count)
     }
 
     /// Factors every delta, one matrix per core at a time with single-threaded BLAS: the
