@@ -138,4 +138,30 @@ import Testing
         let honest = try Self.withHeader(pack) { $0 }
         #expect(Self.outcome(honest, folder: Fixtures.temporaryDirectory()) == nil)
     }
+
+    /// A tensor whose chunks stay within the ratio limit but add up to more than the machine's
+    /// memory (all-zero data really compresses that far) is refused by readTensor before its
+    /// buffer is allocated, with a message, rather than getting the process killed.
+    @Test func tensorLargerThanMemoryIsRefusedBeforeAllocating() throws {
+        let chunkClaim = PackFormat.maximumChunkSize
+        let chunks = PhysicalMemory.bytes / chunkClaim + 1
+        let stored = chunkClaim / PackFormat.maximumExpansion
+        let tensor = ContainerTests.randomTensor(.u8, shape: [chunks * stored], seed: 3)
+        let path = try ContainerTests.writePack([("big", tensor)], options: .init(chunkSize: stored))
+        let pack = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let claimed = try Self.withHeader(pack) { text in
+            text.replacingOccurrences(of: "\"raw_length\":\(stored),", with: "\"raw_length\":\(chunkClaim),")
+                .replacingOccurrences(of: "\"shape\":[\(chunks * stored)]", with: "\"shape\":[\(chunks * chunkClaim)]")
+        }
+        let file = Fixtures.temporaryDirectory() + "/claimed.peftpack"
+        FileManager.default.createFile(atPath: file, contents: Data(claimed))
+        let reader = try PackReader(path: file)
+        #expect(reader.tensors.first?.rawBytes == chunks * chunkClaim)
+        #expect(throws: PackFormatError.self) { try reader.readTensor("big") }
+        do {
+            _ = try reader.readTensor("big")
+        } catch {
+            #expect("\(error)".contains("more than this machine's"), "\(error)")
+        }
+    }
 }

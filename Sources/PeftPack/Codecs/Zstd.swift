@@ -83,6 +83,13 @@ public enum Zstd {
         return output
     }
 
+    /// The content size a frame's header declares, or nil when it declares none or is not a frame.
+    public static func declaredContentSize(_ frame: UnsafeRawBufferPointer) -> Int? {
+        let declared = ZSTD_getFrameContentSize(frame.baseAddress, frame.count)
+        guard declared != ZSTD_CONTENTSIZE_UNKNOWN, declared != ZSTD_CONTENTSIZE_ERROR, declared <= UInt64(Int.max) else { return nil }
+        return Int(declared)
+    }
+
     /// Decodes one frame into exactly `output.count` bytes. The frame must declare that content
     /// size and decode to it; anything else is corruption (this is what stops decompression bombs:
     /// the output buffer is sized from the validated index, never from the frame).

@@ -122,10 +122,38 @@ public final class PackReader: @unchecked Sendable {
     /// Decodes a tensor, verifying every chunk's stored and decoded checksums.
     public func readTensor(_ name: String) throws -> HostTensor {
         let entry = try requireEntry(name)
-        var bytes = [UInt8](repeating: 0, count: entry.rawBytes)
+        try checkClaims(entry)
         defer { releasePages(entry) }
-        try bytes.withUnsafeMutableBytes { try decode(entry, into: $0) }
+        let bytes = try [UInt8](unsafeUninitializedCapacity: entry.rawBytes) { buffer, initialized in
+            try decode(entry, into: UnsafeMutableRawBufferPointer(buffer))
+            initialized = entry.rawBytes
+        }
         return HostTensor(dtype: entry.dtype, shape: entry.shape, bytes: bytes)
+    }
+
+    /// What must hold before a tensor's buffer is allocated. Its size comes from the index, whose
+    /// ratio limit still lets a small file describe a huge tensor (all zeros legitimately
+    /// compress 30,000-fold), so: every zstd frame must declare the size the index gives its
+    /// plane (read from the frame headers alone, a page per chunk), and the whole must fit in
+    /// this machine's memory, or the reader would be killed for memory instead of failing.
+    private func checkClaims(_ entry: PackTensorEntry) throws {
+        let memory = PhysicalMemory.bytes
+        guard entry.rawBytes <= memory else {
+            throw PackFormatError(file: path, problem: "tensor \(entry.name) decodes to \(entry.rawBytes) bytes, more than this machine's \(memory) bytes of memory")
+        }
+        for (number, chunk) in entry.chunks.enumerated() {
+            let planeLength = chunk.rawLength / chunk.planes.count
+            var offset = chunk.offset
+            for plane in chunk.planes {
+                if plane.codec == .zstd {
+                    let declared = Zstd.declaredContentSize(mapped.slice(offset: offset, count: plane.storedLength))
+                    guard declared == planeLength else {
+                        throw PackFormatError(file: path, problem: "tensor \(entry.name) chunk \(number) does not decode: zstd frame declares \(declared.map(String.init) ?? "no") content size, expected \(planeLength)")
+                    }
+                }
+                offset += plane.storedLength
+            }
+        }
     }
 
     /// Drops a tensor's stored pages from the process's resident set once it has been read (the

@@ -1,0 +1,16 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The machine's physical memory: the most a single buffer can usefully be. Asking for more gets
+/// the process killed by the system, not an error it could report.
+enum PhysicalMemory {
+    static let bytes: Int = {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, size > 0 else { return Int.max }
+        let (total, overflow) = pages.multipliedReportingOverflow(by: size)
+        return overflow ? Int.max : total
+    }()
+}
