@@ -6,8 +6,11 @@
 # index parser and the decoders), safetensors (header + every tensor), pickle (torch.save
 # zip + restricted unpickler), config (PEFT and AdapterHub adapter_config.json), gguf (header,
 # metadata, tensors, LoRA mapping). The seed corpus is made from the fixtures; the working corpus
-# and any crash reproducers go to .build-fuzz/ (crashes also to Fuzz/crashes/ to become
-# regression inputs). Prints executions per target and exits non-zero if any target crashed.
+# goes to .build-fuzz/, crash, leak, timeout and slow-unit reproducers to Fuzz/crashes/ (ignored
+# by git: a real one becomes a regression input in Tests/PeftPackTests/Malformed/ or a test). A
+# slow unit is one that took over 10 s; on a busy machine with FUZZ_NICE that can be the nice
+# level, so replay it alone (peftpack-fuzz TARGET FILE) before calling it a hang. Prints
+# executions per target and exits non-zero if any target crashed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
