@@ -125,7 +125,9 @@ private struct StrictJSONParser {
     mutating func parseObject(depth: Int) throws -> StrictJSON {
         position += 1
         var members: [(key: String, value: StrictJSON)] = []
-        var seen = Set<String>()
+        // Header objects have a handful of members, where comparing against each is cheaper than
+        // hashing; a set takes over for large objects so duplicate detection stays linear.
+        var seen: Set<String>? = nil
         skipWhitespace()
         if current == UInt8(ascii: "}") {
             position += 1
@@ -136,7 +138,14 @@ private struct StrictJSONParser {
             guard current == UInt8(ascii: "\"") else { throw failure("expected a string key") }
             let keyOffset = position
             let key = try parseString()
-            guard seen.insert(key).inserted else {
+            let isDuplicate: Bool
+            if seen != nil {
+                isDuplicate = !seen!.insert(key).inserted
+            } else {
+                isDuplicate = members.contains { $0.key == key }
+                if members.count == 16 { seen = Set(members.map(\.key) + [key]) }
+            }
+            guard !isDuplicate else {
                 throw StrictJSONError(offset: keyOffset, reason: "duplicate key \"\(key)\"")
             }
             skipWhitespace()
@@ -175,7 +184,20 @@ private struct StrictJSONParser {
 
     mutating func parseString() throws -> String {
         position += 1
-        var utf8: [UInt8] = []
+        // Most strings have no escape: validate and copy them straight from the input.
+        let start = position
+        while let byte = current, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\"), byte >= 0x20 {
+            position += 1
+        }
+        if current == UInt8(ascii: "\"") {
+            let run = UnsafeRawBufferPointer(rebasing: bytes[start..<position])
+            guard let text = run.withMemoryRebound(to: UInt8.self, { String(validating: $0, as: UTF8.self) }) else {
+                throw failure("string is not valid UTF-8")
+            }
+            position += 1
+            return text
+        }
+        var utf8 = Array(bytes[start..<position])
         while true {
             guard let byte = current else { throw failure("unterminated string") }
             position += 1
@@ -265,10 +287,28 @@ private struct StrictJSONParser {
             if current == UInt8(ascii: "+") || current == UInt8(ascii: "-") { position += 1 }
             guard try skipRequiredDigits() else { throw failure("invalid number") }
         }
+        if isInteger, let value = integerLiteral(start..<position) { return .integer(value) }
         let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
-        if isInteger, let value = Int64(text) { return .integer(value) }
         guard let value = Double(text) else { throw failure("invalid number") }
         return .number(value)
+    }
+
+    /// The value of an already validated integer literal, or nil when it does not fit in Int64.
+    func integerLiteral(_ range: Range<Int>) -> Int64? {
+        var index = range.lowerBound
+        let negative = bytes[index] == UInt8(ascii: "-")
+        if negative { index += 1 }
+        // Accumulated negatively so that Int64.min has a literal.
+        var value: Int64 = 0
+        while index < range.upperBound {
+            let (shifted, overflowMultiply) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflowSubtract) = shifted.subtractingReportingOverflow(Int64(bytes[index] - UInt8(ascii: "0")))
+            guard !overflowMultiply, !overflowSubtract else { return nil }
+            value = next
+            index += 1
+        }
+        if negative { return value }
+        return value == .min ? nil : -value
     }
 
     mutating func skipDigits() {
