@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/python-envs.sh >/dev/null
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (Debian package 'time')" >&2; exit 1; }
-swift build -c release --product peftpack >/dev/null
-swift build -c release --product peftpack-bench >/dev/null
+swift build -c release --static-swift-stdlib --product peftpack >/dev/null
+swift build -c release --static-swift-stdlib --product peftpack-bench >/dev/null
 peftpack="$(swift build -c release --show-bin-path)/peftpack"
 work=${BENCH_WORK:-$(mktemp -d)}
 python=.venv/peft/bin/python

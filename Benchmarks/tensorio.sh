@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/python-envs.sh >/dev/null
-swift build -c release --product peftpack-bench >/dev/null
+swift build -c release --static-swift-stdlib --product peftpack-bench >/dev/null
 bench="$(swift build -c release --show-bin-path)/peftpack-bench"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

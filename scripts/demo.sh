@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-swift build -c release --product peftpack
+swift build -c release --static-swift-stdlib --product peftpack
 bin="$(swift build -c release --show-bin-path)/peftpack"
 fixtures=fixtures/data
 out=$(mktemp -d)

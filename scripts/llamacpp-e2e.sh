@@ -22,7 +22,7 @@ if [ ! -x .venv/llamacpp/bin/python ] || ! .venv/llamacpp/bin/python -c "import 
     .venv/llamacpp/bin/pip install -q --no-binary llama-cpp-python numpy==2.4.6 \
     "$(dirname "$(dirname "$(dirname "$source_dir")")")"/llama_cpp_python-0.3.36.tar.gz
 fi
-swift build -c release --product peftpack >/dev/null
+swift build -c release --static-swift-stdlib --product peftpack >/dev/null
 peftpack="$(swift build -c release --show-bin-path)/peftpack"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -6,6 +6,8 @@ import PeftPack
 ///   peftpack-bench convert FILE       every BF16/F16 tensor widened to fp32
 ///   peftpack-bench pack FILE OUT      every tensor of a safetensors file into a pack
 ///   peftpack-bench unpack PACK        every tensor of a pack decoded
+///   peftpack-bench open PACK          what `inspect` reads: preamble, header, index and adapter
+///                                     document, in this process (bytes = the header's stored size)
 ///   peftpack-bench merge-floor PACK BASE_DIR
 ///                                     the physical floor of merging PACK into BASE_DIR: base bytes
 ///                                     in + out at measured memcpy bandwidth, plus the low-rank FLOPs
@@ -92,6 +94,12 @@ case "unpack":
             let tensor = try reader.readTensor(entry.name)
             bytes += tensor.bytes.count
         }
+    }
+case "open":
+    time = try best(runs) {
+        let reader = try PackReader(path: path)
+        _ = try reader.adapterDocument()
+        bytes = reader.storedHeaderBytes
     }
 case "merge-floor":
     let reader = try PackReader(path: path)

@@ -26,7 +26,7 @@ enum PackIndexParser {
                 return Int(value)
             }
             func hash(_ key: String) throws -> UInt64 {
-                guard let text = item[key]?.stringValue, text.count == 16, let value = UInt64(text, radix: 16) else {
+                guard let text = item[key]?.stringValue, text.utf8.count == 16, let value = UInt64(text, radix: 16) else {
                     throw fail("chunk \(number) lacks a valid \(key)", name)
                 }
                 return value

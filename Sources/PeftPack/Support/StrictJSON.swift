@@ -186,15 +186,20 @@ private struct StrictJSONParser {
         position += 1
         // Most strings have no escape: validate and copy them straight from the input.
         let start = position
+        var highBits: UInt8 = 0
         while let byte = current, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\"), byte >= 0x20 {
+            highBits |= byte
             position += 1
         }
         if current == UInt8(ascii: "\"") {
             let run = UnsafeRawBufferPointer(rebasing: bytes[start..<position])
+            position += 1
+            // ASCII needs no validation; String(validating:) is generic and several times slower.
+            if highBits < 0x80 { return String(decoding: run, as: UTF8.self) }
             guard let text = run.withMemoryRebound(to: UInt8.self, { String(validating: $0, as: UTF8.self) }) else {
+                position -= 1
                 throw failure("string is not valid UTF-8")
             }
-            position += 1
             return text
         }
         var utf8 = Array(bytes[start..<position])
