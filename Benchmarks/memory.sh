@@ -2,7 +2,7 @@
 # Peak memory against model size: the same Llama shape (hidden 2048, intermediate 5632, bf16,
 # 500MB shards) at 2, 8 and 16 layers (MEMORY_LAYERS), a rank-16 all-linear LoRA and a full
 # fine-tune of each (every 2-D non-embedding weight perturbed), and the peak RSS of
-# `import --base`, `merge` and `extract`, the largest of MEMORY_RUNS runs (3) each: extract's peak
+# `import --base`, `merge` and `extract`, the largest of MEMORY_RUNS runs (5) each: extract's peak
 # is two cores' working sets coinciding, which a single run may or may not catch. Reports the
 # slope between the smallest and largest model: extra peak RSS per extra GB of model. Streaming
 # means it should be near zero (a few of the largest tensors, not the model). BENCH_WORK reuses
@@ -16,7 +16,7 @@ work=${BENCH_WORK:-$(mktemp -d)}
 python=.venv/peft/bin/python
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
 layer_counts=(${MEMORY_LAYERS:-2 8 16})
-runs=${MEMORY_RUNS:-3}
+runs=${MEMORY_RUNS:-5}
 for layers in "${layer_counts[@]}"; do
   dir="$work/memory-$layers"
   [ -f "$dir/finetuned/config.json" ] && continue
