@@ -13,6 +13,10 @@ struct PeftPackCommand: ParsableCommand {
         subcommands: [ImportCommand.self, ExportCommand.self, InspectCommand.self, VerifyCommand.self, MergeCommand.self, ExtractCommand.self, StackCommand.self])
 }
 
+// No command wants OpenBLAS's load-time worker threads spinning beside it; `verify` wakes them
+// for models large enough to use them.
+BLAS.stopThreadPool()
+
 /// ArgumentParser reports usage errors with EX_USAGE (64); peftpack's contract is 2 for every
 /// usage or input error, so map it here and leave help, version and our own codes untouched.
 do {

@@ -6,8 +6,45 @@ public enum BLAS {
     /// parallel), set 1 so the two levels do not oversubscribe the cores.
     public static var threadCount: Int {
         get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(newValue)) }
+        set {
+            // Setting any count restarts a stopped pool (`stopThreadPool`), so an unchanged
+            // count is left alone.
+            guard newValue != threadCount else { return }
+            openblas_set_num_threads(Int32(newValue))
+        }
     }
+
+    /// The threads OpenBLAS had when `stopThreadPool` ran (OPENBLAS_NUM_THREADS and the core
+    /// count decide it at load), or its current count if the pool was never stopped.
+    public static var availableThreads: Int { stoppedPoolThreads ?? threadCount }
+    nonisolated(unsafe) private static var stoppedPoolThreads: Int?
+
+    /// Leaves OpenBLAS single-threaded with no worker threads until `threadCount` is raised.
+    /// Its pthreads build starts a worker per core at load, and an idle worker spins in
+    /// sched_yield beside the caller: on this project's 2-core VMs that made `verify` of a
+    /// fixture model take 42–48 ms on average instead of 27 ms, for matrices OpenBLAS never
+    /// splits. Commands call this once at start, before any other thread uses BLAS.
+    public static func stopThreadPool() {
+        guard stoppedPoolThreads == nil else { return }
+        stoppedPoolThreads = threadCount
+        // Single-threaded first, while the pool is up: setting the count after the shutdown
+        // would start the pool again.
+        openblas_set_num_threads(1)
+        _ = peftpack_openblas_stop_thread_pool()
+    }
+
+    /// Runs `body` with OpenBLAS on `availableThreads` when the work is large enough to repay
+    /// its worker threads, and single-threaded otherwise; the previous count is restored.
+    public static func withThreads<T>(forFLOPs flops: Double, _ body: () throws -> T) rethrows -> T {
+        let previous = threadCount
+        threadCount = flops >= parallelFLOPs ? availableThreads : 1
+        defer { threadCount = previous }
+        return try body()
+    }
+
+    /// Below this a whole computation takes a few milliseconds on one core, about what a woken
+    /// pool costs in start-up and spinning.
+    public static let parallelFLOPs = 2.5e8
 
     /// C = alpha · op(A) · op(B) + beta · C on raw row-major buffers with leading dimensions.
     public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,

@@ -70,6 +70,12 @@ public enum Verify {
         var comparisons: [Comparison] = []
         var shownShape = [inputShape.batch, inputShape.tokens]
         let logits = isLogits ?? (model.config.family != .bert)
+        // The runtime's parallelism is OpenBLAS's: worth its threads only for large passes.
+        func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?) throws -> FloatTensor {
+            try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) {
+                try model.forward(inputIds: rows, adapters: adapters)
+            }
+        }
         for target in targets {
             switch target {
             case .reference(let path, let key):
@@ -86,22 +92,22 @@ public enum Verify {
                     throw SafetensorsError(file: path, tensor: outputKey, problem: "no floating-point output of that name")
                 }
                 let expected = try file.tensor(outputKey)
-                let output = try model.forward(inputIds: rows, adapters: adapters)
+                let output = try forward(model, rows, adapters)
                 comparisons.append(try compare(output, FloatTensor(shape: expected.shape, values: expected.floats()),
                                                label: "\(path):\(outputKey)", logits: logits, tolerance: tolerance))
             case .merged(let folder):
                 try model.checkInputShape(batch: inputShape.batch, tokens: inputShape.tokens, adapters: adapters)
                 let rows = randomInput(inputShape, vocabulary: model.config.vocabSize, seed: seed)
                 let (merged, _) = try loadModel(folder)
-                let expected = try merged.forward(inputIds: rows)
-                let output = try model.forward(inputIds: rows, adapters: adapters)
+                let expected = try forward(merged, rows, nil)
+                let output = try forward(model, rows, adapters)
                 comparisons.append(try compare(output, expected, label: folder, logits: logits, tolerance: tolerance))
             case .pack(let other):
                 try model.checkInputShape(batch: inputShape.batch, tokens: inputShape.tokens, adapters: adapters)
                 let rows = randomInput(inputShape, vocabulary: model.config.vocabSize, seed: seed)
                 let (otherAdapters, _) = try adapterSet(pack: other, names: [], model: model)
-                let expected = try model.forward(inputIds: rows, adapters: otherAdapters)
-                let output = try model.forward(inputIds: rows, adapters: adapters)
+                let expected = try forward(model, rows, otherAdapters)
+                let output = try forward(model, rows, adapters)
                 comparisons.append(try compare(output, expected, label: other, logits: logits, tolerance: tolerance))
             }
         }

@@ -98,6 +98,21 @@ public final class TransformerModel: Sendable {
     /// Checks a batch shape before any input of that shape is made: positions within a learned
     /// position table (prefix and prompt tokens included) and activations within
     /// `activationBudget`.
+    /// About how many floating-point operations one forward pass over `batch × tokens` ids takes:
+    /// every layer's projections and MLP, the attention products and, for decoders, the output
+    /// head. Decides whether BLAS threads pay (`BLAS.withThreads`); adapters add little.
+    public func forwardFLOPs(batch: Int, tokens: Int) -> Double {
+        let c = config
+        let rows = Double(batch) * Double(tokens)
+        let hidden = Double(c.hiddenSize), queryWidth = Double(c.numAttentionHeads * c.headDim)
+        let keyValueWidth = Double(c.numKeyValueHeads * c.headDim)
+        let mlpMatrices: Double = c.family == .llama ? 3 : 2
+        let perLayer = 2 * hidden * queryWidth + 2 * hidden * keyValueWidth + mlpMatrices * hidden * Double(c.intermediateSize)
+        let head = c.family == .bert ? 0 : hidden * Double(c.vocabSize)
+        let attention = 2 * Double(tokens) * queryWidth
+        return 2 * rows * (Double(c.numLayers) * (perLayer + attention) + head)
+    }
+
     public func checkInputShape(batch: Int, tokens: Int, adapters: AdapterSet? = nil) throws {
         guard batch > 0, tokens > 0 else { throw RuntimeError.invalidInput("the batch is empty") }
         let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + tokens
