@@ -20,7 +20,7 @@ public enum BLAS {
     nonisolated(unsafe) private static var stoppedPoolThreads: Int?
 
     /// Leaves OpenBLAS single-threaded with no worker threads until `threadCount` is raised.
-    /// Its pthreads build starts a worker per core at load, and an idle worker spins in
+    /// Its pthreads build starts its worker threads at load, and an idle worker spins in
     /// sched_yield beside the caller: on this project's 2-core VMs that made `verify` of a
     /// fixture model take 42–48 ms on average instead of 27 ms, for matrices OpenBLAS never
     /// splits. Commands call this once at start, before any other thread uses BLAS.
