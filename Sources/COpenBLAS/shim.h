@@ -10,9 +10,7 @@
    nothing to stop. */
 extern int blas_thread_shutdown_(void) __attribute__((weak));
 
-static inline int peftpack_openblas_stop_thread_pool(void) {
-    if (!blas_thread_shutdown_) return 0;
-    blas_thread_shutdown_();
-    return 1;
+static inline void peftpack_openblas_stop_thread_pool(void) {
+    if (blas_thread_shutdown_) blas_thread_shutdown_();
 }
 #endif

@@ -30,7 +30,7 @@ public enum BLAS {
         // Single-threaded first, while the pool is up: setting the count after the shutdown
         // would start the pool again.
         openblas_set_num_threads(1)
-        _ = peftpack_openblas_stop_thread_pool()
+        peftpack_openblas_stop_thread_pool()
     }
 
     /// Runs `body` with OpenBLAS on `availableThreads` when the work is large enough to repay

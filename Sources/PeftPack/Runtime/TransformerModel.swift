@@ -95,9 +95,6 @@ public final class TransformerModel: Sendable {
     /// the machine.
     public static let activationBudget = 4 << 30
 
-    /// Checks a batch shape before any input of that shape is made: positions within a learned
-    /// position table (prefix and prompt tokens included) and activations within
-    /// `activationBudget`.
     /// About how many floating-point operations one forward pass over `batch × tokens` ids takes:
     /// every layer's projections and MLP, the attention products and, for decoders, the output
     /// head. Decides whether BLAS threads pay (`BLAS.withThreads`); adapters add little.
@@ -113,6 +110,9 @@ public final class TransformerModel: Sendable {
         return 2 * rows * (Double(c.numLayers) * (perLayer + attention) + head)
     }
 
+    /// Checks a batch shape before any input of that shape is made: positions within a learned
+    /// position table (prefix and prompt tokens included) and activations within
+    /// `activationBudget`.
     public func checkInputShape(batch: Int, tokens: Int, adapters: AdapterSet? = nil) throws {
         guard batch > 0, tokens > 0 else { throw RuntimeError.invalidInput("the batch is empty") }
         let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + tokens
