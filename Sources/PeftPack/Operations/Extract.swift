@@ -159,6 +159,7 @@ public enum Extract {
         // the adapter (which grows with the model); the header, written last, gets the document.
         let writer = try PackWriter(destination: output, options: .init(level: options.level))
         func append(_ name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+            try FiniteValues.checkResult(bytes, dtype: dtype, name: name, what: "the extracted tensor (the fine-tune or the base holds NaN/Inf there)")
             try writer.append(name: name, dtype: dtype, shape: shape, bytes: bytes)
             shapes[name] = shape
             parameters += shape.reduce(1, *)

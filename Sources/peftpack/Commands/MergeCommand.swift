@@ -62,6 +62,7 @@ struct MergeCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try checkFiniteWeights(weights)
             let inputs = MergeInput.parse(packs, weights: weights)
             let options = Merge.Options(dtype: dtype == "auto" ? nil : DType(userName: dtype), maxShardSize: maxShardSize.flatMap(FileSize.parse),
                                         force: force, skipUnmergeable: skipUnmergeable)

@@ -50,6 +50,7 @@ struct StackCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try checkFiniteWeights(weights)
             let inputs = MergeInput.parse(packs, weights: weights)
             let recompression: Stack.Recompression = rank.map { .rank($0) } ?? energy.map { .energy($0) } ?? .none
             let report = try Stack.run(inputs: inputs, output: output, options: .init(recompression: recompression, name: name))
