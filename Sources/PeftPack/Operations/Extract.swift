@@ -475,6 +475,10 @@ public enum Extract {
             initialized = count
         }
         let energy = values.withUnsafeBufferPointer { BLAS.squaredNorm($0) }
+        if !energy.isFinite {
+            // NaN/Inf reach the squared norm; LAPACK would refuse the matrix with a bare code.
+            try values.withUnsafeBytes { try FiniteValues.checkResult($0, dtype: .f32, name: name, what: "ΔW = fine-tune − base (the fine-tune or the base holds NaN/Inf there)") }
+        }
         return Candidate(tensor: name, shape: info.shape, layout: layout,
                          delta: Matrix(rows: info.shape[0], cols: info.shape[1], values: values), totalEnergy: energy)
     }

@@ -107,6 +107,6 @@ public enum FiniteValues {
     static func checkResult(_ bytes: UnsafeRawBufferPointer, dtype: DType, name: String, what: String) throws {
         let found = count(bytes, dtype: dtype)
         guard found.total > 0 else { return }
-        throw NonFiniteError(kind: .result, description: "\(name): \(what) would hold \(found.phrase) of its \(bytes.count / dtype.byteSize) elements; nothing was written")
+        throw NonFiniteError(kind: .result, description: "\(name): \(what) holds \(found.phrase) of its \(bytes.count / dtype.byteSize) elements; nothing was written")
     }
 }
