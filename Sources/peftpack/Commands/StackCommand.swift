@@ -26,7 +26,7 @@ struct StackCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output pack.")
     var output: String
 
-    @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each).")
+    @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
     var weights: [Double] = []
 
     @Option(help: "Recompress every module to this rank.")
