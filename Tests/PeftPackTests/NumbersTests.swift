@@ -268,6 +268,18 @@ import Testing
         #expect(loose.status == 0)
     }
 
+    /// A prefix adapter beside the LoRA: no merge can hold it, so there is no rounding bound to
+    /// widen the tolerance with, and the comparison fails as before.
+    @Test func unmergeableAdapterGetsNoBound() throws {
+        let pack = Fixtures.temporaryDirectory() + "/both.peftpack"
+        #expect(try CLI.run(["import", Fixtures.path("numbers/adapter"), Fixtures.path("cases/llama_prefix/adapter"), "-o", pack,
+                             "--name", "lora", "--name", "prefix"]).status == 0)
+        let result = try CLI.run(["verify", pack, "--base", Self.bf16Base, "--merged", Fixtures.path("numbers/peft_merge"), "--json"])
+        #expect(result.status == 1)
+        let decoded = try JSONDecoder().decode(VerifyJSON.self, from: Data(result.stdout.utf8))
+        #expect(decoded.comparisons.first?.rounding == nil)
+    }
+
     /// An fp32 merged model keeps the fp32 tolerance and reports no rounding bound.
     @Test func fp32MergedModelHasNoRoundingBound() throws {
         let pack = try CLITests.importCase("llama_lora")

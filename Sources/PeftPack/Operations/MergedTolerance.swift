@@ -35,17 +35,17 @@ enum MergedTolerance {
     }
 
     /// The model the correctly rounded merge of the pack's adapters (those named) into `base`
-    /// gives, with each tensor in the dtype `merged` stores it in, or nil when no adapter changes
-    /// a weight.
+    /// gives, with each tensor in the dtype `merged` stores it in. Nil when an adapter adds
+    /// computation no merge can hold (prefix, prompt, bottleneck): the "bound" would then be that
+    /// adapter's whole effect, and no merged model is right.
     static func roundedMerge(base baseFolder: String, pack: String, adapterNames: [String], merged: Checkpoint) throws -> TransformerModel? {
         let base = try BaseModel(folder: baseFolder)
         let reader = try PackReader(path: pack)
         let document = try reader.adapterDocument()
         let adapters = document.adapters.filter { adapterNames.contains($0.name) }
-        let mergeable = adapters.filter { MergePlanner.mergeableKinds.contains($0.kind) || $0.modules.contains { $0.mode != nil } }
-        guard !mergeable.isEmpty else { return nil }
-        let selected = mergeable.map { (adapter: $0, weight: 1.0) }
-        let (changes, _) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: true, file: { _ in pack })
+        guard !adapters.isEmpty, adapters.allSatisfy({ MergePlanner.mergeableKinds.contains($0.kind) }) else { return nil }
+        let selected = adapters.map { (adapter: $0, weight: 1.0) }
+        let (changes, _) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: false, file: { _ in pack })
         let weights = RoundedMergeWeights(base: base.checkpoint, changes: changes, reader: reader, selected: selected,
                                           dtype: { merged.info($0)?.dtype })
         let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: baseFolder).appendingPathComponent("config.json"))
