@@ -47,7 +47,7 @@ enum MergedTolerance {
         let selected = adapters.map { (adapter: $0, weight: 1.0) }
         let (changes, _) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: false, file: { _ in pack })
         let weights = RoundedMergeWeights(base: base.checkpoint, changes: changes, reader: reader, selected: selected,
-                                          dtype: { merged.info($0)?.dtype })
+                                          dtype: { merged.info($0)?.dtype ?? narrowDType(of: merged) })
         let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: baseFolder).appendingPathComponent("config.json"))
         return try TransformerModel.load(config: config, weights: weights)
     }
