@@ -43,6 +43,19 @@ static inline float round_to_odd(double value) {
     return float_of(bits | 1u);
 }
 
+/* The exponent field of out_type, all ones: NaN or ±Inf. */
+static inline uint32_t exponent_mask(int type) {
+    switch (type) {
+    case PEFTPACK_ELEMENT_BF16: return 0x7F80u;
+    case PEFTPACK_ELEMENT_F16: return 0x7C00u;
+    default: return 0x7F800000u;
+    }
+}
+
+static inline int is_nonfinite_bits(int type, uint32_t bits) {
+    return (bits & exponent_mask(type)) == exponent_mask(type);
+}
+
 static void merge_scalar(int base_type, const void *base, const double *delta, int out_type, void *out,
                          size_t first, size_t count, peftpack_merge_stats *stats) {
     for (size_t i = first; i < count; i++) {
@@ -50,6 +63,7 @@ static void merge_scalar(int base_type, const void *base, const double *delta, i
         double b = delta[i], sum = (double)a + b;
         uint32_t bits = rounded_bits(out_type, out_type == PEFTPACK_ELEMENT_F32 ? (float)sum : round_to_odd(sum));
         store_bits(out_type, out, i, bits);
+        if (is_nonfinite_bits(out_type, bits) && isfinite(a)) stats->nonfinite += 1;
         if (b != 0.0 || b != b) {
             stats->changed += 1;
             if (bits == rounded_bits(out_type, a)) stats->lost += 1;
@@ -121,7 +135,9 @@ static void merge_avx2(int base_type, const void *base, const double *delta, int
     const __m256d zero = _mm256_setzero_pd();
     const __m256d magnitude = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll));
     __m256d largest = zero;
-    uint64_t changed = 0, lost = 0;
+    const __m256i out_exponent = _mm256_set1_epi32((int)exponent_mask(out_type));
+    const __m256i f32_exponent = _mm256_set1_epi32(0x7F800000);
+    uint64_t changed = 0, lost = 0, nonfinite = 0;
     size_t i = 0;
     for (; i + 8 <= count; i += 8) {
         __m256 a = load8(base_type, base, i);
@@ -139,6 +155,11 @@ static void merge_avx2(int base_type, const void *base, const double *delta, int
             __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(result), _mm256_extracti128_si256(result, 1));
             _mm_storeu_si128((__m128i *)((uint16_t *)out + i), packed);
         }
+        /* NaN/Inf out of a finite base: a handful of integer ops per 8 elements, off the memory path. */
+        __m256i out_special = _mm256_cmpeq_epi32(_mm256_and_si256(result, out_exponent), out_exponent);
+        __m256i base_special = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(a), f32_exponent), f32_exponent);
+        int made_nonfinite = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_andnot_si256(base_special, out_special)));
+        if (made_nonfinite) nonfinite += (uint64_t)__builtin_popcount(made_nonfinite);
         int changed_mask = _mm256_movemask_pd(_mm256_cmp_pd(b_low, zero, _CMP_NEQ_UQ))
                          | _mm256_movemask_pd(_mm256_cmp_pd(b_high, zero, _CMP_NEQ_UQ)) << 4;
         if (changed_mask) {
@@ -157,6 +178,7 @@ static void merge_avx2(int base_type, const void *base, const double *delta, int
         if (lanes[lane] > stats->max_abs_delta) stats->max_abs_delta = lanes[lane];
     stats->changed += changed;
     stats->lost += lost;
+    stats->nonfinite += nonfinite;
     merge_scalar(base_type, base, delta, out_type, out, i, count, stats);
 }
 

@@ -31,6 +31,7 @@ typedef struct {
     uint64_t changed;      /* elements whose delta is non-zero */
     uint64_t lost;         /* ... of which the output equals the base rounded to the output type */
     double max_abs_delta;
+    uint64_t nonfinite;    /* outputs that are NaN or ±Inf (overflow to out_type included) where the base is finite */
 } peftpack_merge_stats;
 
 /* out[i] = base[i] + delta[i] (fp64) rounded once (to nearest, ties to even) to out_type, with the

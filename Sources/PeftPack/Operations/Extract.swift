@@ -159,6 +159,7 @@ public enum Extract {
         // the adapter (which grows with the model); the header, written last, gets the document.
         let writer = try PackWriter(destination: output, options: .init(level: options.level))
         func append(_ name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+            try FiniteValues.checkResult(bytes, dtype: dtype, name: name, what: "the extracted tensor (the fine-tune or the base holds NaN/Inf there)")
             try writer.append(name: name, dtype: dtype, shape: shape, bytes: bytes)
             shapes[name] = shape
             parameters += shape.reduce(1, *)
@@ -474,6 +475,10 @@ public enum Extract {
             initialized = count
         }
         let energy = values.withUnsafeBufferPointer { BLAS.squaredNorm($0) }
+        if !energy.isFinite {
+            // NaN/Inf reach the squared norm; LAPACK would refuse the matrix with a bare code.
+            try values.withUnsafeBytes { try FiniteValues.checkResult($0, dtype: .f32, name: name, what: "ΔW = fine-tune − base (the fine-tune or the base holds NaN/Inf there)") }
+        }
         return Candidate(tensor: name, shape: info.shape, layout: layout,
                          delta: Matrix(rows: info.shape[0], cols: info.shape[1], values: values), totalEnergy: energy)
     }

@@ -24,6 +24,8 @@ enum LowRankMerge {
         var changed = 0
         var lost = 0
         var maxAbsDelta = 0.0
+        /// Outputs that are NaN or ±Inf where the base element is finite.
+        var nonFinite = 0
     }
 
     /// Scratch per worker: 128 Ki doubles (1 MiB) keeps a block of ΔW in L2 between the dgemm
@@ -71,13 +73,15 @@ enum LowRankMerge {
                     }
                     row += count
                 }
-                results[worker] = Statistics(changed: Int(stats.changed), lost: Int(stats.lost), maxAbsDelta: stats.max_abs_delta)
+                results[worker] = Statistics(changed: Int(stats.changed), lost: Int(stats.lost), maxAbsDelta: stats.max_abs_delta,
+                                             nonFinite: Int(stats.nonfinite))
             }
         }
         return perWorker.reduce(into: Statistics()) { total, part in
             total.changed += part.changed
             total.lost += part.lost
             total.maxAbsDelta = max(total.maxAbsDelta, part.maxAbsDelta)
+            total.nonFinite += part.nonFinite
         }
     }
 

@@ -52,6 +52,7 @@ public enum Merge {
     public static func run(base baseFolder: String, inputs: [MergeInput], output: String, options: Options,
                            progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         let start = Date()
+        for input in inputs { try FiniteValues.checkWeight(input.weight, of: input.pack) }
         keepLargeAllocationsInHeap()
         // Parallelism comes from splitting each tensor's rows across the cores; OpenBLAS's own
         // threads would only oversubscribe them (and spin in sched_yield).
@@ -129,7 +130,10 @@ public enum Merge {
                         // Window by window: an untouched embedding would otherwise sit in memory whole.
                         try checkpoint.streamBytes(info.name, sink)
                     } else {
-                        try HostTensor(floats: checkpoint.tensor(info.name).floats(), shape: info.shape, dtype: info.dtype).bytes.withUnsafeBytes(sink)
+                        let original = try checkpoint.tensor(info.name).floats()
+                        let converted = HostTensor(floats: original, shape: info.shape, dtype: info.dtype)
+                        try FiniteValues.checkMerged(info, madeNonFinite: FiniteValues.newlyNonFinite(converted, base: original.map(Double.init)).total)
+                        try converted.bytes.withUnsafeBytes(sink)
                     }
                     return
                 }
@@ -140,6 +144,7 @@ public enum Merge {
                         LowRankMerge.merge(base: baseBytes, baseType: stored.dtype, orientation: orientation, terms: terms.terms,
                                            outType: info.dtype, into: out)
                     }
+                    try FiniteValues.checkMerged(info, madeNonFinite: stats.nonFinite)
                     maxAbsDelta = max(maxAbsDelta, stats.maxAbsDelta)
                     for adapter in terms.adapters {
                         changed[adapter] += stats.changed
@@ -155,6 +160,7 @@ public enum Merge {
                     touchedBy.insert(try apply(operation, weight: weight, to: &values, stored: stored, readers: readers, owners: owners, selected: selected))
                 }
                 let result = HostTensor(correctlyRounding: values, shape: info.shape, dtype: info.dtype)
+                try FiniteValues.checkMerged(info, madeNonFinite: FiniteValues.newlyNonFinite(result, base: original).total)
                 let baseline = stored.dtype == info.dtype ? try checkpoint.tensor(info.name)
                     : HostTensor(correctlyRounding: original, shape: info.shape, dtype: info.dtype)
                 let (changedHere, lostHere, largest) = Self.roundingLoss(values: values, original: original, merged: result, baseline: baseline)

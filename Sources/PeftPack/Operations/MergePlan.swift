@@ -86,6 +86,13 @@ enum MergePlanner {
                 }
             }
         }
+        guard !changes.isEmpty else {
+            // The output would be a copy of the base under a merged model's name.
+            let files = Set((0..<adapters.count).map(file)).sorted().joined(separator: ", ")
+            throw AdapterFormatError(file: files, problem: skipped.isEmpty
+                ? "nothing to merge: the adapters change no base weight"
+                : "nothing to merge: every adapter was left out as unmergeable (\(skipped.joined(separator: ", "))), so the output would be a copy of the base")
+        }
         return (changes, skipped)
     }
 

@@ -18,14 +18,19 @@ public enum PackImport {
         public var rawBytes: Int
         public var storedBytes: Int
         public var baseChecked: Bool
+        /// Tensors holding NaN or ±Inf, kept because the caller allowed them (otherwise refused).
+        public var nonFiniteTensors: [NonFiniteTensor]
     }
 
+    /// `allowNonFinite`: keep tensors holding NaN or ±Inf (listed in the report) instead of refusing them.
     public static func run(sources: [Source], output: String, baseFolder: String?, level: Int32,
-                           userMetadata: [String: String] = [:], progress: ((Int, Int) -> Void)? = nil) throws -> Report {
+                           userMetadata: [String: String] = [:], allowNonFinite: Bool = false,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         try InputProtection.check(output: output, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
         var adapterJSON: [StrictJSON] = []
         var adapters: [Adapter] = []
         var pending: [ImportedTensor] = []
+        var pendingFiles: [String] = []
         var copied: [(reader: PackReader, name: String, packName: String)] = []
         var inheritedBase: BaseModelIdentity?
         var inheritedMetadata: [String: String] = [:]
@@ -70,12 +75,14 @@ public enum PackImport {
                 adapters.append(imported.adapter)
                 adapterJSON.append(try StrictJSON.encoding(imported.adapter))
                 pending += imported.tensors
+                pendingFiles += imported.tensors.map { _ in source.path }
             case .gguf:
                 let (imported, identity) = try GGUFLoRA.importAdapter(path: source.path, name: source.name,
                                                                       base: try baseFolder.map { try BaseModel(folder: $0) })
                 adapters.append(imported.adapter)
                 adapterJSON.append(try StrictJSON.encoding(imported.adapter))
                 pending += imported.tensors
+                pendingFiles += imported.tensors.map { _ in source.path }
                 inheritedBase = inheritedBase ?? identity
             case .safetensors:
                 throw AdapterFormatError(file: source.path, problem: "is a plain safetensors checkpoint, not an adapter (import takes PEFT or AdapterHub folders and packs)")
@@ -110,18 +117,29 @@ public enum PackImport {
             documentJSON = .object(members)
         }
 
+        var nonFinite: [NonFiniteTensor] = []
+        func survey(_ tensor: HostTensor, name: String, file: String) throws {
+            guard let found = FiniteValues.survey(tensor, name: name, file: file) else { return }
+            guard allowNonFinite else {
+                throw NonFiniteError(kind: .inputTensor, description: "\(file): tensor \(name) holds \(NonFiniteCount(nan: found.nan, infinite: found.infinite).phrase) of its \(found.elements) elements")
+            }
+            nonFinite.append(found)
+        }
         let writer = try PackWriter(destination: output, options: .init(level: level))
         do {
             let total = pending.count + copied.count
             var done = 0
-            for tensor in pending {
+            for (tensor, file) in zip(pending, pendingFiles) {
                 let value = try tensor.load()
+                try survey(value, name: tensor.packName, file: file)
                 try writer.append(value, name: tensor.packName)
                 done += 1
                 progress?(done, total)
             }
             for (reader, name, packName) in copied {
-                try writer.append(try reader.readTensor(name), name: packName)
+                let value = try reader.readTensor(name)
+                try survey(value, name: name, file: reader.path)
+                try writer.append(value, name: packName)
                 done += 1
                 progress?(done, total)
             }
@@ -133,7 +151,7 @@ public enum PackImport {
         let reader = try PackReader(path: output)
         return Report(output: output, adapters: adapters.map(\.name), tensors: reader.tensors.count,
                       rawBytes: reader.tensors.reduce(0) { $0 + $1.rawBytes },
-                      storedBytes: reader.fileSize, baseChecked: baseFolder != nil)
+                      storedBytes: reader.fileSize, baseChecked: baseFolder != nil, nonFiniteTensors: nonFinite)
     }
 
     /// What the adapters' own configs say about their base.

@@ -59,6 +59,7 @@ public enum Stack {
     public static func run(inputs: [Input], output: String, options: Options) throws -> Report {
         let start = Date()
         guard !inputs.isEmpty else { throw UsageError("give at least one pack to stack") }
+        for input in inputs { try FiniteValues.checkWeight(input.weight, of: input.pack) }
         // The QRs and SVDs here are of thin or tiny matrices; OpenBLAS's threads only spin on them.
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
@@ -107,6 +108,9 @@ public enum Stack {
         let adapter = Adapter(name: options.name, kind: kind, source: source, settings: settings, modules: modules)
         let document = PackDocument(base: base, userMetadata: ["stacked_from": sources.map { "\($0.label)×\($0.weight)" }.joined(separator: ", ")],
                                     adapters: [adapter])
+        for (name, tensor) in tensors {
+            try tensor.bytes.withUnsafeBytes { try FiniteValues.checkResult($0, dtype: tensor.dtype, name: name, what: "the stacked tensor") }
+        }
         try PackWriter.write(tensors, document: document, to: output, options: .init(level: options.level))
         return Report(output: output, adapter: options.name, kind: kind.rawValue, inputs: sources.map(\.label), modules: reports,
                       parameters: tensors.reduce(0) { $0 + $1.tensor.elementCount }, seconds: Date().timeIntervalSince(start))
@@ -384,6 +388,9 @@ public enum Stack {
         let composition = "Stack(" + adapters.map(\.name).joined(separator: ", ") + ")"
         let document = PackDocument(base: base, userMetadata: ["stacked_from": sources.map(\.label).joined(separator: ", "), "composition": composition],
                                     adapters: adapters)
+        for (name, tensor) in tensors {
+            try tensor.bytes.withUnsafeBytes { try FiniteValues.checkResult($0, dtype: tensor.dtype, name: name, what: "the stacked tensor") }
+        }
         try PackWriter.write(tensors, document: document, to: output, options: .init(level: options.level))
         return Report(output: output, adapter: composition, kind: AdapterKind.bottleneck.rawValue, inputs: sources.map(\.label), modules: reports,
                       parameters: tensors.reduce(0) { $0 + $1.tensor.elementCount }, seconds: Date().timeIntervalSince(start))

@@ -15,6 +15,10 @@ struct ImportCommand: ParsableCommand {
             Examples:
               peftpack import lora/ -o lora.peftpack --base llama/
               peftpack import lora/ prefix/ -o both.peftpack --name task-lora --name task-prefix
+
+            A tensor holding NaN or ±Inf is refused, naming it and how many of its elements are; \
+            --allow-nonfinite keeps it and lists it in the report (nonFiniteTensors in --json). merge \
+            still refuses to write a NaN or ±Inf the base did not have.
             """)
 
     @Argument(help: "Adapter folders or packs to put into the pack.")
@@ -34,6 +38,9 @@ struct ImportCommand: ParsableCommand {
 
     @Option(name: .customLong("metadata"), help: "User metadata KEY=VALUE (repeatable).")
     var metadata: [String] = []
+
+    @Flag(name: .customLong("allow-nonfinite"), help: "Keep adapter tensors holding NaN or ±Inf (listed in the report) instead of refusing them.")
+    var allowNonFinite = false
 
     @OptionGroup var outputOptions: OutputOptions
 
@@ -55,9 +62,17 @@ struct ImportCommand: ParsableCommand {
                 user[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
             }
             let progress = ProgressLine(label: "import", enabled: !outputOptions.quiet)
-            let report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
-                                            userMetadata: user) { progress.update(done: $0, total: $1) }
+            let report: PackImport.Report
+            do {
+                report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
+                                            userMetadata: user, allowNonFinite: allowNonFinite) { progress.update(done: $0, total: $1) }
+            } catch let error as NonFiniteError where error.kind == .inputTensor {
+                throw UsageError(error.description + "; nothing was written (pass --allow-nonfinite to keep such tensors)")
+            }
             progress.finish()
+            for tensor in report.nonFiniteTensors {
+                printWarning("\(tensor.file): tensor \(tensor.tensor) holds \(NonFiniteCount(nan: tensor.nan, infinite: tensor.infinite).phrase) of its \(tensor.elements) elements; kept (--allow-nonfinite)")
+            }
             if outputOptions.json {
                 try printJSON(report)
             } else {

@@ -16,6 +16,10 @@ struct MergeCommand: ParsableCommand {
             A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
             restores the base to within one rounding step.
 
+            Weights must be finite numbers. A merged tensor that would hold NaN or ±Inf where the base \
+            element is finite (an adapter value is NaN/Inf, or W + ΔW overflows the output dtype, such \
+            as fp16 past 65504) is refused, naming the tensor, and nothing is written.
+
             Examples:
               peftpack merge --base llama/ lora.peftpack -o llama-merged/
               peftpack merge --base llama/ a.peftpack b.peftpack:task --weight 0.7 --weight 0.3 -o mix/ --dtype fp32
@@ -30,7 +34,7 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output model folder.")
     var output: String
 
-    @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each).")
+    @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
     var weights: [Double] = []
 
     @Option(help: "Output dtype: bf16, fp16, fp32 or auto (the base's, default).")
@@ -42,7 +46,7 @@ struct MergeCommand: ParsableCommand {
     @Flag(help: "Replace an existing output folder, and merge even when the pack's base fingerprint differs.")
     var force = false
 
-    @Flag(name: .customLong("skip-unmergeable"), help: "Leave out bottleneck, prefix and prompt adapters instead of refusing.")
+    @Flag(name: .customLong("skip-unmergeable"), help: "Leave out bottleneck, prefix and prompt adapters instead of refusing (refused if nothing is left to merge).")
     var skipUnmergeable = false
 
     @OptionGroup var outputOptions: OutputOptions
@@ -62,6 +66,7 @@ struct MergeCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try checkFiniteWeights(weights)
             let inputs = MergeInput.parse(packs, weights: weights)
             let options = Merge.Options(dtype: dtype == "auto" ? nil : DType(userName: dtype), maxShardSize: maxShardSize.flatMap(FileSize.parse),
                                         force: force, skipUnmergeable: skipUnmergeable)

@@ -26,7 +26,7 @@ struct StackCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output pack.")
     var output: String
 
-    @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each).")
+    @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
     var weights: [Double] = []
 
     @Option(help: "Recompress every module to this rank.")
@@ -50,6 +50,7 @@ struct StackCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            try checkFiniteWeights(weights)
             let inputs = MergeInput.parse(packs, weights: weights)
             let recompression: Stack.Recompression = rank.map { .rank($0) } ?? energy.map { .energy($0) } ?? .none
             let report = try Stack.run(inputs: inputs, output: output, options: .init(recompression: recompression, name: name))

@@ -13,6 +13,14 @@ struct VerifyCommand: ParsableCommand {
             The defaults (atol 1e-5, rtol 1e-4) allow fp32 summation-order differences between \
             implementations (observed ≤ 1e-6 relative) and catch any real adapter change.
 
+            A merged model stored in bf16 or fp16 cannot be that close: each merged weight is rounded \
+            to the dtype. Against such a model verify also measures, on the same input, the bound B a \
+            correct merge reaches (the exact merge rounded once per tensor to the merged model's dtypes, \
+            run and compared with the adapter applied in fp32), and by default accepts up to 4·B on top \
+            of the fp32 tolerance (a merge that rounds twice, as PEFT's does, stays within about 2·B). \
+            The report gives B and the error's ratio to it. Giving --atol or --rtol replaces the default \
+            with exactly that tolerance.
+
             Exit codes: 0 every comparison passed, 1 a numerical mismatch, 2 usage or input error.
 
             Examples:
@@ -47,11 +55,11 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "Seed of the random input ids.")
     var seed: UInt64 = 0
 
-    @Option(help: "Absolute tolerance.")
-    var atol: Double = 1e-5
+    @Option(help: "Absolute tolerance (default 1e-5; against a bf16/fp16 merged model, plus 4× the rounding bound).")
+    var atol: Double?
 
-    @Option(help: "Tolerance relative to the expected output's largest magnitude.")
-    var rtol: Double = 1e-4
+    @Option(help: "Tolerance relative to the expected output's largest magnitude (default 1e-4).")
+    var rtol: Double?
 
     @OptionGroup var outputOptions: OutputOptions
 
@@ -60,7 +68,19 @@ struct VerifyCommand: ParsableCommand {
             throw ValidationError("give at least one of --reference, --merged, --against")
         }
         guard parsedShape != nil else { throw ValidationError("--input-ids takes BATCH,SEQ (positive integers), got \(inputShape)") }
-        guard atol >= 0, rtol >= 0 else { throw ValidationError("tolerances must be non-negative") }
+        guard (atol ?? 0) >= 0, (rtol ?? 0) >= 0 else { throw ValidationError("tolerances must be non-negative") }
+    }
+
+    /// nil when neither tolerance is given: the library's defaults, derived from a merged model's dtype.
+    var explicitTolerance: Verify.Tolerance? {
+        atol == nil && rtol == nil ? nil : .init(absolute: atol ?? Verify.Tolerance.fp32.absolute, relative: rtol ?? Verify.Tolerance.fp32.relative)
+    }
+
+    /// "max abs 0.0128 is 1.1× the bound 0.0117 a correct BF16 merge reaches (allowed: 4× + fp32 tolerance)".
+    static func describe(_ rounding: MergedRoundingBound, comparison: Verify.Comparison, explicit: Bool) -> String {
+        let allowed = explicit ? "allowed: --atol/--rtol, max abs \(String(format: "%.3g", comparison.allowedAbsError))"
+            : "allowed: \(String(format: "%g", rounding.multiple))× + fp32 tolerance = \(String(format: "%.3g", comparison.allowedAbsError))"
+        return "max abs \(String(format: "%.3g", comparison.maxAbsError)) is \(String(format: "%.1f", rounding.ratio))× the bound \(String(format: "%.3g", rounding.bound)) a correct \(rounding.dtype.lowercased()) merge reaches on this input (\(allowed))"
     }
 
     var parsedShape: (batch: Int, tokens: Int)? {
@@ -77,7 +97,7 @@ struct VerifyCommand: ParsableCommand {
             if let merged { targets.append(.merged(folder: merged)) }
             if let against { targets.append(.pack(path: against)) }
             let report = try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: parsedShape!,
-                                        seed: seed, tolerance: .init(absolute: atol, relative: rtol))
+                                        seed: seed, tolerance: explicitTolerance)
             passed = report.passed
             if outputOptions.json {
                 try printJSON(report)
@@ -88,6 +108,7 @@ struct VerifyCommand: ParsableCommand {
                     if let top1 = comparison.top1Agreement { line += ", top-1 \(String(format: "%.4f", top1))" }
                     if let kl = comparison.klDivergence { line += ", KL \(String(format: "%.3g", kl))" }
                     print(line)
+                    if let rounding = comparison.rounding { print("    " + Self.describe(rounding, comparison: comparison, explicit: explicitTolerance != nil)) }
                 }
             }
         }

@@ -174,6 +174,25 @@ case(write("verify_huge_batch.peftpack", good_pack), VERIFY_SELF + ["--input-ids
 case(write("unused.txt", b"x"), ["extract", "--base", "{fixtures}/models/llama-tiny", "--finetuned", "{fixtures}/models/bert-tiny", "-o", "{output}"], "not the same architecture")
 case(write("unused2.txt", b"x"), ["extract", "--base", "{fixtures}/models/llama-tiny", "--finetuned", "{fixtures}/models/llama-tiny", "-o", "{output}"], "nothing to extract")
 
+# numbers: NaN/Inf in adapter tensors (fixtures/data/numbers, written by torch), non-finite weights,
+# a merge with nothing left to merge
+def copy_folder(name, source):
+    shutil.copytree(DATA / source, CORPUS / name)
+    return name
+case(copy_folder("numbers_nan_factor", "numbers/nan_lora"), IMPORT, "q_proj/A holds 3 NaN of its 512 elements")
+case(copy_folder("numbers_inf_factor", "numbers/inf_lora"), IMPORT, "down_proj/B holds 2 ±Inf of its 512 elements")
+made = CORPUS / "_finite.peftpack"
+subprocess.run([binary, "import", str(DATA / "numbers" / "adapter"), "-o", str(made)], check=True, capture_output=True)
+finite_pack = made.read_bytes()
+made.unlink()
+MERGE_BF16 = ["merge", "--base", "{fixtures}/models/llama-tiny-bf16", "{input}", "-o", "{output}"]
+case(write("numbers_weight_nan.peftpack", finite_pack), MERGE_BF16 + ["--weight", "nan"], "--weight nan is not a finite number")
+case(write("numbers_weight_inf.peftpack", finite_pack), ["stack", "{input}", "--weight", "inf", "-o", "{output}"], "--weight inf is not a finite number")
+subprocess.run([binary, "import", str(DATA / "numbers" / "inf_lora"), "-o", str(made), "--allow-nonfinite"], check=True, capture_output=True)
+case(write("numbers_kept_inf.peftpack", made.read_bytes()), MERGE_BF16, "merged tensor model.layers.1.mlp.down_proj.weight would hold")
+made.unlink()
+case(write("numbers_prefix_only.peftpack", good_pack), ["merge", "--base", "{fixtures}/models/llama-tiny", "{input}", "--skip-unmergeable", "-o", "{output}"], "nothing to merge")
+
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {
     "st_truncated_data.safetensors": "data bytes", "st_overlap.safetensors": "overlaps",

@@ -1,0 +1,80 @@
+import Foundation
+
+/// How far a correct merge stored in a narrow dtype must be from the adapter applied in fp32.
+///
+/// A merged bf16 model cannot reproduce the adapter exactly: every merged weight is rounded to
+/// 8 significant bits, and those roundings reach the output (about 0.01-0.02 max abs on the
+/// fixtures' logits of magnitude ~3), far above fp32 tolerances. The floor depends on the model,
+/// the adapter and the input, so it is measured on the same input: the base's exact merge with the
+/// pack's adapters, each tensor rounded once (to nearest, ties to even) to the dtype the merged
+/// checkpoint stores it in, is run and compared with the adapter applied in fp32. A merge is
+/// then accepted up to `multiple` times that bound (plus the fp32 tolerance). Measured with
+/// fixtures/data/numbers (llama-tiny-bf16 + its LoRA, 5 seeds of 4×32 tokens, bound 0.018-0.025):
+/// PEFT's merge 1.0×; the exact merge truncated to bf16 instead of rounded (errors up to 1 ulp,
+/// twice a correct rounding's, as a merge that rounds twice may reach) 1.0-2.0×; PEFT merges at
+/// adapter weight 0.98 or 1.02 4.5-8.5×, at 0.95 12-19×. So 4 passes any merge within one ulp
+/// per weight and fails a weight off by 2%.
+public struct MergedRoundingBound: Encodable, Sendable {
+    /// The narrowest floating-point dtype of the merged checkpoint ("BF16", "F16").
+    public var dtype: String
+    /// Max abs deviation of the correctly rounded merge's output from the adapter's.
+    public var bound: Double
+    public var multiple: Double
+    /// The comparison's max abs error over `bound`.
+    public var ratio: Double
+}
+
+enum MergedTolerance {
+    static let multiple = 4.0
+
+    /// The narrowest float dtype among a merged checkpoint's tensors when it is narrower than
+    /// fp32 (only then does rounding the merge cost more than fp32 summation order).
+    static func narrowDType(of checkpoint: Checkpoint) -> DType? {
+        let floats = Set(checkpoint.infos.map(\.dtype).filter(\.isFloatingPoint))
+        return [DType.bf16, .f16].first(where: floats.contains)
+    }
+
+    /// The model the correctly rounded merge of the pack's adapters (those named) into `base`
+    /// gives, with each tensor in the dtype `merged` stores it in. Nil when an adapter adds
+    /// computation no merge can hold (prefix, prompt, bottleneck): the "bound" would then be that
+    /// adapter's whole effect, and no merged model is right.
+    static func roundedMerge(base baseFolder: String, pack: String, adapterNames: [String], merged: Checkpoint) throws -> TransformerModel? {
+        let base = try BaseModel(folder: baseFolder)
+        let reader = try PackReader(path: pack)
+        let document = try reader.adapterDocument()
+        let adapters = document.adapters.filter { adapterNames.contains($0.name) }
+        guard !adapters.isEmpty, adapters.allSatisfy({ MergePlanner.mergeableKinds.contains($0.kind) }) else { return nil }
+        let selected = adapters.map { (adapter: $0, weight: 1.0) }
+        let (changes, _) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: false, file: { _ in pack })
+        let weights = RoundedMergeWeights(base: base.checkpoint, changes: changes, reader: reader, selected: selected,
+                                          dtype: { merged.info($0)?.dtype ?? narrowDType(of: merged) })
+        let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: baseFolder).appendingPathComponent("config.json"))
+        return try TransformerModel.load(config: config, weights: weights)
+    }
+}
+
+/// A base checkpoint seen through a merge: tensors the adapters change are computed in fp64 by
+/// merge's own arithmetic and rounded once to the merged checkpoint's dtype; the others are the
+/// base's, rounded to that dtype when it differs.
+private struct RoundedMergeWeights: WeightProvider {
+    let base: Checkpoint
+    let changes: [String: TensorChange]
+    let reader: PackReader
+    let selected: [(adapter: Adapter, weight: Double)]
+    let dtype: (String) -> DType?
+
+    var names: [String] { base.names }
+
+    func tensor(_ name: String) throws -> HostTensor? {
+        guard let stored = base.info(name) else { return nil }
+        let target = stored.dtype.isFloatingPoint ? dtype(name) ?? stored.dtype : stored.dtype
+        let change = changes[name]
+        if change == nil && target == stored.dtype { return try base.tensor(name) as HostTensor }
+        var values = try base.tensor(name).floats().map(Double.init)
+        for (operation, weight) in change?.operations ?? [] {
+            _ = try Merge.apply(operation, weight: weight, to: &values, stored: stored, readers: [reader],
+                                owners: selected.map { _ in 0 }, selected: selected)
+        }
+        return HostTensor(correctlyRounding: values, shape: stored.shape, dtype: target)
+    }
+}
