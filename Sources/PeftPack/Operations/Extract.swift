@@ -108,10 +108,10 @@ public enum Extract {
         Merge.keepLargeAllocationsInHeap()
         let base = try BaseModel(folder: baseFolder)
         let finetuned = try Checkpoint(path: finetunedFolder)
-        let changedNames = try changedTensors(base: base.checkpoint, finetuned: finetuned, baseFolder: baseFolder, finetunedFolder: finetunedFolder)
         // A tied fine-tune's head is its embedding, while an adapter's embedding reaches only the
         // input side (the runtime and PEFT keep the head on the base weight): it needs a head too.
         let tiedHead = try tiedHeadToExtract(base: base, finetuned: finetuned, finetunedFolder: finetunedFolder)
+        let changedNames = try changedTensors(base: base.checkpoint, finetuned: finetuned, baseFolder: baseFolder, finetunedFolder: finetunedFolder)
         let conv1d = base.identity.modelType == "gpt2"
         var skipped: [String] = []
         var fullTensors: [(name: String, mode: FullTensorMode, reason: String)] = []

@@ -174,6 +174,30 @@ case(write("verify_huge_batch.peftpack", good_pack), VERIFY_SELF + ["--input-ids
 case(write("unused.txt", b"x"), ["extract", "--base", "{fixtures}/models/llama-tiny", "--finetuned", "{fixtures}/models/bert-tiny", "-o", "{output}"], "not the same architecture")
 case(write("unused2.txt", b"x"), ["extract", "--base", "{fixtures}/models/llama-tiny", "--finetuned", "{fixtures}/models/llama-tiny", "-o", "{output}"], "nothing to extract")
 
+# tied embeddings: a fine-tune saved untied (its own lm_head.weight, tie_word_embeddings false)
+# of a base whose head is its embedding: extract must name the tie, not call it another architecture
+def untied_copy(source, name):
+    folder = CORPUS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = (source / "model.safetensors").read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + length])
+    data = raw[8 + length :]
+    start, end = header["model.embed_tokens.weight"]["data_offsets"]
+    header["lm_head.weight"] = {**header["model.embed_tokens.weight"], "data_offsets": [len(data), len(data) + end - start]}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data + data[start:end])
+    config = json.loads((source / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return name
+
+
+case(untied_copy(DATA / "tied" / "models" / "qwen2-tied-tiny-ft", "tied_untied_finetune"),
+     ["extract", "--base", "{fixtures}/tied/models/qwen2-tied-tiny", "--finetuned", "{input}", "-o", "{output}"],
+     "but the base")
+
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {
     "st_truncated_data.safetensors": "data bytes", "st_overlap.safetensors": "overlaps",
