@@ -14,11 +14,13 @@ public struct EmbeddingTie: Sendable, Equatable {
     public static let headName = "lm_head.weight"
     static let embeddingNames = ["model.embed_tokens.weight", "transformer.wte.weight", "embed_tokens.weight", "wte.weight"]
 
-    /// The config class's default when config.json has no `tie_word_embeddings`.
-    static func tiesByDefault(modelType: String?) -> Bool {
+    /// Whether transformers ties: config.json's `tie_word_embeddings` when given, else the config
+    /// class's default.
+    static func isTied(configured: Bool?, modelType: String?) -> Bool {
+        if let configured { return configured }
         switch modelType {
-        case "gpt2", "bert", "gemma", "gemma2", "gemma3_text": true
-        default: false
+        case "gpt2", "bert", "gemma", "gemma2", "gemma3_text": return true
+        default: return false
         }
     }
 
@@ -26,9 +28,9 @@ public struct EmbeddingTie: Sendable, Equatable {
     /// head: encoders and task heads other than lm_head are not tied this way).
     public init?(config: StrictJSON?, tensorNames: Set<String>) {
         let modelType = config?["model_type"]?.stringValue
-        let tied: Bool
-        if case .bool(let value)? = config?["tie_word_embeddings"] { tied = value } else { tied = Self.tiesByDefault(modelType: modelType) }
-        guard tied, modelType != "bert", let embedding = Self.embeddingNames.first(where: tensorNames.contains) else { return nil }
+        var configured: Bool?
+        if case .bool(let value)? = config?["tie_word_embeddings"] { configured = value }
+        guard Self.isTied(configured: configured, modelType: modelType), modelType != "bert", let embedding = Self.embeddingNames.first(where: tensorNames.contains) else { return nil }
         self.embedding = embedding
         head = Self.headName
     }

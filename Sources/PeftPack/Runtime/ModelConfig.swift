@@ -142,7 +142,7 @@ extension ModelConfig: Decodable {
             numKeyValueHeads = numAttentionHeads
             headDim = hiddenSize / numAttentionHeads
         }
-        tieWordEmbeddings = try bool(.tieWordEmbeddings, EmbeddingTie.tiesByDefault(modelType: modelType))
+        tieWordEmbeddings = EmbeddingTie.isTied(configured: try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings), modelType: modelType)
 
         switch modelType {
         case "llama":
