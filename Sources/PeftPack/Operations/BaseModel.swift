@@ -6,13 +6,17 @@ public final class BaseModel {
     public let folder: String
     public let checkpoint: Checkpoint
     public let identity: BaseModelIdentity
+    /// Set when the output head is the token embedding (see `EmbeddingTie`).
+    public let tie: EmbeddingTie?
     private static let prefixes = ["model.", "bert.", "transformer.", "gpt_neox.", "base_model."]
 
     public init(folder: String) throws {
         self.folder = folder
         checkpoint = try Checkpoint(path: folder)
         var identity = BaseModelIdentity()
-        if let text = checkpoint.configText, let json = try? StrictJSON.parse(Array(text.utf8)) {
+        let json = checkpoint.configText.flatMap { try? StrictJSON.parse(Array($0.utf8)) }
+        tie = EmbeddingTie(config: json, tensorNames: Set(checkpoint.names))
+        if let json {
             func integer(_ keys: String...) -> Int? {
                 for key in keys { if let value = json[key]?.integerValue { return Int(value) } }
                 return nil
@@ -29,8 +33,10 @@ public final class BaseModel {
     }
 
     /// The checkpoint name of a tensor an adapter names, trying it as given, then with a known
-    /// model-class prefix removed or added.
+    /// model-class prefix removed or added. A tied head resolves to its own name, which the
+    /// checkpoint may lack: its value is the embedding's (`info`, `storedName`).
     public func resolve(_ name: String) -> String? {
+        if let tie, name == tie.head || name == "base_model.model." + tie.head { return tie.head }
         if checkpoint.info(name) != nil { return name }
         for prefix in Self.prefixes {
             if name.hasPrefix(prefix), checkpoint.info(String(name.dropFirst(prefix.count))) != nil {
@@ -56,7 +62,7 @@ public final class BaseModel {
         var targeted: [String] = []
         for module in adapter.modules {
             guard let wanted = Self.weightName(of: module, kind: adapter.kind) else { continue }
-            guard let name = resolve(wanted), let info = checkpoint.info(name) else {
+            guard let name = resolve(wanted), let info = info(name) else {
                 throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) targets \(wanted), which the base at \(folder) does not have")
             }
             targeted.append(name)
@@ -66,6 +72,17 @@ public final class BaseModel {
             }
         }
         return targeted
+    }
+
+    /// A resolved tensor's name, dtype and shape; a tied head has the embedding's dtype and shape.
+    public func info(_ name: String) -> TensorInfo? {
+        guard let tie, name == tie.head, let embedding = checkpoint.info(tie.embedding) else { return checkpoint.info(name) }
+        return TensorInfo(name: name, dtype: embedding.dtype, shape: embedding.shape)
+    }
+
+    /// The checkpoint tensor holding a resolved name's bytes: the embedding for a tied head.
+    public func storedName(_ name: String) -> String {
+        tie?.storedName(name) ?? name
     }
 
     func expectedShape(_ module: AdapterModule, adapter: Adapter, shapes: (String) -> [Int]?) -> [Int]? {
@@ -82,7 +99,7 @@ public final class BaseModel {
 
     /// XXH3-64 of the sorted `name\tdtype\t[d0,d1,…]\n` lines of the targeted tensors (spec).
     public func fingerprint(of names: [String]) -> String {
-        let text = Set(names).sorted().compactMap { name -> String? in
+        let text = Set(names.map(storedName)).sorted().compactMap { name -> String? in
             guard let info = checkpoint.info(name) else { return nil }
             return "\(name)\t\(info.dtype.rawValue)\t[\(info.shape.map(String.init).joined(separator: ","))]\n"
         }.joined()
@@ -91,7 +108,7 @@ public final class BaseModel {
 
     public func contentHashes(of names: [String]) throws -> [String: String] {
         var hashes: [String: String] = [:]
-        for name in Set(names) {
+        for name in Set(names.map(storedName)) {
             hashes[name] = XXH3.hex(try checkpoint.withBytes(name) { XXH3.hash64($0) })
             // Hashing maps the whole base; dropping each tensor's pages keeps RSS at one tensor.
             try checkpoint.file(forTensor: name).releasePages(name)

@@ -108,6 +108,9 @@ public enum Extract {
         Merge.keepLargeAllocationsInHeap()
         let base = try BaseModel(folder: baseFolder)
         let finetuned = try Checkpoint(path: finetunedFolder)
+        // A tied fine-tune's head is its embedding, while an adapter's embedding reaches only the
+        // input side (the runtime and PEFT keep the head on the base weight): it needs a head too.
+        let tiedHead = try tiedHeadToExtract(base: base, finetuned: finetuned, finetunedFolder: finetunedFolder)
         let changedNames = try changedTensors(base: base.checkpoint, finetuned: finetuned, baseFolder: baseFolder, finetunedFolder: finetunedFolder)
         let conv1d = base.identity.modelType == "gpt2"
         var skipped: [String] = []
@@ -179,9 +182,24 @@ public enum Extract {
                                          tensors: [TensorRole.loraA: aName, TensorRole.loraB: bName]))
             let kept = item.triplets.s.prefix(item.rank).reduce(0.0) { $0 + Double($1) * Double($1) }
             let energy = item.candidate.totalEnergy > 0 ? min(1, kept / item.candidate.totalEnergy) : 1
-            moduleReports.append(ModuleReport(tensor: item.candidate.tensor, shape: item.candidate.shape, rank: item.rank,
-                                              energyKept: energy, relativeError: (1 - energy).squareRoot(),
-                                              method: item.triplets.exact ? "exact" : "randomized"))
+            var report = ModuleReport(tensor: item.candidate.tensor, shape: item.candidate.shape, rank: item.rank,
+                                      energyKept: energy, relativeError: (1 - energy).squareRoot(),
+                                      method: item.triplets.exact ? "exact" : "randomized")
+            moduleReports.append(report)
+            if let tie = tiedHead, item.candidate.tensor == tie.embedding {
+                // The head is the embedding read as a linear layer [vocab, dim]: its ΔW is the
+                // embedding's stored delta (B·A)ᵀ = Aᵀ·Bᵀ, so A_head = Bᵀ and B_head = Aᵀ.
+                let (headA, headB) = (b.transposed, a.transposed)
+                let headTarget = String(tie.head.dropLast(".weight".count))
+                let headAName = AdapterModule.tensorName(adapter: options.name, target: headTarget, role: TensorRole.loraA)
+                let headBName = AdapterModule.tensorName(adapter: options.name, target: headTarget, role: TensorRole.loraB)
+                try headA.values.withUnsafeBytes { try append(headAName, dtype: .f32, shape: [headA.rows, headA.cols], bytes: $0) }
+                try headB.values.withUnsafeBytes { try append(headBName, dtype: .f32, shape: [headB.rows, headB.cols], bytes: $0) }
+                modules.append(AdapterModule(target: headTarget, layout: .linear, rank: item.rank, scale: 1,
+                                             tensors: [TensorRole.loraA: headAName, TensorRole.loraB: headBName]))
+                report.tensor = tie.head
+                moduleReports.append(report)
+            }
         }
         do {
             if case .budget = options.rule {
@@ -223,6 +241,11 @@ public enum Extract {
                     try delta.withUnsafeBytes { try append(name, dtype: .f32, shape: shape, bytes: $0) }
                 }
                 modules.append(AdapterModule(target: entry.name, mode: entry.mode, tensors: [TensorRole.fullValue: name]))
+                if let tie = tiedHead, entry.name == tie.embedding {
+                    // The same stored tensor, so the head follows the embedding as the fine-tune's does.
+                    modules.append(AdapterModule(target: tie.head, mode: entry.mode, tensors: [TensorRole.fullValue: name]))
+                    fullTensors.append((tie.head, entry.mode, "tied to \(tie.embedding) in the base and the fine-tune: the head is the fine-tuned embedding"))
+                }
             }
             guard !modules.isEmpty else {
                 throw UsageError("the budget leaves no rank for any module: nothing to extract")
@@ -368,6 +391,17 @@ public enum Extract {
 
     /// Names of the tensors that differ, after checking the two checkpoints have the same tensors
     /// and shapes.
+    /// The base's tie when the fine-tune keeps it; a fine-tune that stores a head of its own on a
+    /// tied base is refused naming the tie.
+    static func tiedHeadToExtract(base: BaseModel, finetuned: Checkpoint, finetunedFolder: String) throws -> EmbeddingTie? {
+        guard let tie = base.tie else { return nil }
+        let config = finetuned.configText.flatMap { try? StrictJSON.parse(Array($0.utf8)) }
+        guard EmbeddingTie(config: config, tensorNames: Set(finetuned.names)) != nil, finetuned.info(tie.head) == nil else {
+            throw AdapterFormatError(file: finetunedFolder, problem: "has its own \(tie.head) (tie_word_embeddings false) but the base \(base.folder) ties it to \(tie.embedding); extract from a base saved untied (tie_word_embeddings false, lm_head.weight a copy of the embedding)")
+        }
+        return tie
+    }
+
     static func changedTensors(base: Checkpoint, finetuned: Checkpoint, baseFolder: String, finetunedFolder: String) throws -> [String] {
         let baseNames = Set(base.names), finetunedNames = Set(finetuned.names)
         if let extra = finetunedNames.subtracting(baseNames).sorted().first {

@@ -16,12 +16,15 @@ public enum Merge {
         public var maxShardSize: Int?
         public var force: Bool
         public var skipUnmergeable: Bool
+        public var tiedEmbeddings: TiedEmbeddingsPolicy
 
-        public init(dtype: DType? = nil, maxShardSize: Int? = nil, force: Bool = false, skipUnmergeable: Bool = false) {
+        public init(dtype: DType? = nil, maxShardSize: Int? = nil, force: Bool = false, skipUnmergeable: Bool = false,
+                    tiedEmbeddings: TiedEmbeddingsPolicy = .untie) {
             self.dtype = dtype
             self.maxShardSize = maxShardSize
             self.force = force
             self.skipUnmergeable = skipUnmergeable
+            self.tiedEmbeddings = tiedEmbeddings
         }
     }
 
@@ -46,6 +49,8 @@ public enum Merge {
         public var maxAbsDelta: Double
         public var adapters: [AdapterReport]
         public var skippedAdapters: [String]
+        /// Set when the base ties its head to its embedding and the adapters change either.
+        public var tiedEmbeddings: TiedEmbeddingsReport?
         public var files: [String]
     }
 
@@ -90,20 +95,25 @@ public enum Merge {
                 _ = try base.check(entry.adapter, shapes: { shapes[$0] }, file: inputs[owners[position]].pack)
             }
         }
-        let (changes, skipped) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: options.skipUnmergeable,
+        var (changes, skipped) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: options.skipUnmergeable,
                                                          file: { inputs[owners[$0]].pack })
+        let tied = try TiedMerge.plan(changes: changes, base: base, policy: options.tiedEmbeddings, outputType: options.dtype,
+                                      readers: readers, owners: owners, selected: selected)
+        if let tied { changes = tied.changes }
         let checkpoint = base.checkpoint
-        let outputInfos = checkpoint.infos.map { info -> TensorInfo in
+        var outputInfos = checkpoint.infos.map { info -> TensorInfo in
             guard let dtype = options.dtype, info.dtype.isFloatingPoint else { return info }
             return TensorInfo(name: info.name, dtype: dtype, shape: info.shape)
         }
-        let shards: [[TensorInfo]]
+        var shards: [[TensorInfo]]
         if let limit = options.maxShardSize {
-            shards = CheckpointWriter.planShards(outputInfos, maxShardSize: limit)
+            shards = CheckpointWriter.planShards(outputInfos + (tied?.addedHead.map { [$0] } ?? []), maxShardSize: limit)
         } else {
             let byName = Dictionary(uniqueKeysWithValues: outputInfos.map { ($0.name, $0) })
             shards = checkpoint.shardFiles.map { file in checkpoint.names.filter { checkpoint.shardOf($0) == file }.map { byName[$0]! } }
+            if let tied, let head = tied.addedHead { shards = TiedMerge.placing(head, after: tied.report.embedding, in: shards) }
         }
+        if let head = tied?.addedHead { outputInfos.append(head) }
         var changed = [Int](repeating: 0, count: selected.count)
         var lost = [Int](repeating: 0, count: selected.count)
         var maxAbsDelta = 0.0
@@ -123,6 +133,16 @@ public enum Merge {
                     progress?(done, outputInfos.count)
                 }
                 bytesWritten += info.byteCount ?? 0
+                if let computed = tied?.outputs[info.name] {
+                    bytesRead += checkpoint.info(base.storedName(info.name))?.byteCount ?? 0
+                    maxAbsDelta = max(maxAbsDelta, computed.largest)
+                    for adapter in computed.adapters {
+                        changed[adapter] += computed.changed
+                        lost[adapter] += computed.lost
+                    }
+                    try computed.result.bytes.withUnsafeBytes(sink)
+                    return
+                }
                 let stored = checkpoint.info(info.name)!
                 bytesRead += stored.byteCount ?? 0
                 guard let change = changes[info.name] else {
@@ -172,6 +192,7 @@ public enum Merge {
                 try result.bytes.withUnsafeBytes(sink)
             }
             try copyOtherFiles(from: baseFolder, to: folder)
+            if tied?.untie == true { try TiedMerge.untieConfig(in: folder) }
         }
         let adapterReports = selected.enumerated().map { position, entry in
             AdapterReport(pack: inputs[owners[position]].pack, adapter: entry.adapter.name, weight: entry.weight,
@@ -180,7 +201,8 @@ public enum Merge {
         }
         return Report(output: output, tensorsTouched: changes.count, tensorsCopied: outputInfos.count - changes.count,
                       bytesRead: bytesRead, bytesWritten: bytesWritten, seconds: Date().timeIntervalSince(start),
-                      maxAbsDelta: maxAbsDelta, adapters: adapterReports, skippedAdapters: skipped, files: files)
+                      maxAbsDelta: maxAbsDelta, adapters: adapterReports, skippedAdapters: skipped,
+                      tiedEmbeddings: tied?.report, files: files)
     }
 
     /// Elements the merge changed in fp64, how many of them rounded back to the base's value in the

@@ -142,7 +142,7 @@ extension ModelConfig: Decodable {
             numKeyValueHeads = numAttentionHeads
             headDim = hiddenSize / numAttentionHeads
         }
-        tieWordEmbeddings = try bool(.tieWordEmbeddings, defaults.tieWordEmbeddings)
+        tieWordEmbeddings = EmbeddingTie.isTied(configured: try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings), modelType: modelType)
 
         switch modelType {
         case "llama":
@@ -251,17 +251,17 @@ private struct FamilyDefaults {
     var vocabSize = 32000, hiddenSize = 4096, numLayers = 32, numAttentionHeads = 32
     var numKeyValueHeads: Int? = nil
     var intermediateSize = 11008, maxPositionEmbeddings = 2048
-    var activation = "silu", normEpsilon = 1e-6, tieWordEmbeddings = false
+    var activation = "silu", normEpsilon = 1e-6
 
     init(modelType: String) {
         switch modelType {
         case "bert":
             (vocabSize, hiddenSize, numLayers, numAttentionHeads) = (30522, 768, 12, 12)
             (intermediateSize, maxPositionEmbeddings, activation) = (3072, 512, "gelu")
-            (normEpsilon, tieWordEmbeddings) = (1e-12, true)
+            normEpsilon = 1e-12
         case "gpt2":
             (vocabSize, hiddenSize, numLayers, numAttentionHeads) = (50257, 768, 12, 12)
-            (maxPositionEmbeddings, activation, normEpsilon, tieWordEmbeddings) = (1024, "gelu_new", 1e-5, true)
+            (maxPositionEmbeddings, activation, normEpsilon) = (1024, "gelu_new", 1e-5)
         case "mistral":
             (intermediateSize, maxPositionEmbeddings, numKeyValueHeads) = (14336, 4096 * 32, 8)
         case "qwen2":

@@ -20,6 +20,10 @@ struct ExtractCommand: ParsableCommand {
             tensors are skipped. --include/--exclude take shell patterns matched against tensor \
             names (e.g. 'model.layers.*.mlp.*').
 
+            When base and fine-tune tie lm_head to the embedding (tie_word_embeddings), the \
+            fine-tuned embedding is the head too, so the pack changes lm_head as well (the same \
+            stored tensor, or the embedding's factors transposed with --embeddings lora).
+
             Two identical checkpoints are an input error (exit 2): there is nothing to extract.
 
             Examples:

@@ -13,6 +13,14 @@ struct MergeCommand: ParsableCommand {
             round-to-nearest-even. Untouched tensors are copied byte for byte. The output folder has \
             the base's tensor names, shard layout and other files, and appears atomically.
 
+            On a base whose head is tied to its embedding (tie_word_embeddings: GPT-2, Gemma, small \
+            Qwen2 and Llama 3.2 models), an adapter that changes only one of them (LoRA or \
+            modules_to_save on embed_tokens or lm_head) leaves the other on the original weight. \
+            --tied-embeddings untie (the default) then writes lm_head.weight and sets \
+            tie_word_embeddings false, so the merged model computes what the adapter computed; \
+            keep writes one shared tensor, as PEFT's merge does for LoRA, warns, and reports how far \
+            head and embedding are from the adapter's (check the logits with verify --merged).
+
             A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
             restores the base to within one rounding step.
 
@@ -49,6 +57,9 @@ struct MergeCommand: ParsableCommand {
     @Flag(name: .customLong("skip-unmergeable"), help: "Leave out bottleneck, prefix and prompt adapters instead of refusing (refused if nothing is left to merge).")
     var skipUnmergeable = false
 
+    @Option(name: .customLong("tied-embeddings"), help: "On a tied base: untie (write lm_head, keep the adapter's function; default) or keep (one shared tensor, at a reported cost).")
+    var tiedEmbeddings: TiedEmbeddingsPolicy = .untie
+
     @OptionGroup var outputOptions: OutputOptions
 
     func validate() throws {
@@ -69,12 +80,16 @@ struct MergeCommand: ParsableCommand {
             try checkFiniteWeights(weights)
             let inputs = MergeInput.parse(packs, weights: weights)
             let options = Merge.Options(dtype: dtype == "auto" ? nil : DType(userName: dtype), maxShardSize: maxShardSize.flatMap(FileSize.parse),
-                                        force: force, skipUnmergeable: skipUnmergeable)
+                                        force: force, skipUnmergeable: skipUnmergeable, tiedEmbeddings: tiedEmbeddings)
             let progress = ProgressLine(label: "merge", enabled: !outputOptions.quiet)
             let report = try Merge.run(base: base, inputs: inputs, output: output, options: options) { progress.update(done: $0, total: $1) }
             progress.finish()
             for adapter in report.adapters where adapter.lostShare > 0.25 {
                 printWarning("\(Int(adapter.lostShare * 100))% of the elements adapter \(adapter.adapter) changed rounded back to the base value in the output dtype; merge with --dtype fp32 to keep them")
+            }
+            if let tie = report.tiedEmbeddings, tie.outcome == "kept" {
+                func number(_ value: Double?) -> String { String(format: "%.3g", value ?? 0) }
+                printWarning("the tie of \(tie.head) and \(tie.embedding) is kept, so each carries the other's changes: the head is \(number(tie.headMaxAbsError)) max-abs (\(number(tie.headRelativeError)) relative) and the embedding \(number(tie.embeddingMaxAbsError)) max-abs (\(number(tie.embeddingRelativeError)) relative) from what the adapters compute; merge with --tied-embeddings untie to keep their function")
             }
             if outputOptions.json {
                 try printJSON(report)
@@ -83,8 +98,17 @@ struct MergeCommand: ParsableCommand {
                 for adapter in report.adapters {
                     print("  \(adapter.adapter) (weight \(adapter.weight)): \(adapter.changedElements) elements changed, \(String(format: "%.2f", adapter.lostShare * 100))% lost to rounding")
                 }
+                if let tie = report.tiedEmbeddings {
+                    switch tie.outcome {
+                    case "untied": print("  \(tie.head) written on its own and tie_word_embeddings set false: the adapters change it and \(tie.embedding) differently")
+                    case "kept": print("  \(tie.head) stays tied to \(tie.embedding) (--tied-embeddings keep)")
+                    default: print("  \(tie.head) stays tied to \(tie.embedding): the adapters change both alike")
+                    }
+                }
                 if !report.skippedAdapters.isEmpty { print("  skipped (not mergeable): \(report.skippedAdapters.joined(separator: ", "))") }
             }
         }
     }
 }
+
+extension TiedEmbeddingsPolicy: ExpressibleByArgument {}

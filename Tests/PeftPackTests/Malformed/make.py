@@ -192,6 +192,29 @@ subprocess.run([binary, "import", str(DATA / "numbers" / "inf_lora"), "-o", str(
 case(write("numbers_kept_inf.peftpack", made.read_bytes()), MERGE_BF16, "merged tensor model.layers.1.mlp.down_proj.weight would hold")
 made.unlink()
 case(write("numbers_prefix_only.peftpack", good_pack), ["merge", "--base", "{fixtures}/models/llama-tiny", "{input}", "--skip-unmergeable", "-o", "{output}"], "nothing to merge")
+# tied embeddings: a fine-tune saved untied (its own lm_head.weight, tie_word_embeddings false)
+# of a base whose head is its embedding: extract must name the tie, not call it another architecture
+def untied_copy(source, name):
+    folder = CORPUS / name
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = (source / "model.safetensors").read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + length])
+    data = raw[8 + length :]
+    start, end = header["model.embed_tokens.weight"]["data_offsets"]
+    header["lm_head.weight"] = {**header["model.embed_tokens.weight"], "data_offsets": [len(data), len(data) + end - start]}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data + data[start:end])
+    config = json.loads((source / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return name
+
+
+case(untied_copy(DATA / "tied" / "models" / "qwen2-tied-tiny-ft", "tied_untied_finetune"),
+     ["extract", "--base", "{fixtures}/tied/models/qwen2-tied-tiny", "--finetuned", "{input}", "-o", "{output}"],
+     "but the base")
 
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {

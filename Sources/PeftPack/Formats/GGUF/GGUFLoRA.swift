@@ -179,7 +179,7 @@ public enum GGUFLoRA {
                 guard let resolved = base.resolve(module + ".weight") else {
                     throw AdapterFormatError(file: path, problem: "tensor \(key) maps to \(module), which the base at \(base.folder) does not have")
                 }
-                let shape = base.checkpoint.info(resolved)!.shape
+                let shape = base.info(resolved)!.shape
                 let conv1d = architecture == "gpt2"
                 guard shape == (conv1d ? [inFeatures, outFeatures] : [outFeatures, inFeatures]) else {
                     throw AdapterFormatError(file: path, problem: "tensor \(key) implies a \(outFeatures)×\(inFeatures) weight but the base's \(resolved) is \(Shape.describe(shape))")
