@@ -18,10 +18,19 @@ public enum PackImport {
         public var rawBytes: Int
         public var storedBytes: Int
         public var baseChecked: Bool
+        /// Saved tensors PEFT would not load, left out under `--drop-unloaded`.
+        public var droppedTensors: [DroppedTensor]
+    }
+
+    public struct DroppedTensor: Encodable {
+        public var file: String
+        public var tensor: String
+        public var reason: String
     }
 
     public static func run(sources: [Source], output: String, baseFolder: String?, level: Int32,
-                           userMetadata: [String: String] = [:], progress: ((Int, Int) -> Void)? = nil) throws -> Report {
+                           userMetadata: [String: String] = [:], dropUnloaded: Bool = false,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         try InputProtection.check(output: output, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
         var adapterJSON: [StrictJSON] = []
         var adapters: [Adapter] = []
@@ -29,6 +38,7 @@ public enum PackImport {
         var copied: [(reader: PackReader, name: String, packName: String)] = []
         var inheritedBase: BaseModelIdentity?
         var inheritedMetadata: [String: String] = [:]
+        var dropped: [DroppedTensor] = []
 
         for source in sources {
             let kind = try AdapterSourceFolder.detect(source.path)
@@ -66,7 +76,8 @@ public enum PackImport {
                 inheritedBase = inheritedBase ?? document.base
                 inheritedMetadata.merge(document.userMetadata) { current, _ in current }
             case .peft, .adapterhub:
-                let imported = try AdapterSourceFolder.importFolder(source.path, kind: kind, name: source.name)
+                let imported = try AdapterSourceFolder.importFolder(source.path, kind: kind, name: source.name, dropUnloaded: dropUnloaded)
+                dropped += imported.leftOut.map { DroppedTensor(file: source.path, tensor: $0.tensor, reason: $0.reason) }
                 adapters.append(imported.adapter)
                 adapterJSON.append(try StrictJSON.encoding(imported.adapter))
                 pending += imported.tensors
@@ -133,7 +144,7 @@ public enum PackImport {
         let reader = try PackReader(path: output)
         return Report(output: output, adapters: adapters.map(\.name), tensors: reader.tensors.count,
                       rawBytes: reader.tensors.reduce(0) { $0 + $1.rawBytes },
-                      storedBytes: reader.fileSize, baseChecked: baseFolder != nil)
+                      storedBytes: reader.fileSize, baseChecked: baseFolder != nil, droppedTensors: dropped)
     }
 
     /// What the adapters' own configs say about their base.

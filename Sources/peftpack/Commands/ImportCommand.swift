@@ -12,6 +12,12 @@ struct ImportCommand: ParsableCommand {
             or pytorch_adapter.bin), or an existing pack. Pickled .bin files are read without executing \
             anything: only tensor rebuilds are accepted.
 
+            A PEFT adapter is read as PEFT 0.21 loads it: target_modules (a list of names or \
+            .-suffixes, a regex string, or "all-linear"), exclude_modules, layers_to_transform / \
+            layers_pattern and modules_to_save decide which modules get adapter layers, and a saved \
+            tensor outside them (which PEFT drops without a word) is refused, naming the tensor and \
+            the rule. --drop-unloaded leaves such tensors out instead, as PEFT does, and lists them.
+
             Examples:
               peftpack import lora/ -o lora.peftpack --base llama/
               peftpack import lora/ prefix/ -o both.peftpack --name task-lora --name task-prefix
@@ -35,6 +41,9 @@ struct ImportCommand: ParsableCommand {
     @Option(name: .customLong("metadata"), help: "User metadata KEY=VALUE (repeatable).")
     var metadata: [String] = []
 
+    @Flag(help: "Leave out saved tensors PEFT would not load (outside target_modules etc.) instead of refusing; each is listed.")
+    var dropUnloaded = false
+
     @OptionGroup var outputOptions: OutputOptions
 
     func validate() throws {
@@ -56,8 +65,11 @@ struct ImportCommand: ParsableCommand {
             }
             let progress = ProgressLine(label: "import", enabled: !outputOptions.quiet)
             let report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
-                                            userMetadata: user) { progress.update(done: $0, total: $1) }
+                                            userMetadata: user, dropUnloaded: dropUnloaded) { progress.update(done: $0, total: $1) }
             progress.finish()
+            for item in report.droppedTensors where !outputOptions.json {
+                printWarning("\(item.file): left out tensor \(item.tensor): PEFT would not load it: \(item.reason)")
+            }
             if outputOptions.json {
                 try printJSON(report)
             } else {
