@@ -13,6 +13,10 @@ struct VerifyCommand: ParsableCommand {
             The defaults (atol 1e-5, rtol 1e-4) allow fp32 summation-order differences between \
             implementations (observed ≤ 1e-6 relative) and catch any real adapter change.
 
+            A *ForSequenceClassification base gives its head's logits [batch, num_labels]: BERT's \
+            classifier on the pooler output, a decoder's score at each sequence's last token that is \
+            not pad_token_id, as transformers computes them.
+
             Exit codes: 0 every comparison passed, 1 a numerical mismatch, 2 usage or input error.
 
             Examples:
