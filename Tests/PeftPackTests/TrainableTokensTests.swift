@@ -21,6 +21,12 @@ import Testing
         #expect(rows.allSatisfy { $0.sourceName?.hasSuffix(".token_adapter.trainable_tokens_delta") == true })
     }
 
+    @Test func inspectListsTheReplacedRows() throws {
+        let (pack, _) = try ConfigFixtures.pack("tokens_llama")
+        let summary = Inspect.summary(try PackReader(path: pack).adapterDocument().adapters[0])
+        #expect(summary.replacedRows == ["model.embed_tokens.weight": [25, 142, 200], "lm_head.weight": [5, 142]])
+    }
+
     @Test(arguments: cases)
     func runtimeReproducesPeft(caseName: String) throws {
         let (pack, _) = try ConfigFixtures.pack(caseName)
