@@ -97,7 +97,7 @@ public struct PeftConfig {
         }
         switch value {
         case nil, .null?: return nil
-        case .array?: return [(nil, try rows(value!, "trainable_token_indices"))]
+        case let list? where list.arrayValue != nil: return [(nil, try rows(list, "trainable_token_indices"))]
         case .object(let members)?:
             return try members.map { ($0.key, try rows($0.value, "trainable_token_indices[\($0.key)]")) }
         default: throw fail("trainable_token_indices is neither a list nor an object of lists")
