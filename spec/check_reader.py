@@ -17,6 +17,8 @@ from peftpack_reader import Pack, PackError, xxh3  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO / "fixtures" / "data" / "cases"
+# Adapters with trainable-token rows (full modules of mode "rows", §9.10).
+ROW_CASES = [REPO / "fixtures" / "data" / "configs" / name for name in ("tokens_llama", "tokens_gpt2_tied")]
 BINARY = os.environ["PEFTPACK_BIN"]
 
 
@@ -57,6 +59,7 @@ def check_case(case_dir: Path, work: Path):
                 continue
             for module in adapter["modules"]:
                 if "mode" in module:
+                    check_full_module(module, original, pack)
                     continue
                 for role, tensor_name in module["tensors"].items():
                     suffix = peft_suffix(role, module.get("layout"))
@@ -67,6 +70,20 @@ def check_case(case_dir: Path, work: Path):
                     if ours.tobytes() != np.ascontiguousarray(expected).tobytes() or ours.size != expected.size:
                         raise AssertionError(f"{tensor_name} differs from the PEFT tensor")
     return pack_path
+
+
+def check_full_module(module, original, pack):
+    """A full module's value is the PEFT tensor it came from; a rows module's has a row per entry
+    of `rows`, each as wide as the rows it replaces."""
+    ours = pack.array(module["tensors"]["value"])
+    if "source_name" in module:
+        expected = original[module["source_name"]]
+        if ours.tobytes() != np.ascontiguousarray(expected).tobytes():
+            raise AssertionError(f"{module['target']} differs from the PEFT tensor {module['source_name']}")
+    if module["mode"] == "rows":
+        rows = module["rows"]
+        if ours.ndim != 2 or ours.shape[0] != len(rows) or len(set(rows)) != len(rows):
+            raise AssertionError(f"{module['target']}: value {ours.shape} does not hold one row per entry of rows {rows}")
 
 
 def check_damage(pack_path: Path, work: Path):
@@ -100,7 +117,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="peftpack-spec-"))
     passed = failed = 0
     last_pack = None
-    for case_dir in sorted(CASES.iterdir()):
+    for case_dir in sorted(CASES.iterdir()) + ROW_CASES:
         try:
             last_pack = check_case(case_dir, work)
             passed += 1

@@ -9,6 +9,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures" / "data"
 CASES = FIXTURES / "cases"
+# Cases on how PEFT reads configs (issue 16): same layout as CASES.
+CONFIG_CASES = FIXTURES / "configs"
 MODELS = FIXTURES / "models"
 
 
@@ -26,10 +28,10 @@ def run_peftpack(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def reference(case: str):
+def reference(case: str, root: Path = CASES):
     """(tensors, metadata) of a case's reference file; metadata names the base and the output."""
     from safetensors import safe_open
-    path = CASES / case / f"{case}.ref.safetensors"
+    path = root / case / f"{case}.ref.safetensors"
     with safe_open(str(path), framework="pt") as handle:
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         return tensors, handle.metadata()

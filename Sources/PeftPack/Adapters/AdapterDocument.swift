@@ -176,8 +176,10 @@ public struct AdapterModule: Codable, Sendable, Equatable {
     /// bottleneck: where in the layer; prefix and bottleneck: which layer.
     public var position: BottleneckPosition?
     public var layer: Int?
-    /// full: replace or add.
+    /// full: replace, add, or replace rows.
     public var mode: FullTensorMode?
+    /// full, mode rows: the base tensor's rows (token ids) the stored rows replace, in order.
+    public var rows: [Int]?
     /// Role (TensorRole) → tensor name in the container.
     public var tensors: [String: String]
     /// full modules: the tensor's exact name in the source file (e.g. PEFT's
@@ -186,7 +188,8 @@ public struct AdapterModule: Codable, Sendable, Equatable {
 
     public init(target: String, layout: WeightLayout? = nil, rank: Int? = nil, scale: Double? = nil,
                 side: IA3Side? = nil, position: BottleneckPosition? = nil, layer: Int? = nil,
-                mode: FullTensorMode? = nil, tensors: [String: String] = [:], sourceName: String? = nil) {
+                mode: FullTensorMode? = nil, tensors: [String: String] = [:], sourceName: String? = nil,
+                rows: [Int]? = nil) {
         self.target = target
         self.layout = layout
         self.rank = rank
@@ -197,10 +200,11 @@ public struct AdapterModule: Codable, Sendable, Equatable {
         self.mode = mode
         self.tensors = tensors
         self.sourceName = sourceName
+        self.rows = rows
     }
 
     enum CodingKeys: String, CodingKey {
-        case target, layout, rank, scale, side, position, layer, mode, tensors
+        case target, layout, rank, scale, side, position, layer, mode, tensors, rows
         case sourceName = "source_name"
     }
 

@@ -35,10 +35,13 @@ public enum IA3Side: String, Codable, Sendable {
     case output
 }
 
-/// Whether a full tensor replaces the base tensor or is added to it.
+/// Whether a full tensor replaces the base tensor, is added to it, or replaces some of its rows.
 public enum FullTensorMode: String, Codable, Sendable {
     case replace
     case delta
+    /// Rows `AdapterModule.rows` of the base tensor (an embedding or output head, one row per
+    /// token) become the stored tensor's rows, in order: PEFT's `trainable_token_indices`.
+    case rows
 }
 
 /// Where a bottleneck adapter sits inside a transformer layer.

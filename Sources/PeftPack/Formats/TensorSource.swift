@@ -57,6 +57,8 @@ public struct ImportedTensor {
 public struct ImportedAdapter {
     public var adapter: Adapter
     public var tensors: [ImportedTensor]
+    /// Saved tensors the source tool itself would not load, left out on request, with the reason.
+    public var leftOut: [(tensor: String, reason: String)] = []
 }
 
 /// A source adapter folder or file whose contents contradict themselves or its config.

@@ -44,8 +44,9 @@ public enum AdapterSourceFolder {
         throw AdapterFormatError(file: path, problem: "holds no adapter_config.json, model.safetensors or model.safetensors.index.json")
     }
 
-    /// Reads a PEFT or AdapterHub folder into a pack adapter.
-    public static func importFolder(_ path: String, kind: AdapterSourceKind, name: String?) throws -> ImportedAdapter {
+    /// Reads a PEFT or AdapterHub folder into a pack adapter. `dropUnloaded`: leave out saved
+    /// tensors PEFT would not load instead of refusing them.
+    public static func importFolder(_ path: String, kind: AdapterSourceKind, name: String?, dropUnloaded: Bool = false) throws -> ImportedAdapter {
         let configPath = (path as NSString).appendingPathComponent("adapter_config.json")
         let configText = try String(contentsOfFile: configPath, encoding: .utf8)
         let candidates = kind == .peft
@@ -61,7 +62,7 @@ public enum AdapterSourceFolder {
         switch kind {
         case .peft:
             return try PeftImporter.importAdapter(name: name ?? "default", configText: configText, tensors: tensors,
-                                                  configFile: configPath, weightsFile: weightsPath)
+                                                  configFile: configPath, weightsFile: weightsPath, dropUnloaded: dropUnloaded)
         default:
             return try AdapterHubFormat.importAdapter(name: name, configText: configText, tensors: tensors,
                                                       configFile: configPath, weightsFile: weightsPath)

@@ -66,6 +66,10 @@ public final class BaseModel {
                 throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) targets \(wanted), which the base at \(folder) does not have")
             }
             targeted.append(name)
+            if module.mode == .rows {
+                try checkRows(module, adapter: adapter, base: info, shapes: shapes, file: file)
+                continue
+            }
             let expected = expectedShape(module, adapter: adapter, shapes: shapes)
             if let expected, expected != info.shape {
                 throw AdapterFormatError(file: file, problem: "adapter \(adapter.name): \(module.target) implies a weight of shape \(Shape.describe(expected)) but the base's \(name) is \(Shape.describe(info.shape))")
@@ -83,6 +87,17 @@ public final class BaseModel {
     /// The checkpoint tensor holding a resolved name's bytes: the embedding for a tied head.
     public func storedName(_ name: String) -> String {
         tie?.storedName(name) ?? name
+    }
+
+    /// Replaced rows must be rows of the base tensor, each as wide as the base's.
+    func checkRows(_ module: AdapterModule, adapter: Adapter, base: TensorInfo, shapes: (String) -> [Int]?, file: String) throws {
+        let rows = module.rows ?? []
+        guard base.shape.count == 2, let value = module.tensors[TensorRole.fullValue].flatMap(shapes), value == [rows.count, base.shape[1]] else {
+            throw AdapterFormatError(file: file, problem: "adapter \(adapter.name): \(rows.count) replacement rows of \(module.target) do not fit the base's \(base.name) of shape \(Shape.describe(base.shape))")
+        }
+        if let bad = rows.first(where: { $0 >= base.shape[0] }) {
+            throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces row \(bad) of \(module.target), but the base's \(base.name) has \(base.shape[0]) rows")
+        }
     }
 
     func expectedShape(_ module: AdapterModule, adapter: Adapter, shapes: (String) -> [Int]?) -> [Int]? {

@@ -15,6 +15,8 @@ public enum Inspect {
         public var layers: Int?
         public var bottleneck: String?
         public var fullTensors: Int?
+        /// Rows replaced per tensor (PEFT trainable_token_indices), by target.
+        public var replacedRows: [String: [Int]]?
     }
 
     public struct TensorSummary: Encodable {
@@ -107,12 +109,14 @@ public enum Inspect {
         let ranks = Array(Set(lowRank.compactMap(\.rank))).sorted()
         let scales = Array(Set(lowRank.compactMap(\.scale))).sorted()
         let full = adapter.modules.count - lowRank.count
+        let rows = Dictionary(adapter.modules.filter { $0.mode == .rows }.map { ($0.target, $0.rows ?? []) }) { first, _ in first }
         return AdapterSummary(
             name: adapter.name, kind: adapter.kind.rawValue, source: adapter.source?.format, modules: adapter.modules.count,
             targets: adapter.modules.map(\.target),
             ranks: ranks.isEmpty ? nil : ranks, scales: scales.isEmpty ? nil : scales,
             dora: adapter.kind == .lora ? lowRank.contains { $0.tensors[TensorRole.magnitude] != nil } : nil,
             virtualTokens: adapter.settings.numVirtualTokens, layers: adapter.settings.numLayers,
-            bottleneck: adapter.settings.bottleneckArchitecture, fullTensors: full > 0 ? full : nil)
+            bottleneck: adapter.settings.bottleneckArchitecture, fullTensors: full > 0 ? full : nil,
+            replacedRows: rows.isEmpty ? nil : rows)
     }
 }

@@ -289,6 +289,20 @@ public enum Merge {
                 for index in values.indices { values[index] += weight * (replacement[index] - values[index]) }
             }
             return adapter
+        case .replaceRows(let tensor, let rows, let adapter):
+            let replacement = try floats(adapter, tensor)
+            let width = stored.shape.count == 2 ? stored.shape[1] : 0
+            guard width > 0, replacement.count == rows.count * width, rows.allSatisfy({ $0 >= 0 && $0 < stored.shape[0] }) else {
+                throw AdapterFormatError(file: readers[owners[adapter]].path, problem: "the rows replacing \(stored.name) (\(rows.count) of them, \(replacement.count) values) do not fit its \(Shape.describe(stored.shape)) shape")
+            }
+            // Weight w moves each replaced row w of the way to its new value, as for whole tensors.
+            for (position, row) in rows.enumerated() {
+                for column in 0..<width {
+                    let index = row * width + column, new = replacement[position * width + column]
+                    values[index] = weight == 1 ? new : values[index] + weight * (new - values[index])
+                }
+            }
+            return adapter
         case .delta(let tensor, let adapter):
             MergeArithmetic.add(&values, try floats(adapter, tensor), scale: weight)
             return adapter

@@ -8,6 +8,7 @@ struct TensorChange {
         case dora(AdapterModule, adapter: Int)
         case ia3(AdapterModule, adapter: Int)
         case replace(tensor: String, adapter: Int)
+        case replaceRows(tensor: String, rows: [Int], adapter: Int)
         case delta(tensor: String, adapter: Int)
         case addBias(tensor: String, scale: Double, adapter: Int)
     }
@@ -58,8 +59,18 @@ enum MergePlanner {
                 if module.mode != nil {
                     guard let tensor = module.tensors[TensorRole.fullValue] else { continue }
                     let target = try resolve(module.target)
-                    let operation: TensorChange.Operation = module.mode == .replace ? .replace(tensor: tensor, adapter: index) : .delta(tensor: tensor, adapter: index)
+                    let operation: TensorChange.Operation
+                    switch module.mode {
+                    case .rows?: operation = .replaceRows(tensor: tensor, rows: module.rows ?? [], adapter: index)
+                    case .replace?: operation = .replace(tensor: tensor, adapter: index)
+                    default: operation = .delta(tensor: tensor, adapter: index)
+                    }
                     changes[target, default: TensorChange()].operations.append((operation, weight))
+                    if module.mode == .rows, let tie = base.tie, target == tie.embedding,
+                       !adapter.modules.contains(where: { $0.mode == .rows && base.resolve($0.target) == tie.head }) {
+                        // PEFT ties a tied head's TrainableTokens to the embedding's (the runtime's rule).
+                        changes[tie.head, default: TensorChange()].operations.append((operation, weight))
+                    }
                     continue
                 }
                 if fullOnly { continue }

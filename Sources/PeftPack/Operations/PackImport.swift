@@ -20,11 +20,19 @@ public enum PackImport {
         public var baseChecked: Bool
         /// Tensors holding NaN or ±Inf, kept because the caller allowed them (otherwise refused).
         public var nonFiniteTensors: [NonFiniteTensor]
+        /// Saved tensors PEFT would not load, left out under `--drop-unloaded`.
+        public var droppedTensors: [DroppedTensor]
+    }
+
+    public struct DroppedTensor: Encodable {
+        public var file: String
+        public var tensor: String
+        public var reason: String
     }
 
     /// `allowNonFinite`: keep tensors holding NaN or ±Inf (listed in the report) instead of refusing them.
     public static func run(sources: [Source], output: String, baseFolder: String?, level: Int32,
-                           userMetadata: [String: String] = [:], allowNonFinite: Bool = false,
+                           userMetadata: [String: String] = [:], allowNonFinite: Bool = false, dropUnloaded: Bool = false,
                            progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         try InputProtection.check(output: output, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
         var adapterJSON: [StrictJSON] = []
@@ -34,6 +42,7 @@ public enum PackImport {
         var copied: [(reader: PackReader, name: String, packName: String)] = []
         var inheritedBase: BaseModelIdentity?
         var inheritedMetadata: [String: String] = [:]
+        var dropped: [DroppedTensor] = []
 
         for source in sources {
             let kind = try AdapterSourceFolder.detect(source.path)
@@ -71,7 +80,8 @@ public enum PackImport {
                 inheritedBase = inheritedBase ?? document.base
                 inheritedMetadata.merge(document.userMetadata) { current, _ in current }
             case .peft, .adapterhub:
-                let imported = try AdapterSourceFolder.importFolder(source.path, kind: kind, name: source.name)
+                let imported = try AdapterSourceFolder.importFolder(source.path, kind: kind, name: source.name, dropUnloaded: dropUnloaded)
+                dropped += imported.leftOut.map { DroppedTensor(file: source.path, tensor: $0.tensor, reason: $0.reason) }
                 adapters.append(imported.adapter)
                 adapterJSON.append(try StrictJSON.encoding(imported.adapter))
                 pending += imported.tensors
@@ -151,7 +161,8 @@ public enum PackImport {
         let reader = try PackReader(path: output)
         return Report(output: output, adapters: adapters.map(\.name), tensors: reader.tensors.count,
                       rawBytes: reader.tensors.reduce(0) { $0 + $1.rawBytes },
-                      storedBytes: reader.fileSize, baseChecked: baseFolder != nil, nonFiniteTensors: nonFinite)
+                      storedBytes: reader.fileSize, baseChecked: baseFolder != nil, nonFiniteTensors: nonFinite,
+                      droppedTensors: dropped)
     }
 
     /// What the adapters' own configs say about their base.

@@ -406,7 +406,7 @@ public enum Stack {
             for module in source.adapter.modules where module.mode != nil {
                 guard let tensorName = module.tensors[TensorRole.fullValue] else { continue }
                 let value = try source.reader.readTensor(tensorName)
-                if module.mode == .replace {
+                if module.mode == .replace || module.mode == .rows {
                     if let owner = replaced[module.target] {
                         throw AdapterFormatError(file: source.label, problem: "replaces \(module.target) whole, and so does \(owner); the two cannot both apply")
                     }
@@ -415,7 +415,8 @@ public enum Stack {
                     }
                     replaced[module.target] = source.label
                     let stored = AdapterModule.tensorName(adapter: name, target: module.target, role: TensorRole.fullValue)
-                    modules.append(AdapterModule(target: module.target, mode: .replace, tensors: [TensorRole.fullValue: stored]))
+                    modules.append(AdapterModule(target: module.target, mode: module.mode, tensors: [TensorRole.fullValue: stored],
+                                                 rows: module.rows))
                     tensors.append((stored, value))
                 } else {
                     let scaled = value.floats().map { Float(source.weight) * $0 }

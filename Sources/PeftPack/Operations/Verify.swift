@@ -80,7 +80,7 @@ public enum Verify {
         let (adapters, names) = try adapterSet(pack: pack, names: adapterNames, model: model)
         var comparisons: [Comparison] = []
         var shownShape = [inputShape.batch, inputShape.tokens]
-        let logits = isLogits ?? (model.config.family != .bert)
+        let logits = isLogits ?? model.outputsLogits
         // The runtime's parallelism is OpenBLAS's: worth its threads only for large passes.
         func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?) throws -> FloatTensor {
             try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) {

@@ -129,6 +129,7 @@ extension AdapterSet {
         switch module.mode ?? .replace {
         case .replace: overrides[id] = value.values
         case .delta: overrides[id] = zip(currentValue(id), value.values).map { $0 + $1 }
+        case .rows: throw source.fail("module \(module.target) replaces rows; AdapterSet.addRows applies it")
         }
     }
 }

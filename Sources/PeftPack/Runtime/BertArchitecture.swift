@@ -13,6 +13,8 @@ struct BertBody: Sendable {
     let embeddingNorm: NormWeights
     let layers: [Layer]
     let activation: ActivationFunction
+    /// BertForSequenceClassification's pooler and classifier; nil for BertModel.
+    let classifier: SequenceClassificationHead?
 
     init(config: ModelConfig, builder: inout ModelBuilder) throws {
         let hidden = config.hiddenSize, inner = config.intermediateSize
@@ -38,7 +40,10 @@ struct BertBody: Sendable {
                 outputNorm: try builder.layerNorm("\(p).output.LayerNorm", dim: hidden))
         }
         // The pooler is not part of last_hidden_state, but adapters may target it (PEFT's "dense").
-        _ = try builder.optionalLinear("pooler.dense", in: hidden, out: hidden)
+        let pooler = try builder.optionalLinear("pooler.dense", in: hidden, out: hidden)
+        classifier = try config.sequenceClassificationLabels.map {
+            try SequenceClassificationHead.bert(labels: $0, pooler: pooler, builder: &builder, hidden: hidden)
+        }
         builder.loader.ignore { $0.hasSuffix("embeddings.position_ids") }
     }
 }
@@ -69,6 +74,7 @@ extension ForwardPass {
             x = subBlockEnd(layer: index, position: .afterFeedForward, output: linear(layer.output, inner),
                             residual: attended, norm: layer.outputNorm, epsilon: epsilon)
         }
+        if let classifier = body.classifier { return classify(classifier, hidden: x, inputIds: inputIds) }
         return FloatTensor(shape: [batch, rowsPerItem, config.hiddenSize], values: x.values)
     }
 }

@@ -12,7 +12,9 @@ struct GPT2Body: Sendable {
     let positionEmbedding: ParameterID
     let layers: [Layer]
     let finalNorm: NormWeights
+    /// lm_head, or a sequence classifier's `score`.
     let head: Int
+    let classifier: SequenceClassificationHead?
     let activation: ActivationFunction
 
     init(config: ModelConfig, builder: inout ModelBuilder) throws {
@@ -33,7 +35,13 @@ struct GPT2Body: Sendable {
                 feedForwardOut: try builder.linear("\(p).mlp.c_proj", in: inner, out: hidden, bias: true, conv1d: true))
         }
         finalNorm = try builder.layerNorm("ln_f", dim: hidden)
-        head = try builder.head("lm_head", embedding: tokenEmbedding, tied: config.tieWordEmbeddings)
+        if let labels = config.sequenceClassificationLabels {
+            let head = try SequenceClassificationHead.decoder(labels: labels, padTokenId: config.padTokenId, builder: &builder, hidden: hidden)
+            (classifier, self.head) = (head, head.classifier)
+        } else {
+            classifier = nil
+            head = try builder.head("lm_head", embedding: tokenEmbedding, tied: config.tieWordEmbeddings)
+        }
         // The causal-mask buffers old checkpoints carry (GPT2PreTrainedModel ignores them too).
         builder.loader.ignore { $0.hasSuffix(".attn.bias") || $0.hasSuffix(".attn.masked_bias") }
     }
@@ -68,6 +76,7 @@ extension ForwardPass {
                             residual: x, norm: nil, epsilon: epsilon)
         }
         norm(&x, body.finalNorm, epsilon: epsilon)
+        if let classifier = body.classifier { return classify(classifier, hidden: x, inputIds: inputIds) }
         let logits = linear(body.head, x)
         return FloatTensor(shape: [batch, rowsPerItem, config.vocabSize], values: logits.values)
     }

@@ -11,7 +11,9 @@ struct LlamaBody: Sendable {
     let embedding: Int
     let layers: [Layer]
     let finalNorm: NormWeights
+    /// lm_head, or a sequence classifier's `score`.
     let head: Int
+    let classifier: SequenceClassificationHead?
     let activation: ActivationFunction
     let rope: RopeParameters
 
@@ -38,7 +40,13 @@ struct LlamaBody: Sendable {
                 down: try builder.linear("\(p).mlp.down_proj", in: inner, out: hidden, bias: mlpBias))
         }
         finalNorm = try builder.rmsNorm("norm", dim: hidden)
-        head = try builder.head("lm_head", embedding: embedding, tied: config.tieWordEmbeddings)
+        if let labels = config.sequenceClassificationLabels {
+            let head = try SequenceClassificationHead.decoder(labels: labels, padTokenId: config.padTokenId, builder: &builder, hidden: hidden)
+            (classifier, self.head) = (head, head.classifier)
+        } else {
+            classifier = nil
+            head = try builder.head("lm_head", embedding: embedding, tied: config.tieWordEmbeddings)
+        }
         builder.loader.ignore { $0.hasSuffix("rotary_emb.inv_freq") }
     }
 }
@@ -76,6 +84,7 @@ extension ForwardPass {
                             residual: x, norm: nil, epsilon: epsilon)
         }
         norm(&x, body.finalNorm, epsilon: epsilon)
+        if let classifier = body.classifier { return classify(classifier, hidden: x, inputIds: inputIds) }
         let logits = linear(body.head, x)
         return FloatTensor(shape: [batch, rowsPerItem, config.vocabSize], values: logits.values)
     }

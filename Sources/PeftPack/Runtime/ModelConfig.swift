@@ -44,6 +44,10 @@ public struct ModelConfig: Sendable, Equatable {
     /// gpt2: divide scores by √head_dim; additionally by (layer + 1).
     public var scaleAttentionWeights: Bool
     public var scaleAttentionByInverseLayerIndex: Bool
+    /// Sequence classifiers: `len(id2label)`, else `num_labels`, else transformers' default 2.
+    public var numLabels: Int
+    /// The token a decoder classifier skips when it looks for each sequence's last token.
+    public var padTokenId: Int?
 
     /// Decodes config.json text; every failure becomes a one-line `RuntimeError.invalidConfig`.
     public static func decode(_ data: Data) throws -> ModelConfig {
@@ -85,6 +89,7 @@ extension ModelConfig: Decodable {
         case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
         case maxWindowLayers = "max_window_layers", layerTypes = "layer_types"
         case isDecoder = "is_decoder"
+        case id2label, numLabels = "num_labels", padTokenId = "pad_token_id"
         // GPT-2 serializes its own names (GPT2Config.attribute_map).
         case nEmbd = "n_embd", nLayer = "n_layer", nHead = "n_head", nInner = "n_inner"
         case nPositions = "n_positions", activationFunction = "activation_function"
@@ -159,6 +164,8 @@ extension ModelConfig: Decodable {
 
         scaleAttentionWeights = try bool(.scaleAttnWeights, true)
         scaleAttentionByInverseLayerIndex = try bool(.scaleAttnByInverseLayerIdx, false)
+        numLabels = try c.decodeIfPresent([String: String].self, forKey: .id2label)?.count ?? int(.numLabels, 2)
+        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId)
         if family == .bert, try bool(.isDecoder, false) {
             throw RuntimeError.unsupportedArchitecture("BERT with is_decoder=true")
         }

@@ -14,6 +14,8 @@ public struct FloatTensor: Sendable, Equatable {
 /// Outputs match transformers in eval mode: BERT returns `last_hidden_state` [batch, seq, hidden]
 /// (BertModel, bidirectional attention, token_type_ids all 0); Llama-family and GPT-2 models return
 /// `logits` [batch, seq, vocab] under a causal mask. Prompt tuning adds its virtual tokens to `seq`.
+/// `*ForSequenceClassification` checkpoints return `logits` [batch, num_labels]
+/// (SequenceClassificationHead).
 public final class TransformerModel: Sendable {
     public let config: ModelConfig
     /// Checkpoint tensors the architecture has no use for (e.g. a pre-training head), sorted.
@@ -138,6 +140,7 @@ public final class TransformerModel: Sendable {
             throw RuntimeError.invalidInput("the batch is empty")
         }
         try checkInputShape(batch: inputIds.count, tokens: length, adapters: adapters)
+        try checkClassificationBatch(inputIds.count)
         for (row, ids) in inputIds.enumerated() {
             guard ids.count == length else {
                 throw RuntimeError.invalidInput("row \(row) has \(ids.count) tokens but row 0 has \(length)")

@@ -12,6 +12,12 @@ struct ImportCommand: ParsableCommand {
             or pytorch_adapter.bin), or an existing pack. Pickled .bin files are read without executing \
             anything: only tensor rebuilds are accepted.
 
+            A PEFT adapter is read as PEFT 0.21 loads it: target_modules (a list of names or \
+            .-suffixes, a regex string, or "all-linear"), exclude_modules, layers_to_transform / \
+            layers_pattern and modules_to_save decide which modules get adapter layers, and a saved \
+            tensor outside them (which PEFT drops without a word) is refused, naming the tensor and \
+            the rule. --drop-unloaded leaves such tensors out instead, as PEFT does, and lists them.
+
             Examples:
               peftpack import lora/ -o lora.peftpack --base llama/
               peftpack import lora/ prefix/ -o both.peftpack --name task-lora --name task-prefix
@@ -41,6 +47,8 @@ struct ImportCommand: ParsableCommand {
 
     @Flag(name: .customLong("allow-nonfinite"), help: "Keep adapter tensors holding NaN or ±Inf (listed in the report) instead of refusing them.")
     var allowNonFinite = false
+    @Flag(help: "Leave out saved tensors PEFT would not load (outside target_modules etc.) instead of refusing; each is listed.")
+    var dropUnloaded = false
 
     @OptionGroup var outputOptions: OutputOptions
 
@@ -65,13 +73,17 @@ struct ImportCommand: ParsableCommand {
             let report: PackImport.Report
             do {
                 report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
-                                            userMetadata: user, allowNonFinite: allowNonFinite) { progress.update(done: $0, total: $1) }
+                                            userMetadata: user, allowNonFinite: allowNonFinite,
+                                            dropUnloaded: dropUnloaded) { progress.update(done: $0, total: $1) }
             } catch let error as NonFiniteError where error.kind == .inputTensor {
                 throw UsageError(error.description + "; nothing was written (pass --allow-nonfinite to keep such tensors)")
             }
             progress.finish()
             for tensor in report.nonFiniteTensors {
                 printWarning("\(tensor.file): tensor \(tensor.tensor) holds \(NonFiniteCount(nan: tensor.nan, infinite: tensor.infinite).phrase) of its \(tensor.elements) elements; kept (--allow-nonfinite)")
+            }
+            for item in report.droppedTensors where !outputOptions.json {
+                printWarning("\(item.file): left out tensor \(item.tensor): PEFT would not load it: \(item.reason)")
             }
             if outputOptions.json {
                 try printJSON(report)

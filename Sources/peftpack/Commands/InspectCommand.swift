@@ -67,6 +67,9 @@ struct InspectCommand: ParsableCommand {
             print("  adapter \(adapter.name): \(parts.joined(separator: ", "))")
             let shown = adapter.targets.prefix(4).joined(separator: ", ")
             print("    targets: \(shown)\(adapter.targets.count > 4 ? ", … (\(adapter.targets.count))" : "")")
+            for (target, rows) in (adapter.replacedRows ?? [:]).sorted(by: { $0.key < $1.key }) {
+                print("    rows of \(target) replaced (trainable tokens): \(rows.map(String.init).joined(separator: ", "))")
+            }
         }
         print("  \(report.tensorCount) tensors, \(formatBytes(report.rawBytes)) raw, \(formatBytes(report.storedBytes)) stored (ratio \(String(format: "%.3f", report.ratio)))")
         if let metadata = report.userMetadata, !metadata.isEmpty {

@@ -21,6 +21,10 @@ struct VerifyCommand: ParsableCommand {
             The report gives B and the error's ratio to it. Giving --atol or --rtol replaces the default \
             with exactly that tolerance.
 
+            A *ForSequenceClassification base gives its head's logits [batch, num_labels]: BERT's \
+            classifier on the pooler output, a decoder's score at each sequence's last token that is \
+            not pad_token_id, as transformers computes them.
+
             Exit codes: 0 every comparison passed, 1 a numerical mismatch, 2 usage or input error.
 
             Examples:

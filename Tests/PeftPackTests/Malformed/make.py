@@ -215,6 +215,30 @@ def untied_copy(source, name):
 case(untied_copy(DATA / "tied" / "models" / "qwen2-tied-tiny-ft", "tied_untied_finetune"),
      ["extract", "--base", "{fixtures}/tied/models/qwen2-tied-tiny", "--finetuned", "{input}", "-o", "{output}"],
      "but the base")
+# Configs read as PEFT reads them (issue 16): saved tensors PEFT would not load, trainable-token rows
+# that do not fit their config, AdapterHub methods other than bottlenecks, and a GGUF export for an
+# architecture it has no mapping for.
+case(peft_folder("configs_outside_target_modules", config=config(target_modules=["q_proj"])), IMPORT, "PEFT would not load it: model.layers.0.mlp.down_proj is not matched by target_modules [q_proj]")
+case(peft_folder("configs_regex_misses", config=config(target_modules=r".*\.(q_proj|k_proj|v_proj|o_proj)")), IMPORT, "is not matched by target_modules")
+case(peft_folder("configs_excluded", config=config(exclude_modules=["k_proj"])), IMPORT, "is excluded by exclude_modules entry \"k_proj\"")
+case(peft_folder("configs_layers_to_transform", config=config(layers_to_transform=[1])), IMPORT, "is in layer 0, not in layers_to_transform [1]")
+case(peft_folder("configs_in_modules_to_save", config=config(modules_to_save=["gate_proj"])), IMPORT, "lies in modules_to_save entry \"gate_proj\"")
+case(peft_folder("configs_bad_regex", config=config(target_modules="(unclosed")), IMPORT, "is not a regular expression")
+case(peft_folder("configs_target_parameters", config=config(target_parameters=["mlp.experts.gate_up_proj"])), IMPORT, "target_parameters")
+tokens_config = json.loads((DATA / "configs" / "tokens_llama" / "adapter" / "adapter_config.json").read_text())
+def tokens(name, **changes):
+    return peft_folder(name, config=json.dumps({**tokens_config, **changes}), source="../configs/tokens_llama")
+case(tokens("configs_tokens_no_indices", trainable_token_indices=None), IMPORT, "adapter_config.json has no trainable_token_indices")
+case(tokens("configs_tokens_wrong_count", trainable_token_indices={"embed_tokens": [25, 142], "lm_head": [5, 142]}), IMPORT, "trainable_token_indices gives model.embed_tokens 2 rows")
+case(tokens("configs_tokens_repeated", trainable_token_indices={"embed_tokens": [25, 25, 200], "lm_head": [5, 142]}), IMPORT, "names a token id twice")
+case(tokens("configs_tokens_unsaved_entry", trainable_token_indices={"embed_tokens": [25, 142, 200], "lm_head": [5, 142], "norm": [1]}), IMPORT, "trainable_token_indices names norm but the file holds no")
+case(tokens("configs_tokens_past_vocabulary", trainable_token_indices={"embed_tokens": [25, 142, 256], "lm_head": [5, 142]}), IMPORT + ["--base", "{fixtures}/models/llama-tiny"], "replaces row 256 of model.embed_tokens.weight, but the base's")
+for method, label in [("lora", "LoRA"), ("ia3", "IA3"), ("prefix", "prefix tuning")]:
+    shutil.copytree(DATA / "configs" / f"adapterhub_{method}" / "adapter", CORPUS / f"configs_hub_{method}")
+    case(f"configs_hub_{method}", IMPORT, f"AdapterHub {label} adapters are not supported yet; peftpack reads AdapterHub bottleneck adapters")
+bert_pack = CORPUS / "configs_gguf_bert.peftpack"
+subprocess.run([binary, "import", str(DATA / "cases" / "bert_lora_bias" / "adapter"), "-o", str(bert_pack), "--base", str(DATA / "models" / "bert-tiny")], check=True, capture_output=True)
+case("configs_gguf_bert.peftpack", ["export", "{input}", "-o", "{output}", "--format", "gguf"], "is for a BertModel, model_type bert base, which GGUF export does not support")
 
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {

@@ -19,6 +19,10 @@ public struct AdapterHubConfig {
         modelName = json["model_name"]?.stringValue
         hiddenSize = json["hidden_size"]?.integerValue.map(Int.init)
 
+        if let method = Self.unsupportedMethod(config) {
+            throw fail("AdapterHub \(method) adapters are not supported yet; peftpack reads AdapterHub bottleneck adapters (Houlsby, Pfeiffer)")
+        }
+
         func flag(_ key: String) -> Bool? {
             if case .bool(let value)? = config[key] { return value }
             return nil
@@ -56,5 +60,25 @@ public struct AdapterHubConfig {
         }
         settings.scaling = scaling
         self.settings = settings
+    }
+
+    /// The method an AdapterHub config's `architecture` names when it is not a bottleneck adapter
+    /// (adapters 1.3 `AdapterConfig.load`: absent or "bottleneck" means a bottleneck config). The
+    /// LoRA family shares `architecture: "lora"`; IA3 is the one that composes by scaling.
+    static func unsupportedMethod(_ config: StrictJSON) -> String? {
+        guard case .string(let architecture)? = config["architecture"], architecture != "bottleneck" else { return nil }
+        switch architecture {
+        case "lora":
+            if config["composition_mode"]?.stringValue == "scale" { return "IA3" }
+            if case .bool(true)? = config["use_dora"] { return "DoRA" }
+            if let d = config["vera_d"], d != .null { return "VeRA" }
+            return "LoRA"
+        case "prefix_tuning": return "prefix tuning"
+        case "prompt_tuning": return "prompt tuning"
+        case "mtl_lora": return "MTL-LoRA"
+        case "reft": return "ReFT"
+        case "union": return "ConfigUnion (combined methods such as MAM, UniPELT)"
+        default: return "\"\(architecture)\""
+        }
     }
 }

@@ -74,6 +74,21 @@ public enum GGUFLoRA {
         public init(type: GGUF.ElementType = .f32) { self.type = type }
     }
 
+    /// The llama.cpp architecture of the pack's base. A base the pack names but the export has no
+    /// tensor mapping for is unsupported, whether or not it was checked at import; only a pack
+    /// that names no base at all is helped by `--base`.
+    static func llamaCppArchitecture(of base: BaseModelIdentity, file: String) throws -> String {
+        if let known = base.architecture.flatMap({ architectures[$0] }) ?? base.modelType.flatMap({ modelTypes[$0] }) {
+            return known
+        }
+        let supported = architectures.keys.sorted().joined(separator: ", ")
+        let named = [base.architecture, base.modelType.map { "model_type \($0)" }].compactMap { $0 }
+        guard !named.isEmpty else {
+            throw AdapterFormatError(file: file, problem: "records no base architecture; import it with --base (GGUF export supports \(supported))")
+        }
+        throw AdapterFormatError(file: file, problem: "is for a \(named.joined(separator: ", ")) base, which GGUF export does not support (it supports \(supported))")
+    }
+
     /// The GGUF bytes of one LoRA adapter of a pack.
     public static func export(_ adapter: Adapter, document: PackDocument, reader: PackReader, options: ExportOptions) throws -> [UInt8] {
         let file = reader.path
@@ -82,11 +97,13 @@ public enum GGUFLoRA {
         case .ia3: throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) is IA3, which GGUF LoRA files cannot express; merge it (peftpack merge), or merge and extract a LoRA at a chosen rank (peftpack extract)")
         default: throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")
         }
-        guard let base = document.base, let architecture = base.architecture.flatMap({ architectures[$0] }) ?? base.modelType.flatMap({ modelTypes[$0] }) else {
-            throw AdapterFormatError(file: file, problem: "records no base architecture llama.cpp supports (supported: \(architectures.keys.sorted().joined(separator: ", "))); import it with --base")
-        }
+        let base = document.base ?? BaseModelIdentity()
+        let architecture = try llamaCppArchitecture(of: base, file: file)
         var modules: [(gguf: String, module: AdapterModule, a: [Float], b: [Float], rank: Int, out: Int, inputs: Int)] = []
         for module in adapter.modules {
+            if module.mode == .rows {
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces rows of \(module.target) (trainable_token_indices), which GGUF LoRA files cannot express; merge it instead")
+            }
             if module.mode != nil {
                 throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole (modules_to_save), which GGUF LoRA files cannot express; merge it instead")
             }
@@ -120,7 +137,8 @@ public enum GGUFLoRA {
             if architecture == "llama", entry.gguf.hasSuffix(".attn_q") || entry.gguf.hasSuffix(".attn_k") {
                 let heads = entry.gguf.hasSuffix(".attn_q") ? base.numAttentionHeads : base.numKeyValueHeads
                 guard let heads else {
-                    throw AdapterFormatError(file: file, problem: "records no attention head counts, which the q/k row order of llama.cpp needs; import it with --base")
+                    let remedy = base.fingerprint == nil ? "import it with --base" : "the base config.json it was imported with has none"
+                    throw AdapterFormatError(file: file, problem: "records no attention head counts, which the q/k row order of llama.cpp needs; \(remedy)")
                 }
                 b = permuteRows(b, rows: entry.out, columns: entry.rank, heads: heads, inverse: false)
             }

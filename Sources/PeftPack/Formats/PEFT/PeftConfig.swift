@@ -12,6 +12,13 @@ public struct PeftConfig {
     var rankPattern: [(key: String, value: Int)]
     var alphaPattern: [(key: String, value: Double)]
     var feedforwardModules: [String]
+    /// IA3 `feedforward_modules` given as one string: a regex PEFT full-matches.
+    var feedforwardPattern: String?
+    /// Which modules PEFT adapts (LoRA and IA3).
+    var targetRules: PeftTargetRules?
+    /// LoRA `trainable_token_indices`: per embedding-module name (nil: the model's input
+    /// embedding), the rows PEFT trains in place.
+    var trainableTokenIndices: [(module: String?, rows: [Int])]?
     var numVirtualTokens: Int?
     var numLayers: Int?
     var tokenDim: Int?
@@ -61,16 +68,46 @@ public struct PeftConfig {
             (member.key, try number(member.value, "alpha_pattern[\(member.key)]") ?? 0)
         }
         switch json["feedforward_modules"] {
-        case .string(let single)?: feedforwardModules = [single]
+        case .string(let single)?:
+            feedforwardModules = []
+            feedforwardPattern = single
         case .array(let items)?: feedforwardModules = items.compactMap(\.stringValue)
         default: feedforwardModules = []
         }
+        if type == "LORA" || type == "IA3" { targetRules = try PeftTargetRules(json: json, fail: fail) }
+        trainableTokenIndices = try Self.tokenIndices(json["trainable_token_indices"], fail: fail)
         numVirtualTokens = try integer("num_virtual_tokens")
         numLayers = try integer("num_layers")
         tokenDim = try integer("token_dim")
         numAttentionHeads = try integer("num_attention_heads")
         numTransformerSubmodules = try integer("num_transformer_submodules")
         baseModelNameOrPath = json["base_model_name_or_path"]?.stringValue
+    }
+
+    static func tokenIndices(_ value: StrictJSON?, fail: (String) -> AdapterFormatError) throws -> [(module: String?, rows: [Int])]? {
+        func rows(_ list: StrictJSON, _ label: String) throws -> [Int] {
+            guard let items = list.arrayValue else { throw fail("\(label) is not a list of token ids") }
+            let rows = try items.map { item -> Int in
+                guard let row = item.integerValue, row >= 0 else { throw fail("\(label) holds \(item), not a token id") }
+                return Int(row)
+            }
+            // index_copy with a repeated index keeps an unspecified one of the values.
+            guard Set(rows).count == rows.count else { throw fail("\(label) names a token id twice") }
+            return rows
+        }
+        switch value {
+        case nil, .null?: return nil
+        case let list? where list.arrayValue != nil: return [(nil, try rows(list, "trainable_token_indices"))]
+        case .object(let members)?:
+            return try members.map { ($0.key, try rows($0.value, "trainable_token_indices[\($0.key)]")) }
+        default: throw fail("trainable_token_indices is neither a list nor an object of lists")
+        }
+    }
+
+    /// Whether PEFT's IA3 treats `module` as feed-forward (its input side is scaled).
+    func isFeedforward(_ module: String) -> Bool {
+        if let feedforwardPattern { return PythonRegex.fullMatch(feedforwardPattern, module) }
+        return feedforwardModules.contains { module.hasSuffix($0) }
     }
 
     /// PEFT's `get_pattern_key`: the first pattern key `k` for which the module name matches

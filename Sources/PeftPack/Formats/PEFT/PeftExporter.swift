@@ -18,7 +18,8 @@ public enum PeftExporter {
                 }
                 if module.mode != nil {
                     guard let name = module.tensors[TensorRole.fullValue] else { continue }
-                    let key = module.sourceName ?? PeftKeys.modelPrefix + module.target
+                    let key = module.sourceName ?? PeftKeys.modelPrefix + (module.mode == .rows
+                        ? TrainableTokenRows.module(ofTarget: module.target) + PeftKeys.trainableTokensSuffix : module.target)
                     out.append((key, try tensor(name)))
                     continue
                 }
@@ -87,8 +88,11 @@ public enum PeftExporter {
         let fanInFanOut = lowRank.contains { $0.layout == .conv1d }
         let useDoRA = lowRank.contains { $0.tensors[TensorRole.magnitude] != nil }
         let targets = Array(Set(lowRank.map(\.target))).sorted()
+        let tokenRows = adapter.modules.filter { $0.mode == .rows }
+        var tokenIndices: [String: [Int]] = [:]
+        for module in tokenRows { tokenIndices[TrainableTokenRows.module(ofTarget: module.target)] = module.rows ?? [] }
         // modules_to_save names modules: a whole tensor `x.weight` or `x.bias` saves module `x`.
-        let saved = Array(Set(adapter.modules.filter { $0.mode != nil }.map { module -> String in
+        let saved = Array(Set(adapter.modules.filter { $0.mode != nil && $0.mode != .rows }.map { module -> String in
             let parts = module.target.split(separator: ".")
             return parts.count > 1 && ["weight", "bias"].contains(parts.last!) ? parts.dropLast().joined(separator: ".") : module.target
         })).sorted()
@@ -106,6 +110,7 @@ public enum PeftExporter {
             "bias": trainsBias ? "lora_only" : "none",
             "lora_dropout": 0.0,
             "modules_to_save": saved.isEmpty ? NSNull() : saved,
+            "trainable_token_indices": tokenIndices.isEmpty ? NSNull() : tokenIndices,
             "task_type": NSNull(),
             "inference_mode": true,
         ]

@@ -4,15 +4,18 @@ import Foundation
 /// Every saved tensor is accounted for exactly once, and every shape is checked against the
 /// config, so a pack never holds an adapter PEFT would load differently.
 public enum PeftImporter {
+    /// `dropUnloaded`: leave out (and list) saved tensors PEFT would not load instead of refusing.
     public static func importAdapter(name: String, configText: String, tensors: TensorSource,
-                                     configFile: String, weightsFile: String) throws -> ImportedAdapter {
+                                     configFile: String, weightsFile: String, dropUnloaded: Bool = false) throws -> ImportedAdapter {
         let config = try PeftConfig(text: configText, file: configFile)
         let source = AdapterSource(format: "peft", configText: configText)
         switch config.peftType {
         case "LORA":
-            return try importLowRank(name: name, kind: .lora, config: config, source: source, tensors: tensors, file: weightsFile)
+            return try importLowRank(name: name, kind: .lora, config: config, source: source, tensors: tensors, file: weightsFile,
+                                     dropUnloaded: dropUnloaded)
         case "IA3":
-            return try importLowRank(name: name, kind: .ia3, config: config, source: source, tensors: tensors, file: weightsFile)
+            return try importLowRank(name: name, kind: .ia3, config: config, source: source, tensors: tensors, file: weightsFile,
+                                     dropUnloaded: dropUnloaded)
         case "PREFIX_TUNING":
             return try importPrefix(name: name, config: config, source: source, tensors: tensors, file: weightsFile)
         case "PROMPT_TUNING", "P_TUNING":
@@ -25,13 +28,16 @@ public enum PeftImporter {
     /// LoRA/DoRA and IA3: tensors grouped per target module; anything that is not an adapter
     /// factor (modules_to_save copies, saved embedding layers) becomes a full replacement module.
     static func importLowRank(name: String, kind: AdapterKind, config: PeftConfig, source: AdapterSource,
-                              tensors: TensorSource, file: String) throws -> ImportedAdapter {
+                              tensors: TensorSource, file: String, dropUnloaded: Bool = false) throws -> ImportedAdapter {
         var order: [String] = []
         var roles: [String: [String: String]] = [:]
         var layouts: [String: WeightLayout] = [:]
         var magnitudeSuffix = ".lora_magnitude_vector"
         var fullModules: [AdapterModule] = []
         var imported: [ImportedTensor] = []
+        var leftOut: [(tensor: String, reason: String)] = []
+        let loadCheck = PeftLoadCheck(config: config)
+        var tokenRows = TrainableTokenRows(config: config)
 
         for key in tensors.tensorNames.sorted() {
             guard let info = tensors.info(key) else { continue }
@@ -39,6 +45,25 @@ public enum PeftImporter {
                 throw AdapterFormatError(file: file, tensor: key, problem: "is not a PEFT \(config.peftType) tensor (expected a base_model.model. prefix)")
             }
             let path = String(key.dropFirst(PeftKeys.modelPrefix.count))
+            if let reason = loadCheck.whyNotLoaded(path) {
+                guard dropUnloaded else {
+                    throw AdapterFormatError(file: file, tensor: key, problem: "PEFT would not load it: \(reason); correct adapter_config.json, or pass --drop-unloaded to leave such tensors out as PEFT does")
+                }
+                leftOut.append((key, reason))
+                continue
+            }
+            if path.hasSuffix(PeftKeys.trainableTokensSuffix) {
+                let module = String(path.dropLast(PeftKeys.trainableTokensSuffix.count))
+                let rows = try tokenRows.claim(module: module, key: key, shape: info.shape, file: file)
+                let target = module + ".weight"
+                let packName = AdapterModule.tensorName(adapter: name, target: target, role: TensorRole.fullValue)
+                fullModules.append(AdapterModule(target: target, mode: .rows, tensors: [TensorRole.fullValue: packName],
+                                                 sourceName: key, rows: rows))
+                imported.append(ImportedTensor(packName: packName, info: TensorInfo(name: packName, dtype: info.dtype, shape: info.shape)) {
+                    try tensors.tensor(key)
+                })
+                continue
+            }
             if let match = PeftKeys.loraSuffixes.first(where: { path.hasSuffix($0.suffix) }) {
                 let isIA3Role = match.role == TensorRole.ia3Vector
                 let isBias = match.role == TensorRole.targetBias
@@ -86,7 +111,7 @@ public enum PeftImporter {
                 guard let vectorShape = shape(TensorRole.ia3Vector) else {
                     throw AdapterFormatError(file: file, tensor: saved.values.first, problem: "has no ia3_l vector for \(target)")
                 }
-                let feedforward = config.feedforwardModules.contains { target.hasSuffix($0) }
+                let feedforward = config.isFeedforward(target)
                 guard vectorShape.count == 2, feedforward ? vectorShape[0] == 1 : vectorShape[1] == 1 else {
                     throw AdapterFormatError(file: file, tensor: saved[TensorRole.ia3Vector], problem: "has shape \(Shape.describe(vectorShape)) but adapter_config.json makes \(target) \(feedforward ? "a feed-forward module, scaled on its input ([1, in])" : "scaled on its output ([out, 1])")")
                 }
@@ -121,13 +146,14 @@ public enum PeftImporter {
             if let bias = shape(TensorRole.targetBias) { add(TensorRole.targetBias, shape: bias) }
             modules.append(module)
         }
+        try tokenRows.checkAllSaved(file: file)
         guard !modules.isEmpty || !fullModules.isEmpty else {
             throw AdapterFormatError(file: file, problem: "holds no \(config.peftType) tensors")
         }
         var settings = AdapterSettings()
         if magnitudeSuffix != ".lora_magnitude_vector" { settings.magnitudeKeySuffix = magnitudeSuffix }
         let adapter = Adapter(name: name, kind: kind, source: source, settings: settings, modules: modules + fullModules)
-        return ImportedAdapter(adapter: adapter, tensors: imported)
+        return ImportedAdapter(adapter: adapter, tensors: imported, leftOut: leftOut)
     }
 
     static func promptTensor(config: PeftConfig, tensors: TensorSource, file: String) throws -> TensorInfo {

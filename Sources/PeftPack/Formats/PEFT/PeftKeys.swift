@@ -2,6 +2,10 @@
 enum PeftKeys {
     static let modelPrefix = "base_model.model."
     static let promptEmbeddings = "prompt_embeddings"
+    /// TrainableTokensWrapper's saved key after the module path (`trainable_token_indices`).
+    static let trainableTokensSuffix = ".token_adapter.trainable_tokens_delta"
+    /// The LoRA/IA3 layer's own copy of the wrapped weight (`<module>.base_layer.weight`).
+    static let baseLayerInfix = ".base_layer."
 
     /// Saved-key suffixes and the pack role each becomes, most specific first.
     static let loraSuffixes: [(suffix: String, role: String, layout: WeightLayout?)] = [
