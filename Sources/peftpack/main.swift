@@ -16,9 +16,14 @@ struct PeftPackCommand: ParsableCommand {
 // No command wants OpenBLAS's load-time worker threads spinning beside it; `verify` wakes them
 // for models large enough to use them.
 BLAS.stopThreadPool()
+InterruptCleanup.install()
 
 /// ArgumentParser reports usage errors with EX_USAGE (64); peftpack's contract is 2 for every
 /// usage or input error, so map it here and leave help, version and our own codes untouched.
+if let message = HelpRequest.unknownTopicMessage(Array(CommandLine.arguments.dropFirst()), root: PeftPackCommand.self) {
+    printError(message)
+    exit(2)
+}
 do {
     var command = try PeftPackCommand.parseAsRoot()
     try command.run()

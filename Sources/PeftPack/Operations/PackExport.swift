@@ -38,10 +38,7 @@ public enum PackExport {
         let chosen = format ?? (output.lowercased().hasSuffix(".gguf") ? .gguf : (adapter.kind == .bottleneck ? .adapterhub : .peft))
         if chosen == .gguf {
             let bytes = try GGUFLoRA.export(adapter, document: document, reader: reader, options: .init(type: ggufType))
-            let target = URL(fileURLWithPath: output).standardizedFileURL.path
-            if FileManager.default.fileExists(atPath: target) && !force {
-                throw AdapterFormatError(file: output, problem: "already exists; pass --force to replace it")
-            }
+            try OutputDestination.claim(output, as: .file, force: force, inputs: [pack])
             let writer = try AtomicFileWriter(destination: output)
             try writer.write(bytes)
             try writer.commit()
@@ -73,45 +70,5 @@ public enum PackExport {
         }
         return Report(output: output, adapter: adapter.name, format: chosen.rawValue, files: written,
                       tensors: files.reduce(0) { $0 + $1.tensors.count })
-    }
-}
-
-/// Writes a whole output folder atomically: everything goes into a hidden temporary folder beside
-/// the destination, which is renamed into place only when complete. An existing destination is
-/// replaced only with `force`, and never when it is (or contains) one of the inputs.
-public enum FolderOutput {
-    public static func write(to destination: String, force: Bool, protecting inputs: [String],
-                             _ body: (String) throws -> Void) throws -> [String] {
-        let fileManager = FileManager.default
-        let target = URL(fileURLWithPath: destination).standardizedFileURL
-        try InputProtection.check(output: destination, inputs: inputs)
-        // A new folder inside an input folder would change what that input holds.
-        for input in inputs where InputProtection.resolved(destination).hasPrefix(InputProtection.resolved(input) + "/") {
-            throw AdapterFormatError(file: destination, problem: "lies in the input \(input); refusing to write into it")
-        }
-        if fileManager.fileExists(atPath: target.path) && !force {
-            throw AdapterFormatError(file: destination, problem: "already exists; pass --force to replace it")
-        }
-        let parent = target.deletingLastPathComponent().path
-        try fileManager.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        StaleTemporaries.remove(beside: target.path)
-        let temporary = parent + "/." + target.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try fileManager.createDirectory(atPath: temporary, withIntermediateDirectories: false)
-        do {
-            try body(temporary)
-            let written = try fileManager.contentsOfDirectory(atPath: temporary).sorted()
-            if fileManager.fileExists(atPath: target.path) {
-                let old = temporary + ".old"
-                try fileManager.moveItem(atPath: target.path, toPath: old)
-                try fileManager.moveItem(atPath: temporary, toPath: target.path)
-                try? fileManager.removeItem(atPath: old)
-            } else {
-                try fileManager.moveItem(atPath: temporary, toPath: target.path)
-            }
-            return written
-        } catch {
-            try? fileManager.removeItem(atPath: temporary)
-            throw error
-        }
     }
 }

@@ -21,8 +21,9 @@ public enum PackImport {
     }
 
     public static func run(sources: [Source], output: String, baseFolder: String?, level: Int32,
-                           userMetadata: [String: String] = [:], progress: ((Int, Int) -> Void)? = nil) throws -> Report {
-        try InputProtection.check(output: output, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
+                           userMetadata: [String: String] = [:], force: Bool = false,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> Report {
+        try OutputDestination.claim(output, as: .file, force: force, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
         var adapterJSON: [StrictJSON] = []
         var adapters: [Adapter] = []
         var pending: [ImportedTensor] = []

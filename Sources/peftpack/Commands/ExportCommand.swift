@@ -27,7 +27,7 @@ struct ExportCommand: ParsableCommand {
     @Argument(help: "The pack to read.")
     var pack: String
 
-    @Option(name: .shortAndLong, help: "The folder to write (must not exist unless --force).")
+    @Option(name: .shortAndLong, help: "The folder (or .gguf file) to write (must not exist unless --force).")
     var output: String
 
     @Option(help: "peft, adapterhub or gguf (default: gguf for a .gguf output, else the adapter's own tool).")
@@ -39,8 +39,7 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "Which adapter, when the pack holds several.")
     var name: String?
 
-    @Flag(help: "Replace an existing output folder.")
-    var force = false
+    @OptionGroup var overwrite: OverwriteOptions
 
     @OptionGroup var outputOptions: OutputOptions
 
@@ -51,7 +50,7 @@ struct ExportCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let type: GGUF.ElementType = ["f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0][dtype]!
-            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: force, ggufType: type)
+            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: overwrite.force, ggufType: type)
             if outputOptions.json {
                 try printJSON(report)
             } else {

@@ -20,7 +20,7 @@ struct ImportCommand: ParsableCommand {
     @Argument(help: "Adapter folders or packs to put into the pack.")
     var sources: [String]
 
-    @Option(name: .shortAndLong, help: "The pack to write.")
+    @Option(name: .shortAndLong, help: "The pack to write (must not exist unless --force).")
     var output: String
 
     @Option(help: "Base model folder: check every adapter's shapes against it and record its fingerprint.")
@@ -34,6 +34,8 @@ struct ImportCommand: ParsableCommand {
 
     @Option(name: .customLong("metadata"), help: "User metadata KEY=VALUE (repeatable).")
     var metadata: [String] = []
+
+    @OptionGroup var overwrite: OverwriteOptions
 
     @OptionGroup var outputOptions: OutputOptions
 
@@ -56,7 +58,7 @@ struct ImportCommand: ParsableCommand {
             }
             let progress = ProgressLine(label: "import", enabled: !outputOptions.quiet)
             let report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
-                                            userMetadata: user) { progress.update(done: $0, total: $1) }
+                                            userMetadata: user, force: overwrite.force) { progress.update(done: $0, total: $1) }
             progress.finish()
             if outputOptions.json {
                 try printJSON(report)
