@@ -52,14 +52,21 @@ public enum PackExport {
             files = [("adapter_config.json", out.configText, [], nil), ("adapter_model.safetensors", nil, out.tensors, ["format": "pt"])]
         case .adapterhub:
             let out = try AdapterHubFormat.export(adapter, tensor: reader.readTensor)
-            files = [("adapter_config.json", out.configText, [], nil), ("adapter.safetensors", nil, out.tensors, nil)]
+            // Both weight files: load_adapter(dir) reads pytorch_adapter.bin by default, and
+            // adapter.safetensors with use_safetensors=True.
+            files = [("adapter_config.json", out.configText, [], nil), ("adapter.safetensors", nil, out.tensors, nil),
+                     ("pytorch_adapter.bin", nil, out.tensors, nil)]
         case .gguf:
             preconditionFailure("handled above")
         }
         let written = try FolderOutput.write(to: output, force: force, protecting: [pack]) { folder in
             for file in files {
                 let path = (folder as NSString).appendingPathComponent(file.name)
-                if let text = file.text {
+                if file.name.hasSuffix(".bin") {
+                    let writer = try AtomicFileWriter(destination: path)
+                    try writer.write(TorchCheckpointWriter.archive(file.tensors, name: (file.name as NSString).deletingPathExtension))
+                    try writer.commit()
+                } else if let text = file.text {
                     let writer = try AtomicFileWriter(destination: path)
                     try writer.write(Array(text.utf8))
                     try writer.commit()
@@ -69,6 +76,6 @@ public enum PackExport {
             }
         }
         return Report(output: output, adapter: adapter.name, format: chosen.rawValue, files: written,
-                      tensors: files.reduce(0) { $0 + $1.tensors.count })
+                      tensors: files.map(\.tensors.count).max() ?? 0)
     }
 }
