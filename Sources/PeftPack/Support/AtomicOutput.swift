@@ -25,11 +25,13 @@ public final class AtomicFileWriter {
         let folder = url.deletingLastPathComponent().path
         temporaryPath = folder + "/." + url.lastPathComponent + "." + StaleTemporaries.uniqueSuffix() + ".tmp"
         StaleTemporaries.removeDead(in: folder)
-        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        let path = temporaryPath
+        fd = TemporaryOutputs.shared.creating(path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
         guard fd >= 0 else {
-            throw OutputError.notWritable(path: destination, folder: folder, reason: systemErrorText())
+            let reason = systemErrorText()
+            TemporaryOutputs.shared.unregister(temporaryPath)
+            throw OutputError.notWritable(path: destination, folder: folder, reason: reason)
         }
-        TemporaryOutputs.shared.register(temporaryPath)
         if direct { self.direct = DirectWriter(path: temporaryPath) }
     }
 

@@ -19,10 +19,11 @@ public enum FolderOutput {
         }
         let parent = OutputDestination.parentFolder(of: target)
         let temporary = parent + "/." + URL(fileURLWithPath: target).lastPathComponent + ".tmp-" + StaleTemporaries.uniqueSuffix()
-        guard mkdir(temporary, 0o755) == 0 else {
-            throw OutputError.notWritable(path: destination, folder: parent, reason: systemErrorText())
+        guard TemporaryOutputs.shared.creating(temporary, { mkdir(temporary, 0o755) }) == 0 else {
+            let reason = systemErrorText()
+            TemporaryOutputs.shared.unregister(temporary)
+            throw OutputError.notWritable(path: destination, folder: parent, reason: reason)
         }
-        TemporaryOutputs.shared.register(temporary)
         do {
             try body(temporary)
             let written = try FileManager.default.contentsOfDirectory(atPath: temporary).sorted()

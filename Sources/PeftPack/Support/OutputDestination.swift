@@ -70,11 +70,12 @@ public enum OutputDestination {
     }
 
     /// Permission bits do not say whether root can write (read-only mounts, /sys, /proc): only
-    /// creating a file does. The probe carries a temporary's name, so a kill leaves nothing that
-    /// the next run would not remove.
+    /// creating a file does. The probe is a registered temporary: an interruption removes it, and
+    /// a kill leaves nothing that the next run would not remove.
     static func probeWritable(_ folder: String, for output: String) throws {
         let probe = folder + "/." + URL(fileURLWithPath: output).lastPathComponent + "." + StaleTemporaries.uniqueSuffix() + ".tmp"
-        let fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        defer { TemporaryOutputs.shared.unregister(probe) }
+        let fd = TemporaryOutputs.shared.creating(probe) { open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
         guard fd >= 0 else { throw OutputError.notWritable(path: output, folder: folder, reason: systemErrorText()) }
         close(fd)
         unlink(probe)

@@ -18,10 +18,13 @@ public final class TemporaryOutputs: @unchecked Sendable {
     private let lock = NSLock()
     private var paths: Set<String> = []
 
-    func register(_ path: String) {
+    /// Registers `path` and runs `make` (which creates it) with the registry locked: once a cleanup
+    /// has begun, no new temporary can appear behind it.
+    func creating<T>(_ path: String, _ make: () -> T) -> T {
         lock.lock()
         defer { lock.unlock() }
         paths.insert(path)
+        return make()
     }
 
     func unregister(_ path: String) {
