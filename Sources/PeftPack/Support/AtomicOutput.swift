@@ -32,7 +32,7 @@ public final class AtomicFileWriter {
             TemporaryOutputs.shared.unregister(temporaryPath)
             throw OutputError.notWritable(path: destination, folder: folder, reason: reason)
         }
-        if direct { self.direct = DirectWriter(path: temporaryPath) }
+        if direct { self.direct = DirectWriter(path: temporaryPath, reportedPath: destination) }
     }
 
     deinit {

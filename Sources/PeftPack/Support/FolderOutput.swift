@@ -32,7 +32,7 @@ public enum FolderOutput {
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
             TemporaryOutputs.shared.unregister(temporary)
-            throw error
+            throw (error as? FileAccessError)?.naming(target, for: temporary) ?? error
         }
     }
 
@@ -62,5 +62,18 @@ public enum FolderOutput {
         syncFolder(of: target)
         try? FileManager.default.removeItem(atPath: old)
         TemporaryOutputs.shared.unregister(old)
+    }
+}
+
+extension FileAccessError {
+    /// The same error about the file's final place: a user knows `merged/model.safetensors`, not
+    /// the hidden folder it was written in.
+    func naming(_ target: String, for temporary: String) -> FileAccessError {
+        func moved(_ path: String) -> String { path.hasPrefix(temporary + "/") ? target + path.dropFirst(temporary.count) : path }
+        switch self {
+        case .cannotOpen(let path, let reason): return .cannotOpen(path: moved(path), reason: reason)
+        case .cannotMap(let path, let reason): return .cannotMap(path: moved(path), reason: reason)
+        case .ioFailed(let path, let operation, let reason): return .ioFailed(path: moved(path), operation: operation, reason: reason)
+        }
     }
 }
