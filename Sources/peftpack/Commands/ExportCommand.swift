@@ -9,7 +9,9 @@ struct ExportCommand: ParsableCommand {
         abstract: "Write one adapter of a pack as the folder PEFT or AdapterHub loads, or a GGUF adapter for llama.cpp.",
         discussion: """
             The exported folder holds adapter_config.json (the original text when the adapter came \
-            from that tool) and the tensors bit-for-bit as they were imported.
+            from that tool) and the tensors bit-for-bit as they were imported. An AdapterHub folder \
+            has them twice: pytorch_adapter.bin (torch.save's format, what load_adapter(dir) reads by \
+            default) and adapter.safetensors (load_adapter(dir, use_safetensors=True)).
 
             Examples:
               peftpack export lora.peftpack -o lora-out/            # PeftModel.from_pretrained(base, "lora-out")

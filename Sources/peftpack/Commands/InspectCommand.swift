@@ -8,7 +8,9 @@ struct InspectCommand: ParsableCommand {
         abstract: "Show what a pack, PEFT or AdapterHub folder, or safetensors checkpoint holds.",
         discussion: """
             Without --verify only the header is read, so inspecting a large pack is instant. \
-            --verify checks every checksum and decodes every chunk.
+            --verify checks every checksum and decodes every chunk. A model folder also gets its \
+            architecture, layers, dtypes, parameter count (as transformers' num_parameters()), \
+            tie_word_embeddings as transformers resolves it, the stored output head and its shards.
 
             Examples:
               peftpack inspect lora.peftpack
