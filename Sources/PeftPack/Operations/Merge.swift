@@ -289,8 +289,7 @@ public enum Merge {
             do {
                 try fileManager.copyItem(atPath: (base as NSString).appendingPathComponent(name), toPath: destination)
             } catch let error as CocoaError {
-                let reason = (error.underlying as? POSIXError).map { String(cString: strerror($0.code.rawValue)) } ?? "\(error.code)"
-                throw FileAccessError.ioFailed(path: destination, operation: "copy", reason: reason)
+                throw FileAccessError.ioFailed(path: destination, operation: "copy", reason: systemErrorText(of: error))
             }
         }
     }

@@ -77,3 +77,8 @@ extension FileAccessError {
         }
     }
 }
+
+/// The POSIX reason inside an error Foundation's file calls report ("No space left on device").
+public func systemErrorText(of error: CocoaError) -> String {
+    (error.underlying as? POSIXError).map { systemErrorText($0.code.rawValue) } ?? "\(error.code)"
+}

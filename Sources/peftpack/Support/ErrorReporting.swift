@@ -18,17 +18,12 @@ func reportingErrors(_ body: () throws -> Void) throws {
     } catch let error as CocoaError where error.filePath != nil {
         // A file-system refusal Foundation reports (a file the base folder cannot copy, a full
         // disk): the user's environment, not a peftpack bug.
-        printError("\(error.filePath!): \(fileSystemReason(error))")
+        printError("\(error.filePath!): \(systemErrorText(of: error))")
         throw ExitCode(2)
     } catch {
         printError("internal error: \(error)")
         throw ExitCode(3)
     }
-}
-
-func fileSystemReason(_ error: CocoaError) -> String {
-    if let posix = error.underlying as? POSIXError { return String(cString: strerror(posix.code.rawValue)) }
-    return "\(error.code)"
 }
 
 func printError(_ message: String) {
