@@ -37,8 +37,8 @@ public enum PackExport {
         let adapter = try chooseAdapter(document, name: name, file: pack)
         let chosen = format ?? (output.lowercased().hasSuffix(".gguf") ? .gguf : (adapter.kind == .bottleneck ? .adapterhub : .peft))
         if chosen == .gguf {
-            let bytes = try GGUFLoRA.export(adapter, document: document, reader: reader, options: .init(type: ggufType))
             try OutputDestination.claim(output, as: .file, force: force, inputs: [pack])
+            let bytes = try GGUFLoRA.export(adapter, document: document, reader: reader, options: .init(type: ggufType))
             let writer = try AtomicFileWriter(destination: output)
             try writer.write(bytes)
             try writer.commit()
