@@ -62,7 +62,7 @@ declare -A rss size
 for layers in "${layer_counts[@]}"; do
   dir="$work/memory-$layers"
   size[$layers]=$(du -cb "$dir"/base/*.safetensors | tail -1 | cut -f1)
-  "$peftpack" import "$dir/lora" -o "$dir/lora.peftpack" --base "$dir/base" > /dev/null
+  "$peftpack" import "$dir/lora" -o "$dir/lora.peftpack" --base "$dir/base" --force > /dev/null
   rss[import-$layers]=$(measure "$peftpack" import "$dir/lora" --base "$dir/base")
   rss[merge-$layers]=$(measure "$peftpack" merge --base "$dir/base" "$dir/lora.peftpack")
   rss[extract-$layers]=$(measure "$peftpack" extract --base "$dir/base" --finetuned "$dir/finetuned" --rank 16)

@@ -64,7 +64,7 @@ rm -rf "$work/peft-mix" "$work/ours-mix.peftpack" "$work/ours-mix-peft"
 read -r peft_s peft_kb < <(measure "$python" "$work/peft_stack.py" "$work" "$work/peft-mix")
 import_s=0
 for index in 0 1 2 3; do
-  read -r seconds _ < <(measure "$peftpack" import "$work/stack-lora$index" -o "$work/stack-lora$index.peftpack" --base "$work/base")
+  read -r seconds _ < <(measure "$peftpack" import "$work/stack-lora$index" -o "$work/stack-lora$index.peftpack" --base "$work/base" --force)
   import_s=$("$python" -c "print($import_s + $seconds)")
 done
 read -r ours_s ours_kb < <(measure "$peftpack" stack "$work"/stack-lora{0,1,2,3}.peftpack --weight 0.4 --weight 0.3 --weight 0.2 --weight 0.1 \

@@ -4,7 +4,9 @@ import Testing
 
 /// SIGKILL at random moments: the output path then holds nothing or a complete, valid result
 /// (temporary files beside it are allowed: they are hidden, never take the output's name, and the
-/// next run removes them), and the inputs are byte-for-byte what they were.
+/// next run removes them), and the inputs are byte-for-byte what they were. SIGINT and SIGTERM
+/// while the temporary output exists: the run removes it and exits 130 / 143, leaving nothing
+/// beside the output.
 @Suite struct CrashSafetyTests {
     static let models = Fixtures.path("models")
 
@@ -80,6 +82,59 @@ import Testing
         for (name, arguments, inputs, output, valid) in commands {
             let (killed, _) = try Self.killAtRandomMoments(arguments, inputs: inputs, output: output, kills: 12, valid: valid)
             #expect(killed > 0, "\(name): no run was killed before finishing")
+        }
+    }
+
+    /// Starts the command, waits until its hidden temporary appears beside the output, then sends
+    /// `signal`. Returns the exit status, or nil when the run ended before the temporary was seen.
+    static func interruptWhileWriting(_ arguments: [String], output: String, signal: Int32) throws -> Int32? {
+        let folder = (output as NSString).deletingLastPathComponent, prefix = "." + (output as NSString).lastPathComponent + "."
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLI.binary)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var seen = false
+        while process.isRunning && !seen {
+            seen = (try? FileManager.default.contentsOfDirectory(atPath: folder))?.contains { $0.hasPrefix(prefix) } ?? false
+        }
+        if seen { kill(process.processIdentifier, signal) }
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit, "\(arguments[0]): killed by the signal instead of exiting")
+        return seen ? process.terminationStatus : nil
+    }
+
+    @Test(arguments: [SIGINT, SIGTERM])
+    func interruptedRunsRemoveTheirTemporaryOutput(signal: Int32) throws {
+        let folder = Fixtures.temporaryDirectory()
+        let lora = folder + "/lora.peftpack"
+        _ = try CLI.run(["import", Fixtures.path("cases/llama_lora/adapter"), "-o", lora, "--base", "\(Self.models)/llama-tiny"])
+        let work = folder + "/out"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: false)
+        let commands: [(String, (String) -> [String], String)] = [
+            ("merge", { ["merge", "--base", "\(Self.models)/llama-tiny", lora, "-o", $0, "--max-shard-size", "100KB"] }, "merged"),
+            ("extract", { ["extract", "--base", "\(Self.models)/llama-tiny", "--finetuned", "\(Self.models)/llama-tiny-ft", "-o", $0, "--rank", "8", "--exact"] },
+             "extracted.peftpack"),
+            ("import", { ["import", Fixtures.path("cases/llama_rslora_patterns/adapter"), "-o", $0, "--level", "19"] }, "imported.peftpack"),
+            ("stack", { ["stack", lora, lora, "--rank", "4", "-o", $0] }, "stacked.peftpack"),
+            ("export", { ["export", lora, "-o", $0] }, "exported"),
+        ]
+        for (name, arguments, outputName) in commands {
+            let output = work + "/" + outputName
+            var interrupted = 0
+            for _ in 0..<40 where interrupted < 3 {
+                let status = try Self.interruptWhileWriting(arguments(output), output: output, signal: signal)
+                #expect(status == nil || status == 128 + signal || status == 0, "\(name): exit \(status ?? -1)")
+                if status == 128 + signal {
+                    interrupted += 1
+                    #expect(!FileManager.default.fileExists(atPath: output), "\(name): an interrupted run left \(output)")
+                }
+                try? FileManager.default.removeItem(atPath: output)
+                let left = try FileManager.default.contentsOfDirectory(atPath: work)
+                #expect(left.isEmpty, "\(name): left beside the output after signal \(signal): \(left)")
+            }
+            #expect(interrupted > 0, "\(name): no run was interrupted while its temporary existed")
         }
     }
 }

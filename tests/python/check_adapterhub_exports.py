@@ -1,6 +1,7 @@
 """Round trip through peftpack, judged by AdapterHub itself: every AdapterHub fixture adapter (both
 the pickled .bin and the safetensors variant) is imported into a pack and exported back; the
-exported folder must load with `model.load_adapter` and reproduce the reference output.
+exported folder must load with `model.load_adapter` (its default call, which reads
+pytorch_adapter.bin, and with use_safetensors=True) and reproduce the reference output.
 
 Runs in .venv/adapters (adapters pins transformers 4.57). Tolerance 1e-5 (absolute), the
 generator's bound for reloading a saved adapter: the tensors are bit-identical, so only BLAS
@@ -21,15 +22,17 @@ def check_case(case: str, variant: str, work):
     exported = work / f"{case}-{variant}-export"
     run_peftpack("import", str(CASES / case / variant), "-o", str(pack))
     run_peftpack("export", str(pack), "-o", str(exported), "--format", "adapterhub")
-    model = load_base(metadata)
-    adapters.init(model)
-    use_safetensors = (exported / "adapter.safetensors").exists()
-    name = model.load_adapter(str(exported), use_safetensors=use_safetensors)
-    model.set_active_adapters(name)
-    output = model_output(model.eval(), tensors["input_ids"], metadata["output"])
-    error = (output - tensors["output_adapter"]).abs().max().item()
-    if not error <= TOLERANCE:
-        raise AssertionError(f"max |output - reference| = {error:.3g} > {TOLERANCE}")
+    # The default call reads pytorch_adapter.bin (torch.load, weights_only); use_safetensors=True
+    # reads adapter.safetensors. The export must serve both.
+    for options in ({}, {"use_safetensors": True}):
+        model = load_base(metadata)
+        adapters.init(model)
+        name = model.load_adapter(str(exported), **options)
+        model.set_active_adapters(name)
+        output = model_output(model.eval(), tensors["input_ids"], metadata["output"])
+        error = (output - tensors["output_adapter"]).abs().max().item()
+        if not error <= TOLERANCE:
+            raise AssertionError(f"load_adapter(dir, {options}): max |output - reference| = {error:.3g} > {TOLERANCE}")
 
 
 def main() -> int:

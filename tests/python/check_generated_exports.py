@@ -51,7 +51,9 @@ def check_stack(name, cases, options, work):
     packs = []
     for case in cases:
         packs.append(str(work / f"{case}.peftpack"))
-        run_peftpack("import", str(CASES / case / "adapter"), "-o", packs[-1])
+        # Several stacks share a case's pack, and import refuses to replace an existing output.
+        if not (work / f"{case}.peftpack").exists():
+            run_peftpack("import", str(CASES / case / "adapter"), "-o", packs[-1])
     pack, exported = work / f"{name}.peftpack", work / f"{name}-peft"
     run_peftpack("stack", *packs, "-o", str(pack), *options)
     run_peftpack("export", str(pack), "-o", str(exported), "--format", "peft")

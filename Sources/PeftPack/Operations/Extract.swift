@@ -35,6 +35,8 @@ public enum Extract {
         public var seed: UInt64
         public var name: String
         public var level: Int32
+        /// Replace an existing output.
+        public var force = false
         /// Bytes of factors a budget may keep from its first pass before it switches to two passes.
         public var budgetFactorAllowance = Extract.budgetFactorAllowance
 
@@ -104,7 +106,7 @@ public enum Extract {
                            progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         let start = Date()
         try validate(options)
-        try InputProtection.check(output: output, inputs: [baseFolder, finetunedFolder])
+        try OutputDestination.claim(output, as: .file, force: options.force, inputs: [baseFolder, finetunedFolder])
         Merge.keepLargeAllocationsInHeap()
         let base = try BaseModel(folder: baseFolder)
         let finetuned = try Checkpoint(path: finetunedFolder)

@@ -43,6 +43,8 @@ public enum Inspect {
         public var storedBytes: Int
         public var ratio: Double
         public var verified: Bool?
+        /// Model checkpoints only.
+        public var model: ModelSummary? = nil
         public var tensors: [TensorSummary]?
     }
 
@@ -92,7 +94,9 @@ public enum Inspect {
                           tensorCount: file.tensors.count, rawBytes: raw, storedBytes: stored, ratio: raw > 0 ? Double(stored) / Double(raw) : 0,
                           tensors: tensors)
         case .safetensors:
-            let checkpoint = try Checkpoint(path: path)
+            var isFolder: ObjCBool = false
+            let base = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && isFolder.boolValue ? try BaseModel(folder: path) : nil
+            let checkpoint = try base?.checkpoint ?? Checkpoint(path: path)
             let infos = checkpoint.infos
             let raw = infos.reduce(0) { $0 + ($1.byteCount ?? 0) }
             let tensors = listTensors ? infos.map {
@@ -100,7 +104,7 @@ public enum Inspect {
             } : nil
             let metadata = try infos.first.map { try checkpoint.file(forTensor: $0.name).metadata } ?? nil
             return Report(path: path, kind: kind, metadata: metadata, adapters: [], tensorCount: infos.count, rawBytes: raw,
-                          storedBytes: raw, ratio: 1, tensors: tensors)
+                          storedBytes: raw, ratio: 1, model: ModelSummary(checkpoint: checkpoint, identity: base?.identity, configText: base?.checkpoint.configText), tensors: tensors)
         }
     }
 

@@ -327,8 +327,12 @@ public enum Merge {
         let fileManager = FileManager.default
         for name in try fileManager.contentsOfDirectory(atPath: base)
         where !name.hasSuffix(".safetensors") && name != Checkpoint.indexFileName && !name.hasPrefix(".") {
-            try fileManager.copyItem(atPath: (base as NSString).appendingPathComponent(name),
-                                     toPath: (folder as NSString).appendingPathComponent(name))
+            let destination = (folder as NSString).appendingPathComponent(name)
+            do {
+                try fileManager.copyItem(atPath: (base as NSString).appendingPathComponent(name), toPath: destination)
+            } catch let error as CocoaError {
+                throw FileAccessError.ioFailed(path: destination, operation: "copy", reason: systemErrorText(of: error))
+            }
         }
     }
 }

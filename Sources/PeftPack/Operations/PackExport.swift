@@ -37,11 +37,8 @@ public enum PackExport {
         let adapter = try chooseAdapter(document, name: name, file: pack)
         let chosen = format ?? (output.lowercased().hasSuffix(".gguf") ? .gguf : (adapter.kind == .bottleneck ? .adapterhub : .peft))
         if chosen == .gguf {
+            try OutputDestination.claim(output, as: .file, force: force, inputs: [pack])
             let bytes = try GGUFLoRA.export(adapter, document: document, reader: reader, options: .init(type: ggufType))
-            let target = URL(fileURLWithPath: output).standardizedFileURL.path
-            if FileManager.default.fileExists(atPath: target) && !force {
-                throw AdapterFormatError(file: output, problem: "already exists; pass --force to replace it")
-            }
             let writer = try AtomicFileWriter(destination: output)
             try writer.write(bytes)
             try writer.commit()
@@ -55,14 +52,21 @@ public enum PackExport {
             files = [("adapter_config.json", out.configText, [], nil), ("adapter_model.safetensors", nil, out.tensors, ["format": "pt"])]
         case .adapterhub:
             let out = try AdapterHubFormat.export(adapter, tensor: reader.readTensor)
-            files = [("adapter_config.json", out.configText, [], nil), ("adapter.safetensors", nil, out.tensors, nil)]
+            // Both weight files: load_adapter(dir) reads pytorch_adapter.bin by default, and
+            // adapter.safetensors with use_safetensors=True.
+            files = [("adapter_config.json", out.configText, [], nil), ("adapter.safetensors", nil, out.tensors, nil),
+                     ("pytorch_adapter.bin", nil, out.tensors, nil)]
         case .gguf:
             preconditionFailure("handled above")
         }
         let written = try FolderOutput.write(to: output, force: force, protecting: [pack]) { folder in
             for file in files {
                 let path = (folder as NSString).appendingPathComponent(file.name)
-                if let text = file.text {
+                if file.name.hasSuffix(".bin") {
+                    let writer = try AtomicFileWriter(destination: path)
+                    try writer.write(TorchCheckpointWriter.archive(file.tensors, name: (file.name as NSString).deletingPathExtension))
+                    try writer.commit()
+                } else if let text = file.text {
                     let writer = try AtomicFileWriter(destination: path)
                     try writer.write(Array(text.utf8))
                     try writer.commit()
@@ -72,46 +76,6 @@ public enum PackExport {
             }
         }
         return Report(output: output, adapter: adapter.name, format: chosen.rawValue, files: written,
-                      tensors: files.reduce(0) { $0 + $1.tensors.count })
-    }
-}
-
-/// Writes a whole output folder atomically: everything goes into a hidden temporary folder beside
-/// the destination, which is renamed into place only when complete. An existing destination is
-/// replaced only with `force`, and never when it is (or contains) one of the inputs.
-public enum FolderOutput {
-    public static func write(to destination: String, force: Bool, protecting inputs: [String],
-                             _ body: (String) throws -> Void) throws -> [String] {
-        let fileManager = FileManager.default
-        let target = URL(fileURLWithPath: destination).standardizedFileURL
-        try InputProtection.check(output: destination, inputs: inputs)
-        // A new folder inside an input folder would change what that input holds.
-        for input in inputs where InputProtection.resolved(destination).hasPrefix(InputProtection.resolved(input) + "/") {
-            throw AdapterFormatError(file: destination, problem: "lies in the input \(input); refusing to write into it")
-        }
-        if fileManager.fileExists(atPath: target.path) && !force {
-            throw AdapterFormatError(file: destination, problem: "already exists; pass --force to replace it")
-        }
-        let parent = target.deletingLastPathComponent().path
-        try fileManager.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        StaleTemporaries.remove(beside: target.path)
-        let temporary = parent + "/." + target.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try fileManager.createDirectory(atPath: temporary, withIntermediateDirectories: false)
-        do {
-            try body(temporary)
-            let written = try fileManager.contentsOfDirectory(atPath: temporary).sorted()
-            if fileManager.fileExists(atPath: target.path) {
-                let old = temporary + ".old"
-                try fileManager.moveItem(atPath: target.path, toPath: old)
-                try fileManager.moveItem(atPath: temporary, toPath: target.path)
-                try? fileManager.removeItem(atPath: old)
-            } else {
-                try fileManager.moveItem(atPath: temporary, toPath: target.path)
-            }
-            return written
-        } catch {
-            try? fileManager.removeItem(atPath: temporary)
-            throw error
-        }
+                      tensors: files.map(\.tensors.count).max() ?? 0)
     }
 }

@@ -33,8 +33,8 @@ public enum PackImport {
     /// `allowNonFinite`: keep tensors holding NaN or ±Inf (listed in the report) instead of refusing them.
     public static func run(sources: [Source], output: String, baseFolder: String?, level: Int32,
                            userMetadata: [String: String] = [:], allowNonFinite: Bool = false, dropUnloaded: Bool = false,
-                           progress: ((Int, Int) -> Void)? = nil) throws -> Report {
-        try InputProtection.check(output: output, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
+                           force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Report {
+        try OutputDestination.claim(output, as: .file, force: force, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
         var adapterJSON: [StrictJSON] = []
         var adapters: [Adapter] = []
         var pending: [ImportedTensor] = []

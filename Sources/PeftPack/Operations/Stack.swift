@@ -23,6 +23,8 @@ public enum Stack {
         public var recompression: Recompression
         public var name: String
         public var level: Int32
+        /// Replace an existing output.
+        public var force = false
 
         public init(recompression: Recompression = .none, name: String = "stacked", level: Int32 = 3) {
             self.recompression = recompression
@@ -68,7 +70,7 @@ public enum Stack {
         if case .energy(let share) = options.recompression, !(share > 0 && share <= 1) { throw UsageError("--energy must be in (0, 1] (got \(share))") }
         var sources: [Source] = []
         var documents: [PackDocument] = []
-        try InputProtection.check(output: output, inputs: inputs.map(\.pack))
+        try OutputDestination.claim(output, as: .file, force: options.force, inputs: inputs.map(\.pack))
         for input in inputs {
             let reader = try PackReader(path: input.pack)
             let document = try reader.adapterDocument()

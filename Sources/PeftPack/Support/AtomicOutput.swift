@@ -7,7 +7,8 @@ import Foundation
 
 /// Writes a file so that readers see either the old state or the complete new file, never a
 /// partial one: data goes to a temporary file in the destination's folder, is fsync'ed, then
-/// renamed over the destination. A crash leaves at most a `.tmp` file behind, never a half output.
+/// renamed over the destination. An interrupted run removes its `.tmp` file (TemporaryOutputs); a
+/// killed one leaves it, never a half output, and the next run writing in that folder removes it.
 public final class AtomicFileWriter {
     public let destination: String
     public let temporaryPath: String
@@ -22,14 +23,16 @@ public final class AtomicFileWriter {
         self.destination = destination
         let url = URL(fileURLWithPath: destination)
         let folder = url.deletingLastPathComponent().path
-        let unique = "\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-        temporaryPath = folder + "/." + url.lastPathComponent + "." + unique + ".tmp"
-        StaleTemporaries.remove(beside: destination)
-        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        temporaryPath = folder + "/." + url.lastPathComponent + "." + StaleTemporaries.uniqueSuffix() + ".tmp"
+        StaleTemporaries.removeDead(in: folder)
+        let path = temporaryPath
+        fd = TemporaryOutputs.shared.creating(path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
         guard fd >= 0 else {
-            throw FileAccessError.cannotOpen(path: destination, reason: systemErrorText())
+            let reason = systemErrorText()
+            TemporaryOutputs.shared.unregister(temporaryPath)
+            throw OutputError.notWritable(path: destination, folder: folder, reason: reason)
         }
-        if direct { self.direct = DirectWriter(path: temporaryPath) }
+        if direct { self.direct = DirectWriter(path: temporaryPath, reportedPath: destination) }
     }
 
     deinit {
@@ -98,10 +101,12 @@ public final class AtomicFileWriter {
         }
         close(fd)
         finished = true
-        guard rename(temporaryPath, destination) == 0 else {
-            let reason = systemErrorText()
+        let failure: String? = TemporaryOutputs.shared.publish(temporaryPath) {
+            rename(temporaryPath, destination) == 0 ? nil : systemErrorText()
+        }
+        if let failure {
             unlink(temporaryPath)
-            throw FileAccessError.ioFailed(path: destination, operation: "rename", reason: reason)
+            throw FileAccessError.ioFailed(path: destination, operation: "rename", reason: failure)
         }
         syncFolder(of: destination)
     }
@@ -113,6 +118,7 @@ public final class AtomicFileWriter {
         direct = nil
         close(fd)
         unlink(temporaryPath)
+        TemporaryOutputs.shared.unregister(temporaryPath)
     }
 }
 
@@ -123,52 +129,4 @@ func syncFolder(of path: String) {
     guard fd >= 0 else { return }
     fsync(fd)
     close(fd)
-}
-
-/// Temporary outputs of runs that were killed (SIGKILL, power loss) before they could clean up.
-/// Their names carry the writer's process id; the next run writing the same destination removes
-/// those whose process is gone, and leaves a live writer's alone.
-enum StaleTemporaries {
-    /// `.NAME.PID-RANDOM.tmp` (files), `.NAME.tmp-PID-RANDOM` and its `.old` (folders).
-    static func remove(beside destination: String) {
-        let url = URL(fileURLWithPath: destination)
-        let folder = url.deletingLastPathComponent().path
-        let name = url.lastPathComponent
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
-        for entry in entries {
-            guard let pid = writerProcess(of: entry, name: name), pid != getpid() else { continue }
-            if !isRunning(pid) {
-                try? FileManager.default.removeItem(atPath: folder + "/" + entry)
-            }
-        }
-    }
-
-    /// A killed process stays a zombie until its parent reaps it; it writes nothing more.
-    static func isRunning(_ pid: pid_t) -> Bool {
-        if kill(pid, 0) != 0 && errno == ESRCH { return false }
-        #if os(Linux)
-        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-           let close = stat.lastIndex(of: ")") {
-            let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
-            if state == "Z" || state == "X" { return false }
-        }
-        #endif
-        return true
-    }
-
-    static func writerProcess(of entry: String, name: String) -> pid_t? {
-        let filePrefix = "." + name + ".", folderPrefix = "." + name + ".tmp-"
-        var rest: Substring
-        if entry.hasPrefix(folderPrefix) {
-            rest = entry.dropFirst(folderPrefix.count)
-            if rest.hasSuffix(".old") { rest = rest.dropLast(4) }
-        } else if entry.hasPrefix(filePrefix), entry.hasSuffix(".tmp") {
-            rest = entry.dropFirst(filePrefix.count).dropLast(4)
-        } else {
-            return nil
-        }
-        let parts = rest.split(separator: "-")
-        guard parts.count == 2, let pid = pid_t(parts[0]), pid > 0, UInt64(parts[1]) != nil else { return nil }
-        return pid
-    }
 }

@@ -41,13 +41,14 @@ final class DirectWriter {
     #endif
 
     /// Opens `path` (already created) for direct writes, or returns nil where the file system
-    /// does not support O_DIRECT (tmpfs, some network file systems).
-    init?(path: String) {
+    /// does not support O_DIRECT (tmpfs, some network file systems). Errors name `reportedPath`
+    /// (the output the temporary file becomes).
+    init?(path: String, reportedPath: String) {
         #if os(Linux)
         let fd = open(path, O_WRONLY | O_CLOEXEC | Self.directFlag)
         guard fd >= 0 else { return nil }
         self.fd = fd
-        self.path = path
+        self.path = reportedPath
         // Mapped, not malloc'ed: unmapping gives the memory back to the system when the file
         // ends, where the heap (which merge keeps from trimming) would hold on to every shard's
         // ring.

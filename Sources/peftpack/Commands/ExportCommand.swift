@@ -9,7 +9,9 @@ struct ExportCommand: ParsableCommand {
         abstract: "Write one adapter of a pack as the folder PEFT or AdapterHub loads, or a GGUF adapter for llama.cpp.",
         discussion: """
             The exported folder holds adapter_config.json (the original text when the adapter came \
-            from that tool) and the tensors bit-for-bit as they were imported.
+            from that tool) and the tensors bit-for-bit as they were imported. An AdapterHub folder \
+            has them twice: pytorch_adapter.bin (torch.save's format, what load_adapter(dir) reads by \
+            default) and adapter.safetensors (load_adapter(dir, use_safetensors=True)).
 
             Examples:
               peftpack export lora.peftpack -o lora-out/            # PeftModel.from_pretrained(base, "lora-out")
@@ -27,7 +29,7 @@ struct ExportCommand: ParsableCommand {
     @Argument(help: "The pack to read.")
     var pack: String
 
-    @Option(name: .shortAndLong, help: "The folder to write (must not exist unless --force).")
+    @Option(name: .shortAndLong, help: "The folder (or .gguf file) to write (must not exist unless --force).")
     var output: String
 
     @Option(help: "peft, adapterhub or gguf (default: gguf for a .gguf output, else the adapter's own tool).")
@@ -39,8 +41,7 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "Which adapter, when the pack holds several.")
     var name: String?
 
-    @Flag(help: "Replace an existing output folder.")
-    var force = false
+    @OptionGroup var overwrite: OverwriteOptions
 
     @OptionGroup var outputOptions: OutputOptions
 
@@ -51,7 +52,7 @@ struct ExportCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let type: GGUF.ElementType = ["f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0][dtype]!
-            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: force, ggufType: type)
+            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: overwrite.force, ggufType: type)
             if outputOptions.json {
                 try printJSON(report)
             } else {

@@ -38,7 +38,7 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: "Fully fine-tuned model folder (same architecture).")
     var finetuned: String
 
-    @Option(name: .shortAndLong, help: "Output pack.")
+    @Option(name: .shortAndLong, help: "Output pack (must not exist unless --force).")
     var output: String
 
     @Option(help: "Rank of every module.")
@@ -83,6 +83,8 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: "Adapter name in the pack.")
     var name: String = "extracted"
 
+    @OptionGroup var overwrite: OverwriteOptions
+
     @OptionGroup var outputOptions: OutputOptions
 
     func validate() throws {
@@ -114,9 +116,10 @@ struct ExtractCommand: ParsableCommand {
             if let energy { rule = .energy(energy) } else if let maxError { rule = .maxError(maxError) } else if let budget {
                 rule = .budget(parameters: Self.budgetParameters(budget)!)
             } else { rule = .fixed(rank ?? 16) }
-            let options = Extract.Options(rule: rule, maxRank: maxRank, include: include, exclude: exclude,
+            var options = Extract.Options(rule: rule, maxRank: maxRank, include: include, exclude: exclude,
                                           embeddings: Extract.EmbeddingPolicy(rawValue: embeddings)!, other: Extract.OtherPolicy(rawValue: other)!,
                                           exact: exact, oversample: oversample, powerIterations: powerIterations, seed: seed, name: name)
+            options.force = overwrite.force
             let progress = ProgressLine(label: "extract", enabled: !outputOptions.quiet)
             let report = try Extract.run(base: base, finetuned: finetuned, output: output, options: options) { progress.update(done: $0, total: $1) }
             progress.finish()

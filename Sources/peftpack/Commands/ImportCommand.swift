@@ -30,7 +30,7 @@ struct ImportCommand: ParsableCommand {
     @Argument(help: "Adapter folders or packs to put into the pack.")
     var sources: [String]
 
-    @Option(name: .shortAndLong, help: "The pack to write.")
+    @Option(name: .shortAndLong, help: "The pack to write (must not exist unless --force).")
     var output: String
 
     @Option(help: "Base model folder: check every adapter's shapes against it and record its fingerprint.")
@@ -49,6 +49,7 @@ struct ImportCommand: ParsableCommand {
     var allowNonFinite = false
     @Flag(help: "Leave out saved tensors PEFT would not load (outside target_modules etc.) instead of refusing; each is listed.")
     var dropUnloaded = false
+    @OptionGroup var overwrite: OverwriteOptions
 
     @OptionGroup var outputOptions: OutputOptions
 
@@ -74,7 +75,7 @@ struct ImportCommand: ParsableCommand {
             do {
                 report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
                                             userMetadata: user, allowNonFinite: allowNonFinite,
-                                            dropUnloaded: dropUnloaded) { progress.update(done: $0, total: $1) }
+                                            dropUnloaded: dropUnloaded, force: overwrite.force) { progress.update(done: $0, total: $1) }
             } catch let error as NonFiniteError where error.kind == .inputTensor {
                 throw UsageError(error.description + "; nothing was written (pass --allow-nonfinite to keep such tensors)")
             }

@@ -8,7 +8,9 @@ struct InspectCommand: ParsableCommand {
         abstract: "Show what a pack, PEFT or AdapterHub folder, or safetensors checkpoint holds.",
         discussion: """
             Without --verify only the header is read, so inspecting a large pack is instant. \
-            --verify checks every checksum and decodes every chunk.
+            --verify checks every checksum and decodes every chunk. A model folder also gets its \
+            architecture, layers, dtypes, parameter count (as transformers' num_parameters()), \
+            tie_word_embeddings as transformers resolves it, the stored output head and its shards.
 
             Examples:
               peftpack inspect lora.peftpack
@@ -78,6 +80,7 @@ struct InspectCommand: ParsableCommand {
         if let metadata = report.metadata, !metadata.isEmpty {
             print("  metadata: " + metadata.keys.sorted().map { "\($0)=\(metadata[$0]!)" }.joined(separator: ", "))
         }
+        if let model = report.model { print("  model: " + Self.describe(model)) }
         if report.verified == true { print("  verified: every checksum matches and every chunk decodes") }
         for tensor in report.tensors ?? [] {
             var line = "  \(tensor.name)  \(tensor.dtype) \(Shape.describe(tensor.shape))  \(formatBytes(tensor.rawBytes))"
@@ -86,5 +89,24 @@ struct InspectCommand: ParsableCommand {
             if let hash = tensor.xxh3 { line += "  xxh3 \(hash)" }
             print(line)
         }
+    }
+
+    static func describe(_ model: ModelSummary) -> String {
+        var parts: [String] = []
+        if let architecture = model.architecture ?? model.modelType {
+            parts.append(architecture + (model.modelType.map { $0 == architecture ? "" : " (\($0))" } ?? ""))
+        }
+        if let layers = model.layers { parts.append("\(layers) layers") }
+        parts.append("\(model.parameters) parameters")
+        parts.append(model.dtypes.joined(separator: "+"))
+        let head = model.outputHead.map { "\($0) stored" } ?? "no output head stored"
+        switch model.tieWordEmbeddings {
+        case true?: parts.append("tied embeddings (\(head))")
+        case false?: parts.append("untied embeddings (\(head))")
+        case nil: parts.append("tie_word_embeddings unknown: no config.json, or a family peftpack does not know (\(head))")
+        }
+        parts.append(model.shards == 1 ? "1 file" : "sharded in \(model.shards) files")
+        if !model.buffers.isEmpty { parts.append("\(model.buffers.count) stored buffers not counted as parameters") }
+        return parts.joined(separator: ", ")
     }
 }

@@ -39,7 +39,7 @@ struct MergeCommand: ParsableCommand {
     @Argument(help: "Packs to merge, each PACK or PACK:ADAPTER (default: every adapter of the pack).")
     var packs: [String]
 
-    @Option(name: .shortAndLong, help: "Output model folder.")
+    @Option(name: .shortAndLong, help: "Output model folder (must not exist unless --force).")
     var output: String
 
     @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")

@@ -23,7 +23,7 @@ struct StackCommand: ParsableCommand {
     @Argument(help: "Packs to stack, each PACK or PACK:ADAPTER (default: every adapter of the pack).")
     var packs: [String]
 
-    @Option(name: .shortAndLong, help: "Output pack.")
+    @Option(name: .shortAndLong, help: "Output pack (must not exist unless --force).")
     var output: String
 
     @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
@@ -37,6 +37,8 @@ struct StackCommand: ParsableCommand {
 
     @Option(help: "Name of the stacked adapter.")
     var name: String = "stacked"
+
+    @OptionGroup var overwrite: OverwriteOptions
 
     @OptionGroup var outputOptions: OutputOptions
 
@@ -53,7 +55,9 @@ struct StackCommand: ParsableCommand {
             try checkFiniteWeights(weights)
             let inputs = MergeInput.parse(packs, weights: weights)
             let recompression: Stack.Recompression = rank.map { .rank($0) } ?? energy.map { .energy($0) } ?? .none
-            let report = try Stack.run(inputs: inputs, output: output, options: .init(recompression: recompression, name: name))
+            var options = Stack.Options(recompression: recompression, name: name)
+            options.force = overwrite.force
+            let report = try Stack.run(inputs: inputs, output: output, options: options)
             if outputOptions.json {
                 try printJSON(report)
                 return

@@ -3,8 +3,8 @@ import Foundation
 import PeftPack
 
 /// Runs a command body and turns errors into the documented exit codes with one line on stderr:
-/// input errors (UserFacingError) exit with their code (2 unless stated), anything else is an
-/// internal error (3).
+/// input errors (UserFacingError) and file-system refusals exit with their code (2 unless
+/// stated), anything else is an internal error (3).
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
@@ -15,6 +15,11 @@ func reportingErrors(_ body: () throws -> Void) throws {
         throw ExitCode(error.exitCode)
     } catch let error as CleanExit {
         throw error
+    } catch let error as CocoaError where error.filePath != nil {
+        // A file-system refusal Foundation reports (a file the base folder cannot copy, a full
+        // disk): the user's environment, not a peftpack bug.
+        printError("\(error.filePath!): \(systemErrorText(of: error))")
+        throw ExitCode(2)
     } catch {
         printError("internal error: \(error)")
         throw ExitCode(3)

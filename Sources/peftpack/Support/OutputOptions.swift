@@ -10,6 +10,13 @@ struct OutputOptions: ParsableArguments {
     var quiet = false
 }
 
+/// The overwrite rule every writing command shares: an existing output is refused (exit 2)
+/// unless --force.
+struct OverwriteOptions: ParsableArguments {
+    @Flag(name: .long, help: "Replace an existing output (never an input; a file never replaces a folder, nor the reverse).")
+    var force = false
+}
+
 /// Prints an Encodable report as pretty JSON with sorted keys (stable for scripts and diffs).
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()

@@ -239,6 +239,41 @@ for method, label in [("lora", "LoRA"), ("ia3", "IA3"), ("prefix", "prefix tunin
 bert_pack = CORPUS / "configs_gguf_bert.peftpack"
 subprocess.run([binary, "import", str(DATA / "cases" / "bert_lora_bias" / "adapter"), "-o", str(bert_pack), "--base", str(DATA / "models" / "bert-tiny")], check=True, capture_output=True)
 case("configs_gguf_bert.peftpack", ["export", "{input}", "-o", "{output}", "--format", "gguf"], "is for a BertModel, model_type bert base, which GGUF export does not support")
+# output handling: an existing output without --force, for every writing command and kind of
+# output (the existing output sits in the case's input folder, so the harness checks that it is
+# left as it was), and a destination under a regular file (ENOTDIR: refuses root too)
+lora_pack = CORPUS / "_lora.peftpack"
+subprocess.run([binary, "import", str(DATA / "cases" / "llama_lora" / "adapter"), "-o", str(lora_pack), "--base", str(DATA / "models" / "llama-tiny")],
+               check=True, capture_output=True)
+def existing_output(name):
+    folder = CORPUS / name
+    folder.mkdir()
+    shutil.copy(lora_pack, folder / "lora.peftpack")
+    (folder / "existing.peftpack").write_bytes(b"an earlier output, not to be replaced\n")
+    (folder / "existing.gguf").write_bytes(b"an earlier output, not to be replaced\n")
+    (folder / "existing_folder").mkdir()
+    (folder / "existing_folder" / "keep.txt").write_text("an earlier output, not to be replaced\n")
+    return name
+EXISTS = "already exists; pass --force to replace it"
+LLAMA = "{fixtures}/models/llama-tiny"
+EXTRACT = ["extract", "--base", LLAMA, "--finetuned", "{fixtures}/models/llama-tiny-ft", "--rank", "2"]
+case(existing_output("exists_import"), ["import", "{fixtures}/cases/llama_lora/adapter", "-o", "{input}/existing.peftpack"], EXISTS)
+case(existing_output("exists_extract"), EXTRACT + ["-o", "{input}/existing.peftpack"], EXISTS)
+case(existing_output("exists_stack"), ["stack", "{input}/lora.peftpack", "-o", "{input}/existing.peftpack"], EXISTS)
+case(existing_output("exists_merge"), ["merge", "--base", LLAMA, "{input}/lora.peftpack", "-o", "{input}/existing_folder"], EXISTS)
+case(existing_output("exists_export"), ["export", "{input}/lora.peftpack", "-o", "{input}/existing_folder"], EXISTS)
+case(existing_output("exists_export_gguf"), ["export", "{input}/lora.peftpack", "-o", "{input}/existing.gguf"], EXISTS)
+case(existing_output("exists_file_for_folder"), ["merge", "--base", LLAMA, "{input}/lora.peftpack", "-o", "{input}/existing.peftpack", "--force"], "is a file")
+case(existing_output("exists_folder_for_file"), ["import", "{fixtures}/cases/llama_lora/adapter", "-o", "{input}/existing_folder", "--force"], "is a folder")
+NOT_A_FOLDER = "cannot create files in"
+case(write("under_file_import.txt", b"a regular file\n"), ["import", "{fixtures}/cases/llama_lora/adapter", "-o", "{input}/out.peftpack"], NOT_A_FOLDER)
+case(write("under_file_extract.txt", b"a regular file\n"), EXTRACT + ["-o", "{input}/out.peftpack"], NOT_A_FOLDER)
+case(existing_output("under_file_stack"), ["stack", "{input}/lora.peftpack", "-o", "{input}/existing.peftpack/out.peftpack"], NOT_A_FOLDER)
+case(existing_output("under_file_merge"), ["merge", "--base", LLAMA, "{input}/lora.peftpack", "-o", "{input}/existing.peftpack/merged"], NOT_A_FOLDER)
+case(existing_output("under_file_merge_sharded"), ["merge", "--base", LLAMA, "{input}/lora.peftpack", "-o", "{input}/existing.peftpack/merged", "--max-shard-size", "100KB"], NOT_A_FOLDER)
+case(existing_output("under_file_export"), ["export", "{input}/lora.peftpack", "-o", "{input}/existing.peftpack/exported"], NOT_A_FOLDER)
+case(existing_output("under_file_export_gguf"), ["export", "{input}/lora.peftpack", "-o", "{input}/existing.peftpack/out.gguf"], NOT_A_FOLDER)
+lora_pack.unlink()
 
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {

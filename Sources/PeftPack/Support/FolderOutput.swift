@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// Writes a whole output folder atomically: everything goes into a hidden temporary folder beside
+/// the destination, which is renamed into place only when complete. The destination follows the
+/// one output rule (OutputDestination): replaced only with `force`, never an input or inside one.
+public enum FolderOutput {
+    public static func write(to destination: String, force: Bool, protecting inputs: [String],
+                             _ body: (String) throws -> Void) throws -> [String] {
+        let target = URL(fileURLWithPath: destination).standardizedFileURL.path
+        try OutputDestination.claim(destination, as: .folder, force: force, inputs: inputs)
+        // A new folder inside an input folder would change what that input holds.
+        for input in inputs where InputProtection.resolved(destination).hasPrefix(InputProtection.resolved(input) + "/") {
+            throw AdapterFormatError(file: destination, problem: "lies in the input \(input); refusing to write into it")
+        }
+        let parent = OutputDestination.parentFolder(of: target)
+        let temporary = parent + "/." + URL(fileURLWithPath: target).lastPathComponent + ".tmp-" + StaleTemporaries.uniqueSuffix()
+        guard TemporaryOutputs.shared.creating(temporary, { mkdir(temporary, 0o755) }) == 0 else {
+            let reason = systemErrorText()
+            TemporaryOutputs.shared.unregister(temporary)
+            throw OutputError.notWritable(path: destination, folder: parent, reason: reason)
+        }
+        do {
+            try body(temporary)
+            let written = try FileManager.default.contentsOfDirectory(atPath: temporary).sorted()
+            try replace(target, with: temporary, destination: destination)
+            return written
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            TemporaryOutputs.shared.unregister(temporary)
+            throw (error as? FileAccessError)?.naming(target, for: temporary) ?? error
+        }
+    }
+
+    /// Moves the finished folder into place. Both renames happen with the temporaries registry
+    /// locked, so an interrupting signal never finds the old folder moved aside and the new one
+    /// not yet in place; the old folder is then removed as a registered temporary.
+    static func replace(_ target: String, with temporary: String, destination: String) throws {
+        let old = temporary + ".old"
+        let failure: String? = TemporaryOutputs.shared.publish(temporary) {
+            var status = stat()
+            if lstat(target, &status) == 0 {
+                guard rename(target, old) == 0 else { return systemErrorText() }
+                TemporaryOutputs.shared.registerLocked(old)
+                guard rename(temporary, target) == 0 else {
+                    let reason = systemErrorText()
+                    rename(old, target)
+                    return reason
+                }
+                return nil
+            }
+            return rename(temporary, target) == 0 ? nil : systemErrorText()
+        }
+        if let failure {
+            TemporaryOutputs.shared.unregister(old)
+            throw FileAccessError.ioFailed(path: destination, operation: "rename", reason: failure)
+        }
+        syncFolder(of: target)
+        try? FileManager.default.removeItem(atPath: old)
+        TemporaryOutputs.shared.unregister(old)
+    }
+}
+
+extension FileAccessError {
+    /// The same error about the file's final place: a user knows `merged/model.safetensors`, not
+    /// the hidden folder it was written in.
+    func naming(_ target: String, for temporary: String) -> FileAccessError {
+        func moved(_ path: String) -> String { path.hasPrefix(temporary + "/") ? target + path.dropFirst(temporary.count) : path }
+        switch self {
+        case .cannotOpen(let path, let reason): return .cannotOpen(path: moved(path), reason: reason)
+        case .cannotMap(let path, let reason): return .cannotMap(path: moved(path), reason: reason)
+        case .ioFailed(let path, let operation, let reason): return .ioFailed(path: moved(path), operation: operation, reason: reason)
+        }
+    }
+}
+
+/// The POSIX reason inside an error Foundation's file calls report ("No space left on device").
+public func systemErrorText(of error: CocoaError) -> String {
+    (error.underlying as? POSIXError).map { systemErrorText($0.code.rawValue) } ?? "\(error.code)"
+}

@@ -1,0 +1,83 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// Why an output cannot be written where the user asked.
+public enum OutputError: UserFacingError, Equatable {
+    case exists(path: String)
+    case wrongKind(path: String, isFolder: Bool)
+    case notWritable(path: String, folder: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .exists(let path):
+            "\(path): already exists; pass --force to replace it"
+        case .wrongKind(let path, let isFolder):
+            isFolder ? "\(path): is a folder, and this command writes a file; refusing to replace it (give a file path)"
+                : "\(path): is a file, and this command writes a folder; refusing to replace it (give a folder path)"
+        case .notWritable(let path, let folder, let reason):
+            "\(path): cannot be written: cannot create files in \(folder) (\(reason))"
+        }
+    }
+}
+
+/// The one rule every writing command follows for its output, checked before any work is done:
+/// never an input, never an existing path unless `force` (and never a folder for a file or the
+/// reverse, even with `force`), and a folder that can really be written. Stale temporaries of
+/// killed writers in that folder are removed on the way.
+public enum OutputDestination {
+    public enum Kind {
+        case file
+        case folder
+    }
+
+    public static func claim(_ path: String, as kind: Kind, force: Bool, inputs: [String]) throws {
+        try InputProtection.check(output: path, inputs: inputs)
+        var status = stat()
+        if lstat(path, &status) == 0 {
+            guard force else { throw OutputError.exists(path: path) }
+            var target = stat()
+            let isFolder = stat(path, &target) == 0 && (target.st_mode & S_IFMT) == S_IFDIR
+            if isFolder != (kind == .folder) { throw OutputError.wrongKind(path: path, isFolder: isFolder) }
+        }
+        let folder = parentFolder(of: path)
+        try createFolders(folder, for: path)
+        StaleTemporaries.removeDead(in: folder)
+        try probeWritable(folder, for: path)
+    }
+
+    static func parentFolder(of path: String) -> String {
+        URL(fileURLWithPath: path).standardizedFileURL.deletingLastPathComponent().path
+    }
+
+    /// `mkdir -p`: each missing folder on the way, with the first failure named.
+    static func createFolders(_ folder: String, for output: String) throws {
+        var status = stat()
+        if stat(folder, &status) == 0 {
+            guard (status.st_mode & S_IFMT) == S_IFDIR else {
+                throw OutputError.notWritable(path: output, folder: folder, reason: "it is not a folder")
+            }
+            return
+        }
+        let parent = URL(fileURLWithPath: folder).deletingLastPathComponent().path
+        if parent != folder { try createFolders(parent, for: output) }
+        if mkdir(folder, 0o755) != 0 && errno != EEXIST {
+            throw OutputError.notWritable(path: output, folder: parent, reason: systemErrorText())
+        }
+    }
+
+    /// Permission bits do not say whether root can write (read-only mounts, /sys, /proc): only
+    /// creating a file does. The probe is a registered temporary: an interruption removes it, and
+    /// a kill leaves nothing that the next run would not remove.
+    static func probeWritable(_ folder: String, for output: String) throws {
+        let probe = folder + "/." + URL(fileURLWithPath: output).lastPathComponent + "." + StaleTemporaries.uniqueSuffix() + ".tmp"
+        defer { TemporaryOutputs.shared.unregister(probe) }
+        let fd = TemporaryOutputs.shared.creating(probe) { open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
+        guard fd >= 0 else { throw OutputError.notWritable(path: output, folder: folder, reason: systemErrorText()) }
+        close(fd)
+        unlink(probe)
+    }
+}
