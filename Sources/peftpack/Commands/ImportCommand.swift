@@ -9,7 +9,11 @@ struct ImportCommand: ParsableCommand {
         discussion: """
             Each SRC is a PEFT adapter folder (adapter_config.json + adapter_model.safetensors or \
             adapter_model.bin), an AdapterHub adapter folder (adapter_config.json + adapter.safetensors \
-            or pytorch_adapter.bin), or an existing pack. Pickled .bin files are read without executing \
+            or pytorch_adapter.bin), or an existing pack. A PEFT folder saved from a model with several \
+            adapters (save_pretrained after add_adapter) holds "default" at its root and the others in \
+            sub-folders named after them: every one is imported, named by its folder (the root's by \
+            --name, default "default"); sub-folders that are not such adapters (Trainer checkpoints) are \
+            left out with a note. Adapters made for different bases cannot share a pack. Pickled .bin files are read without executing \
             anything: only tensor rebuilds are accepted.
 
             Examples:
@@ -55,9 +59,16 @@ struct ImportCommand: ParsableCommand {
                 user[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
             }
             let progress = ProgressLine(label: "import", enabled: !outputOptions.quiet)
-            let report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
+            let report: PackImport.Report
+            do {
+                report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
                                             userMetadata: user) { progress.update(done: $0, total: $1) }
+            } catch let mismatch as BaseMismatchError {
+                throw UsageError("\(mismatch.description); import it without --base to keep the base it was made for")
+            }
             progress.finish()
+            for folder in report.leftOut { printWarning("left out \(folder)") }
+            for warning in report.warnings { printWarning(warning) }
             if outputOptions.json {
                 try printJSON(report)
             } else {

@@ -13,6 +13,10 @@ struct VerifyCommand: ParsableCommand {
             The defaults (atol 1e-5, rtol 1e-4) allow fp32 summation-order differences between \
             implementations (observed ≤ 1e-6 relative) and catch any real adapter change.
 
+            The base is checked against what the pack recorded of the base it was made for, as merge \
+            checks it (see peftpack help merge): --trust-base compares names, dtypes and shapes only, \
+            --skip-base-check turns differences into warnings.
+
             Exit codes: 0 every comparison passed, 1 a numerical mismatch, 2 usage or input error.
 
             Examples:
@@ -53,6 +57,8 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "Tolerance relative to the expected output's largest magnitude.")
     var rtol: Double = 1e-4
 
+    @OptionGroup var baseCheck: BaseCheckOptions
+
     @OptionGroup var outputOptions: OutputOptions
 
     func validate() throws {
@@ -76,8 +82,11 @@ struct VerifyCommand: ParsableCommand {
             if let reference { targets.append(.reference(path: reference, key: key)) }
             if let merged { targets.append(.merged(folder: merged)) }
             if let against { targets.append(.pack(path: against)) }
-            let report = try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: parsedShape!,
-                                        seed: seed, tolerance: .init(absolute: atol, relative: rtol))
+            let report = try baseCheck.hinting {
+                try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: parsedShape!,
+                               seed: seed, tolerance: .init(absolute: atol, relative: rtol), baseCheck: baseCheck.level)
+            }
+            baseCheck.printWarnings(report.baseCheck)
             passed = report.passed
             if outputOptions.json {
                 try printJSON(report)
