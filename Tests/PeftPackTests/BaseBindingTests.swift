@@ -221,6 +221,34 @@ import Testing
         #expect(report.baseCheck.warnings.first?.contains("as F32") == true, "\(report.baseCheck.warnings)")
     }
 
+    /// A record that is not what §9.2 says is a damaged document: refused when the pack is read.
+    @Test func malformedBaseRecordIsRefused() throws {
+        let reader = try PackReader(path: try Self.multiPack())
+        guard case .object(var members) = reader.document, let index = members.firstIndex(where: { $0.key == "base" }),
+              case .object(var base) = members[index].value else { Issue.record("no base object"); return }
+        base.removeAll { $0.key == "tensors" }
+        base.append(("tensors", .object([(Self.fineTunedTensor, .object([("dtype", .string("F32")), ("shape", .string("[32, 64]"))]))])))
+        members[index].value = .object(base)
+        let output = Fixtures.temporaryDirectory() + "/bad.peftpack"
+        let writer = try PackWriter(destination: output, options: .init())
+        for entry in reader.tensors { try writer.append(try reader.readTensor(entry.name), name: entry.name) }
+        try writer.finish(document: .object(members))
+        let result = try CLI.run(["merge", "--base", Self.base, output, "-o", Fixtures.temporaryDirectory() + "/out"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("adapter document does not match the format"), "\(result.stderr)")
+    }
+
+    @Test func helpSaysForceNoLongerSkipsTheCheck() throws {
+        let help = try CLI.run(["help", "merge"])
+        #expect(help.stdout.contains("--skip-base-check") && help.stdout.contains("--trust-base"))
+        // The help wraps at the terminal width: compare with line breaks as spaces.
+        #expect(help.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ").contains("--force no longer skips this check"))
+        #expect(try CLI.run(["help", "verify"]).stdout.contains("--trust-base"))
+        let both = try CLI.run(["merge", "--base", Self.base, "x.peftpack", "-o", "out", "--trust-base", "--skip-base-check"])
+        #expect(both.status == 2)
+        #expect(both.stderr.contains("not both"))
+    }
+
     // MARK: one base per pack
 
     @Test func adaptersOfDifferentBasesCannotShareAPack() throws {
