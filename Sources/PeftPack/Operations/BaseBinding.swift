@@ -66,13 +66,12 @@ public final class BaseBinding {
     /// Tensors still to hash, in checkpoint order.
     public var pendingTensors: [String] { base.checkpoint.names.filter { pendingContent[$0] != nil } }
 
-    /// Compares what one pack recorded with this base for the tensors `selected` target (`all`:
-    /// every adapter of the pack, over which a pre-1.1 fingerprint was computed).
-    public func add(_ record: BaseModelIdentity?, selected: [Adapter], all: [Adapter], shapes: (String) -> [Int]?, file: String) throws {
-        var targetedSet = Set<String>()
-        for adapter in selected { targetedSet.formUnion(try base.check(adapter, shapes: shapes, file: file)) }
+    /// Compares what one pack recorded with this base for `targets`, the base tensors the chosen
+    /// adapters change (`all`: every adapter of the pack, over which a pre-1.1 fingerprint was
+    /// computed).
+    public func add(_ record: BaseModelIdentity?, targets: [String], all: [Adapter], shapes: (String) -> [Int]?, file: String) throws {
         guard let record else { return }
-        let targeted = base.checkpoint.names.filter(targetedSet.contains)
+        let targeted = base.checkpoint.names.filter(Set(targets).contains)
         var comparable = targeted
         if let tensors = record.tensors {
             comparable = []

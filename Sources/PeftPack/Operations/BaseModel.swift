@@ -68,6 +68,12 @@ public final class BaseModel {
         return targeted
     }
 
+    /// The checkpoint names of the tensors an adapter changes that this base has: `check`
+    /// without its refusals, for callers that apply adapters their own way (the runtime).
+    public func targets(of adapter: Adapter) -> [String] {
+        adapter.modules.compactMap { Self.weightName(of: $0, kind: adapter.kind).flatMap(resolve) }
+    }
+
     func expectedShape(_ module: AdapterModule, adapter: Adapter, shapes: (String) -> [Int]?) -> [Int]? {
         if module.mode != nil { return module.tensors[TensorRole.fullValue].flatMap(shapes) }
         switch adapter.kind {

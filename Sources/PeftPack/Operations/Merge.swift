@@ -73,7 +73,8 @@ public enum Merge {
             let document = try reader.adapterDocument()
             let adapters = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
             let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
-            try binding.add(document.base, selected: adapters, all: document.adapters, shapes: { shapes[$0] }, file: input.pack)
+            let targets = try adapters.flatMap { try base.check($0, shapes: { shapes[$0] }, file: input.pack) }
+            try binding.add(document.base, targets: targets, all: document.adapters, shapes: { shapes[$0] }, file: input.pack)
             readers.append(reader)
             for adapter in adapters {
                 selected.append((adapter, input.weight))

@@ -71,7 +71,10 @@ public enum PackImport {
                     }
                 }
                 let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
-                try binding?.add(document.base, selected: document.adapters, all: document.adapters, shapes: { shapes[$0] }, file: source.path)
+                if let binding {
+                    let targets = try document.adapters.flatMap { try binding.base.check($0, shapes: { shapes[$0] }, file: source.path) }
+                    try binding.add(document.base, targets: targets, all: document.adapters, shapes: { shapes[$0] }, file: source.path)
+                }
                 identities.append((document.base ?? identity(from: document.adapters), source.path))
                 inheritedMetadata.merge(document.userMetadata) { current, _ in current }
             case .peft, .adapterhub:

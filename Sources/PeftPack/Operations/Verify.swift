@@ -127,7 +127,7 @@ public enum Verify {
         let document = try reader.adapterDocument()
         let chosen = try names.isEmpty ? document.adapters : names.map { try PackExport.chooseAdapter(document, name: $0, file: pack) }
         let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
-        try binding.add(document.base, selected: chosen, all: document.adapters, shapes: { shapes[$0] }, file: pack)
+        try binding.add(document.base, targets: chosen.flatMap(binding.base.targets), all: document.adapters, shapes: { shapes[$0] }, file: pack)
     }
 
     static func defaultKey(_ file: SafetensorsFile) throws -> String {
