@@ -19,6 +19,8 @@ public struct BaseMismatchError: UserFacingError {
         case shape
         /// A pack from before per-tensor records: its one fingerprint over every adapter's targets differs.
         case fingerprint
+        /// Two adapters to put in one pack were made for different bases.
+        case differentBases
     }
 
     public var kind: Kind
@@ -168,8 +170,9 @@ extension BaseBinding {
                 firstFile = file
                 continue
             }
-            func differ(_ what: String) -> AdapterFormatError {
-                AdapterFormatError(file: file, problem: "was made for a different base than \(firstFile) (\(what)); adapters of different bases cannot share a pack")
+            func differ(_ what: String) -> BaseMismatchError {
+                BaseMismatchError(kind: .differentBases, file: file, tensor: nil,
+                                  problem: "was made for a different base than \(firstFile) (\(what)); adapters of different bases cannot share a pack")
             }
             var fields: [(String, AnyHashable?, AnyHashable?)] = [
                 ("architecture", current.architecture, identity.architecture), ("model type", current.modelType, identity.modelType),

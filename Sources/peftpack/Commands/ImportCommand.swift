@@ -64,7 +64,14 @@ struct ImportCommand: ParsableCommand {
                 report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
                                             userMetadata: user) { progress.update(done: $0, total: $1) }
             } catch let mismatch as BaseMismatchError {
-                throw UsageError("\(mismatch.description); import it without --base to keep the base it was made for")
+                switch (mismatch.kind, base) {
+                case (.differentBases, nil):
+                    throw UsageError("\(mismatch.description); if they share one base, give it with --base to check them against it")
+                case (.differentBases, _):
+                    throw mismatch
+                default:
+                    throw UsageError("\(mismatch.description); import it without --base to keep the base it was made for")
+                }
             }
             progress.finish()
             for folder in report.leftOut { printWarning("left out \(folder)") }
