@@ -218,7 +218,7 @@ import Testing
         let (report, _) = try Self.merge([MergeInput(pack: try Self.legacyMultiPack(), adapter: "third", weight: 1)],
                                          base: Fixtures.path("models/llama-tiny-bf16"))
         #expect(report.baseCheck.warnings.count == 1)
-        #expect(report.baseCheck.warnings.first?.contains("as F32") == true, "\(report.baseCheck.warnings)")
+        #expect(report.baseCheck.warnings.first?.contains("in another dtype (F32 → BF16)") == true, "\(report.baseCheck.warnings)")
     }
 
     /// A record that is not what §9.2 says is a damaged document: refused when the pack is read.

@@ -133,10 +133,10 @@ public final class BaseBinding {
         let floatTypes: [DType] = [.f32, .bf16, .f16, .f64]
         if stored.count == 1, let here = stored.first,
            let recorded = floatTypes.first(where: { base.fingerprint(of: Array(everything), as: $0) == fingerprint }) {
-            warnings.append("\(file): was made for a base storing the tensors it targets as \(recorded.rawValue); \(base.folder) stores them as \(here.rawValue), so their content cannot be compared")
+            warnings.append("\(file): was made for a base storing the tensors it targets in another dtype (\(recorded.rawValue) → \(here.rawValue)) than \(base.folder): same names and shapes, but content cannot be compared across dtypes")
             return []
         }
-        try refuse(.fingerprint, file: file, tensor: nil, "was made for a base whose targeted tensors have other names, dtypes or shapes (fingerprint \(fingerprint); \(base.folder) gives \(base.fingerprint(of: Array(everything)))); the pack predates per-tensor records, so which tensor differs is unknown (re-import it with --base for them)")
+        try refuse(.fingerprint, file: file, tensor: nil, "was made for a base whose targeted tensors have other names, dtypes or shapes (fingerprint \(fingerprint); \(base.folder) gives \(base.fingerprint(of: Array(everything)))); the pack predates per-tensor records, so which tensor differs is unknown (re-importing it with its base records them)")
         return []
     }
 

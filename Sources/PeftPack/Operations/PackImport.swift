@@ -34,7 +34,7 @@ public enum PackImport {
         var inheritedMetadata: [String: String] = [:]
         var leftOut: [String] = []
         let model = try baseFolder.map { try BaseModel(folder: $0) }
-        // A pack already bound to a base must be bound to this one to be re-bound to it.
+        // A pack bound to a base is re-bound to the given one only if that is the same base.
         let binding = model.map { BaseBinding(base: $0, level: .content) }
 
         for source in sources {

@@ -13,8 +13,9 @@ struct ImportCommand: ParsableCommand {
             adapters (save_pretrained after add_adapter) holds "default" at its root and the others in \
             sub-folders named after them: every one is imported, named by its folder (the root's by \
             --name, default "default"); sub-folders that are not such adapters (Trainer checkpoints) are \
-            left out with a note. Adapters made for different bases cannot share a pack. Pickled .bin files are read without executing \
-            anything: only tensor rebuilds are accepted.
+            left out with a note. Adapters made for different bases cannot share a pack.
+
+            Pickled .bin files are read without executing anything: only tensor rebuilds are accepted.
 
             Examples:
               peftpack import lora/ -o lora.peftpack --base llama/
