@@ -238,6 +238,24 @@ import Testing
         #expect(result.stderr.contains("adapter document does not match the format"), "\(result.stderr)")
     }
 
+    /// A pack whose record says its base stored a targeted tensor in another shape (IA3 vectors
+    /// fix only one side of the weight, so the adapter's own shapes cannot tell): refused naming
+    /// the tensor and both shapes; --skip-base-check merges with that as a warning.
+    @Test func recordedShapeDifferenceIsRefusedUnlessSkipped() throws {
+        let source = try PackReader(path: try PipelineVerifyTests.pack("llama_ia3"))
+        var document = try source.adapterDocument()
+        let tensor = "model.layers.0.mlp.down_proj.weight"
+        #expect(document.base?.tensors?[tensor] == BaseTensorRecord(dtype: "F32", shape: [64, 128]))
+        document.base?.tensors?[tensor] = BaseTensorRecord(dtype: "F32", shape: [64, 256])
+        let pack = Fixtures.temporaryDirectory() + "/wide.peftpack"
+        try PackWriter.write(try source.tensors.map { ($0.name, try source.readTensor($0.name)) }, document: document, to: pack)
+        let refused = try CLI.run(["merge", "--base", Self.base, pack, "-o", Fixtures.temporaryDirectory() + "/out"])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("\(tensor) is [64, 256], but \(Self.base) has [64, 128]"), "\(refused.stderr)")
+        let (report, _) = try Self.merge([MergeInput(pack: pack, adapter: nil, weight: 1)], level: .skipped)
+        #expect(report.baseCheck.warnings.count == 1 && report.baseCheck.warnings[0].contains("[64, 256]"))
+    }
+
     @Test func helpSaysForceNoLongerSkipsTheCheck() throws {
         let help = try CLI.run(["help", "merge"])
         #expect(help.stdout.contains("--skip-base-check") && help.stdout.contains("--trust-base"))
