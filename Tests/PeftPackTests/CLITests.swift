@@ -213,13 +213,15 @@ import Testing
         #expect(again.stderr.contains("--force"))
     }
 
-    @Test func fingerprintMismatchIsRefusedWithoutForce() throws {
+    /// The same base in another dtype (llama-tiny-bf16 is llama-tiny converted by transformers,
+    /// fixturegen/base_models.py) merges, with one warning saying so instead of a refusal.
+    @Test func dtypeOnlyDifferenceWarnsAndMerges() throws {
         let folder = Fixtures.temporaryDirectory()
         let pack = folder + "/bf16.peftpack"
         #expect(try CLI.run(["import", "\(Self.fixtures)/cases/llama_bf16_lora/adapter", "-o", pack, "--base", "\(Self.fixtures)/models/llama-tiny-bf16"]).status == 0)
         let result = try CLI.run(["merge", "--base", "\(Self.fixtures)/models/llama-tiny", pack, "-o", folder + "/out"])
-        #expect(result.status == 2)
-        #expect(result.stderr.contains("fingerprint"))
-        #expect(try CLI.run(["merge", "--base", "\(Self.fixtures)/models/llama-tiny", pack, "-o", folder + "/out", "--force"]).status == 0)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(result.stderr.contains("warning") && result.stderr.contains("BF16 → F32") && result.stderr.contains("content cannot be compared"), "\(result.stderr)")
     }
 }

@@ -71,7 +71,7 @@ import Testing
     }
 
     @Test func futureMajorVersionIsRefusedWithAnUpgradeMessage() throws {
-        let pack = Self.withPreamble(try Self.smallPack()) { $0[8] = 2 }
+        let pack = Self.withPreamble(try Self.smallPack()) { $0[8] = 2; $0[10] = 0 }
         let message = Self.outcome(pack, folder: Fixtures.temporaryDirectory())
         #expect(message?.contains("pack format 2.0 is newer than this peftpack (reads 1.x); upgrade peftpack") == true)
     }

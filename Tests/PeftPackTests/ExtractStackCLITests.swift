@@ -58,7 +58,7 @@ import Testing
         let folder = Fixtures.temporaryDirectory()
         let merged = try CLI.run(["merge", "--base", "\(Self.models)/llama-tiny", lora, "-o", folder + "/merged"])
         #expect(merged.status == 0, "\(merged.stderr)")
-        let restored = try CLI.run(["merge", "--base", folder + "/merged", lora, "--weight", "-1", "-o", folder + "/restored", "--force"])
+        let restored = try CLI.run(["merge", "--base", folder + "/merged", lora, "--weight", "-1", "-o", folder + "/restored", "--trust-base"])
         #expect(restored.status == 0, "\(restored.stderr)")
         let stacked = try CLI.run(["stack", lora, lora, "--weight", "1", "--weight", "-1", "-o", folder + "/zero.peftpack"])
         #expect(stacked.status == 0, "\(stacked.stderr)")

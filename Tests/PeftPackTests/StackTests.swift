@@ -119,7 +119,7 @@ import Testing
 
     @Test func badInputIsRefused() throws {
         let lora = try PipelineVerifyTests.pack("llama_lora")
-        #expect(throws: AdapterFormatError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("gpt2_lora_fan_in_fan_out"), 1)]) }
+        #expect(throws: BaseMismatchError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("gpt2_lora_fan_in_fan_out"), 1)]) }
         #expect(throws: AdapterFormatError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("llama_dora"), 1)]) }
         #expect(throws: UsageError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("llama_ia3"), 1)]) }
         #expect(throws: UsageError.self) { try Self.stack([(lora, 1)], .rank(0)) }

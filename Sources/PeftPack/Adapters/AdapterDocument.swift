@@ -47,15 +47,18 @@ public struct BaseModelIdentity: Codable, Sendable, Equatable {
     public var numKeyValueHeads: Int?
     public var vocabSize: Int?
     /// XXH3-64 (hex) over the canonical listing of the targeted base tensors' names, dtypes and
-    /// shapes (spec: "Base fingerprint"); set when the base was given at import.
+    /// shapes (spec: "Base fingerprint"); set when the base was given at import. It covers every
+    /// adapter of the pack at once, so it cannot check a subset: `tensors` can.
     public var fingerprint: String?
     /// XXH3-64 (hex) of each targeted base tensor's raw bytes; set when the base was given.
     public var contentHashes: [String: String]?
+    /// Dtype and shape of each targeted base tensor (format 1.1); set when the base was given.
+    public var tensors: [String: BaseTensorRecord]?
 
     public init(architecture: String? = nil, modelType: String? = nil, nameOrPath: String? = nil,
                 hiddenSize: Int? = nil, numLayers: Int? = nil, numAttentionHeads: Int? = nil,
                 numKeyValueHeads: Int? = nil, vocabSize: Int? = nil, fingerprint: String? = nil,
-                contentHashes: [String: String]? = nil) {
+                contentHashes: [String: String]? = nil, tensors: [String: BaseTensorRecord]? = nil) {
         self.architecture = architecture
         self.modelType = modelType
         self.nameOrPath = nameOrPath
@@ -66,10 +69,11 @@ public struct BaseModelIdentity: Codable, Sendable, Equatable {
         self.vocabSize = vocabSize
         self.fingerprint = fingerprint
         self.contentHashes = contentHashes
+        self.tensors = tensors
     }
 
     enum CodingKeys: String, CodingKey {
-        case architecture, fingerprint
+        case architecture, fingerprint, tensors
         case modelType = "model_type"
         case nameOrPath = "name_or_path"
         case hiddenSize = "hidden_size"
@@ -78,6 +82,18 @@ public struct BaseModelIdentity: Codable, Sendable, Equatable {
         case numKeyValueHeads = "num_key_value_heads"
         case vocabSize = "vocab_size"
         case contentHashes = "content_hashes"
+    }
+}
+
+/// One base tensor as the base an adapter was made for stores it.
+public struct BaseTensorRecord: Codable, Sendable, Equatable {
+    /// The safetensors dtype name ("F32", "BF16", …).
+    public var dtype: String
+    public var shape: [Int]
+
+    public init(dtype: String, shape: [Int]) {
+        self.dtype = dtype
+        self.shape = shape
     }
 }
 

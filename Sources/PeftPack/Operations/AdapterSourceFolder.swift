@@ -36,6 +36,7 @@ public enum AdapterSourceFolder {
             if json["config"] != nil && json["name"] != nil { return .adapterhub }
             throw AdapterFormatError(file: configPath, problem: "is neither a PEFT config (no peft_type) nor an AdapterHub config (no config/name)")
         }
+        if !peftSave(path).subfolders.isEmpty { return .peft }
         let fileManager = FileManager.default
         if fileManager.fileExists(atPath: (path as NSString).appendingPathComponent(Checkpoint.singleFileName))
             || fileManager.fileExists(atPath: (path as NSString).appendingPathComponent(Checkpoint.indexFileName)) {
@@ -44,10 +45,45 @@ public enum AdapterSourceFolder {
         throw AdapterFormatError(file: path, problem: "holds no adapter_config.json, model.safetensors or model.safetensors.index.json")
     }
 
+    /// The adapters of a PEFT save folder. `save_pretrained` writes the adapter named "default" at
+    /// the root and every other one in a sub-folder named after it (peft_model.py:
+    /// `os.path.join(save_directory, adapter_name) if adapter_name != "default"`), so a model
+    /// given several adapters with `add_adapter` saves them all under one folder. Sub-folders
+    /// whose adapter_config.json is not a PEFT adapter saved there (a Trainer `checkpoint-N`,
+    /// recognised by its trainer_state.json, or another tool's adapter) are left out, with why.
+    public static func peftSave(_ path: String) -> (root: Bool, subfolders: [String], leftOut: [(folder: String, reason: String)]) {
+        let fileManager = FileManager.default
+        func config(_ folder: String) -> StrictJSON? {
+            let file = (folder as NSString).appendingPathComponent("adapter_config.json")
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+            return (try? StrictJSON.parse(Array(text.utf8))) ?? .null
+        }
+        let root = config(path)?["peft_type"] != nil
+        var subfolders: [String] = []
+        var leftOut: [(String, String)] = []
+        for name in ((try? fileManager.contentsOfDirectory(atPath: path)) ?? []).sorted() where !name.hasPrefix(".") {
+            let folder = (path as NSString).appendingPathComponent(name)
+            var isFolder: ObjCBool = false
+            guard fileManager.fileExists(atPath: folder, isDirectory: &isFolder), isFolder.boolValue, let json = config(folder) else { continue }
+            if fileManager.fileExists(atPath: (folder as NSString).appendingPathComponent("trainer_state.json")) {
+                leftOut.append((folder, "a Trainer checkpoint, not an adapter PEFT saved beside the root one; import it by its own path"))
+            } else if json["peft_type"] == nil {
+                leftOut.append((folder, "its adapter_config.json is not a PEFT config"))
+            } else {
+                subfolders.append(name)
+            }
+        }
+        return (root, subfolders, leftOut)
+    }
+
     /// Reads a PEFT or AdapterHub folder into a pack adapter. `dropUnloaded`: leave out saved
     /// tensors PEFT would not load instead of refusing them.
     public static func importFolder(_ path: String, kind: AdapterSourceKind, name: String?, dropUnloaded: Bool = false) throws -> ImportedAdapter {
         let configPath = (path as NSString).appendingPathComponent("adapter_config.json")
+        if kind == .peft, !FileManager.default.fileExists(atPath: configPath) {
+            let names = peftSave(path).subfolders
+            throw AdapterFormatError(file: path, problem: "holds PEFT adapters in sub-folders only (\(names.joined(separator: ", "))), none at its root; give one of them")
+        }
         let configText = try String(contentsOfFile: configPath, encoding: .utf8)
         let candidates = kind == .peft
             ? ["adapter_model.safetensors", "adapter_model.bin"]

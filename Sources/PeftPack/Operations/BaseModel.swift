@@ -100,6 +100,12 @@ public final class BaseModel {
         }
     }
 
+    /// The checkpoint names of the tensors an adapter changes that this base has: `check`
+    /// without its refusals, for callers that apply adapters their own way (the runtime).
+    public func targets(of adapter: Adapter) -> [String] {
+        adapter.modules.compactMap { Self.weightName(of: $0, kind: adapter.kind).flatMap(resolve) }
+    }
+
     func expectedShape(_ module: AdapterModule, adapter: Adapter, shapes: (String) -> [Int]?) -> [Int]? {
         if module.mode != nil { return module.tensors[TensorRole.fullValue].flatMap(shapes) }
         switch adapter.kind {
@@ -112,13 +118,26 @@ public final class BaseModel {
         }
     }
 
-    /// XXH3-64 of the sorted `name\tdtype\t[d0,d1,…]\n` lines of the targeted tensors (spec).
-    public func fingerprint(of names: [String]) -> String {
+    /// XXH3-64 of the sorted `name\tdtype\t[d0,d1,…]\n` lines of the targeted tensors (spec),
+    /// with every dtype read as `dtype` when one is given.
+    public func fingerprint(of names: [String], as dtype: DType? = nil) -> String {
         let text = Set(names.map(storedName)).sorted().compactMap { name -> String? in
             guard let info = checkpoint.info(name) else { return nil }
-            return "\(name)\t\(info.dtype.rawValue)\t[\(info.shape.map(String.init).joined(separator: ","))]\n"
+            return "\(name)\t\((dtype ?? info.dtype).rawValue)\t[\(info.shape.map(String.init).joined(separator: ","))]\n"
         }.joined()
         return XXH3.hex(XXH3.hash64(Array(text.utf8)))
+    }
+
+    /// This base's identity with what binds a pack to it: the targeted tensors' fingerprint,
+    /// dtypes, shapes and content hashes.
+    public func identity(binding targeted: [String]) throws -> BaseModelIdentity {
+        var bound = identity
+        bound.fingerprint = fingerprint(of: targeted)
+        bound.contentHashes = try contentHashes(of: targeted)
+        bound.tensors = Dictionary(uniqueKeysWithValues: Set(targeted.map(storedName)).compactMap { name in
+            checkpoint.info(name).map { (name, BaseTensorRecord(dtype: $0.dtype.rawValue, shape: $0.shape)) }
+        })
+        return bound
     }
 
     public func contentHashes(of names: [String]) throws -> [String: String] {

@@ -254,10 +254,8 @@ public enum Extract {
             }
             let adapter = Adapter(name: options.name, kind: .lora, modules: modules)
             let targeted = try base.check(adapter, shapes: { shapes[$0] }, file: output)
-            var identity = base.identity
+            var identity = try base.identity(binding: targeted)
             identity.nameOrPath = baseFolder
-            identity.fingerprint = base.fingerprint(of: targeted)
-            identity.contentHashes = try base.contentHashes(of: targeted)
             let document = PackDocument(base: identity, userMetadata: ["extracted_from": finetunedFolder], adapters: [adapter])
             try writer.finish(document: try StrictJSON.encoding(document))
         } catch {

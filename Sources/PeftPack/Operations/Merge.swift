@@ -14,17 +14,20 @@ public enum Merge {
     public struct Options {
         public var dtype: DType?
         public var maxShardSize: Int?
+        /// Replace an existing output.
         public var force: Bool
         public var skipUnmergeable: Bool
         public var tiedEmbeddings: TiedEmbeddingsPolicy
+        public var baseCheck: BaseCheckLevel
 
         public init(dtype: DType? = nil, maxShardSize: Int? = nil, force: Bool = false, skipUnmergeable: Bool = false,
-                    tiedEmbeddings: TiedEmbeddingsPolicy = .untie) {
+                    tiedEmbeddings: TiedEmbeddingsPolicy = .untie, baseCheck: BaseCheckLevel = .content) {
             self.dtype = dtype
             self.maxShardSize = maxShardSize
             self.force = force
             self.skipUnmergeable = skipUnmergeable
             self.tiedEmbeddings = tiedEmbeddings
+            self.baseCheck = baseCheck
         }
     }
 
@@ -51,6 +54,7 @@ public enum Merge {
         public var skippedAdapters: [String]
         /// Set when the base ties its head to its embedding and the adapters change either.
         public var tiedEmbeddings: TiedEmbeddingsReport?
+        public var baseCheck: BaseBinding.Report
         public var files: [String]
     }
 
@@ -65,6 +69,7 @@ public enum Merge {
         BLAS.threadCount = 1
         defer { BLAS.threadCount = blasThreads }
         let base = try BaseModel(folder: baseFolder)
+        let binding = BaseBinding(base: base, level: options.baseCheck)
         var readers: [PackReader] = []
         var selected: [(adapter: Adapter, weight: Double)] = []
         var owners: [Int] = []
@@ -72,27 +77,13 @@ public enum Merge {
             let reader = try PackReader(path: input.pack)
             let document = try reader.adapterDocument()
             let adapters = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
-            if let recorded = document.base?.fingerprint {
-                let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
-                var targeted: [String] = []
-                for adapter in adapters where MergePlanner.mergeableKinds.contains(adapter.kind) {
-                    targeted += try base.check(adapter, shapes: { shapes[$0] }, file: input.pack)
-                }
-                let actual = base.fingerprint(of: targeted)
-                if actual != recorded && !options.force {
-                    throw AdapterFormatError(file: input.pack, problem: "was made for a base with fingerprint \(recorded), but \(baseFolder) has \(actual) (different tensor names, dtypes or shapes); pass --force to merge anyway")
-                }
-            }
+            let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
+            let targets = try adapters.flatMap { try base.check($0, shapes: { shapes[$0] }, file: input.pack) }
+            try binding.add(document.base, targets: targets, all: document.adapters, shapes: { shapes[$0] }, file: input.pack)
             readers.append(reader)
             for adapter in adapters {
                 selected.append((adapter, input.weight))
                 owners.append(index)
-            }
-        }
-        for (position, entry) in selected.enumerated() {
-            let shapes = Dictionary(readers[owners[position]].tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
-            if MergePlanner.mergeableKinds.contains(entry.adapter.kind) || entry.adapter.modules.contains(where: { $0.mode != nil }) {
-                _ = try base.check(entry.adapter, shapes: { shapes[$0] }, file: inputs[owners[position]].pack)
             }
         }
         var (changes, skipped) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: options.skipUnmergeable,
@@ -125,6 +116,9 @@ public enum Merge {
         let outputBuffer = UnsafeMutableRawBufferPointer.allocate(
             byteCount: max(1, outputInfos.filter { changes[$0.name] != nil }.map { $0.byteCount ?? 0 }.max() ?? 0), alignment: 64)
         defer { outputBuffer.deallocate() }
+        // Another checkpoint of the same architecture usually differs in the first tensor already:
+        // refused before anything is copied, at the cost of one tensor the merge reads next anyway.
+        if let first = binding.pendingTensors.first { try binding.checkContent(first) }
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
             try CheckpointWriter.write(folder: folder, shards: shards, metadata: metadata) { info, sink in
                 defer {
@@ -145,6 +139,7 @@ public enum Merge {
                 }
                 let stored = checkpoint.info(info.name)!
                 bytesRead += stored.byteCount ?? 0
+                try binding.checkContent(info.name)
                 guard let change = changes[info.name] else {
                     if stored.dtype == info.dtype {
                         // Window by window: an untouched embedding would otherwise sit in memory whole.
@@ -191,6 +186,7 @@ public enum Merge {
                 }
                 try result.bytes.withUnsafeBytes(sink)
             }
+            try binding.checkRemainingContent()
             try copyOtherFiles(from: baseFolder, to: folder)
             if tied?.untie == true { try TiedMerge.untieConfig(in: folder) }
         }
@@ -202,7 +198,7 @@ public enum Merge {
         return Report(output: output, tensorsTouched: changes.count, tensorsCopied: outputInfos.count - changes.count,
                       bytesRead: bytesRead, bytesWritten: bytesWritten, seconds: Date().timeIntervalSince(start),
                       maxAbsDelta: maxAbsDelta, adapters: adapterReports, skippedAdapters: skipped,
-                      tiedEmbeddings: tied?.report, files: files)
+                      tiedEmbeddings: tied?.report, baseCheck: binding.report, files: files)
     }
 
     /// Elements the merge changed in fp64, how many of them rounded back to the base's value in the

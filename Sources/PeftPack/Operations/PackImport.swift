@@ -22,6 +22,9 @@ public enum PackImport {
         public var nonFiniteTensors: [NonFiniteTensor]
         /// Saved tensors PEFT would not load, left out under `--drop-unloaded`.
         public var droppedTensors: [DroppedTensor]
+        /// Folders under a PEFT save folder that hold something other than its adapters, and why.
+        public var leftOut: [String]
+        public var warnings: [String]
     }
 
     public struct DroppedTensor: Encodable {
@@ -40,9 +43,13 @@ public enum PackImport {
         var pending: [ImportedTensor] = []
         var pendingFiles: [String] = []
         var copied: [(reader: PackReader, name: String, packName: String)] = []
-        var inheritedBase: BaseModelIdentity?
+        var identities: [(identity: BaseModelIdentity?, file: String)] = []
         var inheritedMetadata: [String: String] = [:]
         var dropped: [DroppedTensor] = []
+        var leftOut: [String] = []
+        let model = try baseFolder.map { try BaseModel(folder: $0) }
+        // A pack bound to a base is re-bound to the given one only if that is the same base.
+        let binding = model.map { BaseBinding(base: $0, level: .content) }
 
         for source in sources {
             let kind = try AdapterSourceFolder.detect(source.path)
@@ -77,23 +84,30 @@ public enum PackImport {
                         for tensor in module.tensors.values { copied.append((reader, tensor, renamed[tensor] ?? tensor)) }
                     }
                 }
-                inheritedBase = inheritedBase ?? document.base
+                let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
+                if let binding {
+                    let targets = try document.adapters.flatMap { try binding.base.check($0, shapes: { shapes[$0] }, file: source.path) }
+                    try binding.add(document.base, targets: targets, all: document.adapters, shapes: { shapes[$0] }, file: source.path)
+                }
+                identities.append((document.base ?? identity(from: document.adapters), source.path))
                 inheritedMetadata.merge(document.userMetadata) { current, _ in current }
             case .peft, .adapterhub:
-                let imported = try AdapterSourceFolder.importFolder(source.path, kind: kind, name: source.name, dropUnloaded: dropUnloaded)
-                dropped += imported.leftOut.map { DroppedTensor(file: source.path, tensor: $0.tensor, reason: $0.reason) }
-                adapters.append(imported.adapter)
-                adapterJSON.append(try StrictJSON.encoding(imported.adapter))
-                pending += imported.tensors
-                pendingFiles += imported.tensors.map { _ in source.path }
+                for (folder, name) in try adapterFolders(source, kind: kind, leftOut: &leftOut) {
+                    let imported = try AdapterSourceFolder.importFolder(folder, kind: kind, name: name, dropUnloaded: dropUnloaded)
+                    dropped += imported.leftOut.map { DroppedTensor(file: folder, tensor: $0.tensor, reason: $0.reason) }
+                    adapters.append(imported.adapter)
+                    adapterJSON.append(try StrictJSON.encoding(imported.adapter))
+                    pending += imported.tensors
+                    pendingFiles += imported.tensors.map { _ in folder }
+                    identities.append((identity(from: [imported.adapter]), folder))
+                }
             case .gguf:
-                let (imported, identity) = try GGUFLoRA.importAdapter(path: source.path, name: source.name,
-                                                                      base: try baseFolder.map { try BaseModel(folder: $0) })
+                let (imported, identity) = try GGUFLoRA.importAdapter(path: source.path, name: source.name, base: model)
                 adapters.append(imported.adapter)
                 adapterJSON.append(try StrictJSON.encoding(imported.adapter))
                 pending += imported.tensors
                 pendingFiles += imported.tensors.map { _ in source.path }
-                inheritedBase = inheritedBase ?? identity
+                identities.append((identity, source.path))
             case .safetensors:
                 throw AdapterFormatError(file: source.path, problem: "is a plain safetensors checkpoint, not an adapter (import takes PEFT or AdapterHub folders and packs)")
             }
@@ -103,19 +117,18 @@ public enum PackImport {
             throw AdapterFormatError(file: output, problem: "two adapters are named \(adapter.name); give distinct names with --name")
         }
 
-        var base = inheritedBase ?? identity(from: adapters)
-        if let baseFolder {
-            let model = try BaseModel(folder: baseFolder)
+        try binding?.checkRemainingContent()
+        let combined = try BaseBinding.combine(identities, namesMayDiffer: model != nil)
+        var base = combined ?? BaseModelIdentity()
+        if let model {
             var shapes = Dictionary(pending.map { ($0.packName, $0.info.shape) }, uniquingKeysWith: { first, _ in first })
             for (reader, name, packName) in copied { shapes[packName] = reader.entry(named: name)?.shape }
             var targeted: [String] = []
             for adapter in adapters {
                 targeted += try model.check(adapter, shapes: { shapes[$0] }, file: output)
             }
-            var identity = model.identity
+            var identity = try model.identity(binding: targeted)
             identity.nameOrPath = base.nameOrPath
-            identity.fingerprint = model.fingerprint(of: targeted)
-            identity.contentHashes = try model.contentHashes(of: targeted)
             base = identity
         }
 
@@ -162,7 +175,20 @@ public enum PackImport {
         return Report(output: output, adapters: adapters.map(\.name), tensors: reader.tensors.count,
                       rawBytes: reader.tensors.reduce(0) { $0 + $1.rawBytes },
                       storedBytes: reader.fileSize, baseChecked: baseFolder != nil, nonFiniteTensors: nonFinite,
-                      droppedTensors: dropped)
+                      droppedTensors: dropped, leftOut: leftOut, warnings: binding?.report.warnings ?? [])
+    }
+
+    /// The adapter folders one source holds, each with its adapter's name (nil: the tool's
+    /// default): a PEFT save folder holds one per adapter it was saved with.
+    static func adapterFolders(_ source: Source, kind: AdapterSourceKind, leftOut: inout [String]) throws -> [(String, String?)] {
+        guard kind == .peft else { return [(source.path, source.name)] }
+        let saved = AdapterSourceFolder.peftSave(source.path)
+        leftOut += saved.leftOut.map { "\($0.folder): \($0.reason)" }
+        if !saved.root, let name = source.name {
+            throw AdapterFormatError(file: source.path, problem: "holds no adapter at its root for the name \(name): its adapters are in sub-folders (\(saved.subfolders.joined(separator: ", "))), named after them")
+        }
+        return (saved.root ? [(source.path, source.name)] : [])
+            + saved.subfolders.map { ((source.path as NSString).appendingPathComponent($0), $0) }
     }
 
     /// What the adapters' own configs say about their base.

@@ -80,7 +80,7 @@ public enum Stack {
                 sources.append(Source(reader: reader, adapter: adapter, weight: input.weight, label: "\(input.pack):\(adapter.name)"))
             }
         }
-        let base = try commonBase(documents, files: inputs.map(\.pack))
+        let base = try BaseBinding.combine(Array(zip(documents.map(\.base), inputs.map(\.pack))), namesMayDiffer: false)
         let kinds = Set(sources.map(\.adapter.kind))
         guard kinds.count == 1, let kind = kinds.first else {
             throw UsageError("cannot stack adapters of different kinds (\(kinds.map(\.rawValue).sorted().joined(separator: ", "))) into one; stack each kind separately, or import them into one pack to apply them together")
@@ -116,40 +116,6 @@ public enum Stack {
         try PackWriter.write(tensors, document: document, to: output, options: .init(level: options.level))
         return Report(output: output, adapter: options.name, kind: kind.rawValue, inputs: sources.map(\.label), modules: reports,
                       parameters: tensors.reduce(0) { $0 + $1.tensor.elementCount }, seconds: Date().timeIntervalSince(start))
-    }
-
-    /// The base the inputs share: architecture fields must agree where recorded, and so must the
-    /// content hash of every base tensor two inputs both recorded.
-    static func commonBase(_ documents: [PackDocument], files: [String]) throws -> BaseModelIdentity? {
-        var merged: BaseModelIdentity?
-        var mergedFile = ""
-        for (document, file) in zip(documents, files) {
-            guard let identity = document.base else { continue }
-            guard var current = merged else {
-                merged = identity
-                mergedFile = file
-                continue
-            }
-            let fields: [(String, AnyHashable?, AnyHashable?)] = [
-                ("model type", current.modelType, identity.modelType), ("hidden size", current.hiddenSize, identity.hiddenSize),
-                ("layers", current.numLayers, identity.numLayers), ("attention heads", current.numAttentionHeads, identity.numAttentionHeads),
-                ("vocabulary", current.vocabSize, identity.vocabSize),
-            ]
-            for (field, a, b) in fields {
-                if let a, let b, a != b {
-                    throw AdapterFormatError(file: file, problem: "was made for a different base than \(mergedFile) (\(field) \(b) vs \(a)); adapters of different bases cannot be stacked")
-                }
-            }
-            for (tensor, hash) in identity.contentHashes ?? [:] {
-                if let other = current.contentHashes?[tensor], other != hash {
-                    throw AdapterFormatError(file: file, problem: "was made for a different base than \(mergedFile) (base tensor \(tensor) differs); adapters of different bases cannot be stacked")
-                }
-            }
-            current.contentHashes = (current.contentHashes ?? [:]).merging(identity.contentHashes ?? [:]) { first, _ in first }
-            current.fingerprint = nil  // a fingerprint covers the tensors one adapter targets
-            merged = current
-        }
-        return merged
     }
 
     static func floats(_ source: Source, _ name: String) throws -> [Float] {

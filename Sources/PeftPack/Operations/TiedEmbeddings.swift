@@ -70,6 +70,8 @@ enum TiedMerge {
                                                 owners: owners, selected: selected))
             }
             let result = HostTensor(correctlyRounding: values, shape: embeddingInfo.shape, dtype: outType)
+            try FiniteValues.checkMerged(TensorInfo(name: tie.embedding, dtype: outType, shape: embeddingInfo.shape),
+                                         madeNonFinite: FiniteValues.newlyNonFinite(result, base: original).total)
             let (changed, lost, largest) = Merge.roundingLoss(values: values, original: original, merged: result, baseline: baseline)
             return Tensor(result: result, changed: changed, lost: lost, largest: largest, adapters: adapters)
         }

@@ -48,6 +48,7 @@ public enum Verify {
         public var passed: Bool
         public var atol: Double
         public var rtol: Double
+        public var baseCheck: BaseBinding.Report
     }
 
     public enum Target {
@@ -74,8 +75,12 @@ public enum Verify {
     /// input. Given: exactly that tolerance (the bound is still measured and reported).
     public static func run(pack: String, base: String, adapterNames: [String], targets: [Target],
                            inputShape: (batch: Int, tokens: Int), seed: UInt64, tolerance given: Tolerance? = nil,
-                           isLogits: Bool? = nil) throws -> Report {
+                           isLogits: Bool? = nil, baseCheck: BaseCheckLevel = .content) throws -> Report {
         let tolerance = given ?? .fp32
+        let binding = BaseBinding(base: try BaseModel(folder: base), level: baseCheck)
+        try bind(pack: pack, names: adapterNames, to: binding)
+        for case .pack(let other) in targets { try bind(pack: other, names: [], to: binding) }
+        try binding.checkRemainingContent()
         let (model, _) = try loadModel(base)
         let (adapters, names) = try adapterSet(pack: pack, names: adapterNames, model: model)
         var comparisons: [Comparison] = []
@@ -135,7 +140,17 @@ public enum Verify {
             }
         }
         return Report(pack: pack, base: base, adapters: names, inputShape: shownShape, comparisons: comparisons,
-                      passed: comparisons.allSatisfy(\.passed), atol: tolerance.absolute, rtol: tolerance.relative)
+                      passed: comparisons.allSatisfy(\.passed), atol: tolerance.absolute, rtol: tolerance.relative,
+                      baseCheck: binding.report)
+    }
+
+    /// Checks the base against what the pack recorded for the adapters `names` choose.
+    static func bind(pack: String, names: [String], to binding: BaseBinding) throws {
+        let reader = try PackReader(path: pack)
+        let document = try reader.adapterDocument()
+        let chosen = try names.isEmpty ? document.adapters : names.map { try PackExport.chooseAdapter(document, name: $0, file: pack) }
+        let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
+        try binding.add(document.base, targets: chosen.flatMap(binding.base.targets), all: document.adapters, shapes: { shapes[$0] }, file: pack)
     }
 
     static func defaultKey(_ file: SafetensorsFile) throws -> String {

@@ -9,8 +9,13 @@ struct ImportCommand: ParsableCommand {
         discussion: """
             Each SRC is a PEFT adapter folder (adapter_config.json + adapter_model.safetensors or \
             adapter_model.bin), an AdapterHub adapter folder (adapter_config.json + adapter.safetensors \
-            or pytorch_adapter.bin), or an existing pack. Pickled .bin files are read without executing \
-            anything: only tensor rebuilds are accepted.
+            or pytorch_adapter.bin), or an existing pack. A PEFT folder saved from a model with several \
+            adapters (save_pretrained after add_adapter) holds "default" at its root and the others in \
+            sub-folders named after them: every one is imported, named by its folder (the root's by \
+            --name, default "default"); sub-folders that are not such adapters (Trainer checkpoints) are \
+            left out with a note. Adapters made for different bases cannot share a pack.
+
+            Pickled .bin files are read without executing anything: only tensor rebuilds are accepted.
 
             A PEFT adapter is read as PEFT 0.21 loads it: target_modules (a list of names or \
             .-suffixes, a regex string, or "all-linear"), exclude_modules, layers_to_transform / \
@@ -78,6 +83,15 @@ struct ImportCommand: ParsableCommand {
                                             dropUnloaded: dropUnloaded, force: overwrite.force) { progress.update(done: $0, total: $1) }
             } catch let error as NonFiniteError where error.kind == .inputTensor {
                 throw UsageError(error.description + "; nothing was written (pass --allow-nonfinite to keep such tensors)")
+            } catch let mismatch as BaseMismatchError {
+                switch (mismatch.kind, base) {
+                case (.differentBases, nil):
+                    throw UsageError("\(mismatch.description); if they share one base, give it with --base to check them against it")
+                case (.differentBases, _):
+                    throw mismatch
+                default:
+                    throw UsageError("\(mismatch.description); import it without --base to keep the base it was made for")
+                }
             }
             progress.finish()
             for tensor in report.nonFiniteTensors {
@@ -86,6 +100,8 @@ struct ImportCommand: ParsableCommand {
             for item in report.droppedTensors where !outputOptions.json {
                 printWarning("\(item.file): left out tensor \(item.tensor): PEFT would not load it: \(item.reason)")
             }
+            for folder in report.leftOut { printWarning("left out \(folder)") }
+            for warning in report.warnings { printWarning(warning) }
             if outputOptions.json {
                 try printJSON(report)
             } else {

@@ -21,8 +21,17 @@ struct MergeCommand: ParsableCommand {
             keep writes one shared tensor, as PEFT's merge does for LoRA, warns, and reports how far \
             head and embedding are from the adapter's (check the logits with verify --merged).
 
+            The base must be the one the pack was made for: where the pack recorded them (import or \
+            extract with --base), the dtype, shape and content hash (XXH3-64) of every base tensor the \
+            chosen adapters target are compared, content as merge reads each tensor. A tensor with other \
+            content or another shape is refused, naming it; one stored in another dtype is a warning \
+            (its content cannot be compared then). --trust-base compares names, dtypes and shapes only; \
+            --skip-base-check turns every difference into a warning. --force no longer skips this check: \
+            it only replaces an existing output.
+
             A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
-            restores the base to within one rounding step.
+            (--trust-base, as its content is no longer the base's) restores the base to within one \
+            rounding step.
 
             Weights must be finite numbers. A merged tensor that would hold NaN or ±Inf where the base \
             element is finite (an adapter value is NaN/Inf, or W + ΔW overflows the output dtype, such \
@@ -31,6 +40,7 @@ struct MergeCommand: ParsableCommand {
             Examples:
               peftpack merge --base llama/ lora.peftpack -o llama-merged/
               peftpack merge --base llama/ a.peftpack b.peftpack:task --weight 0.7 --weight 0.3 -o mix/ --dtype fp32
+              peftpack merge --base llama-merged/ lora.peftpack --weight -1 --trust-base -o llama-restored/
             """)
 
     @Option(help: "Base model folder (config.json + safetensors, single or sharded).")
@@ -51,7 +61,7 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .customLong("max-shard-size"), help: "Reshard the output (e.g. 500MB, 2GB); default: the base's shards.")
     var maxShardSize: String?
 
-    @Flag(help: "Replace an existing output folder, and merge even when the pack's base fingerprint differs.")
+    @Flag(help: "Replace an existing output folder (it no longer skips the base check: see --skip-base-check).")
     var force = false
 
     @Flag(name: .customLong("skip-unmergeable"), help: "Leave out bottleneck, prefix and prompt adapters instead of refusing (refused if nothing is left to merge).")
@@ -59,6 +69,7 @@ struct MergeCommand: ParsableCommand {
 
     @Option(name: .customLong("tied-embeddings"), help: "On a tied base: untie (write lm_head, keep the adapter's function; default) or keep (one shared tensor, at a reported cost).")
     var tiedEmbeddings: TiedEmbeddingsPolicy = .untie
+    @OptionGroup var baseCheck: BaseCheckOptions
 
     @OptionGroup var outputOptions: OutputOptions
 
@@ -80,10 +91,14 @@ struct MergeCommand: ParsableCommand {
             try checkFiniteWeights(weights)
             let inputs = MergeInput.parse(packs, weights: weights)
             let options = Merge.Options(dtype: dtype == "auto" ? nil : DType(userName: dtype), maxShardSize: maxShardSize.flatMap(FileSize.parse),
-                                        force: force, skipUnmergeable: skipUnmergeable, tiedEmbeddings: tiedEmbeddings)
+                                        force: force, skipUnmergeable: skipUnmergeable, tiedEmbeddings: tiedEmbeddings,
+                                        baseCheck: baseCheck.level)
             let progress = ProgressLine(label: "merge", enabled: !outputOptions.quiet)
-            let report = try Merge.run(base: base, inputs: inputs, output: output, options: options) { progress.update(done: $0, total: $1) }
+            let report = try baseCheck.hinting {
+                try Merge.run(base: base, inputs: inputs, output: output, options: options) { progress.update(done: $0, total: $1) }
+            }
             progress.finish()
+            baseCheck.printWarnings(report.baseCheck)
             for adapter in report.adapters where adapter.lostShare > 0.25 {
                 printWarning("\(Int(adapter.lostShare * 100))% of the elements adapter \(adapter.adapter) changed rounded back to the base value in the output dtype; merge with --dtype fp32 to keep them")
             }

@@ -25,6 +25,10 @@ struct VerifyCommand: ParsableCommand {
             classifier on the pooler output, a decoder's score at each sequence's last token that is \
             not pad_token_id, as transformers computes them.
 
+            The base is checked against what the pack recorded of the base it was made for, as merge \
+            checks it (see peftpack help merge): --trust-base compares names, dtypes and shapes only, \
+            --skip-base-check turns differences into warnings.
+
             Exit codes: 0 every comparison passed, 1 a numerical mismatch, 2 usage or input error.
 
             Examples:
@@ -65,6 +69,8 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "Tolerance relative to the expected output's largest magnitude (default 1e-4).")
     var rtol: Double?
 
+    @OptionGroup var baseCheck: BaseCheckOptions
+
     @OptionGroup var outputOptions: OutputOptions
 
     func validate() throws {
@@ -100,8 +106,11 @@ struct VerifyCommand: ParsableCommand {
             if let reference { targets.append(.reference(path: reference, key: key)) }
             if let merged { targets.append(.merged(folder: merged)) }
             if let against { targets.append(.pack(path: against)) }
-            let report = try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: parsedShape!,
-                                        seed: seed, tolerance: explicitTolerance)
+            let report = try baseCheck.hinting {
+                try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: parsedShape!,
+                               seed: seed, tolerance: explicitTolerance, baseCheck: baseCheck.level)
+            }
+            baseCheck.printWarnings(report.baseCheck)
             passed = report.passed
             if outputOptions.json {
                 try printJSON(report)

@@ -274,6 +274,27 @@ case(existing_output("under_file_merge_sharded"), ["merge", "--base", LLAMA, "{i
 case(existing_output("under_file_export"), ["export", "{input}/lora.peftpack", "-o", "{input}/existing.peftpack/exported"], NOT_A_FOLDER)
 case(existing_output("under_file_export_gguf"), ["export", "{input}/lora.peftpack", "-o", "{input}/existing.peftpack/out.gguf"], NOT_A_FOLDER)
 lora_pack.unlink()
+# Packs with several adapters, and the base bound by content: a pack bound to llama-tiny given
+# another checkpoint of it; PEFT save folders with a broken sub-folder adapter or none at the root;
+# adapters of two bases in one pack.
+bound = CORPUS / "_bound.peftpack"
+subprocess.run([binary, "import", str(DATA / "cases" / "llama_lora" / "adapter"), "-o", str(bound), "--base", str(DATA / "models" / "llama-tiny")],
+               check=True, capture_output=True)
+bound_pack = bound.read_bytes()
+bound.unlink()
+OTHER_BASE = "{fixtures}/base_binding/llama-tiny-partial-ft"
+case(write("bound_merge_other_checkpoint.peftpack", bound_pack), ["merge", "--base", OTHER_BASE, "{input}", "-o", "{output}"], "holds other values")
+case(write("bound_verify_other_checkpoint.peftpack", bound_pack), ["verify", "{input}", "--base", OTHER_BASE, "--merged", OTHER_BASE], "holds other values")
+case(write("bound_import_rebound.peftpack", bound_pack), IMPORT + ["--base", OTHER_BASE], "import it without --base")
+case(write("bound_merge_force_is_not_a_skip.peftpack", bound_pack), ["merge", "--base", OTHER_BASE, "{input}", "-o", "{output}", "--force"], "--skip-base-check")
+save = peft_folder("peft_save_broken_subfolder")
+peft_folder("peft_save_broken_subfolder/second", weights=False)
+case(save, IMPORT, "peft_save_broken_subfolder/second: has no adapter_model.safetensors")
+(CORPUS / "peft_save_no_root").mkdir()
+peft_folder("peft_save_no_root/second")
+case("peft_save_no_root", IMPORT + ["--name", "task"], "holds no adapter at its root")
+case(peft_folder("peft_with_other_base"), ["import", "{input}", "{fixtures}/cases/gpt2_lora_fan_in_fan_out/adapter", "--name", "a", "--name", "b", "-o", "{output}"],
+     "adapters of different bases cannot share a pack")
 
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {
