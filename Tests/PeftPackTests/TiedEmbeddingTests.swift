@@ -96,6 +96,30 @@ import Testing
         #expect(comparison.passed, "\(caseName): max abs \(comparison.maxAbsError)")
     }
 
+    /// verify --merged against a bf16 merge of a tied base: the rounding bound is taken from the
+    /// correct (untied) merge, so the untied merge passes at the default tolerance and the kept tie,
+    /// whose head moved with the embedding (PEFT's merge: more than 1 logit from the adapter's
+    /// output on the reference), fails. A bound taken from a merge that keeps the tie would be as
+    /// wide as that change and pass it.
+    @Test(arguments: loraOnOneSide)
+    func mergedToleranceOnATiedBaseComesFromTheUntiedMerge(caseName: String) throws {
+        #expect(try Self.outputGap(caseName, "output_peft_merged", "output_adapter") > 1)
+        let pack = try Self.pack(caseName)
+        func verify(_ policy: TiedEmbeddingsPolicy) throws -> Verify.Comparison {
+            let output = Fixtures.temporaryDirectory() + "/merged"
+            _ = try Merge.run(base: try Self.base(caseName), inputs: [MergeInput(pack: pack, adapter: nil, weight: 1)], output: output,
+                              options: .init(dtype: .bf16, tiedEmbeddings: policy))
+            let report = try Verify.run(pack: pack, base: try Self.base(caseName), adapterNames: [], targets: [.merged(folder: output)],
+                                        inputShape: (2, 16), seed: 1)
+            return try #require(report.comparisons.first)
+        }
+        let untied = try verify(.untie)
+        #expect(untied.passed, "\(caseName): untied bf16 merge max abs \(untied.maxAbsError), allowed \(untied.allowedAbsError)")
+        let kept = try verify(.keep)
+        #expect(!kept.passed, "\(caseName): kept tie max abs \(kept.maxAbsError) passed within \(kept.allowedAbsError)")
+        #expect((kept.rounding?.ratio ?? 0) > MergedTolerance.multiple)
+    }
+
     /// With ensure_weight_tying PEFT saves the same change for head and embedding: the tie is
     /// kept at no cost under either policy, and the merge computes the adapter (PEFT's own merge
     /// adds the change to the shared weight twice: 8 logits off).

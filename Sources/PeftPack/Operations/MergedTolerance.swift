@@ -45,10 +45,21 @@ enum MergedTolerance {
         let adapters = document.adapters.filter { adapterNames.contains($0.name) }
         guard !adapters.isEmpty, adapters.allSatisfy({ MergePlanner.mergeableKinds.contains($0.kind) }) else { return nil }
         let selected = adapters.map { (adapter: $0, weight: 1.0) }
-        let (changes, _) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: false, file: { _ in pack })
-        let weights = RoundedMergeWeights(base: base.checkpoint, changes: changes, reader: reader, selected: selected,
-                                          dtype: { merged.info($0)?.dtype ?? narrowDType(of: merged) })
-        let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: baseFolder).appendingPathComponent("config.json"))
+        var (changes, _) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: false, file: { _ in pack })
+        let dtype: (String) -> DType? = { merged.info($0)?.dtype ?? narrowDType(of: merged) }
+        var config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: baseFolder).appendingPathComponent("config.json"))
+        // On a tied base the correct merge is the untied one, whatever the merged model did:
+        // keeping the tie moves the other side too, and a bound taken from that would hide it.
+        var tiedOutputs: [String: HostTensor] = [:]
+        if let tie = base.tie, let embedding = base.checkpoint.info(tie.embedding),
+           let tied = try TiedMerge.plan(changes: changes, base: base, policy: .untie, outputType: dtype(tie.embedding) ?? embedding.dtype,
+                                         readers: [reader], owners: selected.map { _ in 0 }, selected: selected) {
+            changes = tied.changes
+            tiedOutputs = tied.outputs.mapValues(\.result)
+            if tied.untie { config.tieWordEmbeddings = false }
+        }
+        let weights = RoundedMergeWeights(base: base.checkpoint, changes: changes, computed: tiedOutputs, reader: reader,
+                                          selected: selected, dtype: dtype)
         return try TransformerModel.load(config: config, weights: weights)
     }
 }
@@ -59,13 +70,16 @@ enum MergedTolerance {
 private struct RoundedMergeWeights: WeightProvider {
     let base: Checkpoint
     let changes: [String: TensorChange]
+    /// Tensors computed whole beforehand: a tied base's head and embedding.
+    let computed: [String: HostTensor]
     let reader: PackReader
     let selected: [(adapter: Adapter, weight: Double)]
     let dtype: (String) -> DType?
 
-    var names: [String] { base.names }
+    var names: [String] { base.names + computed.keys.filter { base.info($0) == nil }.sorted() }
 
     func tensor(_ name: String) throws -> HostTensor? {
+        if let value = computed[name] { return value }
         guard let stored = base.info(name) else { return nil }
         let target = stored.dtype.isFloatingPoint ? dtype(name) ?? stored.dtype : stored.dtype
         let change = changes[name]
