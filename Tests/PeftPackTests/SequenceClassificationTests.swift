@@ -21,13 +21,8 @@ import Testing
     func baseAloneReproducesTransformers(caseName: String) throws {
         let (model, _) = try Verify.loadModel(ConfigFixtures.baseFolder(of: caseName))
         #expect(model.unusedWeights.isEmpty)
-        let reference = try SafetensorsFile(path: ConfigFixtures.reference(caseName))
-        let ids = try reference.tensor("input_ids")
-        let flat = ids.bytes.withUnsafeBytes { raw in (0..<ids.elementCount).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) } }
-        let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
-        let expected = try reference.tensor("output_base")
-        let comparison = try Verify.compare(try model.forward(inputIds: rows), FloatTensor(shape: expected.shape, values: expected.floats()),
-                                            label: caseName, logits: true, tolerance: ConfigFixtures.tolerance)
+        let comparison = try ReferenceFile(path: ConfigFixtures.reference(caseName))
+            .compare(model, with: "output_base", label: caseName, tolerance: ConfigFixtures.tolerance)
         #expect(comparison.passed, "max rel \(comparison.maxRelError)")
     }
 
@@ -40,13 +35,8 @@ import Testing
         adapter.modules.removeAll { $0.mode != nil }
         let (model, _) = try Verify.loadModel(ConfigFixtures.baseFolder(of: caseName))
         let adapters = try AdapterSet(adapters: [adapter], model: model, tensor: reader.readTensor)
-        let reference = try SafetensorsFile(path: ConfigFixtures.reference(caseName))
-        let ids = try reference.tensor("input_ids")
-        let flat = ids.bytes.withUnsafeBytes { raw in (0..<ids.elementCount).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) } }
-        let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
-        let expected = try reference.tensor("output_adapter")
-        let comparison = try Verify.compare(try model.forward(inputIds: rows, adapters: adapters), FloatTensor(shape: expected.shape, values: expected.floats()),
-                                            label: caseName, logits: true, tolerance: ConfigFixtures.tolerance)
+        let comparison = try ReferenceFile(path: ConfigFixtures.reference(caseName))
+            .compare(model, adapters: adapters, with: "output_adapter", label: caseName, tolerance: ConfigFixtures.tolerance)
         print("\(caseName) without its head: max abs \(comparison.maxAbsError)")
         #expect(comparison.maxRelError > 1e-3)
     }

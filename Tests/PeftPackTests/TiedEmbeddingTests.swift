@@ -37,14 +37,8 @@ import Testing
 
     /// A model folder's logits on the reference ids, compared with one of the reference's outputs.
     static func compare(model folder: String, with key: String, of caseName: String) throws -> Verify.Comparison {
-        let file = try SafetensorsFile(path: reference(caseName))
-        let ids = try file.tensor("input_ids")
-        let flat = ids.bytes.withUnsafeBytes { Array($0.bindMemory(to: Int64.self)).map(Int.init) }
-        let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
         let (model, _) = try Verify.loadModel(folder)
-        let expected = try file.tensor(key)
-        return try Verify.compare(try model.forward(inputIds: rows), FloatTensor(shape: expected.shape, values: expected.floats()),
-                                  label: key, logits: true, tolerance: tolerance)
+        return try ReferenceFile(path: reference(caseName)).compare(model, with: key, label: key, tolerance: tolerance)
     }
 
     static func outputGap(_ caseName: String, _ a: String, _ b: String) throws -> Double {

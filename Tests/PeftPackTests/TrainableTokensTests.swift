@@ -44,14 +44,8 @@ import Testing
         adapter.modules.removeAll { $0.mode == .rows }
         let (model, _) = try Verify.loadModel(ConfigFixtures.baseFolder(of: caseName))
         let adapters = try AdapterSet(adapters: [adapter], model: model, tensor: reader.readTensor)
-        let reference = try SafetensorsFile(path: ConfigFixtures.reference(caseName))
-        let ids = try reference.tensor("input_ids")
-        let flat = ids.bytes.withUnsafeBytes { raw in (0..<ids.elementCount).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) } }
-        let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
-        let output = try model.forward(inputIds: rows, adapters: adapters)
-        let expected = try reference.tensor("output_adapter")
-        let comparison = try Verify.compare(output, FloatTensor(shape: expected.shape, values: expected.floats()), label: caseName,
-                                            logits: true, tolerance: ConfigFixtures.tolerance)
+        let comparison = try ReferenceFile(path: ConfigFixtures.reference(caseName))
+            .compare(model, adapters: adapters, with: "output_adapter", label: caseName, tolerance: ConfigFixtures.tolerance)
         print("\(caseName) without its rows: max abs \(comparison.maxAbsError)")
         #expect(comparison.maxRelError > 1e-3)
     }
@@ -80,13 +74,8 @@ import Testing
                                     inputShape: (2, 16), seed: 3, tolerance: ConfigFixtures.tolerance)
         #expect(report.passed, "max rel \(report.comparisons[0].maxRelError)")
         let (merged, _) = try Verify.loadModel(output)
-        let reference = try SafetensorsFile(path: ConfigFixtures.reference(caseName))
-        let ids = try reference.tensor("input_ids")
-        let flat = ids.bytes.withUnsafeBytes { raw in (0..<ids.elementCount).map { Int(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) } }
-        let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
-        let expected = try reference.tensor("output_adapter")
-        let comparison = try Verify.compare(try merged.forward(inputIds: rows), FloatTensor(shape: expected.shape, values: expected.floats()),
-                                            label: caseName, logits: true, tolerance: ConfigFixtures.tolerance)
+        let comparison = try ReferenceFile(path: ConfigFixtures.reference(caseName))
+            .compare(merged, with: "output_adapter", label: caseName, tolerance: ConfigFixtures.tolerance)
         #expect(comparison.passed, "max rel \(comparison.maxRelError)")
     }
 
