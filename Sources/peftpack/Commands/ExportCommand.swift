@@ -30,10 +30,10 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The folder (or .gguf file) to write (must not exist unless --force).")
     var output: String
 
-    @Option(help: "peft, adapterhub or gguf (default: gguf for a .gguf output, else the adapter's own tool).")
+    @Option(help: "Output format (default: gguf for a .gguf output, else the adapter's own tool).")
     var format: PackExport.Format?
 
-    @Option(help: "GGUF tensor type: f32 (default), f16, bf16 or q8_0.")
+    @Option(help: "GGUF tensor type.")
     var dtype: GGUFTensorType = .f32
 
     @Option(help: "Which adapter, when the pack holds several.")

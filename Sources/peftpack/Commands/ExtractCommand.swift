@@ -62,10 +62,10 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: "Leave out tensors matching these shell patterns (repeatable).")
     var exclude: [String] = []
 
-    @Option(help: "Embeddings and output head: lora, full (default) or skip.")
+    @Option(help: "How to store embeddings and the output head: as LoRA factors, whole, or not at all.")
     var embeddings: Extract.EmbeddingPolicy = .full
 
-    @Option(help: "1-D and other non-linear tensors: full (default), delta or skip.")
+    @Option(help: "How to store 1-D and other non-linear tensors: whole, as a dense delta, or not at all.")
     var other: Extract.OtherPolicy = .full
 
     @Flag(help: "Full SVD (sgesdd) instead of the randomized one.")

@@ -55,7 +55,7 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
     var weights: [Double] = []
 
-    @Option(help: "Output dtype: bf16, fp16, fp32 or auto (the base's, default).")
+    @Option(help: "Output dtype (auto: the base's).")
     var dtype: MergeOutputDType = .auto
 
     @Option(name: .customLong("max-shard-size"), help: "Reshard the output (e.g. 500MB, 2GB); default: the base's shards.", transform: OptionValue.byteSize)
@@ -67,7 +67,7 @@ struct MergeCommand: ParsableCommand {
     @Flag(name: .customLong("skip-unmergeable"), help: "Leave out bottleneck, prefix and prompt adapters instead of refusing (refused if nothing is left to merge).")
     var skipUnmergeable = false
 
-    @Option(name: .customLong("tied-embeddings"), help: "On a tied base: untie (write lm_head, keep the adapter's function; default) or keep (one shared tensor, at a reported cost).")
+    @Option(name: .customLong("tied-embeddings"), help: "On a tied base: untie (write lm_head, keep the adapter's function) or keep (one shared tensor, at a reported cost).")
     var tiedEmbeddings: TiedEmbeddingsPolicy = .untie
     @OptionGroup var baseCheck: BaseCheckOptions
 
