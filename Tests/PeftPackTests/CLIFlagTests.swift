@@ -108,6 +108,17 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: folder + "/no-key.peftpack"))
     }
 
+    /// Every usage error is one line, exit 2, as README's exit-code table says (the parser's own
+    /// errors printed the usage text after it).
+    @Test(arguments: [["merge"], ["merge", "--base", "b", "p.peftpack", "-o", "out", "--frobnicate"],
+                      ["extract", "--base", "b", "--finetuned", "f", "-o", "o.peftpack", "--embeddings", "sometimes"],
+                      ["verify", "p.peftpack", "--base", "b"]])
+    func usageErrorsAreOneLine(arguments: [String]) throws {
+        let result = try CLI.run(arguments)
+        #expect(result.status == 2)
+        #expect(result.stderr.hasPrefix("peftpack: error: ") && result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+    }
+
     /// A budget too large for an Int used to crash extract (Double → Int trap); it is a usage error.
     @Test func anOverflowingBudgetIsAUsageError() throws {
         let output = Fixtures.temporaryDirectory() + "/out.peftpack"

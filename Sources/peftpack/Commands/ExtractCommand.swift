@@ -113,8 +113,9 @@ struct ExtractCommand: ParsableCommand {
                                           exact: exact, oversample: oversample, powerIterations: powerIterations, seed: seed, name: name)
             options.force = overwrite.force
             let progress = ProgressLine(label: "extract", enabled: !outputOptions.quiet)
-            let report = try Extract.run(base: base, finetuned: finetuned, output: output, options: options) { progress.update(done: $0, total: $1) }
+            var report = try Extract.run(base: base, finetuned: finetuned, output: output, options: options) { progress.update(done: $0, total: $1) }
             progress.finish()
+            report.fullTensors = report.fullTensors.map(\.withFlagHint)
             if outputOptions.json {
                 try printJSON(report)
                 return
@@ -125,7 +126,7 @@ struct ExtractCommand: ParsableCommand {
             for module in report.modules {
                 print("  \(module.tensor) \(Shape.describe(module.shape)): rank \(module.rank), energy kept \(String(format: "%.4f", module.energyKept)), relative error \(String(format: "%.4f", module.relativeError)) (\(module.method))")
             }
-            for full in report.fullTensors { print("  \(full.tensor): stored whole (\(full.mode)): \(full.reason)\(full.hint.map { " (\($0))" } ?? "")") }
+            for full in report.fullTensors { print("  \(full.tensor): stored whole (\(full.mode)): \(full.reason)") }
             if !report.skipped.isEmpty { print("  skipped: \(report.skipped.count) changed tensors (excluded, skip policy, or rank 0 under the budget)") }
         }
     }

@@ -42,7 +42,11 @@ enum FlagHints {
     }
 }
 
-/// The hint for a stored-whole embedding in extract's report.
 extension Extract.FullTensorReport {
-    var hint: String? { factorable ? "use --embeddings lora to factor it" : nil }
+    /// The reason as the CLI reports it (text and --json): a tensor that could be factored names the flag that does it.
+    var withFlagHint: Self {
+        var hinted = self
+        if factorable { hinted.reason += " (use --embeddings lora to factor it)" }
+        return hinted
+    }
 }
