@@ -1,8 +1,8 @@
 import PeftPack
 
 /// The library states what is wrong; this is where a refusal that another request would resolve
-/// gets the flags that make that request. One table, so a flag renamed here is renamed in every
-/// message.
+/// gets the flags that make that request, in one table for every command. Hints that depend on
+/// which flags a command was given stay with it (the base check's, import's --base).
 enum FlagHints {
     /// The way out of `error`, as flags, or nil when no flag helps.
     static func hint(for error: Error) -> String? {

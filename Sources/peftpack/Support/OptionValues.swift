@@ -12,7 +12,7 @@ struct OptionValueError: Error, CustomStringConvertible {
 
 /// merge --dtype: the base's own dtype, or one the merge can round to. DType's user names
 /// (fp16, float16, half, …) are accepted as before; help lists the canonical ones.
-enum MergeOutputDType: ExpressibleByArgument, Equatable {
+enum MergeOutputDType: ExpressibleByArgument {
     case auto
     case dtype(DType)
 
@@ -98,13 +98,13 @@ enum OptionValue {
 }
 
 /// verify --input-ids.
-struct InputShape: Equatable {
+struct InputShape {
     var batch: Int
     var tokens: Int
 }
 
 /// import --metadata.
-struct MetadataEntry: Equatable {
+struct MetadataEntry {
     var key: String
     var value: String
 }
