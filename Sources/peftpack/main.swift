@@ -22,8 +22,9 @@ struct PeftPackCommand: ParsableCommand {
 BLAS.stopThreadPool()
 InterruptCleanup.install()
 
-/// ArgumentParser reports usage errors with EX_USAGE (64); peftpack's contract is 2 for every
-/// usage or input error, so map it here and leave help, version and our own codes untouched.
+/// ArgumentParser reports usage errors with EX_USAGE (64) and the usage text; peftpack's contract
+/// is exit 2 and one line on stderr for every usage or input error (the option values the commands
+/// check in `validate()` included), so map it here and leave help, version and our own codes untouched.
 if let message = HelpRequest.unknownTopicMessage(Array(CommandLine.arguments.dropFirst()), root: PeftPackCommand.self) {
     printError(message)
     exit(2)
@@ -34,7 +35,7 @@ do {
 } catch {
     let code = PeftPackCommand.exitCode(for: error)
     if code == .validationFailure {
-        FileHandle.standardError.write(Data((PeftPackCommand.fullMessage(for: error) + "\n").utf8))
+        printError(PeftPackCommand.message(for: error))
         exit(2)
     }
     PeftPackCommand.exit(withError: error)

@@ -23,7 +23,7 @@ import Testing
         (["--finetuned", "llama-tiny-ft", "--rank", "0"], "--rank must be at least 1"),
         (["--finetuned", "llama-tiny-ft", "--energy", "1.5"], "--energy must be in (0, 1]"),
         (["--finetuned", "llama-tiny-ft", "--rank", "4", "--energy", "0.5"], "at most one of"),
-        (["--finetuned", "llama-tiny-ft", "--budget", "lots"], "--budget must be"),
+        (["--finetuned", "llama-tiny-ft", "--budget", "lots"], "is invalid for '--budget <budget>': not a parameter count"),
     ])
     func extractRefusesBadInput(arguments: [String], message: String) throws {
         let output = Fixtures.temporaryDirectory() + "/out.peftpack"

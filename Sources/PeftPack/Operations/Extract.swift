@@ -71,6 +71,21 @@ public enum Extract {
         public var tensor: String
         public var mode: String
         public var reason: String
+        /// An embedding or output head kept whole by the embeddings policy, which could be factored
+        /// instead (not in the JSON: `reason` says it).
+        public var factorable: Bool
+
+        enum CodingKeys: String, CodingKey { case tensor, mode, reason }
+    }
+
+    /// A parameter budget that the tensors stored whole already exceed.
+    public struct BudgetTooSmallError: UserFacingError {
+        public var budget: Int
+        public var wholeParameters: Int
+
+        public var description: String {
+            "a budget of \(budget) parameters is smaller than the \(wholeParameters) parameters of the tensors stored whole (embeddings, norms, biases)"
+        }
     }
 
     public struct Report: Encodable {
@@ -116,7 +131,7 @@ public enum Extract {
         let changedNames = try changedTensors(base: base.checkpoint, finetuned: finetuned, baseFolder: baseFolder, finetunedFolder: finetunedFolder)
         let conv1d = base.identity.modelType == "gpt2"
         var skipped: [String] = []
-        var fullTensors: [(name: String, mode: FullTensorMode, reason: String)] = []
+        var fullTensors: [(name: String, mode: FullTensorMode, reason: String, factorable: Bool)] = []
         var lowRankNames: [(name: String, layout: WeightLayout)] = []
         for name in changedNames {
             guard selected(name, options: options) else {
@@ -130,13 +145,13 @@ public enum Extract {
                 lowRankNames.append((name, layout))
             } else if embedding && info.shape.count == 2 {
                 if options.embeddings == .skip { skipped.append(name) } else {
-                    fullTensors.append((name, .replace, "embedding/output head: low rank would lose most of it (use --embeddings lora to factor it)"))
+                    fullTensors.append((name, .replace, "embedding/output head: low rank would lose most of it", true))
                 }
             } else {
                 switch options.other {
                 case .skip: skipped.append(name)
-                case .full: fullTensors.append((name, .replace, info.shape.count == 2 ? "not a linear weight" : "\(info.shape.count)-D tensor (norm or bias): stored whole"))
-                case .delta: fullTensors.append((name, .delta, info.shape.count == 2 ? "not a linear weight" : "\(info.shape.count)-D tensor (norm or bias): stored as a dense delta"))
+                case .full: fullTensors.append((name, .replace, info.shape.count == 2 ? "not a linear weight" : "\(info.shape.count)-D tensor (norm or bias): stored whole", false))
+                case .delta: fullTensors.append((name, .delta, info.shape.count == 2 ? "not a linear weight" : "\(info.shape.count)-D tensor (norm or bias): stored as a dense delta", false))
                 }
             }
         }
@@ -150,7 +165,7 @@ public enum Extract {
             let fullParameters = fullTensors.reduce(0) { $0 + (base.checkpoint.info($1.name)!.elementCount ?? 0) }
             lowRankBudget = budget - fullParameters
             guard lowRankBudget >= 0 else {
-                throw UsageError("--budget of \(budget) parameters is smaller than the \(fullParameters) parameters of the tensors stored whole (embeddings, norms, biases); raise it or pass --embeddings skip / --other skip")
+                throw BudgetTooSmallError(budget: budget, wholeParameters: fullParameters)
             }
             passes = budgetPasses(lowRankNames.map { base.checkpoint.info($0.name)!.shape }, options: options)
         }
@@ -246,7 +261,7 @@ public enum Extract {
                 if let tie = tiedHead, entry.name == tie.embedding {
                     // The same stored tensor, so the head follows the embedding as the fine-tune's does.
                     modules.append(AdapterModule(target: tie.head, mode: entry.mode, tensors: [TensorRole.fullValue: name]))
-                    fullTensors.append((tie.head, entry.mode, "tied to \(tie.embedding) in the base and the fine-tune: the head is the fine-tuned embedding"))
+                    fullTensors.append((tie.head, entry.mode, "tied to \(tie.embedding) in the base and the fine-tune: the head is the fine-tuned embedding", false))
                 }
             }
             guard !modules.isEmpty else {
@@ -264,7 +279,7 @@ public enum Extract {
         }
         let deltaBytes = changedNames.reduce(0) { $0 + (finetuned.info($1)?.byteCount ?? 0) }
         return Report(output: output, adapter: options.name, modules: moduleReports,
-                      fullTensors: fullTensors.map { FullTensorReport(tensor: $0.name, mode: $0.mode.rawValue, reason: $0.reason) },
+                      fullTensors: fullTensors.map { FullTensorReport(tensor: $0.name, mode: $0.mode.rawValue, reason: $0.reason, factorable: $0.factorable) },
                       skipped: skipped, unchanged: base.checkpoint.names.count - changedNames.count, parameters: parameters,
                       packBytes: try PackReader(path: output).fileSize, deltaBytes: deltaBytes, seconds: Date().timeIntervalSince(start))
     }
@@ -378,15 +393,15 @@ public enum Extract {
 
     static func validate(_ options: Options) throws {
         switch options.rule {
-        case .fixed(let rank) where rank <= 0: throw UsageError("--rank must be at least 1 (got \(rank))")
-        case .energy(let share) where !(share > 0 && share <= 1): throw UsageError("--energy must be in (0, 1] (got \(share))")
-        case .maxError(let error) where !(error >= 0 && error < 1): throw UsageError("--max-error must be in [0, 1) (got \(error))")
-        case .budget(let parameters) where parameters <= 0: throw UsageError("--budget must be positive")
+        case .fixed(let rank) where rank <= 0: throw UsageError("the rank must be at least 1 (got \(rank))")
+        case .energy(let share) where !(share > 0 && share <= 1): throw UsageError("the energy share must be in (0, 1] (got \(share))")
+        case .maxError(let error) where !(error >= 0 && error < 1): throw UsageError("the relative error must be in [0, 1) (got \(error))")
+        case .budget(let parameters) where parameters <= 0: throw UsageError("the parameter budget must be positive (got \(parameters))")
         default: break
         }
-        if let maxRank = options.maxRank, maxRank <= 0 { throw UsageError("--max-rank must be at least 1 (got \(maxRank))") }
-        if options.oversample < 0 { throw UsageError("--oversample must not be negative") }
-        if options.powerIterations < 0 { throw UsageError("--power-iterations must not be negative") }
+        if let maxRank = options.maxRank, maxRank <= 0 { throw UsageError("the rank cap must be at least 1 (got \(maxRank))") }
+        if options.oversample < 0 { throw UsageError("the oversampling must not be negative (got \(options.oversample))") }
+        if options.powerIterations < 0 { throw UsageError("the power iterations must not be negative (got \(options.powerIterations))") }
     }
 
     /// Names of the tensors that differ, after checking the two checkpoints have the same tensors

@@ -41,7 +41,7 @@ enum MergePlanner {
             let fullOnly = !mergeableKinds.contains(adapter.kind)
             if fullOnly && !adapter.modules.contains(where: { $0.mode != nil }) {
                 guard skipUnmergeable else {
-                    throw AdapterFormatError(file: file(index), problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter: it adds computation (\(reason(adapter.kind))) and cannot be folded into weights; pass --skip-unmergeable to leave it out")
+                    throw AdapterFormatError(file: file(index), problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter: it adds computation (\(reason(adapter.kind))) and cannot be folded into weights", kind: .notMergeable)
                 }
                 skipped.append(adapter.name)
                 continue

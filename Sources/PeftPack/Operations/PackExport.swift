@@ -24,7 +24,7 @@ public enum PackExport {
             return adapter
         }
         guard document.adapters.count == 1 else {
-            throw AdapterFormatError(file: file, problem: "holds \(document.adapters.count) adapters (\(document.adapters.map(\.name).joined(separator: ", "))); choose one with --name")
+            throw AdapterFormatError(file: file, problem: "holds \(document.adapters.count) adapters (\(document.adapters.map(\.name).joined(separator: ", ")))", kind: .severalAdapters)
         }
         return document.adapters[0]
     }

@@ -20,7 +20,7 @@ public enum PackImport {
         public var baseChecked: Bool
         /// Tensors holding NaN or ±Inf, kept because the caller allowed them (otherwise refused).
         public var nonFiniteTensors: [NonFiniteTensor]
-        /// Saved tensors PEFT would not load, left out under `--drop-unloaded`.
+        /// Saved tensors PEFT would not load, left out on request (`dropUnloaded`).
         public var droppedTensors: [DroppedTensor]
         /// Folders under a PEFT save folder that hold something other than its adapters, and why.
         public var leftOut: [String]
@@ -58,7 +58,7 @@ public enum PackImport {
                 let reader = try PackReader(path: source.path)
                 let document = try reader.adapterDocument()
                 guard source.name == nil || document.adapters.count == 1 else {
-                    throw AdapterFormatError(file: source.path, problem: "holds \(document.adapters.count) adapters; --name can only rename a single one")
+                    throw AdapterFormatError(file: source.path, problem: "holds \(document.adapters.count) adapters, so one name cannot be given to it", kind: .oneNameForSeveral)
                 }
                 for (position, raw) in (reader.document["adapters"]?.arrayValue ?? []).enumerated() {
                     var adapter = document.adapters[position]
@@ -114,7 +114,7 @@ public enum PackImport {
         }
         var seen = Set<String>()
         for adapter in adapters where !seen.insert(adapter.name).inserted {
-            throw AdapterFormatError(file: output, problem: "two adapters are named \(adapter.name); give distinct names with --name")
+            throw AdapterFormatError(file: output, problem: "two adapters are named \(adapter.name)", kind: .duplicateName)
         }
 
         try binding?.checkRemainingContent()

@@ -66,8 +66,8 @@ public enum Stack {
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
         defer { BLAS.threadCount = blasThreads }
-        if case .rank(let rank) = options.recompression, rank <= 0 { throw UsageError("--rank must be at least 1 (got \(rank))") }
-        if case .energy(let share) = options.recompression, !(share > 0 && share <= 1) { throw UsageError("--energy must be in (0, 1] (got \(share))") }
+        if case .rank(let rank) = options.recompression, rank <= 0 { throw UsageError("the recompression rank must be at least 1 (got \(rank))") }
+        if case .energy(let share) = options.recompression, !(share > 0 && share <= 1) { throw UsageError("the recompression energy share must be in (0, 1] (got \(share))") }
         var sources: [Source] = []
         var documents: [PackDocument] = []
         try OutputDestination.claim(output, as: .file, force: options.force, inputs: inputs.map(\.pack))

@@ -157,7 +157,7 @@ public enum Verify {
         if file.info("output_adapter") != nil { return "output_adapter" }
         let outputs = file.names.filter { $0 != "input_ids" }
         guard outputs.count == 1 else {
-            throw SafetensorsError(file: file.path, problem: "holds several outputs (\(outputs.joined(separator: ", "))); choose one with --key")
+            throw AmbiguousReferenceError(file: file.path, outputs: outputs)
         }
         return outputs[0]
     }
@@ -225,4 +225,13 @@ public enum Verify {
         let p = logSoftmax(reference), q = logSoftmax(candidate)
         return zip(p, q).reduce(0) { $0 + exp($1.0) * ($1.0 - $1.1) }
     }
+}
+
+/// A reference file holding several expected outputs and no `output_adapter`, compared without
+/// naming which one.
+public struct AmbiguousReferenceError: UserFacingError {
+    public var file: String
+    public var outputs: [String]
+
+    public var description: String { "\(file): holds several outputs (\(outputs.joined(separator: ", ")))" }
 }

@@ -14,7 +14,7 @@ public enum OutputError: UserFacingError, Equatable {
     public var description: String {
         switch self {
         case .exists(let path):
-            "\(path): already exists; pass --force to replace it"
+            "\(path): already exists"
         case .wrongKind(let path, let isFolder):
             isFolder ? "\(path): is a folder, and this command writes a file; refusing to replace it (give a file path)"
                 : "\(path): is a file, and this command writes a folder; refusing to replace it (give a folder path)"

@@ -1,8 +1,6 @@
 import ArgumentParser
 import PeftPack
 
-extension PackExport.Format: ExpressibleByArgument {}
-
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
@@ -32,11 +30,11 @@ struct ExportCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The folder (or .gguf file) to write (must not exist unless --force).")
     var output: String
 
-    @Option(help: "peft, adapterhub or gguf (default: gguf for a .gguf output, else the adapter's own tool).")
+    @Option(help: "Output format (default: gguf for a .gguf output, else the adapter's own tool).")
     var format: PackExport.Format?
 
-    @Option(help: "GGUF tensor type: f32 (default), f16, bf16 or q8_0.")
-    var dtype: String = "f32"
+    @Option(help: "GGUF tensor type.")
+    var dtype: GGUFTensorType = .f32
 
     @Option(help: "Which adapter, when the pack holds several.")
     var name: String?
@@ -45,14 +43,9 @@ struct ExportCommand: ParsableCommand {
 
     @OptionGroup var outputOptions: OutputOptions
 
-    func validate() throws {
-        guard ["f32", "f16", "bf16", "q8_0"].contains(dtype) else { throw ValidationError("--dtype must be f32, f16, bf16 or q8_0") }
-    }
-
     func run() throws {
         try reportingErrors {
-            let type: GGUF.ElementType = ["f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0][dtype]!
-            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: overwrite.force, ggufType: type)
+            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: overwrite.force, ggufType: dtype.elementType)
             if outputOptions.json {
                 try printJSON(report)
             } else {

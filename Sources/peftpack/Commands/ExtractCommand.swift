@@ -50,8 +50,8 @@ struct ExtractCommand: ParsableCommand {
     @Option(name: .customLong("max-error"), help: "Smallest rank with relative Frobenius error at most this, in [0, 1).")
     var maxError: Double?
 
-    @Option(help: "Total size of the pack: parameters (2000000, 2M) or bytes of fp32 tensors (8MB, 1GiB).")
-    var budget: String?
+    @Option(help: "Total size of the pack: parameters (2000000, 2M) or bytes of fp32 tensors (8MB, 1GiB).", transform: OptionValue.parameterBudget)
+    var budget: Int?
 
     @Option(name: .customLong("max-rank"), help: "Cap on any module's rank.")
     var maxRank: Int?
@@ -62,11 +62,11 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: "Leave out tensors matching these shell patterns (repeatable).")
     var exclude: [String] = []
 
-    @Option(help: "Embeddings and output head: lora, full (default) or skip.")
-    var embeddings: String = "full"
+    @Option(help: "How to store embeddings and the output head: as LoRA factors, whole, or not at all.")
+    var embeddings: Extract.EmbeddingPolicy = .full
 
-    @Option(help: "1-D and other non-linear tensors: full (default), delta or skip.")
-    var other: String = "full"
+    @Option(help: "How to store 1-D and other non-linear tensors: whole, as a dense delta, or not at all.")
+    var other: Extract.OtherPolicy = .full
 
     @Flag(help: "Full SVD (sgesdd) instead of the randomized one.")
     var exact = false
@@ -90,45 +90,38 @@ struct ExtractCommand: ParsableCommand {
     func validate() throws {
         let rules = [rank != nil, energy != nil, maxError != nil, budget != nil].filter { $0 }.count
         guard rules <= 1 else { throw ValidationError("give at most one of --rank, --energy, --max-error, --budget") }
-        guard Extract.EmbeddingPolicy(rawValue: embeddings) != nil else { throw ValidationError("--embeddings must be lora, full or skip") }
-        guard Extract.OtherPolicy(rawValue: other) != nil else { throw ValidationError("--other must be full, delta or skip") }
-        if let budget, Self.budgetParameters(budget) == nil {
-            throw ValidationError("--budget must be a parameter count (2000000, 2M) or a size in bytes (8MB, 1GiB)")
-        }
+        if let rank, rank < 1 { throw ValidationError("--rank must be at least 1 (got \(rank))") }
+        if let energy, !(energy > 0 && energy <= 1) { throw ValidationError("--energy must be in (0, 1] (got \(energy))") }
+        if let maxError, !(maxError >= 0 && maxError < 1) { throw ValidationError("--max-error must be in [0, 1) (got \(maxError))") }
+        if let budget, budget <= 0 { throw ValidationError("--budget must be positive") }
+        if let maxRank, maxRank < 1 { throw ValidationError("--max-rank must be at least 1 (got \(maxRank))") }
+        guard oversample >= 0 else { throw ValidationError("--oversample must not be negative") }
+        guard powerIterations >= 0 else { throw ValidationError("--power-iterations must not be negative") }
     }
 
-    /// Parameters from "2M"/"2000000" (a count) or "8MB"/"1GiB" (bytes of fp32 tensors).
-    static func budgetParameters(_ text: String) -> Int? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
-        if trimmed.uppercased().hasSuffix("B") {
-            return FileSize.parse(trimmed).map { $0 / DType.f32.byteSize }
-        }
-        let multipliers: [Character: Double] = ["K": 1e3, "M": 1e6, "G": 1e9]
-        if let last = trimmed.last?.uppercased().first, let multiplier = multipliers[last], let value = Double(trimmed.dropLast()) {
-            return Int(value * multiplier)
-        }
-        return Int(trimmed)
+    var rankRule: Extract.RankRule {
+        if let energy { return .energy(energy) }
+        if let maxError { return .maxError(maxError) }
+        if let budget { return .budget(parameters: budget) }
+        return .fixed(rank ?? 16)
     }
 
     func run() throws {
         try reportingErrors {
-            let rule: Extract.RankRule
-            if let energy { rule = .energy(energy) } else if let maxError { rule = .maxError(maxError) } else if let budget {
-                rule = .budget(parameters: Self.budgetParameters(budget)!)
-            } else { rule = .fixed(rank ?? 16) }
-            var options = Extract.Options(rule: rule, maxRank: maxRank, include: include, exclude: exclude,
-                                          embeddings: Extract.EmbeddingPolicy(rawValue: embeddings)!, other: Extract.OtherPolicy(rawValue: other)!,
+            var options = Extract.Options(rule: rankRule, maxRank: maxRank, include: include, exclude: exclude,
+                                          embeddings: embeddings, other: other,
                                           exact: exact, oversample: oversample, powerIterations: powerIterations, seed: seed, name: name)
             options.force = overwrite.force
             let progress = ProgressLine(label: "extract", enabled: !outputOptions.quiet)
-            let report = try Extract.run(base: base, finetuned: finetuned, output: output, options: options) { progress.update(done: $0, total: $1) }
+            var report = try Extract.run(base: base, finetuned: finetuned, output: output, options: options) { progress.update(done: $0, total: $1) }
             progress.finish()
+            report.fullTensors = report.fullTensors.map(\.withFlagHint)
             if outputOptions.json {
                 try printJSON(report)
                 return
             }
             let ranks = report.modules.map(\.rank)
-            let rankText = ranks.isEmpty ? "" : (ranks.min() == ranks.max() ? "rank \(ranks[0])" : "ranks \(ranks.min()!)–\(ranks.max()!)")
+            let rankText = ranks.min().flatMap { low in ranks.max().map { low == $0 ? "rank \(low)" : "ranks \(low)–\($0)" } } ?? ""
             print("wrote \(report.output): \(report.modules.count) low-rank modules (\(rankText)), \(report.fullTensors.count) tensors stored whole, \(report.parameters) parameters; \(formatBytes(report.packBytes)) vs \(formatBytes(report.deltaBytes)) of changed tensors (\(String(format: "%.3f", Double(report.packBytes) / Double(max(report.deltaBytes, 1))))) in \(String(format: "%.2f", report.seconds)) s")
             for module in report.modules {
                 print("  \(module.tensor) \(Shape.describe(module.shape)): rank \(module.rank), energy kept \(String(format: "%.4f", module.energyKept)), relative error \(String(format: "%.4f", module.relativeError)) (\(module.method))")

@@ -47,8 +47,8 @@ struct ImportCommand: ParsableCommand {
     @Option(help: "Compression effort 1–22: up to 9 tries fast candidates, 10 and above also zstd at that level.")
     var level: Int32 = 3
 
-    @Option(name: .customLong("metadata"), help: "User metadata KEY=VALUE (repeatable).")
-    var metadata: [String] = []
+    @Option(name: .customLong("metadata"), help: "User metadata KEY=VALUE (repeatable).", transform: OptionValue.metadataEntry)
+    var metadata: [MetadataEntry] = []
 
     @Flag(name: .customLong("allow-nonfinite"), help: "Keep adapter tensors holding NaN or ±Inf (listed in the report) instead of refusing them.")
     var allowNonFinite = false
@@ -64,17 +64,13 @@ struct ImportCommand: ParsableCommand {
             throw ValidationError("--name is given \(names.count) times for \(sources.count) sources; give one per source or none")
         }
         guard (1...22).contains(level) else { throw ValidationError("--level must be 1…22") }
-        for item in metadata where !item.contains("=") { throw ValidationError("--metadata takes KEY=VALUE, got \(item)") }
     }
 
     func run() throws {
         try reportingErrors {
             let sourceList = sources.enumerated().map { PackImport.Source(path: $0.element, name: names.isEmpty ? nil : names[$0.offset]) }
-            var user: [String: String] = [:]
-            for item in metadata {
-                let parts = item.split(separator: "=", maxSplits: 1)
-                user[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
-            }
+            // A key given twice keeps its last value, as a later flag overrides an earlier one.
+            let user = Dictionary(metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 })
             let progress = ProgressLine(label: "import", enabled: !outputOptions.quiet)
             let report: PackImport.Report
             do {

@@ -75,10 +75,10 @@ struct InspectCommand: ParsableCommand {
         }
         print("  \(report.tensorCount) tensors, \(formatBytes(report.rawBytes)) raw, \(formatBytes(report.storedBytes)) stored (ratio \(String(format: "%.3f", report.ratio)))")
         if let metadata = report.userMetadata, !metadata.isEmpty {
-            print("  user metadata: " + metadata.keys.sorted().map { "\($0)=\(metadata[$0]!)" }.joined(separator: ", "))
+            print("  user metadata: " + metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
         }
         if let metadata = report.metadata, !metadata.isEmpty {
-            print("  metadata: " + metadata.keys.sorted().map { "\($0)=\(metadata[$0]!)" }.joined(separator: ", "))
+            print("  metadata: " + metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
         }
         if let model = report.model { print("  model: " + Self.describe(model)) }
         if report.verified == true { print("  verified: every checksum matches and every chunk decodes") }

@@ -7,7 +7,7 @@ struct MergeCommand: ParsableCommand {
         commandName: "merge",
         abstract: "Fold adapters into a base model's weights, streaming, rounding once.",
         discussion: """
-            Each changed tensor is computed in fp32 from the base and every adapter, in the order \
+            Each changed tensor is computed in fp64 from the base and every adapter, in the order \
             given and scaled by its --weight (W' = W + Σ wᵢ·sᵢ·BᵢAᵢ for LoRA; DoRA, IA3, full tensors \
             and trained biases as PEFT defines them), then rounded once to the output dtype with \
             round-to-nearest-even. Untouched tensors are copied byte for byte. The output folder has \
@@ -55,11 +55,11 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
     var weights: [Double] = []
 
-    @Option(help: "Output dtype: bf16, fp16, fp32 or auto (the base's, default).")
-    var dtype: String = "auto"
+    @Option(help: "Output dtype (auto: the base's).")
+    var dtype: MergeOutputDType = .auto
 
-    @Option(name: .customLong("max-shard-size"), help: "Reshard the output (e.g. 500MB, 2GB); default: the base's shards.")
-    var maxShardSize: String?
+    @Option(name: .customLong("max-shard-size"), help: "Reshard the output (e.g. 500MB, 2GB); default: the base's shards.", transform: OptionValue.byteSize)
+    var maxShardSize: Int?
 
     @Flag(help: "Replace an existing output folder (it no longer skips the base check: see --skip-base-check).")
     var force = false
@@ -67,7 +67,7 @@ struct MergeCommand: ParsableCommand {
     @Flag(name: .customLong("skip-unmergeable"), help: "Leave out bottleneck, prefix and prompt adapters instead of refusing (refused if nothing is left to merge).")
     var skipUnmergeable = false
 
-    @Option(name: .customLong("tied-embeddings"), help: "On a tied base: untie (write lm_head, keep the adapter's function; default) or keep (one shared tensor, at a reported cost).")
+    @Option(name: .customLong("tied-embeddings"), help: "On a tied base: untie (write lm_head, keep the adapter's function) or keep (one shared tensor, at a reported cost).")
     var tiedEmbeddings: TiedEmbeddingsPolicy = .untie
     @OptionGroup var baseCheck: BaseCheckOptions
 
@@ -75,22 +75,14 @@ struct MergeCommand: ParsableCommand {
 
     func validate() throws {
         guard !packs.isEmpty else { throw ValidationError("give at least one PACK") }
-        guard weights.isEmpty || weights.count == packs.count else {
-            throw ValidationError("--weight is given \(weights.count) times for \(packs.count) packs; give one per pack or none")
-        }
-        guard dtype == "auto" || [DType.bf16, .f16, .f32].contains(DType(userName: dtype)) else {
-            throw ValidationError("--dtype must be bf16, fp16, fp32 or auto")
-        }
-        if let size = maxShardSize, FileSize.parse(size) == nil || FileSize.parse(size)! <= 0 {
-            throw ValidationError("--max-shard-size must be a size such as 500MB or 2GB")
-        }
+        try validateWeights(weights, packs: packs.count)
+        if let maxShardSize, maxShardSize <= 0 { throw ValidationError("--max-shard-size must be a size such as 500MB or 2GB") }
     }
 
     func run() throws {
         try reportingErrors {
-            try checkFiniteWeights(weights)
             let inputs = MergeInput.parse(packs, weights: weights)
-            let options = Merge.Options(dtype: dtype == "auto" ? nil : DType(userName: dtype), maxShardSize: maxShardSize.flatMap(FileSize.parse),
+            let options = Merge.Options(dtype: dtype.dtype, maxShardSize: maxShardSize,
                                         force: force, skipUnmergeable: skipUnmergeable, tiedEmbeddings: tiedEmbeddings,
                                         baseCheck: baseCheck.level)
             let progress = ProgressLine(label: "merge", enabled: !outputOptions.quiet)
@@ -125,5 +117,3 @@ struct MergeCommand: ParsableCommand {
         }
     }
 }
-
-extension TiedEmbeddingsPolicy: ExpressibleByArgument {}

@@ -44,15 +44,14 @@ struct StackCommand: ParsableCommand {
 
     func validate() throws {
         guard !packs.isEmpty else { throw ValidationError("give at least one PACK") }
-        guard weights.isEmpty || weights.count == packs.count else {
-            throw ValidationError("--weight is given \(weights.count) times for \(packs.count) packs; give one per pack or none")
-        }
+        try validateWeights(weights, packs: packs.count)
         guard rank == nil || energy == nil else { throw ValidationError("give --rank or --energy, not both") }
+        if let rank, rank < 1 { throw ValidationError("--rank must be at least 1 (got \(rank))") }
+        if let energy, !(energy > 0 && energy <= 1) { throw ValidationError("--energy must be in (0, 1] (got \(energy))") }
     }
 
     func run() throws {
         try reportingErrors {
-            try checkFiniteWeights(weights)
             let inputs = MergeInput.parse(packs, weights: weights)
             let recompression: Stack.Recompression = rank.map { .rank($0) } ?? energy.map { .energy($0) } ?? .none
             var options = Stack.Options(recompression: recompression, name: name)
@@ -63,7 +62,8 @@ struct StackCommand: ParsableCommand {
                 return
             }
             let ranks = report.modules.map(\.rank)
-            print("wrote \(report.output): \(report.kind) adapter \(report.adapter) from \(report.inputs.count) inputs, \(report.modules.count) modules\(ranks.isEmpty || report.kind != "lora" ? "" : " (ranks \(ranks.min()!)–\(ranks.max()!))"), \(report.parameters) parameters in \(String(format: "%.2f", report.seconds)) s")
+            let rankText = report.kind != "lora" ? "" : ranks.min().flatMap { low in ranks.max().map { " (ranks \(low)–\($0))" } } ?? ""
+            print("wrote \(report.output): \(report.kind) adapter \(report.adapter) from \(report.inputs.count) inputs, \(report.modules.count) modules\(rankText), \(report.parameters) parameters in \(String(format: "%.2f", report.seconds)) s")
             if let worst = report.modules.map(\.relativeError).max(), worst > 0 {
                 print("  recompression: worst relative Frobenius error \(String(format: "%.3g", worst)) against the exact sum")
             }

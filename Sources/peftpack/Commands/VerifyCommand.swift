@@ -57,8 +57,8 @@ struct VerifyCommand: ParsableCommand {
     @Option(name: .customLong("name"), help: "Apply only these adapters of the pack (repeatable; default all).")
     var names: [String] = []
 
-    @Option(name: .customLong("input-ids"), help: "Random input shape BATCH,SEQ for --merged/--against (default 2,16).")
-    var inputShape: String = "2,16"
+    @Option(name: .customLong("input-ids"), help: "Random input shape BATCH,SEQ for --merged/--against (default 2,16).", transform: OptionValue.inputShape)
+    var inputShape = InputShape(batch: 2, tokens: 16)
 
     @Option(help: "Seed of the random input ids.")
     var seed: UInt64 = 0
@@ -77,7 +77,6 @@ struct VerifyCommand: ParsableCommand {
         guard reference != nil || merged != nil || against != nil else {
             throw ValidationError("give at least one of --reference, --merged, --against")
         }
-        guard parsedShape != nil else { throw ValidationError("--input-ids takes BATCH,SEQ (positive integers), got \(inputShape)") }
         guard (atol ?? 0) >= 0, (rtol ?? 0) >= 0 else { throw ValidationError("tolerances must be non-negative") }
     }
 
@@ -93,12 +92,6 @@ struct VerifyCommand: ParsableCommand {
         return "max abs \(String(format: "%.3g", comparison.maxAbsError)) is \(String(format: "%.1f", rounding.ratio))× the bound \(String(format: "%.3g", rounding.bound)) a correct \(rounding.dtype.lowercased()) merge reaches on this input (\(allowed))"
     }
 
-    var parsedShape: (batch: Int, tokens: Int)? {
-        let parts = inputShape.split(separator: ",").compactMap { Int($0) }
-        guard parts.count == 2, parts[0] > 0, parts[1] > 0 else { return nil }
-        return (parts[0], parts[1])
-    }
-
     func run() throws {
         var passed = true
         try reportingErrors {
@@ -107,7 +100,7 @@ struct VerifyCommand: ParsableCommand {
             if let merged { targets.append(.merged(folder: merged)) }
             if let against { targets.append(.pack(path: against)) }
             let report = try baseCheck.hinting {
-                try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: parsedShape!,
+                try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: (inputShape.batch, inputShape.tokens),
                                seed: seed, tolerance: explicitTolerance, baseCheck: baseCheck.level)
             }
             baseCheck.printWarnings(report.baseCheck)

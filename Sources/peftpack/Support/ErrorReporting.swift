@@ -3,15 +3,15 @@ import Foundation
 import PeftPack
 
 /// Runs a command body and turns errors into the documented exit codes with one line on stderr:
-/// input errors (UserFacingError) and file-system refusals exit with their code (2 unless
-/// stated), anything else is an internal error (3).
+/// input errors (UserFacingError, with the flags that would resolve them) and file-system
+/// refusals exit with their code (2 unless stated), anything else is an internal error (3).
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let error as ExitCode {
         throw error
     } catch let error as UserFacingError {
-        printError(error.description)
+        printError(FlagHints.message(for: error))
         throw ExitCode(error.exitCode)
     } catch let error as CleanExit {
         throw error

@@ -296,6 +296,49 @@ case("peft_save_no_root", IMPORT + ["--name", "task"], "holds no adapter at its 
 case(peft_folder("peft_with_other_base"), ["import", "{input}", "{fixtures}/cases/gpt2_lora_fan_in_fan_out/adapter", "--name", "a", "--name", "b", "-o", "{output}"],
      "adapters of different bases cannot share a pack")
 
+# CLI flags (issue 17): a refusal that a flag would resolve gets that flag from the CLI (the library
+# states only the fact), and an option value the parser or a command's validate() refuses is one
+# line like every other usage error.
+made = CORPUS / "_cli.peftpack"
+subprocess.run([binary, "import", str(DATA / "cases" / "llama_lora" / "adapter"), "-o", str(made), "--base", str(DATA / "models" / "llama-tiny")],
+               check=True, capture_output=True)
+cli_lora = made.read_bytes()
+subprocess.run([binary, "import", str(DATA / "cases" / "llama_lora" / "adapter"), str(DATA / "cases" / "llama_prefix" / "adapter"),
+                "-o", str(made), "--name", "lora", "--name", "prefix", "--force"], check=True, capture_output=True)
+cli_two = made.read_bytes()
+made.unlink()
+case(write("cli_export_of_two.peftpack", cli_two), ["export", "{input}", "-o", "{output}"], "holds 2 adapters (lora, prefix); choose one with --name")
+case(write("cli_rename_two.peftpack", cli_two), IMPORT + ["--name", "task"], "holds 2 adapters, so one name cannot be given to it; --name can only rename a single one")
+case(peft_folder("cli_same_name_twice"), ["import", "{input}", "{input}", "-o", "{output}"], "two adapters are named default; give distinct names with --name")
+case(write("cli_merge_prompt.peftpack", good_pack), ["merge", "--base", LLAMA, "{input}", "-o", "{output}"], "cannot be folded into weights; pass --skip-unmergeable to leave it out")
+case(write("cli_prompt_to_adapterhub.peftpack", good_pack), ["export", "{input}", "-o", "{output}", "--format", "adapterhub"],
+     "is a prompt adapter; AdapterHub export takes bottleneck adapters; use --format peft")
+two_outputs = {"input_ids": ("I64", [1, 4], struct.pack("<4q", 1, 2, 3, 4)), "output_a": ("F32", [1], struct.pack("<f", 0)),
+               "output_b": ("F32", [1], struct.pack("<f", 0))}
+offset, entries, payload = 0, {}, b""
+for key, (dtype, shape, data) in two_outputs.items():
+    entries[key] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+    offset, payload = offset + len(data), payload + data
+reference_header = json.dumps(entries).encode()
+reference_header += b" " * (-len(reference_header) % 8)
+write("cli_reference_two_outputs/lora.peftpack", cli_lora)
+write("cli_reference_two_outputs/reference.safetensors", struct.pack("<Q", len(reference_header)) + reference_header + payload)
+case("cli_reference_two_outputs", ["verify", "{input}/lora.peftpack", "--base", LLAMA, "--reference", "{input}/reference.safetensors"],
+     "holds several outputs (output_a, output_b); choose one with --key")
+case(write("cli_budget_below_whole.txt", b"x"), ["extract", "--base", LLAMA, "--finetuned", "{fixtures}/models/llama-tiny-ft", "-o", "{output}", "--budget", "10"],
+     "a budget of 10 parameters is smaller than the")
+for name, command, expect in [
+    ("dtype", ["merge", "--base", LLAMA, "{input}", "-o", "{output}", "--dtype", "fp8"], "The value 'fp8' is invalid for '--dtype <dtype>'. Please provide one of 'bf16', 'fp16', 'fp32' or 'auto'."),
+    ("gguf_dtype", ["export", "{input}", "-o", "{output}", "--format", "gguf", "--dtype", "q4_0"], "Please provide one of 'f32', 'f16', 'bf16' or 'q8_0'."),
+    ("max_shard_size", ["merge", "--base", LLAMA, "{input}", "-o", "{output}", "--max-shard-size", "0"], "--max-shard-size must be a size such as 500MB or 2GB"),
+    ("max_shard_syntax", ["merge", "--base", LLAMA, "{input}", "-o", "{output}", "--max-shard-size", "big"], "is invalid for '--max-shard-size <max-shard-size>': not a size"),
+    ("budget_overflow", ["extract", "--base", LLAMA, "--finetuned", "{fixtures}/models/llama-tiny-ft", "-o", "{output}", "--budget", "1e30K"], "not a parameter count"),
+    ("stack_rank", ["stack", "{input}", "-o", "{output}", "--rank", "0"], "--rank must be at least 1 (got 0)"),
+    ("input_ids", ["verify", "{input}", "--base", LLAMA, "--against", "{input}", "--input-ids", "2,0"], "takes BATCH,SEQ (positive integers)"),
+    ("metadata", IMPORT + ["--metadata", "=value"], "is invalid for '--metadata <metadata>': takes KEY=VALUE"),
+]:
+    case(write(f"cli_option_{name}.peftpack", cli_lora), command, expect)
+
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {
     "st_truncated_data.safetensors": "data bytes", "st_overlap.safetensors": "overlaps",

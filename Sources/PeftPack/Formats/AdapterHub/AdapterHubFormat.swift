@@ -86,7 +86,7 @@ public enum AdapterHubFormat {
     /// `load_adapter` looks for.
     public static func export(_ adapter: Adapter, tensor: (String) throws -> HostTensor) throws -> Output {
         guard adapter.kind == .bottleneck else {
-            throw AdapterFormatError(file: adapter.name, problem: "is a \(adapter.kind.rawValue) adapter; AdapterHub export takes bottleneck adapters (use --format peft)")
+            throw AdapterFormatError(file: adapter.name, problem: "is a \(adapter.kind.rawValue) adapter; AdapterHub export takes bottleneck adapters", kind: .onlyPeftExpresses)
         }
         guard let source = adapter.source, source.format == "adapterhub", let configText = source.configText else {
             throw AdapterFormatError(file: adapter.name, problem: "has no AdapterHub config to export")

@@ -76,7 +76,7 @@ public enum GGUFLoRA {
 
     /// The llama.cpp architecture of the pack's base. A base the pack names but the export has no
     /// tensor mapping for is unsupported, whether or not it was checked at import; only a pack
-    /// that names no base at all is helped by `--base`.
+    /// that names no base at all is helped by importing it with its base.
     static func llamaCppArchitecture(of base: BaseModelIdentity, file: String) throws -> String {
         if let known = base.architecture.flatMap({ architectures[$0] }) ?? base.modelType.flatMap({ modelTypes[$0] }) {
             return known
@@ -84,7 +84,7 @@ public enum GGUFLoRA {
         let supported = architectures.keys.sorted().joined(separator: ", ")
         let named = [base.architecture, base.modelType.map { "model_type \($0)" }].compactMap { $0 }
         guard !named.isEmpty else {
-            throw AdapterFormatError(file: file, problem: "records no base architecture; import it with --base (GGUF export supports \(supported))")
+            throw AdapterFormatError(file: file, problem: "records no base architecture (GGUF export supports \(supported))", kind: .baseNotRecorded)
         }
         throw AdapterFormatError(file: file, problem: "is for a \(named.joined(separator: ", ")) base, which GGUF export does not support (it supports \(supported))")
     }
@@ -137,8 +137,11 @@ public enum GGUFLoRA {
             if architecture == "llama", entry.gguf.hasSuffix(".attn_q") || entry.gguf.hasSuffix(".attn_k") {
                 let heads = entry.gguf.hasSuffix(".attn_q") ? base.numAttentionHeads : base.numKeyValueHeads
                 guard let heads else {
-                    let remedy = base.fingerprint == nil ? "import it with --base" : "the base config.json it was imported with has none"
-                    throw AdapterFormatError(file: file, problem: "records no attention head counts, which the q/k row order of llama.cpp needs; \(remedy)")
+                    let problem = "records no attention head counts, which the q/k row order of llama.cpp needs"
+                    guard base.fingerprint == nil else {
+                        throw AdapterFormatError(file: file, problem: problem + "; the base config.json it was imported with has none")
+                    }
+                    throw AdapterFormatError(file: file, problem: problem, kind: .baseNotRecorded)
                 }
                 b = permuteRows(b, rows: entry.out, columns: entry.rank, heads: heads, inverse: false)
             }
@@ -215,7 +218,7 @@ public enum GGUFLoRA {
                 var values = file.floats(b)
                 if permuted {
                     guard let heads else {
-                        throw AdapterFormatError(file: path, tensor: key + ".weight.lora_b", problem: "is in llama.cpp's rotary row order; pass --base so the head counts can undo it")
+                        throw AdapterFormatError(file: path, tensor: key + ".weight.lora_b", problem: "is in llama.cpp's rotary row order, which only the base's head counts undo", kind: .needsBaseModel)
                     }
                     values = permuteRows(values, rows: outFeatures, columns: rank, heads: heads, inverse: true)
                 }

@@ -14,7 +14,7 @@ public enum PeftExporter {
         case .lora, .ia3, .full:
             for module in adapter.modules {
                 if module.mode == .delta {
-                    throw AdapterFormatError(file: adapter.name, problem: "\(module.target) is stored as a dense delta, which PEFT cannot express; merge it, or re-extract with --other full")
+                    throw AdapterFormatError(file: adapter.name, problem: "\(module.target) is stored as a dense delta, which PEFT cannot express", kind: .denseDelta)
                 }
                 if module.mode != nil {
                     guard let name = module.tensors[TensorRole.fullValue] else { continue }
@@ -50,7 +50,7 @@ public enum PeftExporter {
             guard !blocks.isEmpty else { throw AdapterFormatError(file: adapter.name, problem: "prefix adapter has no layers") }
             out.append((PeftKeys.promptEmbeddings, PrefixLayout.join(blocks)))
         case .bottleneck:
-            throw AdapterFormatError(file: adapter.name, problem: "bottleneck adapters are AdapterHub's; export them with --format adapterhub")
+            throw AdapterFormatError(file: adapter.name, problem: "bottleneck adapters are AdapterHub's", kind: .onlyAdapterHubExpresses)
         }
         let configText: String
         if let source = adapter.source, source.format == "peft", let text = source.configText {

@@ -47,7 +47,7 @@ public enum PeftImporter {
             let path = String(key.dropFirst(PeftKeys.modelPrefix.count))
             if let reason = loadCheck.whyNotLoaded(path) {
                 guard dropUnloaded else {
-                    throw AdapterFormatError(file: file, tensor: key, problem: "PEFT would not load it: \(reason); correct adapter_config.json, or pass --drop-unloaded to leave such tensors out as PEFT does")
+                    throw AdapterFormatError(file: file, tensor: key, problem: "PEFT would not load it: \(reason)", kind: .notLoadedByItsTool)
                 }
                 leftOut.append((key, reason))
                 continue

@@ -1,0 +1,120 @@
+import ArgumentParser
+import PeftPack
+
+// Typed values of the options: each is parsed once, where the parser reads it, so a command
+// works with the value and never re-parses or unwraps a string. A value that does not parse is
+// a usage error naming the option and the accepted forms.
+
+/// Why an option's text is not a value of its type (ArgumentParser prefixes the option and value).
+struct OptionValueError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// merge --dtype: the base's own dtype, or one the merge can round to. DType's user names
+/// (fp16, float16, half, …) are accepted as before; help lists the canonical ones.
+enum MergeOutputDType: ExpressibleByArgument {
+    case auto
+    case dtype(DType)
+
+    init?(argument: String) {
+        if argument == "auto" {
+            self = .auto
+        } else if let dtype = DType(userName: argument), [DType.bf16, .f16, .f32].contains(dtype) {
+            self = .dtype(dtype)
+        } else {
+            return nil
+        }
+    }
+
+    static var allValueStrings: [String] { ["bf16", "fp16", "fp32", "auto"] }
+
+    var defaultValueDescription: String { "auto" }
+
+    /// nil: keep each tensor's dtype.
+    var dtype: DType? {
+        if case .dtype(let dtype) = self { return dtype }
+        return nil
+    }
+}
+
+/// export --dtype: the GGUF tensor types peftpack writes.
+enum GGUFTensorType: String, CaseIterable, ExpressibleByArgument {
+    case f32, f16, bf16, q8_0
+
+    var elementType: GGUF.ElementType {
+        switch self {
+        case .f32: .f32
+        case .f16: .f16
+        case .bf16: .bf16
+        case .q8_0: .q8_0
+        }
+    }
+}
+
+extension TiedEmbeddingsPolicy: ExpressibleByArgument {}
+extension PackExport.Format: ExpressibleByArgument {}
+extension Extract.EmbeddingPolicy: ExpressibleByArgument {}
+extension Extract.OtherPolicy: ExpressibleByArgument {}
+
+enum OptionValue {
+    /// Bytes from "500MB", "2GiB" or a plain count.
+    static func byteSize(_ text: String) throws -> Int {
+        guard let bytes = FileSize.parse(text) else { throw OptionValueError(description: "not a size such as 500MB or 2GB") }
+        return bytes
+    }
+
+    /// Parameters from "2M"/"2000000" (a count) or "8MB"/"1GiB" (bytes of fp32 tensors).
+    static func parameterBudget(_ text: String) throws -> Int {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let parameters: Int?
+        if trimmed.uppercased().hasSuffix("B") {
+            parameters = FileSize.parse(trimmed).map { $0 / DType.f32.byteSize }
+        } else if let last = trimmed.last?.uppercased().first, let multiplier = ["K": 1e3, "M": 1e6, "G": 1e9][last],
+                  let value = Double(trimmed.dropLast()) {
+            parameters = Int(exactly: (value * multiplier).rounded(.towardZero))
+        } else {
+            parameters = Int(trimmed)
+        }
+        guard let parameters else {
+            throw OptionValueError(description: "not a parameter count (2000000, 2M) or a size in bytes (8MB, 1GiB)")
+        }
+        return parameters
+    }
+
+    /// "BATCH,SEQ" of positive integers.
+    static func inputShape(_ text: String) throws -> InputShape {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { Int($0) }
+        guard parts.count == 2, let batch = parts[0], let tokens = parts[1], batch > 0, tokens > 0 else {
+            throw OptionValueError(description: "takes BATCH,SEQ (positive integers)")
+        }
+        return InputShape(batch: batch, tokens: tokens)
+    }
+
+    /// "KEY=VALUE" with a non-empty KEY; the value may be empty or hold further "=".
+    static func metadataEntry(_ text: String) throws -> MetadataEntry {
+        guard let equals = text.firstIndex(of: "="), equals != text.startIndex else { throw OptionValueError(description: "takes KEY=VALUE") }
+        return MetadataEntry(key: String(text[..<equals]), value: String(text[text.index(after: equals)...]))
+    }
+}
+
+/// verify --input-ids.
+struct InputShape {
+    var batch: Int
+    var tokens: Int
+}
+
+/// import --metadata.
+struct MetadataEntry {
+    var key: String
+    var value: String
+}
+
+/// merge and stack --weight: one finite number per PACK, or none.
+func validateWeights(_ weights: [Double], packs: Int) throws {
+    guard weights.isEmpty || weights.count == packs else {
+        throw ValidationError("--weight is given \(weights.count) times for \(packs) packs; give one per pack or none")
+    }
+    if let bad = weights.first(where: { !$0.isFinite }) {
+        throw ValidationError("--weight \(bad) is not a finite number")
+    }
+}
