@@ -76,6 +76,18 @@ public enum AdapterSourceFolder {
         return (root, subfolders, leftOut)
     }
 
+    /// The prediction-head files AdapterHub's `save_adapter` writes beside an adapter of a model with
+    /// a head (adapters 1.3 utils.py: HEAD_CONFIG_NAME, HEAD_WEIGHTS_NAME, SAFE_HEAD_WEIGHTS_NAME).
+    /// `load_adapter(folder)` loads that head by default, replacing the model's own, so an export
+    /// without it would not be the model that was saved.
+    public static let adapterHubHeadFiles = ["head_config.json", "pytorch_model_head.bin", "model_head.safetensors"]
+
+    /// The head files present in an AdapterHub folder, as paths.
+    public static func adapterHubHead(in folder: String) -> [String] {
+        adapterHubHeadFiles.map { (folder as NSString).appendingPathComponent($0) }
+            .filter { FileManager.default.fileExists(atPath: $0) }
+    }
+
     /// Reads a PEFT or AdapterHub folder into a pack adapter. `dropUnloaded`: leave out saved
     /// tensors PEFT would not load instead of refusing them.
     public static func importFolder(_ path: String, kind: AdapterSourceKind, name: String?, dropUnloaded: Bool = false) throws -> ImportedAdapter {

@@ -24,6 +24,8 @@ public enum PackImport {
         public var droppedTensors: [DroppedTensor]
         /// Folders under a PEFT save folder that hold something other than its adapters, and why.
         public var leftOut: [String]
+        /// AdapterHub prediction-head files left out on request (`withoutHead`); otherwise refused.
+        public var leftOutHeadFiles: [String]
         public var warnings: [String]
     }
 
@@ -34,9 +36,10 @@ public enum PackImport {
     }
 
     /// `allowNonFinite`: keep tensors holding NaN or ±Inf (listed in the report) instead of refusing them.
+    /// `withoutHead`: import an AdapterHub adapter saved with a prediction head alone (the head files listed).
     public static func run(sources: [Source], output: String, baseFolder: String?, level: Int32,
                            userMetadata: [String: String] = [:], allowNonFinite: Bool = false, dropUnloaded: Bool = false,
-                           force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Report {
+                           withoutHead: Bool = false, force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         try OutputDestination.claim(output, as: .file, force: force, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
         var adapterJSON: [StrictJSON] = []
         var adapters: [Adapter] = []
@@ -47,6 +50,7 @@ public enum PackImport {
         var inheritedMetadata: [String: String] = [:]
         var dropped: [DroppedTensor] = []
         var leftOut: [String] = []
+        var leftOutHeadFiles: [String] = []
         let model = try baseFolder.map { try BaseModel(folder: $0) }
         // A pack bound to a base is re-bound to the given one only if that is the same base.
         let binding = model.map { BaseBinding(base: $0, level: .content) }
@@ -93,6 +97,11 @@ public enum PackImport {
                 inheritedMetadata.merge(document.userMetadata) { current, _ in current }
             case .peft, .adapterhub:
                 for (folder, name) in try adapterFolders(source, kind: kind, leftOut: &leftOut) {
+                    let head = kind == .adapterhub ? AdapterSourceFolder.adapterHubHead(in: folder) : []
+                    if !head.isEmpty && !withoutHead {
+                        throw AdapterFormatError(file: folder, problem: "holds a prediction head (\(head.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))), which a pack cannot carry: AdapterHub's load_adapter would load it over the model's own head", kind: .predictionHead)
+                    }
+                    leftOutHeadFiles += head
                     let imported = try AdapterSourceFolder.importFolder(folder, kind: kind, name: name, dropUnloaded: dropUnloaded)
                     dropped += imported.leftOut.map { DroppedTensor(file: folder, tensor: $0.tensor, reason: $0.reason) }
                     adapters.append(imported.adapter)
@@ -175,7 +184,7 @@ public enum PackImport {
         return Report(output: output, adapters: adapters.map(\.name), tensors: reader.tensors.count,
                       rawBytes: reader.tensors.reduce(0) { $0 + $1.rawBytes },
                       storedBytes: reader.fileSize, baseChecked: baseFolder != nil, nonFiniteTensors: nonFinite,
-                      droppedTensors: dropped, leftOut: leftOut, warnings: binding?.report.warnings ?? [])
+                      droppedTensors: dropped, leftOut: leftOut, leftOutHeadFiles: leftOutHeadFiles, warnings: binding?.report.warnings ?? [])
     }
 
     /// The adapter folders one source holds, each with its adapter's name (nil: the tool's
