@@ -79,8 +79,8 @@ public final class BaseBinding {
         }
         return files.map { file in
             let names = tensors[file]!
-            let what = names.count == 1 ? names[0] : "\(names.count) of the tensors it targets (first \(names[0]))"
-            return "\(file): was made for a base whose \(what) holds other values than \(base.folder)'s: it is another checkpoint of this architecture"
+            let what = names.count == 1 ? "\(names[0]) holds" : "\(names.count) targeted tensors (first \(names[0])) hold"
+            return "\(file): was made for a base whose \(what) other values than \(base.folder)'s: it is another checkpoint of this architecture (used anyway)"
         }
     }
 

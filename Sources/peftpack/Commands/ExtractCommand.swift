@@ -124,7 +124,7 @@ struct ExtractCommand: ParsableCommand {
             let rankText = ranks.min().flatMap { low in ranks.max().map { low == $0 ? "rank \(low)" : "ranks \(low)–\($0)" } } ?? ""
             print("wrote \(report.output): \(report.modules.count) low-rank modules (\(rankText)), \(report.fullTensors.count) tensors stored whole, \(report.parameters) parameters; \(formatBytes(report.packBytes)) vs \(formatBytes(report.deltaBytes)) of changed tensors (\(String(format: "%.3f", Double(report.packBytes) / Double(max(report.deltaBytes, 1))))) in \(String(format: "%.2f", report.seconds)) s")
             for module in report.modules {
-                print("  \(module.tensor) \(Shape.describe(module.shape)): rank \(module.rank), energy kept \(String(format: "%.4f", module.energyKept)), relative error \(String(format: "%.4f", module.relativeError)) (\(module.method))")
+                print("  \(module.tensor) \(Shape.describe(module.shape)): rank \(module.rank), energy kept \(String(format: "%.4f", module.energyKept)), relative error \(String(format: "%.3g", module.relativeError)) (\(module.method))")
             }
             for full in report.fullTensors { print("  \(full.tensor): stored whole (\(full.mode)): \(full.reason)") }
             if !report.skipped.isEmpty { print("  skipped: \(report.skipped.count) changed tensors (excluded, skip policy, or rank 0 under the budget)") }
