@@ -73,7 +73,8 @@ public final class BaseBinding {
     private var contentDifferenceWarnings: [String] {
         var files: [String] = []
         var tensors: [String: [String]] = [:]
-        for (file, tensor) in contentDifferences {
+        // A pack given twice (verify --against itself) records each tensor twice.
+        for (file, tensor) in contentDifferences where tensors[file]?.contains(tensor) != true {
             if tensors[file] == nil { files.append(file) }
             tensors[file, default: []].append(tensor)
         }

@@ -57,7 +57,7 @@ struct VerifyCommand: ParsableCommand {
     @Option(name: .customLong("name"), help: "Apply only these adapters of the pack (repeatable; default all).")
     var names: [String] = []
 
-    @Option(name: .customLong("input-ids"), help: "Random input shape BATCH,SEQ for --merged/--against.", transform: OptionValue.inputShape)
+    @Option(name: .customLong("input-ids"), help: "Random input shape BATCH,SEQ for --merged/--against (default 2,16).", transform: OptionValue.inputShape)
     var inputShape = InputShape(batch: 2, tokens: 16)
 
     @Option(help: "Seed of the random input ids.")
