@@ -49,4 +49,31 @@ import Testing
         let text = try CLI.run(["import", folder, "-o", Fixtures.temporaryDirectory() + "/cli.peftpack", "--without-head"])
         #expect(text.stderr.contains("left out \(folder)/head_config.json"), "\(text.stderr)")
     }
+
+    /// adapters 1.3 saves a causal LM's own lm_head with every adapter (fixtures/data/cases/
+    /// llama_pfeiffer, whose lm_head equals llama-tiny's byte for byte): with the base given it is
+    /// recognised as the base's and left out with a note. One element changed makes it a head of
+    /// its own, refused naming the tensor.
+    @Test func aHeadEqualToTheBasesIsAcceptedWithTheBaseAndAChangedOneIsNot() throws {
+        let base = Fixtures.path("models/llama-tiny")
+        for variant in ["adapter_bin", "adapter_safetensors"] {
+            let folder = Fixtures.path("cases/llama_pfeiffer/\(variant)")
+            let report = try PackImport.run(sources: [.init(path: folder, name: nil)], output: Fixtures.temporaryDirectory() + "/p.peftpack",
+                                            baseFolder: base, level: 3)
+            #expect(report.warnings.contains { $0.contains("is the base's own; left out") }, "\(report.warnings)")
+            #expect(report.leftOutHeadFiles.count == 2)
+        }
+        let changed = Fixtures.temporaryDirectory() + "/pfeiffer"
+        try FileManager.default.copyItem(atPath: Fixtures.path("cases/llama_pfeiffer/adapter_safetensors"), toPath: changed)
+        var head = try SafetensorsFile(path: changed + "/model_head.safetensors").tensor("lm_head.weight")
+        var values = head.floats()
+        values[7] += 0.25
+        head = HostTensor(floats: values, shape: head.shape, dtype: .f32)
+        try SafetensorsWriter.write(["lm_head.weight": head], to: changed + "/model_head.safetensors")
+        let output = Fixtures.temporaryDirectory() + "/p.peftpack"
+        let result = try CLI.run(["import", changed, "--base", base, "-o", output])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("whose lm_head.weight is not the base's") && result.stderr.contains("--without-head"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
 }

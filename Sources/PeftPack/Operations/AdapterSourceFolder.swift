@@ -88,6 +88,29 @@ public enum AdapterSourceFolder {
             .filter { FileManager.default.fileExists(atPath: $0) }
     }
 
+    /// The tensors of a saved head that differ from `base`'s own (name, dtype, shape or bytes; a
+    /// tied head is the embedding it is stored as). A head equal to the model's own, such as the
+    /// untouched lm_head adapters saves for a causal LM, changes nothing when loaded. No weights
+    /// file: load_adapter loads no head (adapters 1.3 loading.py, PredictionHeadLoader.load).
+    public static func adapterHubHeadDifferences(in folder: String, base: BaseModel) throws -> [String] {
+        let safetensors = (folder as NSString).appendingPathComponent("model_head.safetensors")
+        let pickle = (folder as NSString).appendingPathComponent("pytorch_model_head.bin")
+        let head: TensorSource
+        if FileManager.default.fileExists(atPath: safetensors) {
+            head = try SafetensorsFile(path: safetensors)
+        } else if FileManager.default.fileExists(atPath: pickle) {
+            head = DictionaryTensorSource(try TorchCheckpointReader.read(path: pickle), origin: pickle)
+        } else {
+            return []
+        }
+        return try head.tensorNames.sorted().filter { name in
+            let stored = base.storedName(name)
+            guard let info = base.checkpoint.info(stored), let saved = head.info(name),
+                  info.dtype == saved.dtype, info.shape == saved.shape else { return true }
+            return try head.tensor(name).bytes != base.checkpoint.tensor(stored).bytes
+        }
+    }
+
     /// Reads a PEFT or AdapterHub folder into a pack adapter. `dropUnloaded`: leave out saved
     /// tensors PEFT would not load instead of refusing them.
     public static func importFolder(_ path: String, kind: AdapterSourceKind, name: String?, dropUnloaded: Bool = false) throws -> ImportedAdapter {

@@ -13,7 +13,9 @@ struct ExtractCommand: ParsableCommand {
             exactly B·A. The rank is fixed (--rank, default 16), the smallest keeping a share of the \
             squared Frobenius norm (--energy 0.9), the smallest reaching a relative error \
             (--max-error 0.1), or chosen across all modules to remove the most error per parameter \
-            within a total size (--budget 2M parameters, or 8MB of fp32 factors); --max-rank caps it.
+            within a total size (--budget 2M parameters, or 8MB of fp32 factors); --max-rank caps it. \
+            The reported relative error ‖ΔW − B·A‖/‖ΔW‖ is computed in fp64 from the discarded \
+            singular values, and --max-error chooses by it.
 
             Embeddings and the output head (--embeddings) and 1-D tensors such as norms and biases \
             (--other) are stored whole by default, because low rank would lose them. Unchanged \

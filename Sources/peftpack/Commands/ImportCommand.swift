@@ -34,8 +34,9 @@ struct ImportCommand: ParsableCommand {
             An AdapterHub folder saved from a model with a prediction head (head_config.json, \
             pytorch_model_head.bin or model_head.safetensors beside the adapter) is refused: a pack \
             does not carry heads yet, and load_adapter would put that head over the model's own. \
-            --without-head imports the adapter alone and lists the head files left out \
-            (leftOutHeadFiles in --json).
+            With --base, a head equal to the base's own (the untouched lm_head adapters saves for a \
+            causal LM) is left out with a note. --without-head imports the adapter alone and lists \
+            the head files left out (leftOutHeadFiles in --json).
             """)
 
     @Argument(help: "Adapter folders or packs to put into the pack.")
@@ -105,7 +106,7 @@ struct ImportCommand: ParsableCommand {
                 printWarning("\(item.file): left out tensor \(item.tensor): PEFT would not load it: \(item.reason)")
             }
             for folder in report.leftOut { printWarning("left out \(folder)") }
-            for file in report.leftOutHeadFiles where !outputOptions.json {
+            for file in report.leftOutHeadFiles where withoutHead && !outputOptions.json {
                 printWarning("left out \(file): prediction head (--without-head); an export loads with the model's own head")
             }
             for warning in report.warnings { printWarning(warning) }
