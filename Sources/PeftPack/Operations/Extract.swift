@@ -557,8 +557,8 @@ public enum Extract {
                 // has them all.
                 let trusted = triplets.exact ? min(cap, triplets.s.count) : min(width, triplets.s.count)
                 if case .maxError(let error) = options.rule {
-                    if let rank = (1...max(trusted, 1)).first(where: { relativeError(triplets, rank: $0, totalEnergy: candidate.totalEnergy) <= error }),
-                       rank <= trusted {
+                    let errors = relativeErrors(triplets, totalEnergy: candidate.totalEnergy)
+                    if let rank = errors.indices.dropFirst().prefix(trusted).first(where: { errors[$0] <= error }) {
                         return Factored(candidate: candidate, triplets: triplets, rank: rank)
                     }
                 } else if case .energy(let share) = options.rule {
@@ -585,15 +585,26 @@ public enum Extract {
     /// in the ratio, so it reported 3e-4…7e-4 for a true 1e-6. A randomized sketch has only the
     /// leading values, so its error is what they leave of the total, √(1 − kept/total).
     static func relativeError(_ triplets: SingularTriplets, rank: Int, totalEnergy: Double) -> Double {
+        relativeErrors(triplets, totalEnergy: totalEnergy)[min(rank, triplets.s.count)]
+    }
+
+    /// `relativeError` for every rank 0…s.count at once, index = rank.
+    static func relativeErrors(_ triplets: SingularTriplets, totalEnergy: Double) -> [Double] {
         let squares = triplets.s.map { Double($0) * Double($0) }
         if triplets.exact {
-            let total = squares.reduce(0, +)
-            guard total > 0 else { return 0 }
-            return (squares.dropFirst(rank).reduce(0, +) / total).squareRoot()
+            var discarded = [Double](repeating: 0, count: squares.count + 1)
+            // From the smallest value up, so each tail is summed from its own terms.
+            for rank in squares.indices.reversed() { discarded[rank] = discarded[rank + 1] + squares[rank] }
+            let total = discarded[0]
+            return discarded.map { total > 0 ? ($0 / total).squareRoot() : 0 }
         }
-        guard totalEnergy > 0 else { return 0 }
-        let kept = squares.prefix(rank).reduce(0, +)
-        return max(0, 1 - kept / totalEnergy).squareRoot()
+        var errors: [Double] = []
+        var kept = 0.0
+        for rank in 0...squares.count {
+            errors.append(totalEnergy > 0 ? max(0, 1 - kept / totalEnergy).squareRoot() : 0)
+            if rank < squares.count { kept += squares[rank] }
+        }
+        return errors
     }
 
     /// The leading `rank` singular vectors. Every singular value stays: the truncation's error is
