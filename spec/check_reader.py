@@ -42,7 +42,8 @@ def peft_suffix(role, layout):
 def check_case(case_dir: Path, work: Path):
     source = case_dir / "adapter" if (case_dir / "adapter").exists() else case_dir / "adapter_bin"
     pack_path = work / f"{case_dir.name}.peftpack"
-    peftpack("import", str(source), "-o", str(pack_path))
+    # The pack's tensors are what is read here; llama_pfeiffer's saved lm_head stays out of it.
+    peftpack("import", str(source), "-o", str(pack_path), "--without-head")
     pack = Pack(str(pack_path))
     pack.verify()
     swift = json.loads(peftpack("inspect", str(pack_path), "--hashes", "--json"))

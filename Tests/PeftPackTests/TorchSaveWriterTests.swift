@@ -45,7 +45,8 @@ import Testing
     func adapterHubExportHoldsTheFileAdapterHubWrites(caseName: String) throws {
         let folder = Fixtures.temporaryDirectory()
         let original = Fixtures.path("cases/\(caseName)/adapter_bin")
-        #expect(try CLI.run(["import", original, "-o", folder + "/a.peftpack"]).status == 0)
+        // llama_pfeiffer's folder holds the lm_head adapters saved with it; the adapter file is what is compared.
+        #expect(try CLI.run(["import", original, "-o", folder + "/a.peftpack", "--without-head"]).status == 0)
         let export = try CLI.run(["export", folder + "/a.peftpack", "-o", folder + "/out", "--format", "adapterhub"])
         #expect(export.status == 0, "\(export.stderr)")
         let ours = try Self.records([UInt8](Data(contentsOf: URL(fileURLWithPath: folder + "/out/pytorch_adapter.bin"))), file: "ours")

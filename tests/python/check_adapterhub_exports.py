@@ -11,7 +11,7 @@ import sys
 import adapters
 import torch
 
-from common import CASES, Tally, load_base, model_output, reference, run_peftpack, scratch_dir
+from common import CASES, FIXTURES, Tally, load_base, model_output, reference, run_peftpack, scratch_dir
 
 TOLERANCE = 1e-5
 
@@ -20,7 +20,9 @@ def check_case(case: str, variant: str, work):
     tensors, metadata = reference(case)
     pack = work / f"{case}-{variant}.peftpack"
     exported = work / f"{case}-{variant}-export"
-    run_peftpack("import", str(CASES / case / variant), "-o", str(pack))
+    # With its base: adapters saves a causal LM's own lm_head beside the adapter (llama_pfeiffer),
+    # which import accepts only when it is the base's.
+    run_peftpack("import", str(CASES / case / variant), "-o", str(pack), "--base", str(FIXTURES / metadata["base"]))
     run_peftpack("export", str(pack), "-o", str(exported), "--format", "adapterhub")
     # The default call reads pytorch_adapter.bin (torch.load, weights_only); use_safetensors=True
     # reads adapter.safetensors. The export must serve both.

@@ -89,6 +89,8 @@ public struct AdapterFormatError: UserFacingError {
         case onlyPeftExpresses
         /// A tensor stored as a dense delta, which no adapter format expresses.
         case denseDelta
+        /// An AdapterHub folder that also holds a prediction head, which a pack cannot carry yet.
+        case predictionHead
     }
 
     public var file: String

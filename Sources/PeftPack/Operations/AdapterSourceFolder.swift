@@ -76,6 +76,41 @@ public enum AdapterSourceFolder {
         return (root, subfolders, leftOut)
     }
 
+    /// The prediction-head files AdapterHub's `save_adapter` writes beside an adapter of a model with
+    /// a head (adapters 1.3 utils.py: HEAD_CONFIG_NAME, HEAD_WEIGHTS_NAME, SAFE_HEAD_WEIGHTS_NAME).
+    /// `load_adapter(folder)` loads that head by default, replacing the model's own, so an export
+    /// without it would not be the model that was saved.
+    public static let adapterHubHeadFiles = ["head_config.json", "pytorch_model_head.bin", "model_head.safetensors"]
+
+    /// The head files present in an AdapterHub folder, as paths.
+    public static func adapterHubHead(in folder: String) -> [String] {
+        adapterHubHeadFiles.map { (folder as NSString).appendingPathComponent($0) }
+            .filter { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    /// The tensors of a saved head that differ from `base`'s own (name, dtype, shape or bytes; a
+    /// tied head is the embedding it is stored as). A head equal to the model's own, such as the
+    /// untouched lm_head adapters saves for a causal LM, changes nothing when loaded. No weights
+    /// file: load_adapter loads no head (adapters 1.3 loading.py, PredictionHeadLoader.load).
+    public static func adapterHubHeadDifferences(in folder: String, base: BaseModel) throws -> [String] {
+        let safetensors = (folder as NSString).appendingPathComponent("model_head.safetensors")
+        let pickle = (folder as NSString).appendingPathComponent("pytorch_model_head.bin")
+        let head: TensorSource
+        if FileManager.default.fileExists(atPath: safetensors) {
+            head = try SafetensorsFile(path: safetensors)
+        } else if FileManager.default.fileExists(atPath: pickle) {
+            head = DictionaryTensorSource(try TorchCheckpointReader.read(path: pickle), origin: pickle)
+        } else {
+            return []
+        }
+        return try head.tensorNames.sorted().filter { name in
+            let stored = base.storedName(name)
+            guard let info = base.checkpoint.info(stored), let saved = head.info(name),
+                  info.dtype == saved.dtype, info.shape == saved.shape else { return true }
+            return try head.tensor(name).bytes != base.checkpoint.tensor(stored).bytes
+        }
+    }
+
     /// Reads a PEFT or AdapterHub folder into a pack adapter. `dropUnloaded`: leave out saved
     /// tensors PEFT would not load instead of refusing them.
     public static func importFolder(_ path: String, kind: AdapterSourceKind, name: String?, dropUnloaded: Bool = false) throws -> ImportedAdapter {

@@ -6,7 +6,8 @@ public enum BaseCheckLevel: String, Sendable, Encodable {
     case content
     /// Names, dtypes and shapes only: no tensor is hashed.
     case shapes
-    /// Names, dtypes and shapes are compared and every difference is reported, none refused.
+    /// Names, dtypes, shapes and recorded content are compared and every difference is reported,
+    /// none refused.
     case skipped
 }
 
@@ -53,6 +54,8 @@ public final class BaseBinding {
     private var compared = Set<String>()
     private var contentCompared = 0
     private var warnings: [String] = []
+    /// Tensors whose bytes differ from a recorded hash at level `.skipped`, per pack file.
+    private var contentDifferences: [(file: String, tensor: String)] = []
     /// Tensor name → the hashes packs recorded for it, not compared yet.
     private var pendingContent: [String: [(hash: String, file: String)]] = [:]
 
@@ -62,7 +65,24 @@ public final class BaseBinding {
     }
 
     public var report: Report {
-        Report(level: level, tensorsCompared: compared.count, contentCompared: contentCompared, warnings: warnings)
+        Report(level: level, tensorsCompared: compared.count, contentCompared: contentCompared,
+               warnings: warnings + contentDifferenceWarnings)
+    }
+
+    /// One warning per pack for the tensors that hold other values (a wrong base differs in all of them).
+    private var contentDifferenceWarnings: [String] {
+        var files: [String] = []
+        var tensors: [String: [String]] = [:]
+        // A pack given twice (verify --against itself) records each tensor twice.
+        for (file, tensor) in contentDifferences where tensors[file]?.contains(tensor) != true {
+            if tensors[file] == nil { files.append(file) }
+            tensors[file, default: []].append(tensor)
+        }
+        return files.map { file in
+            let names = tensors[file]!
+            let what = names.count == 1 ? "\(names[0]) holds" : "\(names.count) targeted tensors (first \(names[0])) hold"
+            return "\(file): was made for a base whose \(what) other values than \(base.folder)'s: it is another checkpoint of this architecture (used anyway)"
+        }
     }
 
     /// Tensors still to hash, in checkpoint order.
@@ -94,7 +114,8 @@ public final class BaseBinding {
         } else if let fingerprint = record.fingerprint {
             comparable = try compareLegacy(fingerprint, targeted: targeted, all: all, shapes: shapes, file: file)
         }
-        guard level == .content else { return }
+        // Skipping the check still compares content: a same-shaped wrong base is the common mistake.
+        guard level != .shapes else { return }
         for name in comparable {
             guard let hash = record.contentHashes?[name] else { continue }
             pendingContent[name, default: []].append((hash, file))
@@ -107,6 +128,10 @@ public final class BaseBinding {
         let actual = XXH3.hex(try base.checkpoint.withBytes(name) { XXH3.hash64($0) })
         contentCompared += 1
         for (hash, file) in expected where hash != actual {
+            guard level != .skipped else {
+                contentDifferences.append((file, name))
+                continue
+            }
             throw BaseMismatchError(kind: .content, file: file, tensor: name,
                                     problem: "was made for a base whose \(name) holds other values (XXH3 \(hash); \(base.folder) has \(actual)): it is another checkpoint of this architecture (another fine-tune, or base instead of instruct)")
         }

@@ -200,7 +200,7 @@ public enum Extract {
             let kept = item.triplets.s.prefix(item.rank).reduce(0.0) { $0 + Double($1) * Double($1) }
             let energy = item.candidate.totalEnergy > 0 ? min(1, kept / item.candidate.totalEnergy) : 1
             var report = ModuleReport(tensor: item.candidate.tensor, shape: item.candidate.shape, rank: item.rank,
-                                      energyKept: energy, relativeError: (1 - energy).squareRoot(),
+                                      energyKept: energy, relativeError: relativeError(item.triplets, rank: item.rank, totalEnergy: item.candidate.totalEnergy),
                                       method: item.triplets.exact ? "exact" : "randomized")
             moduleReports.append(report)
             if let tie = tiedHead, item.candidate.tensor == tie.embedding {
@@ -550,23 +550,25 @@ public enum Extract {
             let width = min(cap, options.maxRank ?? 256)
             return Factored(candidate: candidate, triplets: try sketch(width), rank: width)
         case .energy, .maxError:
-            let target: Double
-            switch options.rule {
-            case .energy(let share): target = share * candidate.totalEnergy
-            case .maxError(let error): target = (1 - error * error) * candidate.totalEnergy
-            default: target = 0
-            }
             var width = min(cap, 64)
             while true {
                 let triplets = try sketch(width)
                 // Only the first `width` values of a randomized sketch are trusted; an exact SVD
                 // has them all.
                 let trusted = triplets.exact ? min(cap, triplets.s.count) : min(width, triplets.s.count)
-                var kept = 0.0
-                for (index, value) in triplets.s.prefix(trusted).enumerated() {
-                    kept += Double(value) * Double(value)
-                    if kept >= target * (1 - 1e-12) {
-                        return Factored(candidate: candidate, triplets: triplets, rank: index + 1)
+                if case .maxError(let error) = options.rule {
+                    let errors = relativeErrors(triplets, totalEnergy: candidate.totalEnergy)
+                    if let rank = errors.indices.dropFirst().prefix(trusted).first(where: { errors[$0] <= error }) {
+                        return Factored(candidate: candidate, triplets: triplets, rank: rank)
+                    }
+                } else if case .energy(let share) = options.rule {
+                    let target = share * candidate.totalEnergy
+                    var kept = 0.0
+                    for (index, value) in triplets.s.prefix(trusted).enumerated() {
+                        kept += Double(value) * Double(value)
+                        if kept >= target * (1 - 1e-12) {
+                            return Factored(candidate: candidate, triplets: triplets, rank: index + 1)
+                        }
                     }
                 }
                 if triplets.exact || width >= cap {
@@ -577,14 +579,44 @@ public enum Extract {
         }
     }
 
+    /// ‖ΔW − B·A‖_F / ‖ΔW‖_F of the rank-`rank` truncation, in fp64. With every singular value at
+    /// hand it is √(Σ_{i>r} sᵢ²) / √(Σ sᵢ²) (Eckart–Young) from the discarded values themselves:
+    /// √(1 − kept/total) cancels near full rank, where fp32 singular values leave ~1e-7 of noise
+    /// in the ratio, so it reported 3e-4…7e-4 for a true 1e-6. A randomized sketch has only the
+    /// leading values, so its error is what they leave of the total, √(1 − kept/total).
+    static func relativeError(_ triplets: SingularTriplets, rank: Int, totalEnergy: Double) -> Double {
+        relativeErrors(triplets, totalEnergy: totalEnergy)[min(rank, triplets.s.count)]
+    }
+
+    /// `relativeError` for every rank 0…s.count at once, index = rank.
+    static func relativeErrors(_ triplets: SingularTriplets, totalEnergy: Double) -> [Double] {
+        let squares = triplets.s.map { Double($0) * Double($0) }
+        if triplets.exact {
+            var discarded = [Double](repeating: 0, count: squares.count + 1)
+            // From the smallest value up, so each tail is summed from its own terms.
+            for rank in squares.indices.reversed() { discarded[rank] = discarded[rank + 1] + squares[rank] }
+            let total = discarded[0]
+            return discarded.map { total > 0 ? ($0 / total).squareRoot() : 0 }
+        }
+        var errors: [Double] = []
+        var kept = 0.0
+        for rank in 0...squares.count {
+            errors.append(totalEnergy > 0 ? max(0, 1 - kept / totalEnergy).squareRoot() : 0)
+            if rank < squares.count { kept += squares[rank] }
+        }
+        return errors
+    }
+
+    /// The leading `rank` singular vectors. Every singular value stays: the truncation's error is
+    /// computed from the discarded ones (`relativeError`).
     static func truncate(_ triplets: SingularTriplets, to rank: Int) -> SingularTriplets {
-        guard rank < triplets.s.count else { return triplets }
+        guard rank < triplets.u.cols else { return triplets }
         var u = Matrix(zeros: triplets.u.rows, rank)
         for row in 0..<u.rows {
             for col in 0..<rank { u[row, col] = triplets.u[row, col] }
         }
         let vt = Matrix(rows: rank, cols: triplets.vt.cols, values: Array(triplets.vt.values.prefix(rank * triplets.vt.cols)))
-        return SingularTriplets(u: u, s: Array(triplets.s.prefix(rank)), vt: vt, exact: triplets.exact)
+        return SingularTriplets(u: u, s: triplets.s, vt: vt, exact: triplets.exact)
     }
 
     /// Greedy allocation: every singular value removes s² of squared error for (rows + cols)

@@ -62,6 +62,11 @@ public enum Merge {
                            progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         let start = Date()
         for input in inputs { try FiniteValues.checkWeight(input.weight, of: input.pack) }
+        // Every term of every adapter kind is scaled by its weight (DoRA and IA3 interpolate
+        // from W), so all-zero weights give back the base under a merged model's name.
+        if !inputs.isEmpty && inputs.allSatisfy({ $0.weight == 0 }) {
+            throw UsageError("\(inputs.map(\.pack).joined(separator: ", ")): nothing to merge: every adapter's weight is 0, so the output would be a copy of the base")
+        }
         keepLargeAllocationsInHeap()
         // Parallelism comes from splitting each tensor's rows across the cores; OpenBLAS's own
         // threads would only oversubscribe them (and spin in sched_yield).

@@ -24,6 +24,9 @@ public enum PackImport {
         public var droppedTensors: [DroppedTensor]
         /// Folders under a PEFT save folder that hold something other than its adapters, and why.
         public var leftOut: [String]
+        /// AdapterHub prediction-head files left out: on request (`withoutHead`), or because the head
+        /// is the base's own; any other head is refused.
+        public var leftOutHeadFiles: [String]
         public var warnings: [String]
     }
 
@@ -34,9 +37,10 @@ public enum PackImport {
     }
 
     /// `allowNonFinite`: keep tensors holding NaN or ±Inf (listed in the report) instead of refusing them.
+    /// `withoutHead`: import an AdapterHub adapter saved with a prediction head alone (the head files listed).
     public static func run(sources: [Source], output: String, baseFolder: String?, level: Int32,
                            userMetadata: [String: String] = [:], allowNonFinite: Bool = false, dropUnloaded: Bool = false,
-                           force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Report {
+                           withoutHead: Bool = false, force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         try OutputDestination.claim(output, as: .file, force: force, inputs: sources.map(\.path) + (baseFolder.map { [$0] } ?? []))
         var adapterJSON: [StrictJSON] = []
         var adapters: [Adapter] = []
@@ -47,6 +51,8 @@ public enum PackImport {
         var inheritedMetadata: [String: String] = [:]
         var dropped: [DroppedTensor] = []
         var leftOut: [String] = []
+        var leftOutHeadFiles: [String] = []
+        var headWarnings: [String] = []
         let model = try baseFolder.map { try BaseModel(folder: $0) }
         // A pack bound to a base is re-bound to the given one only if that is the same base.
         let binding = model.map { BaseBinding(base: $0, level: .content) }
@@ -93,6 +99,19 @@ public enum PackImport {
                 inheritedMetadata.merge(document.userMetadata) { current, _ in current }
             case .peft, .adapterhub:
                 for (folder, name) in try adapterFolders(source, kind: kind, leftOut: &leftOut) {
+                    let head = kind == .adapterhub ? AdapterSourceFolder.adapterHubHead(in: folder) : []
+                    if !head.isEmpty && !withoutHead {
+                        let files = head.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")
+                        guard let model else {
+                            throw AdapterFormatError(file: folder, problem: "holds a prediction head (\(files)), which a pack cannot carry: AdapterHub's load_adapter would load it over the model's own head (given the base, a head equal to its own is accepted)", kind: .predictionHead)
+                        }
+                        let differing = try AdapterSourceFolder.adapterHubHeadDifferences(in: folder, base: model)
+                        if let first = differing.first {
+                            throw AdapterFormatError(file: folder, problem: "holds a prediction head (\(files)) whose \(first) is not the base's, which a pack cannot carry: AdapterHub's load_adapter would load it over the model's own head", kind: .predictionHead)
+                        }
+                        headWarnings.append("\(folder): its prediction head (\(files)) is the base's own; left out, as loading it changes nothing")
+                    }
+                    leftOutHeadFiles += head
                     let imported = try AdapterSourceFolder.importFolder(folder, kind: kind, name: name, dropUnloaded: dropUnloaded)
                     dropped += imported.leftOut.map { DroppedTensor(file: folder, tensor: $0.tensor, reason: $0.reason) }
                     adapters.append(imported.adapter)
@@ -175,7 +194,7 @@ public enum PackImport {
         return Report(output: output, adapters: adapters.map(\.name), tensors: reader.tensors.count,
                       rawBytes: reader.tensors.reduce(0) { $0 + $1.rawBytes },
                       storedBytes: reader.fileSize, baseChecked: baseFolder != nil, nonFiniteTensors: nonFinite,
-                      droppedTensors: dropped, leftOut: leftOut, warnings: binding?.report.warnings ?? [])
+                      droppedTensors: dropped, leftOut: leftOut, leftOutHeadFiles: leftOutHeadFiles, warnings: headWarnings + (binding?.report.warnings ?? []))
     }
 
     /// The adapter folders one source holds, each with its adapter's name (nil: the tool's

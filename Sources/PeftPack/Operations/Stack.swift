@@ -122,6 +122,16 @@ public enum Stack {
         try source.reader.readTensor(name).floats()
     }
 
+    /// A factor to recompress: LAPACK's QR and SVD reject NaN and ±Inf with a bare argument
+    /// number, so such a factor (kept on import with --allow-nonfinite) is refused first, by name.
+    static func floats(_ source: Source, _ name: String, refusingNonFinite: Bool) throws -> [Float] {
+        let tensor = try source.reader.readTensor(name)
+        if refusingNonFinite, let found = FiniteValues.survey(tensor, name: name, file: source.label) {
+            throw NonFiniteError(kind: .inputTensor, description: "\(source.label): tensor \(name) holds \(NonFiniteCount(nan: found.nan, infinite: found.infinite).phrase) of its \(found.elements) elements, which cannot be recompressed to a lower rank; nothing was written")
+        }
+        return tensor.floats()
+    }
+
     static func stackLowRank(_ sources: [Source], options: Options, modules: inout [AdapterModule],
                              tensors: inout [(name: String, tensor: HostTensor)], reports: inout [ModuleReport]) throws {
         var order: [String] = []
@@ -153,8 +163,9 @@ public enum Stack {
                     throw AdapterFormatError(file: source.label, problem: "\(target) is \(bShape[0])×\(aShape[1]) here but \(outFeatures)×\(inFeatures) in another input")
                 }
                 let factor = Float(source.weight * (module.scale ?? 1))
-                blocksA.append((try floats(source, aName), aShape[0]))
-                blocksB.append((try floats(source, bName), bShape[1], factor))
+                let recompressing = options.recompression != .none
+                blocksA.append((try floats(source, aName, refusingNonFinite: recompressing), aShape[0]))
+                blocksB.append((try floats(source, bName, refusingNonFinite: recompressing), bShape[1], factor))
                 if let biasName = module.tensors[TensorRole.loraBBias] {
                     let bias = try floats(source, biasName)
                     biasSum = zip(biasSum ?? [Float](repeating: 0, count: bias.count), bias).map { $0 + factor * $1 }

@@ -9,6 +9,9 @@ import Foundation
 public enum OutputError: UserFacingError, Equatable {
     case exists(path: String)
     case wrongKind(path: String, isFolder: Bool)
+    /// A device node, fifo or socket: replacing it would replace a system file or hang on a reader.
+    case special(path: String, what: String)
+    case empty
     case notWritable(path: String, folder: String, reason: String)
 
     public var description: String {
@@ -18,6 +21,10 @@ public enum OutputError: UserFacingError, Equatable {
         case .wrongKind(let path, let isFolder):
             isFolder ? "\(path): is a folder, and this command writes a file; refusing to replace it (give a file path)"
                 : "\(path): is a file, and this command writes a folder; refusing to replace it (give a folder path)"
+        case .special(let path, let what):
+            "\(path): is \(what), not a regular file or folder; refusing to write over it (give a file or folder path)"
+        case .empty:
+            "the output path is empty; give a file or folder path"
         case .notWritable(let path, let folder, let reason):
             "\(path): cannot be written: cannot create files in \(folder) (\(reason))"
         }
@@ -35,18 +42,34 @@ public enum OutputDestination {
     }
 
     public static func claim(_ path: String, as kind: Kind, force: Bool, inputs: [String]) throws {
+        guard !path.isEmpty else { throw OutputError.empty }
         try InputProtection.check(output: path, inputs: inputs)
         var status = stat()
         if lstat(path, &status) == 0 {
-            guard force else { throw OutputError.exists(path: path) }
             var target = stat()
-            let isFolder = stat(path, &target) == 0 && (target.st_mode & S_IFMT) == S_IFDIR
+            let type = stat(path, &target) == 0 ? target.st_mode & S_IFMT : S_IFREG
+            if let what = specialFileKind(type) { throw OutputError.special(path: path, what: what) }
+            guard force else { throw OutputError.exists(path: path) }
+            let isFolder = type == S_IFDIR
             if isFolder != (kind == .folder) { throw OutputError.wrongKind(path: path, isFolder: isFolder) }
         }
         let folder = parentFolder(of: path)
         try createFolders(folder, for: path)
         StaleTemporaries.removeDead(in: folder)
         try probeWritable(folder, for: path)
+    }
+
+    /// What a file of this type is, unless it is a regular file or a folder (or a dangling link,
+    /// whose type is taken as a regular file's: the writer replaces the link itself).
+    static func specialFileKind(_ type: mode_t) -> String? {
+        switch type {
+        case S_IFREG, S_IFDIR: nil
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFIFO: "a fifo"
+        case S_IFSOCK: "a socket"
+        default: "not a regular file"
+        }
     }
 
     static func parentFolder(of path: String) -> String {

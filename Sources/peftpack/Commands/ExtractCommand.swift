@@ -13,7 +13,9 @@ struct ExtractCommand: ParsableCommand {
             exactly B·A. The rank is fixed (--rank, default 16), the smallest keeping a share of the \
             squared Frobenius norm (--energy 0.9), the smallest reaching a relative error \
             (--max-error 0.1), or chosen across all modules to remove the most error per parameter \
-            within a total size (--budget 2M parameters, or 8MB of fp32 factors); --max-rank caps it.
+            within a total size (--budget 2M parameters, or 8MB of fp32 factors); --max-rank caps it. \
+            The reported relative error ‖ΔW − B·A‖/‖ΔW‖ is computed in fp64 from the discarded \
+            singular values, and --max-error chooses by it.
 
             Embeddings and the output head (--embeddings) and 1-D tensors such as norms and biases \
             (--other) are stored whole by default, because low rank would lose them. Unchanged \
@@ -124,7 +126,7 @@ struct ExtractCommand: ParsableCommand {
             let rankText = ranks.min().flatMap { low in ranks.max().map { low == $0 ? "rank \(low)" : "ranks \(low)–\($0)" } } ?? ""
             print("wrote \(report.output): \(report.modules.count) low-rank modules (\(rankText)), \(report.fullTensors.count) tensors stored whole, \(report.parameters) parameters; \(formatBytes(report.packBytes)) vs \(formatBytes(report.deltaBytes)) of changed tensors (\(String(format: "%.3f", Double(report.packBytes) / Double(max(report.deltaBytes, 1))))) in \(String(format: "%.2f", report.seconds)) s")
             for module in report.modules {
-                print("  \(module.tensor) \(Shape.describe(module.shape)): rank \(module.rank), energy kept \(String(format: "%.4f", module.energyKept)), relative error \(String(format: "%.4f", module.relativeError)) (\(module.method))")
+                print("  \(module.tensor) \(Shape.describe(module.shape)): rank \(module.rank), energy kept \(String(format: "%.4f", module.energyKept)), relative error \(String(format: "%.3g", module.relativeError)) (\(module.method))")
             }
             for full in report.fullTensors { print("  \(full.tensor): stored whole (\(full.mode)): \(full.reason)") }
             if !report.skipped.isEmpty { print("  skipped: \(report.skipped.count) changed tensors (excluded, skip policy, or rank 0 under the budget)") }

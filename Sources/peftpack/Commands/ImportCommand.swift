@@ -30,6 +30,13 @@ struct ImportCommand: ParsableCommand {
             A tensor holding NaN or ±Inf is refused, naming it and how many of its elements are; \
             --allow-nonfinite keeps it and lists it in the report (nonFiniteTensors in --json). merge \
             still refuses to write a NaN or ±Inf the base did not have.
+
+            An AdapterHub folder saved from a model with a prediction head (head_config.json, \
+            pytorch_model_head.bin or model_head.safetensors beside the adapter) is refused: a pack \
+            does not carry heads yet, and load_adapter would put that head over the model's own. \
+            With --base, a head equal to the base's own (the untouched lm_head adapters saves for a \
+            causal LM) is left out with a note. --without-head imports the adapter alone and lists \
+            the head files left out (leftOutHeadFiles in --json).
             """)
 
     @Argument(help: "Adapter folders or packs to put into the pack.")
@@ -54,6 +61,8 @@ struct ImportCommand: ParsableCommand {
     var allowNonFinite = false
     @Flag(help: "Leave out saved tensors PEFT would not load (outside target_modules etc.) instead of refusing; each is listed.")
     var dropUnloaded = false
+    @Flag(help: "Import an AdapterHub adapter saved with a prediction head without that head (the head files are listed).")
+    var withoutHead = false
     @OptionGroup var overwrite: OverwriteOptions
 
     @OptionGroup var outputOptions: OutputOptions
@@ -76,7 +85,7 @@ struct ImportCommand: ParsableCommand {
             do {
                 report = try PackImport.run(sources: sourceList, output: output, baseFolder: base, level: level,
                                             userMetadata: user, allowNonFinite: allowNonFinite,
-                                            dropUnloaded: dropUnloaded, force: overwrite.force) { progress.update(done: $0, total: $1) }
+                                            dropUnloaded: dropUnloaded, withoutHead: withoutHead, force: overwrite.force) { progress.update(done: $0, total: $1) }
             } catch let error as NonFiniteError where error.kind == .inputTensor {
                 throw UsageError(error.description + "; nothing was written (pass --allow-nonfinite to keep such tensors)")
             } catch let mismatch as BaseMismatchError {
@@ -97,6 +106,9 @@ struct ImportCommand: ParsableCommand {
                 printWarning("\(item.file): left out tensor \(item.tensor): PEFT would not load it: \(item.reason)")
             }
             for folder in report.leftOut { printWarning("left out \(folder)") }
+            for file in report.leftOutHeadFiles where withoutHead && !outputOptions.json {
+                printWarning("left out \(file): prediction head (--without-head); an export loads with the model's own head")
+            }
             for warning in report.warnings { printWarning(warning) }
             if outputOptions.json {
                 try printJSON(report)

@@ -26,14 +26,18 @@ struct MergeCommand: ParsableCommand {
             chosen adapters target are compared, content as merge reads each tensor. A tensor with other \
             content or another shape is refused, naming it; one stored in another dtype is a warning \
             (its content cannot be compared then). --trust-base compares names, dtypes and shapes only; \
-            --skip-base-check turns every difference into a warning. --force no longer skips this check: \
-            it only replaces an existing output.
+            --skip-base-check turns every difference into a warning (content is still compared, so a \
+            wrong base of the same shapes is named). --force no longer skips this check: it only \
+            replaces an existing output.
 
             A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
             (--trust-base, as its content is no longer the base's) restores the base to within one \
             rounding step.
 
-            Weights must be finite numbers. A merged tensor that would hold NaN or ±Inf where the base \
+            On DoRA, --weight w gives W + w·(W_dora − W): PEFT scaling the adapter by w keeps the \
+            magnitude instead, so the two differ between 0 and 1.
+
+            Weights must be finite numbers, and not all 0 (that would write a copy of the base). A merged tensor that would hold NaN or ±Inf where the base \
             element is finite (an adapter value is NaN/Inf, or W + ΔW overflows the output dtype, such \
             as fp16 past 65504) is refused, naming the tensor, and nothing is written.
 

@@ -33,6 +33,7 @@ enum FlagHints {
         case .onlyAdapterHubExpresses: "export them with --format adapterhub"
         case .onlyPeftExpresses: "use --format peft"
         case .denseDelta: "merge it, or re-extract with --other full"
+        case .predictionHead: "pass --without-head to import the adapter alone"
         }
     }
 
