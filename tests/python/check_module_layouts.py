@@ -18,7 +18,8 @@ from common import FIXTURES, Tally, run_peftpack, scratch_dir
 
 FIFO = FIXTURES / "fifo"
 BASES = {"gpt2_cproj_head": "models/gpt2-tiny", "gpt2_cattn_head": "models/gpt2-tiny",
-         "llama_fifo_true": "models/llama-tiny", "gpt2_lora_wpe": "models/gpt2-tiny"}
+         "llama_fifo_true": "models/llama-tiny", "gpt2_lora_wpe": "models/gpt2-tiny",
+         "gpt2_ia3": "models/gpt2-tiny"}
 
 
 def imported(case, work, with_base):
