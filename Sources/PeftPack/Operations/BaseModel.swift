@@ -57,8 +57,16 @@ public final class BaseModel {
         }
     }
 
-    /// Checks an adapter's shapes against this base; returns the checkpoint names it targets.
+    /// `adapter` with the layouts this base's modules have: what a pack recorded without a base,
+    /// or recorded wrongly, is corrected rather than trusted.
+    public func withModuleLayouts(_ adapter: Adapter) -> Adapter {
+        ModuleLayoutRule.correcting(adapter, modelType: identity.modelType)
+    }
+
+    /// Checks an adapter's shapes against this base (in this base's module layouts); returns the
+    /// checkpoint names it targets.
     public func check(_ adapter: Adapter, shapes: (String) -> [Int]?, file: String) throws -> [String] {
+        let adapter = withModuleLayouts(adapter)
         var targeted: [String] = []
         for module in adapter.modules {
             guard let wanted = Self.weightName(of: module, kind: adapter.kind) else { continue }

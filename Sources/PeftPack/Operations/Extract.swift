@@ -129,7 +129,6 @@ public enum Extract {
         // input side (the runtime and PEFT keep the head on the base weight): it needs a head too.
         let tiedHead = try tiedHeadToExtract(base: base, finetuned: finetuned, finetunedFolder: finetunedFolder)
         let changedNames = try changedTensors(base: base.checkpoint, finetuned: finetuned, baseFolder: baseFolder, finetunedFolder: finetunedFolder)
-        let conv1d = base.identity.modelType == "gpt2"
         var skipped: [String] = []
         var fullTensors: [(name: String, mode: FullTensorMode, reason: String, factorable: Bool)] = []
         var lowRankNames: [(name: String, layout: WeightLayout)] = []
@@ -141,7 +140,8 @@ public enum Extract {
             let info = base.checkpoint.info(name)!
             let embedding = isEmbedding(name)
             if info.shape.count == 2 && info.dtype.isFloatingPoint && name.hasSuffix(".weight") && !(embedding && options.embeddings != .lora) {
-                let layout: WeightLayout = isTokenEmbedding(name) ? .embedding : (conv1d && isConv1D(name) ? .conv1d : .linear)
+                let layout: WeightLayout = isTokenEmbedding(name) ? .embedding
+                    : ModuleLayoutRule.layout(of: String(name.dropLast(".weight".count)), modelType: base.identity.modelType)
                 lowRankNames.append((name, layout))
             } else if embedding && info.shape.count == 2 {
                 if options.embeddings == .skip { skipped.append(name) } else {
@@ -486,11 +486,6 @@ public enum Extract {
 
     static func isEmbedding(_ name: String) -> Bool {
         isTokenEmbedding(name) || components(name).contains { outputHeadNames.contains(String($0)) }
-    }
-
-    /// transformers' GPT-2 uses Conv1D (weights stored [in, out]) for these.
-    static func isConv1D(_ name: String) -> Bool {
-        [".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"].contains { name.hasSuffix($0) }
     }
 
     static func loadCandidate(_ name: String, layout: WeightLayout, base: Checkpoint, finetuned: Checkpoint) throws -> Candidate {

@@ -81,7 +81,8 @@ public enum Merge {
         for (index, input) in inputs.enumerated() {
             let reader = try PackReader(path: input.pack)
             let document = try reader.adapterDocument()
-            let adapters = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
+            let chosen = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
+            let adapters = chosen.map(base.withModuleLayouts)
             let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
             let targets = try adapters.flatMap { try base.check($0, shapes: { shapes[$0] }, file: input.pack) }
             try binding.add(document.base, targets: targets, all: document.adapters, shapes: { shapes[$0] }, file: input.pack)

@@ -143,8 +143,13 @@ public enum PackImport {
             var shapes = Dictionary(pending.map { ($0.packName, $0.info.shape) }, uniquingKeysWith: { first, _ in first })
             for (reader, name, packName) in copied { shapes[packName] = reader.entry(named: name)?.shape }
             var targeted: [String] = []
-            for adapter in adapters {
+            for (index, adapter) in adapters.enumerated() {
                 targeted += try model.check(adapter, shapes: { shapes[$0] }, file: output)
+                let corrected = model.withModuleLayouts(adapter)
+                if corrected != adapter {
+                    adapters[index] = corrected
+                    adapterJSON[index] = try StrictJSON.encoding(corrected)
+                }
             }
             var identity = try model.identity(binding: targeted)
             identity.nameOrPath = base.nameOrPath

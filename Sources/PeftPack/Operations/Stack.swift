@@ -77,7 +77,8 @@ public enum Stack {
             documents.append(document)
             let adapters = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
             for adapter in adapters {
-                sources.append(Source(reader: reader, adapter: adapter, weight: input.weight, label: "\(input.pack):\(adapter.name)"))
+                let corrected = ModuleLayoutRule.correcting(adapter, modelType: document.base?.modelType)
+                sources.append(Source(reader: reader, adapter: corrected, weight: input.weight, label: "\(input.pack):\(adapter.name)"))
             }
         }
         let base = try BaseBinding.combine(Array(zip(documents.map(\.base), inputs.map(\.pack))), namesMayDiffer: false)

@@ -9,7 +9,8 @@ struct GPT2Body: Sendable {
     }
 
     let tokenEmbedding: Int
-    let positionEmbedding: ParameterID
+    /// wpe, an nn.Embedding looked up by position: PEFT can adapt it like the token embedding.
+    let positionEmbedding: Int
     let layers: [Layer]
     let finalNorm: NormWeights
     /// lm_head, or a sequence classifier's `score`.
@@ -21,7 +22,7 @@ struct GPT2Body: Sendable {
         activation = try ActivationFunction(name: config.activation)
         let hidden = config.hiddenSize, inner = config.intermediateSize
         tokenEmbedding = try builder.embedding("wte", count: config.vocabSize, dim: hidden)
-        positionEmbedding = try builder.parameter("wpe.weight", [config.maxPositionEmbeddings, hidden])
+        positionEmbedding = try builder.embedding("wpe", count: config.maxPositionEmbeddings, dim: hidden)
         layers = try (0..<config.numLayers).map { i in
             let p = "h.\(i)"
             return Layer(
@@ -53,7 +54,7 @@ extension ForwardPass {
         let epsilon = config.normEpsilon
         let hidden = config.hiddenSize
         var x = inputEmbeddings(body.tokenEmbedding, inputIds: inputIds)
-        addPositionRows(&x, table: parameter(body.positionEmbedding), positionOfRow: position(ofRow:))
+        x.add(embed(body.positionEmbedding, ids: (0..<x.rows).map(position(ofRow:))))
         for (index, layer) in body.layers.enumerated() {
             var scale = config.scaleAttentionWeights ? 1 / Double(config.headDim).squareRoot() : 1
             if config.scaleAttentionByInverseLayerIndex { scale /= Double(index + 1) }

@@ -28,6 +28,14 @@ public enum GGUFLoRA {
     static func layerPrefix(_ architecture: String) -> String { architecture == "gpt2" ? "h." : "layers." }
 
     /// llama.cpp's tensor name (without ".weight") for a transformers module name, or nil.
+    /// What a whole-tensor module is, from the key PEFT saved it under: a `base_layer` weight is
+    /// the copy of the base layer PEFT saves beside a LoRA on an embedding or output layer
+    /// (save_embedding_layers); any other whole tensor is a trained modules_to_save copy.
+    static func wholeTensorOrigin(_ module: AdapterModule) -> String {
+        guard let key = module.sourceName, key.contains(".base_layer.") else { return "(modules_to_save)" }
+        return "with \(key), the base layer's weight PEFT saves beside a LoRA on an embedding or output layer (save_embedding_layers)"
+    }
+
     static func ggufName(module: String, architecture: String) -> String? {
         var name = module
         for prefix in ["base_model.model.", "model.", "transformer."] where name.hasPrefix(prefix) { name.removeFirst(prefix.count) }
@@ -105,7 +113,7 @@ public enum GGUFLoRA {
                 throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces rows of \(module.target) (trainable_token_indices), which GGUF LoRA files cannot express; merge it instead")
             }
             if module.mode != nil {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole (modules_to_save), which GGUF LoRA files cannot express; merge it instead")
+                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express; merge it instead")
             }
             if module.tensors[TensorRole.magnitude] != nil {
                 throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) is DoRA, which llama.cpp cannot apply; merge it (peftpack merge), or merge and extract a plain LoRA (peftpack extract)")
@@ -224,7 +232,7 @@ public enum GGUFLoRA {
                 }
                 return HostTensor(floats: values, shape: [outFeatures, rank], dtype: .f32)
             })
-            modules.append(AdapterModule(target: target, layout: architecture == "gpt2" ? .conv1d : .linear, rank: rank,
+            modules.append(AdapterModule(target: target, layout: ModuleLayoutRule.layout(of: target, modelType: architecture), rank: rank,
                                          scale: alpha != 0 ? alpha / Double(rank) : 1,
                                          tensors: [TensorRole.loraA: aName, TensorRole.loraB: bName]))
         }

@@ -7,7 +7,6 @@ public struct PeftConfig {
     var loraAlpha: Double
     var useRSLoRA: Bool
     var useDoRA: Bool
-    var fanInFanOut: Bool
     /// Insertion order matters: PEFT takes the first pattern that matches.
     var rankPattern: [(key: String, value: Int)]
     var alphaPattern: [(key: String, value: Double)]
@@ -59,7 +58,8 @@ public struct PeftConfig {
         loraAlpha = try number(json["lora_alpha"], "lora_alpha") ?? 8
         useRSLoRA = try bool("use_rslora")
         useDoRA = try bool("use_dora")
-        fanInFanOut = try bool("fan_in_fan_out")
+        // Checked as PEFT types it, but PEFT ignores its value: the module type decides (ModuleLayoutRule).
+        _ = try bool("fan_in_fan_out")
         rankPattern = try (json["rank_pattern"]?.objectMembers ?? []).map { member in
             guard let value = member.value.integerValue else { throw fail("rank_pattern[\(member.key)] is not an integer") }
             return (member.key, Int(value))

@@ -116,7 +116,7 @@ public enum PeftImporter {
                     throw AdapterFormatError(file: file, tensor: saved[TensorRole.ia3Vector], problem: "has shape \(Shape.describe(vectorShape)) but adapter_config.json makes \(target) \(feedforward ? "a feed-forward module, scaled on its input ([1, in])" : "scaled on its output ([out, 1])")")
                 }
                 module.side = feedforward ? .input : .output
-                module.layout = .linear
+                module.layout = ModuleLayoutRule.layout(of: target, modelType: nil)
                 add(TensorRole.ia3Vector, shape: [feedforward ? vectorShape[1] : vectorShape[0]])
             } else {
                 guard let aShape = shape(TensorRole.loraA), let bShape = shape(TensorRole.loraB) else {
@@ -130,7 +130,8 @@ public enum PeftImporter {
                 guard aShape[0] == rank, bShape[1] == rank else {
                     throw AdapterFormatError(file: file, tensor: saved[TensorRole.loraA], problem: "adapter_config.json gives \(target) rank \(rank) but lora_A is \(Shape.describe(aShape)) and lora_B is \(Shape.describe(bShape))")
                 }
-                module.layout = layouts[target] ?? (config.fanInFanOut ? .conv1d : .linear)
+                // PEFT ignores the saved fan_in_fan_out: the module's type decides (ModuleLayoutRule).
+                module.layout = layouts[target] ?? ModuleLayoutRule.layout(of: target, modelType: nil)
                 module.rank = rank
                 module.scale = scale
                 add(TensorRole.loraA, shape: aShape)
