@@ -21,7 +21,8 @@ let package = Package(
         .systemLibrary(
             name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
-        // Vectorized dtype conversion kernels (F16C/AVX2 with a portable fallback).
+        // Vectorized dtype conversion kernels (F16C/AVX2 on x86-64, with a portable fallback that
+        // -Xcc -DPEFTPACK_PORTABLE_KERNELS selects everywhere: scripts/portable-kernels.sh).
         .target(
             name: "CDTypeKernels", path: "Sources/CDTypeKernels",
             cSettings: [.unsafeFlags(["-O3"])]),

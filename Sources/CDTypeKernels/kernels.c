@@ -1,8 +1,9 @@
 #include "CDTypeKernels.h"
-#include <immintrin.h>
 #include <string.h>
 #include "scalar_convert.h"
+#include "vector_isa.h"
 
+#if PEFTPACK_X86_KERNELS
 __attribute__((target("avx2")))
 static void bf16_to_f32_avx2(const uint16_t *source, float *destination, size_t count) {
     size_t i = 0;
@@ -55,26 +56,33 @@ static void f32_to_f16_f16c(const float *source, uint16_t *destination, size_t c
     for (; i < count; i++) destination[i] = scalar_f32_to_f16(source[i]);
 }
 
-static int has_avx2(void) { return __builtin_cpu_supports("avx2"); }
-static int has_f16c(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"); }
+#endif
 
 void peftpack_bf16_to_f32(const uint16_t *source, float *destination, size_t count) {
-    if (has_avx2()) { bf16_to_f32_avx2(source, destination, count); return; }
+#if PEFTPACK_X86_KERNELS
+    if (cpu_has_avx2()) { bf16_to_f32_avx2(source, destination, count); return; }
+#endif
     for (size_t i = 0; i < count; i++) destination[i] = float_of((uint32_t)source[i] << 16);
 }
 
 void peftpack_f32_to_bf16(const float *source, uint16_t *destination, size_t count) {
-    if (has_avx2()) { f32_to_bf16_avx2(source, destination, count); return; }
+#if PEFTPACK_X86_KERNELS
+    if (cpu_has_avx2()) { f32_to_bf16_avx2(source, destination, count); return; }
+#endif
     for (size_t i = 0; i < count; i++) destination[i] = scalar_f32_to_bf16(source[i]);
 }
 
 void peftpack_f16_to_f32(const uint16_t *source, float *destination, size_t count) {
-    if (has_f16c()) { f16_to_f32_f16c(source, destination, count); return; }
+#if PEFTPACK_X86_KERNELS
+    if (cpu_has_avx2_f16c()) { f16_to_f32_f16c(source, destination, count); return; }
+#endif
     for (size_t i = 0; i < count; i++) destination[i] = scalar_f16_to_f32(source[i]);
 }
 
 void peftpack_f32_to_f16(const float *source, uint16_t *destination, size_t count) {
-    if (has_f16c()) { f32_to_f16_f16c(source, destination, count); return; }
+#if PEFTPACK_X86_KERNELS
+    if (cpu_has_avx2_f16c()) { f32_to_f16_f16c(source, destination, count); return; }
+#endif
     for (size_t i = 0; i < count; i++) destination[i] = scalar_f32_to_f16(source[i]);
 }
 

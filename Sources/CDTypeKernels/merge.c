@@ -1,7 +1,7 @@
 #include "CDTypeKernels.h"
-#include <immintrin.h>
 #include <math.h>
 #include "scalar_convert.h"
+#include "vector_isa.h"
 
 /* out = round(base + delta) with one rounding. The delta is fp64 (formed by dgemm), so base + delta
  * in fp64 is the exact merge to ~2^-53. The vector path rounds fp64 → fp32 → output type, both to
@@ -72,6 +72,7 @@ static void merge_scalar(int base_type, const void *base, const double *delta, i
     }
 }
 
+#if PEFTPACK_X86_KERNELS
 __attribute__((target("avx2,f16c")))
 static inline __m256 load8(int type, const void *values, size_t index) {
     switch (type) {
@@ -181,12 +182,15 @@ static void merge_avx2(int base_type, const void *base, const double *delta, int
     stats->nonfinite += nonfinite;
     merge_scalar(base_type, base, delta, out_type, out, i, count, stats);
 }
+#endif
 
 void peftpack_merge_add(int base_type, const void *base, const double *delta, int out_type, void *out, size_t count,
                         peftpack_merge_stats *stats) {
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+#if PEFTPACK_X86_KERNELS
+    if (cpu_has_avx2_f16c()) {
         merge_avx2(base_type, base, delta, out_type, out, count, stats);
-    } else {
-        merge_scalar(base_type, base, delta, out_type, out, 0, count, stats);
+        return;
     }
+#endif
+    merge_scalar(base_type, base, delta, out_type, out, 0, count, stats);
 }

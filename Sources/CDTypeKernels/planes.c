@@ -1,11 +1,16 @@
 #include "CDTypeKernels.h"
 #include <string.h>
+#include "vector_isa.h"
 
 /* Plain loops over restrict pointers: the compiler vectorizes them (SSE2 baseline, AVX2 clones
- * below where the CPU has it). */
+ * below where the CPU has it and the build has them). */
+#if PEFTPACK_X86_KERNELS
 #define PLANE_KERNEL(name, params, ...) \
     __attribute__((target("avx2"))) static void name##_avx2 params __VA_ARGS__ \
     static void name##_base params __VA_ARGS__
+#else
+#define PLANE_KERNEL(name, params, ...) static void name##_base params __VA_ARGS__
+#endif
 
 PLANE_KERNEL(split_bf16, (const uint16_t *restrict s, uint8_t *restrict p, size_t n), {
     uint8_t *restrict e = p, *restrict m = p + n;
@@ -53,10 +58,15 @@ PLANE_KERNEL(merge_f32, (const uint8_t *restrict p, uint32_t *restrict d, size_t
     }
 })
 
+#if PEFTPACK_X86_KERNELS
 #define DISPATCH(name, params, args) \
     void peftpack_##name params { \
-        if (__builtin_cpu_supports("avx2")) name##_avx2 args; else name##_base args; \
+        if (cpu_has_avx2()) name##_avx2 args; else name##_base args; \
     }
+#else
+#define DISPATCH(name, params, args) \
+    void peftpack_##name params { name##_base args; }
+#endif
 
 DISPATCH(split_bf16, (const uint16_t *source, uint8_t *planes, size_t count), (source, planes, count))
 DISPATCH(merge_bf16, (const uint8_t *planes, uint16_t *destination, size_t count), (planes, destination, count))

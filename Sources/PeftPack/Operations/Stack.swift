@@ -331,10 +331,20 @@ public enum Stack {
         var settings = first
         settings.numVirtualTokens = tokens
         var source = sources[0].adapter.source
-        if let text = source?.configText, var config = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] {
-            config["num_virtual_tokens"] = tokens
-            let data = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
-            source?.configText = String(decoding: data, as: UTF8.self) + "\n"
+        if let text = source?.configText {
+            let config: StrictJSON
+            do {
+                config = try StrictJSON.parse(Array(text.utf8))
+            } catch {
+                throw AdapterFormatError(file: sources[0].label, problem: "its stored adapter_config.json is not valid JSON (\(error))")
+            }
+            if var members = config.objectMembers {
+                members.removeAll { $0.key == "num_virtual_tokens" }
+                members.append(("num_virtual_tokens", .integer(Int64(tokens))))
+                let data = try JSONSerialization.data(withJSONObject: StrictJSON.object(members).foundationObject,
+                                                      options: [.prettyPrinted, .sortedKeys])
+                source?.configText = String(decoding: data, as: UTF8.self) + "\n"
+            }
         }
         return (settings, source)
     }

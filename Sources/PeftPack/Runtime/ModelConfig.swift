@@ -49,18 +49,10 @@ public struct ModelConfig: Sendable, Equatable {
     /// The token a decoder classifier skips when it looks for each sequence's last token.
     public var padTokenId: Int?
 
-    /// Decodes config.json text; every failure becomes a one-line `RuntimeError.invalidConfig`.
+    /// Reads config.json text with the strict parser (duplicate keys refused, as for every other
+    /// JSON input); every failure becomes a one-line `RuntimeError.invalidConfig`.
     public static func decode(_ data: Data) throws -> ModelConfig {
-        do {
-            return try JSONDecoder().decode(ModelConfig.self, from: data)
-        } catch let error as RuntimeError {
-            throw error
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw RuntimeError.invalidConfig("field \(field) has the wrong type")
-        } catch {
-            throw RuntimeError.invalidConfig("not a JSON object (\(error))")
-        }
+        try ModelConfig(fields: ConfigFields(parsing: Array(data)))
     }
 
     public static func load(contentsOf url: URL) throws -> ModelConfig {
@@ -74,8 +66,8 @@ public struct ModelConfig: Sendable, Equatable {
     }
 }
 
-extension ModelConfig: Decodable {
-    enum Key: String, CodingKey {
+extension ModelConfig {
+    enum Key: String {
         case modelType = "model_type", architectures
         case vocabSize = "vocab_size", hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers"
         case numAttentionHeads = "num_attention_heads", numKeyValueHeads = "num_key_value_heads"
@@ -97,10 +89,9 @@ extension ModelConfig: Decodable {
         case scaleAttnByInverseLayerIdx = "scale_attn_by_inverse_layer_idx"
     }
 
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: Key.self)
-        modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? ""
-        architecture = try c.decodeIfPresent([String].self, forKey: .architectures)?.first
+    init(fields c: ConfigFields<Key>) throws {
+        modelType = try c.string(.modelType) ?? ""
+        architecture = try c.strings(.architectures)?.first
         switch modelType {
         case "bert": family = .bert
         case "llama", "mistral", "qwen2": family = .llama
@@ -109,87 +100,66 @@ extension ModelConfig: Decodable {
         default: throw RuntimeError.unsupportedArchitecture("model_type \(modelType)")
         }
         let defaults = FamilyDefaults(modelType: modelType)
-
-        func int(_ key: Key, _ fallback: Int) throws -> Int { try c.decodeIfPresent(Int.self, forKey: key) ?? fallback }
-        func double(_ key: Key, _ fallback: Double) throws -> Double {
-            try c.decodeIfPresent(Double.self, forKey: key) ?? fallback
-        }
-        func bool(_ key: Key, _ fallback: Bool) throws -> Bool { try c.decodeIfPresent(Bool.self, forKey: key) ?? fallback }
-
-        if family == .gpt2 {
-            hiddenSize = try c.decodeIfPresent(Int.self, forKey: .nEmbd) ?? int(.hiddenSize, defaults.hiddenSize)
-            numLayers = try c.decodeIfPresent(Int.self, forKey: .nLayer) ?? int(.numHiddenLayers, defaults.numLayers)
-            numAttentionHeads = try c.decodeIfPresent(Int.self, forKey: .nHead)
-                ?? int(.numAttentionHeads, defaults.numAttentionHeads)
-            maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .nPositions)
-                ?? int(.maxPositionEmbeddings, defaults.maxPositionEmbeddings)
-            intermediateSize = try c.decodeIfPresent(Int.self, forKey: .nInner) ?? 4 * hiddenSize
-            activation = try c.decodeIfPresent(String.self, forKey: .activationFunction) ?? defaults.activation
-            normEpsilon = try double(.layerNormEpsilon, defaults.normEpsilon)
-        } else {
-            hiddenSize = try int(.hiddenSize, defaults.hiddenSize)
-            numLayers = try int(.numHiddenLayers, defaults.numLayers)
-            numAttentionHeads = try int(.numAttentionHeads, defaults.numAttentionHeads)
-            maxPositionEmbeddings = try int(.maxPositionEmbeddings, defaults.maxPositionEmbeddings)
-            intermediateSize = try int(.intermediateSize, defaults.intermediateSize)
-            activation = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? defaults.activation
-            normEpsilon = try double(family == .bert ? .layerNormEps : .rmsNormEps, defaults.normEpsilon)
-        }
-        vocabSize = try int(.vocabSize, defaults.vocabSize)
-        typeVocabSize = try int(.typeVocabSize, 2)
+        // GPT-2 serializes its own names first (GPT2Config.attribute_map); other families ignore them.
+        let usesGPT2Names = family == .gpt2
+        func gpt2Name(_ key: Key) throws -> Int? { try usesGPT2Names ? c.int(key) : nil }
+        hiddenSize = try gpt2Name(.nEmbd) ?? c.int(.hiddenSize) ?? defaults.hiddenSize
+        numLayers = try gpt2Name(.nLayer) ?? c.int(.numHiddenLayers) ?? defaults.numLayers
+        numAttentionHeads = try gpt2Name(.nHead) ?? c.int(.numAttentionHeads) ?? defaults.numAttentionHeads
+        maxPositionEmbeddings = try gpt2Name(.nPositions) ?? c.int(.maxPositionEmbeddings) ?? defaults.maxPositionEmbeddings
+        intermediateSize = try family == .gpt2
+            ? c.int(.nInner) ?? 4 * hiddenSize : c.int(.intermediateSize) ?? defaults.intermediateSize
+        activation = try c.string(family == .gpt2 ? .activationFunction : .hiddenAct) ?? defaults.activation
+        let epsilonKey: Key = switch family { case .gpt2: .layerNormEpsilon; case .bert: .layerNormEps; case .llama: .rmsNormEps }
+        normEpsilon = try c.double(epsilonKey) ?? defaults.normEpsilon
+        vocabSize = try c.int(.vocabSize) ?? defaults.vocabSize
+        typeVocabSize = try c.int(.typeVocabSize) ?? 2
         guard numAttentionHeads > 0 else { throw RuntimeError.invalidConfig("num_attention_heads must be positive") }
         // Only the Llama family reads grouped key/value heads and an explicit head size.
-        if family == .llama {
-            numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads)
-                ?? defaults.numKeyValueHeads ?? numAttentionHeads
-            headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / numAttentionHeads
-        } else {
-            numKeyValueHeads = numAttentionHeads
-            headDim = hiddenSize / numAttentionHeads
-        }
-        tieWordEmbeddings = EmbeddingTie.isTied(configured: try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings), modelType: modelType)
-
-        switch modelType {
-        case "llama":
-            let attentionBias = try bool(.attentionBias, false)
-            (queryKeyValueBias, attentionOutputBias) = (attentionBias, attentionBias)
-            mlpBias = try bool(.mlpBias, false)
-        case "qwen2":
-            (queryKeyValueBias, attentionOutputBias, mlpBias) = (true, false, false)
-        case "mistral":
-            (queryKeyValueBias, attentionOutputBias, mlpBias) = (false, false, false)
-        default:
-            (queryKeyValueBias, attentionOutputBias, mlpBias) = (true, true, true)
-        }
-
-        scaleAttentionWeights = try bool(.scaleAttnWeights, true)
-        scaleAttentionByInverseLayerIndex = try bool(.scaleAttnByInverseLayerIdx, false)
-        numLabels = try c.decodeIfPresent([String: String].self, forKey: .id2label)?.count ?? int(.numLabels, 2)
-        padTokenId = try c.decodeIfPresent(Int.self, forKey: .padTokenId)
-        if family == .bert, try bool(.isDecoder, false) {
+        numKeyValueHeads = try family == .llama
+            ? c.int(.numKeyValueHeads) ?? defaults.numKeyValueHeads ?? numAttentionHeads : numAttentionHeads
+        headDim = try family == .llama ? c.int(.headDim) ?? hiddenSize / numAttentionHeads : hiddenSize / numAttentionHeads
+        tieWordEmbeddings = EmbeddingTie.isTied(configured: try c.bool(.tieWordEmbeddings), modelType: modelType)
+        (queryKeyValueBias, attentionOutputBias, mlpBias) = try Self.biases(c, modelType: modelType)
+        scaleAttentionWeights = try c.bool(.scaleAttnWeights) ?? true
+        scaleAttentionByInverseLayerIndex = try c.bool(.scaleAttnByInverseLayerIdx) ?? false
+        numLabels = try c.stringMap(.id2label)?.count ?? c.int(.numLabels) ?? 2
+        padTokenId = try c.int(.padTokenId)
+        if family == .bert, try c.bool(.isDecoder) ?? false {
             throw RuntimeError.unsupportedArchitecture("BERT with is_decoder=true")
         }
-
         rope = nil
         slidingWindow = nil
         slidingWindowLayers = []
         if family == .llama {
-            rope = try Self.decodeRope(c, maxPositionEmbeddings: maxPositionEmbeddings)
-            try decodeSlidingWindow(c)
+            rope = try Self.readRope(c, maxPositionEmbeddings: maxPositionEmbeddings)
+            try readSlidingWindow(c)
         }
         try validate()
     }
 
-    private static func decodeRope(_ c: KeyedDecodingContainer<Key>, maxPositionEmbeddings: Int) throws
-        -> RopeParameters
+    private static func biases(_ c: ConfigFields<Key>, modelType: String) throws
+        -> (queryKeyValue: Bool, attentionOutput: Bool, mlp: Bool)
     {
+        switch modelType {
+        case "llama":
+            let attentionBias = try c.bool(.attentionBias) ?? false
+            return (attentionBias, attentionBias, try c.bool(.mlpBias) ?? false)
+        case "qwen2": return (true, false, false)
+        case "mistral": return (false, false, false)
+        default: return (true, true, true)
+        }
+    }
+
+    private static func readRope(_ c: ConfigFields<Key>, maxPositionEmbeddings: Int) throws -> RopeParameters {
         // 4.x `rope_scaling` wins over 5.x `rope_parameters` as in convert_rope_params_to_dict; a
         // top-level `rope_theta` fills in when the dictionary has none.
-        let scaling = try c.decodeIfPresent(RopeParameters.self, forKey: .ropeScaling)
-        var rope = try scaling ?? c.decodeIfPresent(RopeParameters.self, forKey: .ropeParameters) ?? RopeParameters()
-        if rope.theta == nil { rope.theta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? 10_000 }
+        let dictionary = try c.object(.ropeScaling, keys: RopeParameters.Key.self)
+            ?? c.object(.ropeParameters, keys: RopeParameters.Key.self)
+        var rope = try dictionary.map(RopeParameters.init(fields:)) ?? RopeParameters()
+        if rope.theta == nil { rope.theta = try c.double(.ropeTheta) ?? 10_000 }
         if rope.partialRotaryFactor == nil {
-            rope.partialRotaryFactor = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
+            rope.partialRotaryFactor = try c.double(.partialRotaryFactor)
         }
         if rope.originalMaxPositionEmbeddings == nil, [.llama3, .yarn].contains(rope.type) {
             rope.originalMaxPositionEmbeddings = maxPositionEmbeddings
@@ -197,23 +167,19 @@ extension ModelConfig: Decodable {
         return rope
     }
 
-    private mutating func decodeSlidingWindow(_ c: KeyedDecodingContainer<Key>) throws {
+    private mutating func readSlidingWindow(_ c: ConfigFields<Key>) throws {
         switch modelType {
         case "mistral":
             // MistralConfig defaults to a 4096 window on every layer; an explicit null disables it.
-            if c.contains(.slidingWindow) {
-                slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
-            } else {
-                slidingWindow = 4096
-            }
+            slidingWindow = try c.contains(.slidingWindow) ? c.int(.slidingWindow) : 4096
             if slidingWindow != nil { slidingWindowLayers = Set(0..<numLayers) }
         case "qwen2":
-            guard try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false else { return }
-            slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow) ?? 4096
-            if let types = try c.decodeIfPresent([String].self, forKey: .layerTypes) {
+            guard try c.bool(.useSlidingWindow) ?? false else { return }
+            slidingWindow = try c.int(.slidingWindow) ?? 4096
+            if let types = try c.strings(.layerTypes) {
                 slidingWindowLayers = Set(types.indices.filter { types[$0] == "sliding_attention" })
             } else {
-                let firstSliding = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers) ?? 28
+                let firstSliding = try c.int(.maxWindowLayers) ?? 28
                 slidingWindowLayers = Set(numLayers > firstSliding ? Array(firstSliding..<numLayers) : [])
             }
         default:

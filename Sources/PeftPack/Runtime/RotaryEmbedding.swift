@@ -137,8 +137,8 @@ public struct RopeParameters: Sendable, Equatable {
     }
 }
 
-extension RopeParameters: Decodable {
-    enum Key: String, CodingKey {
+extension RopeParameters {
+    enum Key: String {
         case ropeType = "rope_type", type, ropeTheta = "rope_theta", factor
         case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
         case originalMaxPositionEmbeddings = "original_max_position_embeddings"
@@ -147,27 +147,25 @@ extension RopeParameters: Decodable {
         case partialRotaryFactor = "partial_rotary_factor"
     }
 
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: Key.self)
-        let typeName = try c.decodeIfPresent(String.self, forKey: .ropeType)
-            ?? c.decodeIfPresent(String.self, forKey: .type) ?? "default"
+    /// The `rope_parameters` (5.x) or `rope_scaling` (4.x) dictionary of a config.json.
+    init(fields c: ConfigFields<Key>) throws {
+        let typeName = try c.string(.ropeType) ?? c.string(.type) ?? "default"
         guard let kind = Kind(rawValue: typeName) else {
             throw RuntimeError.invalidConfig("rope type \(typeName) is not supported")
         }
         type = kind
-        theta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
-        factor = try c.decodeIfPresent(Double.self, forKey: .factor)
-        lowFreqFactor = try c.decodeIfPresent(Double.self, forKey: .lowFreqFactor)
-        highFreqFactor = try c.decodeIfPresent(Double.self, forKey: .highFreqFactor)
-        originalMaxPositionEmbeddings = try c.decodeIfPresent(Double.self, forKey: .originalMaxPositionEmbeddings)
-            .map { Int($0) }
-        attentionFactor = try c.decodeIfPresent(Double.self, forKey: .attentionFactor)
-        betaFast = try c.decodeIfPresent(Double.self, forKey: .betaFast)
-        betaSlow = try c.decodeIfPresent(Double.self, forKey: .betaSlow)
-        mscale = try c.decodeIfPresent(Double.self, forKey: .mscale)
-        mscaleAllDim = try c.decodeIfPresent(Double.self, forKey: .mscaleAllDim)
-        truncate = try c.decodeIfPresent(Bool.self, forKey: .truncate)
-        partialRotaryFactor = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
+        theta = try c.double(.ropeTheta)
+        factor = try c.double(.factor)
+        lowFreqFactor = try c.double(.lowFreqFactor)
+        highFreqFactor = try c.double(.highFreqFactor)
+        originalMaxPositionEmbeddings = try c.int(.originalMaxPositionEmbeddings)
+        attentionFactor = try c.double(.attentionFactor)
+        betaFast = try c.double(.betaFast)
+        betaSlow = try c.double(.betaSlow)
+        mscale = try c.double(.mscale)
+        mscaleAllDim = try c.double(.mscaleAllDim)
+        truncate = try c.bool(.truncate)
+        partialRotaryFactor = try c.double(.partialRotaryFactor)
     }
 }
 

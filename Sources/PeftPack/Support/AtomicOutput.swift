@@ -26,11 +26,13 @@ public final class AtomicFileWriter {
         temporaryPath = folder + "/." + url.lastPathComponent + "." + StaleTemporaries.uniqueSuffix() + ".tmp"
         StaleTemporaries.removeDead(in: folder)
         let path = temporaryPath
-        fd = TemporaryOutputs.shared.creating(path) { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
-        guard fd >= 0 else {
-            let reason = systemErrorText()
+        do {
+            fd = try TemporaryOutputs.shared.creating(path) { () throws(SystemCallError) in
+                try POSIX.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o644)
+            }
+        } catch {
             TemporaryOutputs.shared.unregister(temporaryPath)
-            throw OutputError.notWritable(path: destination, folder: folder, reason: reason)
+            throw OutputError.notWritable(path: destination, folder: folder, reason: error.reason)
         }
         if direct { self.direct = DirectWriter(path: temporaryPath, reportedPath: destination) }
     }
@@ -45,16 +47,12 @@ public final class AtomicFileWriter {
             bytesWritten += buffer.count
             return
         }
-        var remaining = buffer
-        while !remaining.isEmpty {
-            let written = Glibc.write(fd, remaining.baseAddress, remaining.count)
-            if written < 0 {
-                if errno == EINTR { continue }
-                throw FileAccessError.ioFailed(path: destination, operation: "write", reason: systemErrorText())
-            }
-            remaining = UnsafeRawBufferPointer(rebasing: remaining[written...])
-            bytesWritten += written
+        do {
+            try POSIX.writeAll(fd, buffer, path: temporaryPath)
+        } catch {
+            throw FileAccessError(error, reportedAs: destination)
         }
+        bytesWritten += buffer.count
     }
 
     public func write(_ bytes: [UInt8]) throws {
@@ -66,14 +64,10 @@ public final class AtomicFileWriter {
     public func write(_ bytes: [UInt8], at offset: Int) throws {
         precondition(direct == nil, "positioned writes need a buffered AtomicFileWriter")
         try bytes.withUnsafeBytes { buffer in
-            var done = 0
-            while done < buffer.count {
-                let written = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    throw FileAccessError.ioFailed(path: destination, operation: "write", reason: systemErrorText())
-                }
-                done += written
+            do throws(SystemCallError) {
+                try POSIX.writeAll(fd, buffer, at: offset, path: temporaryPath)
+            } catch {
+                throw FileAccessError(error, reportedAs: destination)
             }
         }
     }
@@ -96,17 +90,20 @@ public final class AtomicFileWriter {
     public func commit() throws {
         precondition(!finished)
         try finishWriting()
-        guard fsync(fd) == 0 else {
-            throw FileAccessError.ioFailed(path: destination, operation: "fsync", reason: systemErrorText())
+        do {
+            try POSIX.fsync(fd, path: temporaryPath)
+        } catch {
+            throw FileAccessError(error, reportedAs: destination)
         }
-        close(fd)
+        POSIX.close(fd)
         finished = true
-        let failure: String? = TemporaryOutputs.shared.publish(temporaryPath) {
-            rename(temporaryPath, destination) == 0 ? nil : systemErrorText()
-        }
-        if let failure {
-            unlink(temporaryPath)
-            throw FileAccessError.ioFailed(path: destination, operation: "rename", reason: failure)
+        do {
+            try TemporaryOutputs.shared.publish(temporaryPath) { () throws(SystemCallError) in
+                try POSIX.rename(temporaryPath, to: destination)
+            }
+        } catch {
+            POSIX.unlink(temporaryPath)
+            throw FileAccessError(error, reportedAs: destination)
         }
         syncFolder(of: destination)
     }
@@ -116,17 +113,13 @@ public final class AtomicFileWriter {
         guard !finished else { return }
         finished = true
         direct = nil
-        close(fd)
-        unlink(temporaryPath)
+        POSIX.close(fd)
+        POSIX.unlink(temporaryPath)
         TemporaryOutputs.shared.unregister(temporaryPath)
     }
 }
 
 /// fsync on the folder makes a rename durable.
 func syncFolder(of path: String) {
-    let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
-    let fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard fd >= 0 else { return }
-    fsync(fd)
-    close(fd)
+    POSIX.syncFolder(URL(fileURLWithPath: path).deletingLastPathComponent().path)
 }

@@ -49,6 +49,21 @@ extension StrictJSON {
         return try parse(Array(try encoder.encode(value)))
     }
 
+    /// The value as JSONSerialization's objects, for rewriting a document in the layout
+    /// JSONSerialization writes (keys sorted, indented) after the strict parser has read it.
+    public var foundationObject: Any {
+        switch self {
+        case .null: NSNull()
+        case .bool(let value): value
+        case .integer(let value): value
+        case .number(let value): value
+        case .string(let text): text
+        case .array(let items): items.map(\.foundationObject)
+        case .object(let members): Dictionary(uniqueKeysWithValues: members.map { ($0.key, $0.value.foundationObject) })
+        }
+    }
+
+    /// Decodes a value the strict parser has already read (so without duplicates or lost digits).
     public func decoded<T: Decodable>(as type: T.Type) throws -> T {
         try JSONDecoder().decode(type, from: Data(canonicalBytes()))
     }

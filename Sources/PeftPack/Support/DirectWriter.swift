@@ -45,8 +45,7 @@ final class DirectWriter {
     /// (the output the temporary file becomes).
     init?(path: String, reportedPath: String) {
         #if os(Linux)
-        let fd = open(path, O_WRONLY | O_CLOEXEC | Self.directFlag)
-        guard fd >= 0 else { return nil }
+        guard let fd = try? POSIX.open(path, O_WRONLY | O_CLOEXEC | Self.directFlag) else { return nil }
         self.fd = fd
         self.path = reportedPath
         // Mapped, not malloc'ed: unmapping gives the memory back to the system when the file
@@ -54,10 +53,9 @@ final class DirectWriter {
         // ring.
         var blocks: [UnsafeMutableRawPointer] = []
         for _ in 0..<Self.blockCount {
-            guard let block = mmap(nil, Self.blockSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-                  block != MAP_FAILED else {
-                blocks.forEach { munmap($0, Self.blockSize) }
-                close(fd)
+            guard let block = POSIX.mapAnonymous(size: Self.blockSize) else {
+                blocks.forEach { POSIX.unmap($0, size: Self.blockSize) }
+                POSIX.close(fd)
                 return nil
             }
             blocks.append(block)
@@ -70,8 +68,8 @@ final class DirectWriter {
 
     deinit {
         waitForWrites()
-        close(fd)
-        blocks.forEach { munmap($0, Self.blockSize) }
+        POSIX.close(fd)
+        blocks.forEach { POSIX.unmap($0, size: Self.blockSize) }
     }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
@@ -96,8 +94,10 @@ final class DirectWriter {
         }
         waitForWrites()
         try checkFailure()
-        guard ftruncate(fd, off_t(length)) == 0 else {
-            throw FileAccessError.ioFailed(path: path, operation: "truncate", reason: systemErrorText())
+        do {
+            try POSIX.truncate(fd, length: length, path: path)
+        } catch {
+            throw FileAccessError(error)
         }
     }
 
@@ -105,32 +105,30 @@ final class DirectWriter {
         let address = Int(bitPattern: blocks[current]), count = filled, offset = blockOffset
         let group = inFlight[current]
         group.enter()
-        queue.async { [fd] in
+        queue.async {
             defer { group.leave() }
-            let block = UnsafeRawPointer(bitPattern: address)!
-            var done = 0
-            while done < count {
-                let written = pwrite(fd, block + done, count - done, off_t(offset + done))
-                if written < 0 && errno == EINTR { continue }
-                if written < 0 && errno == EINVAL && !self.directRefused {
-                    // Some file systems accept O_DIRECT at open but refuse the write (alignment
-                    // rules stricter than 4 KiB): fall back to buffered writes on the same fd.
-                    self.directRefused = true
-                    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~DirectWriter.directFlag)
-                    continue
-                }
-                if written <= 0 {
-                    self.recordFailure(written < 0 ? systemErrorText() : "the device accepted no bytes")
-                    return
-                }
-                done += written
-            }
+            self.write(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: address)!, count: count), at: offset)
         }
         blockOffset += count
         filled = 0
         current = (current + 1) % Self.blockCount
         inFlight[current].wait()
         try checkFailure()
+    }
+
+    /// On the write queue: one block to the device, failures recorded for the next `submit`.
+    private func write(_ block: UnsafeRawBufferPointer, at offset: Int) {
+        do {
+            try POSIX.writeAll(fd, block, at: offset, path: path)
+        } catch where error.code == EINVAL && !directRefused {
+            // Some file systems accept O_DIRECT at open but refuse the write (alignment rules
+            // stricter than 4 KiB): fall back to buffered writes on the same fd, and start again.
+            directRefused = true
+            POSIX.clearStatusFlag(fd, Self.directFlag)
+            write(block, at: offset)
+        } catch {
+            recordFailure(error.reason)
+        }
     }
 
     private func waitForWrites() {

@@ -19,10 +19,11 @@ public enum FolderOutput {
         }
         let parent = OutputDestination.parentFolder(of: target)
         let temporary = parent + "/." + URL(fileURLWithPath: target).lastPathComponent + ".tmp-" + StaleTemporaries.uniqueSuffix()
-        guard TemporaryOutputs.shared.creating(temporary, { mkdir(temporary, 0o755) }) == 0 else {
-            let reason = systemErrorText()
+        do {
+            try TemporaryOutputs.shared.creating(temporary) { () throws(SystemCallError) in try POSIX.makeNewFolder(temporary) }
+        } catch {
             TemporaryOutputs.shared.unregister(temporary)
-            throw OutputError.notWritable(path: destination, folder: parent, reason: reason)
+            throw OutputError.notWritable(path: destination, folder: parent, reason: error.reason)
         }
         do {
             try body(temporary)
@@ -41,23 +42,21 @@ public enum FolderOutput {
     /// not yet in place; the old folder is then removed as a registered temporary.
     static func replace(_ target: String, with temporary: String, destination: String) throws {
         let old = temporary + ".old"
-        let failure: String? = TemporaryOutputs.shared.publish(temporary) {
-            var status = stat()
-            if lstat(target, &status) == 0 {
-                guard rename(target, old) == 0 else { return systemErrorText() }
+        do {
+            try TemporaryOutputs.shared.publish(temporary) { () throws(SystemCallError) in
+                guard POSIX.linkStatus(target) != nil else { return try POSIX.rename(temporary, to: target) }
+                try POSIX.rename(target, to: old)
                 TemporaryOutputs.shared.registerLocked(old)
-                guard rename(temporary, target) == 0 else {
-                    let reason = systemErrorText()
-                    rename(old, target)
-                    return reason
+                do throws(SystemCallError) {
+                    try POSIX.rename(temporary, to: target)
+                } catch {
+                    try? POSIX.rename(old, to: target)
+                    throw error
                 }
-                return nil
             }
-            return rename(temporary, target) == 0 ? nil : systemErrorText()
-        }
-        if let failure {
+        } catch {
             TemporaryOutputs.shared.unregister(old)
-            throw FileAccessError.ioFailed(path: destination, operation: "rename", reason: failure)
+            throw FileAccessError(error, reportedAs: destination)
         }
         syncFolder(of: target)
         try? FileManager.default.removeItem(atPath: old)

@@ -32,23 +32,16 @@ public enum InputProtection {
     /// its folder resolved and its own name appended.
     static func resolved(_ path: String) -> String {
         let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
-        if let real = realPath(absolute) { return real }
+        if let real = POSIX.realPath(absolute) { return real }
         let url = URL(fileURLWithPath: absolute)
         let parent = url.deletingLastPathComponent().path
         guard parent != absolute else { return absolute }
-        return (realPath(parent) ?? resolved(parent)) + "/" + url.lastPathComponent
-    }
-
-    static func realPath(_ path: String) -> String? {
-        guard let pointer = realpath(path, nil) else { return nil }
-        defer { free(pointer) }
-        return String(cString: pointer)
+        return (POSIX.realPath(parent) ?? resolved(parent)) + "/" + url.lastPathComponent
     }
 
     /// Device and inode of what the path names (following links), or nil if it does not exist.
     static func identity(_ path: String) -> [UInt64]? {
-        var status = stat()
-        guard stat(path, &status) == 0 else { return nil }
+        guard let status = POSIX.status(path) else { return nil }
         return [UInt64(status.st_dev), UInt64(status.st_ino)]
     }
 }

@@ -18,8 +18,11 @@ public enum FileAccessError: UserFacingError {
     }
 }
 
-func systemErrorText(_ code: Int32 = errno) -> String {
-    String(cString: strerror(code))
+extension FileAccessError {
+    /// A failed call, named after `path` (the output a temporary file becomes) when given.
+    init(_ failure: SystemCallError, reportedAs path: String? = nil) {
+        self = .ioFailed(path: path ?? failure.path, operation: failure.operation, reason: failure.reason)
+    }
 }
 
 /// A read-only memory map of a whole file. Reading a range touches only its pages, so one tensor
@@ -31,14 +34,20 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw FileAccessError.cannotOpen(path: path, reason: systemErrorText()) }
-        defer { close(fd) }
-        var status = stat()
-        guard fstat(fd, &status) == 0 else {
-            throw FileAccessError.ioFailed(path: path, operation: "stat", reason: systemErrorText())
+        let fd: Int32
+        do {
+            fd = try POSIX.open(path, O_RDONLY | O_CLOEXEC)
+        } catch {
+            throw FileAccessError.cannotOpen(path: path, reason: error.reason)
         }
-        guard (status.st_mode & S_IFMT) == S_IFREG else {
+        defer { POSIX.close(fd) }
+        let status: stat
+        do {
+            status = try POSIX.status(of: fd, path: path)
+        } catch {
+            throw FileAccessError(error)
+        }
+        guard POSIX.isRegularFile(status) else {
             throw FileAccessError.cannotOpen(path: path, reason: "not a regular file")
         }
         size = Int(status.st_size)
@@ -46,15 +55,15 @@ public final class MappedFile: @unchecked Sendable {
             base = nil
             return
         }
-        let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
-        guard let mapped, mapped != MAP_FAILED else {
-            throw FileAccessError.cannotMap(path: path, reason: systemErrorText())
+        do {
+            base = try POSIX.mapReadOnly(fd, size: size, path: path)
+        } catch {
+            throw FileAccessError.cannotMap(path: path, reason: error.reason)
         }
-        base = UnsafeRawPointer(mapped)
     }
 
     deinit {
-        if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+        if let base { POSIX.unmap(base, size: size) }
     }
 
     /// The whole file's bytes; valid while `self` is alive.
@@ -72,16 +81,12 @@ public final class MappedFile: @unchecked Sendable {
     /// again), so a streaming pass over a large file keeps a small resident set.
     public func release(offset: Int, count: Int) {
         guard let base, count > 0 else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = offset / page * page
-        madvise(UnsafeMutableRawPointer(mutating: base + start), offset + count - start, MADV_DONTNEED)
+        POSIX.advise(base, offset: offset, count: count, MADV_DONTNEED)
     }
 
     /// Tells the kernel a range will be read sequentially soon (prefetch for streaming passes).
     public func adviseSequential(offset: Int, count: Int) {
         guard let base, count > 0 else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = offset / page * page
-        madvise(UnsafeMutableRawPointer(mutating: base + start), offset + count - start, MADV_WILLNEED)
+        POSIX.advise(base, offset: offset, count: count, MADV_WILLNEED)
     }
 }

@@ -44,10 +44,8 @@ public enum OutputDestination {
     public static func claim(_ path: String, as kind: Kind, force: Bool, inputs: [String]) throws {
         guard !path.isEmpty else { throw OutputError.empty }
         try InputProtection.check(output: path, inputs: inputs)
-        var status = stat()
-        if lstat(path, &status) == 0 {
-            var target = stat()
-            let type = stat(path, &target) == 0 ? target.st_mode & S_IFMT : S_IFREG
+        if POSIX.linkStatus(path) != nil {
+            let type = POSIX.status(path).map { $0.st_mode & S_IFMT } ?? S_IFREG
             if let what = specialFileKind(type) { throw OutputError.special(path: path, what: what) }
             guard force else { throw OutputError.exists(path: path) }
             let isFolder = type == S_IFDIR
@@ -78,17 +76,18 @@ public enum OutputDestination {
 
     /// `mkdir -p`: each missing folder on the way, with the first failure named.
     static func createFolders(_ folder: String, for output: String) throws {
-        var status = stat()
-        if stat(folder, &status) == 0 {
-            guard (status.st_mode & S_IFMT) == S_IFDIR else {
+        if let status = POSIX.status(folder) {
+            guard POSIX.isFolder(status) else {
                 throw OutputError.notWritable(path: output, folder: folder, reason: "it is not a folder")
             }
             return
         }
         let parent = URL(fileURLWithPath: folder).deletingLastPathComponent().path
         if parent != folder { try createFolders(parent, for: output) }
-        if mkdir(folder, 0o755) != 0 && errno != EEXIST {
-            throw OutputError.notWritable(path: output, folder: parent, reason: systemErrorText())
+        do {
+            try POSIX.makeFolder(folder)
+        } catch {
+            throw OutputError.notWritable(path: output, folder: parent, reason: error.reason)
         }
     }
 
@@ -98,9 +97,14 @@ public enum OutputDestination {
     static func probeWritable(_ folder: String, for output: String) throws {
         let probe = folder + "/." + URL(fileURLWithPath: output).lastPathComponent + "." + StaleTemporaries.uniqueSuffix() + ".tmp"
         defer { TemporaryOutputs.shared.unregister(probe) }
-        let fd = TemporaryOutputs.shared.creating(probe) { open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
-        guard fd >= 0 else { throw OutputError.notWritable(path: output, folder: folder, reason: systemErrorText()) }
-        close(fd)
-        unlink(probe)
+        do {
+            let fd = try TemporaryOutputs.shared.creating(probe) { () throws(SystemCallError) in
+                try POSIX.open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o644)
+            }
+            POSIX.close(fd)
+            POSIX.unlink(probe)
+        } catch {
+            throw OutputError.notWritable(path: output, folder: folder, reason: error.reason)
+        }
     }
 }

@@ -20,11 +20,11 @@ public final class TemporaryOutputs: @unchecked Sendable {
 
     /// Registers `path` and runs `make` (which creates it) with the registry locked: once a cleanup
     /// has begun, no new temporary can appear behind it.
-    func creating<T>(_ path: String, _ make: () -> T) -> T {
+    func creating<T, Failure: Error>(_ path: String, _ make: () throws(Failure) -> T) throws(Failure) -> T {
         lock.lock()
         defer { lock.unlock() }
         paths.insert(path)
-        return make()
+        return try make()
     }
 
     func unregister(_ path: String) {
@@ -40,7 +40,7 @@ public final class TemporaryOutputs: @unchecked Sendable {
 
     /// Runs `move` (which turns `temporary` into the output) so a cleanup sees the temporary
     /// either before or after, never half-moved; `temporary` is no longer registered afterwards.
-    func publish<T>(_ temporary: String, _ move: () throws -> T) rethrows -> T {
+    func publish<T, Failure: Error>(_ temporary: String, _ move: () throws(Failure) -> T) throws(Failure) -> T {
         lock.lock()
         defer { lock.unlock() }
         paths.remove(temporary)
@@ -61,8 +61,7 @@ public final class TemporaryOutputs: @unchecked Sendable {
     }
 
     private func exists(_ path: String) -> Bool {
-        var status = stat()
-        return lstat(path, &status) == 0
+        POSIX.linkStatus(path) != nil
     }
 }
 
@@ -72,20 +71,20 @@ public final class TemporaryOutputs: @unchecked Sendable {
 enum StaleTemporaries {
     /// "PID-RANDOM": the part of a temporary's name that says who writes it.
     static func uniqueSuffix() -> String {
-        "\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        "\(POSIX.processID)-\(UInt64.random(in: 0...UInt64.max))"
     }
 
     static func removeDead(in folder: String) {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
         for entry in entries {
-            guard let pid = writerProcess(of: entry), pid != getpid(), !isRunning(pid) else { continue }
+            guard let pid = writerProcess(of: entry), pid != POSIX.processID, !isRunning(pid) else { continue }
             try? FileManager.default.removeItem(atPath: folder + "/" + entry)
         }
     }
 
     /// A killed process stays a zombie until its parent reaps it; it writes nothing more.
     static func isRunning(_ pid: pid_t) -> Bool {
-        if kill(pid, 0) != 0 && errno == ESRCH { return false }
+        if !POSIX.processExists(pid) { return false }
         #if os(Linux)
         if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
            let close = stat.lastIndex(of: ")") {
