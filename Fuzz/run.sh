@@ -38,7 +38,9 @@ if [ ! -d "$seeds/pack" ]; then
   "$peftpack" import fixtures/data/cases/bert_houlsby/adapter_bin -o "$seeds/pack/bert_houlsby.peftpack" >/dev/null
   "$peftpack" export "$seeds/pack/llama_lora.peftpack" -o "$seeds/gguf/llama_lora.gguf" --format gguf >/dev/null
   "$peftpack" export "$seeds/pack/llama_lora.peftpack" -o "$seeds/gguf/llama_lora_q8.gguf" --format gguf --dtype q8_0 >/dev/null
-  find fixtures/data -name '*.safetensors' -size -64k | head -20 | while read -r file; do cp "$file" "$seeds/safetensors/$(echo "$file" | tr / _)"; done
+  # Not `find | head`: under pipefail, find dies of SIGPIPE once head has its 20 and the script stops.
+  mapfile -t small < <(find fixtures/data -name '*.safetensors' -size -64k | sort)
+  for file in "${small[@]:0:20}"; do cp "$file" "$seeds/safetensors/$(echo "$file" | tr / _)"; done
   find fixtures/data -name '*.bin' -size -64k | while read -r file; do cp "$file" "$seeds/pickle/$(echo "$file" | tr / _)"; done
   find fixtures/data -name 'adapter_config.json' | while read -r file; do cp "$file" "$seeds/config/$(echo "$file" | tr / _)"; done
 fi
