@@ -125,6 +125,16 @@ public enum Merge {
         // Another checkpoint of the same architecture usually differs in the first tensor already:
         // refused before anything is copied, at the cost of one tensor the merge reads next anyway.
         if let first = binding.pendingTensors.first { try binding.checkContent(first) }
+        func record(changed changedHere: Int, lost lostHere: Int, largest: Double, adapters: Set<Int>) {
+            maxAbsDelta = max(maxAbsDelta, largest)
+            for adapter in adapters {
+                changed[adapter] += changedHere
+                lost[adapter] += lostHere
+            }
+        }
+        func record(_ merged: FoldedTensor) {
+            record(changed: merged.changed, lost: merged.lost, largest: merged.largest, adapters: merged.adapters)
+        }
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
             try CheckpointWriter.write(folder: folder, shards: shards, metadata: metadata) { info, sink in
                 defer {
@@ -135,11 +145,7 @@ public enum Merge {
                 bytesWritten += info.byteCount ?? 0
                 if let computed = tied?.outputs[info.name] {
                     bytesRead += checkpoint.info(base.storedName(info.name))?.byteCount ?? 0
-                    maxAbsDelta = max(maxAbsDelta, computed.largest)
-                    for adapter in computed.adapters {
-                        changed[adapter] += computed.changed
-                        lost[adapter] += computed.lost
-                    }
+                    record(computed)
                     try computed.result.bytes.withUnsafeBytes(sink)
                     return
                 }
@@ -166,31 +172,14 @@ public enum Merge {
                                            outType: info.dtype, into: out)
                     }
                     try FiniteValues.checkMerged(info, madeNonFinite: stats.nonFinite)
-                    maxAbsDelta = max(maxAbsDelta, stats.maxAbsDelta)
-                    for adapter in terms.adapters {
-                        changed[adapter] += stats.changed
-                        lost[adapter] += stats.lost
-                    }
+                    record(changed: stats.changed, lost: stats.lost, largest: stats.maxAbsDelta, adapters: terms.adapters)
                     try sink(UnsafeRawBufferPointer(out))
                     return
                 }
-                let original = try checkpoint.tensor(info.name).floats().map(Double.init)
-                var values = original
-                var touchedBy = Set<Int>()
-                for (operation, weight) in change.operations {
-                    touchedBy.insert(try apply(operation, weight: weight, to: &values, stored: stored, readers: readers, owners: owners, selected: selected))
-                }
-                let result = HostTensor(correctlyRounding: values, shape: info.shape, dtype: info.dtype)
-                try FiniteValues.checkMerged(info, madeNonFinite: FiniteValues.newlyNonFinite(result, base: original).total)
-                let baseline = stored.dtype == info.dtype ? try checkpoint.tensor(info.name)
-                    : HostTensor(correctlyRounding: original, shape: info.shape, dtype: info.dtype)
-                let (changedHere, lostHere, largest) = Self.roundingLoss(values: values, original: original, merged: result, baseline: baseline)
-                maxAbsDelta = max(maxAbsDelta, largest)
-                for adapter in touchedBy {
-                    changed[adapter] += changedHere
-                    lost[adapter] += lostHere
-                }
-                try result.bytes.withUnsafeBytes(sink)
+                let merged = try fold(change.operations, into: checkpoint.tensor(info.name) as HostTensor, stored: stored, output: info,
+                                      readers: readers, owners: owners, selected: selected)
+                record(merged)
+                try merged.result.bytes.withUnsafeBytes(sink)
             }
             try binding.checkRemainingContent()
             try copyOtherFiles(from: baseFolder, to: folder)
@@ -205,6 +194,35 @@ public enum Merge {
                       bytesRead: bytesRead, bytesWritten: bytesWritten, seconds: Date().timeIntervalSince(start),
                       maxAbsDelta: maxAbsDelta, adapters: adapterReports, skippedAdapters: skipped,
                       tiedEmbeddings: tied?.report, baseCheck: binding.report, files: files)
+    }
+
+    /// A merged tensor and what merging it did: elements changed in fp64, how many of them
+    /// rounding returned to the base's value, the largest change, and the adapters behind it.
+    struct FoldedTensor {
+        var result: HostTensor
+        var changed: Int
+        var lost: Int
+        var largest: Double
+        var adapters: Set<Int>
+    }
+
+    /// The general path: every operation applied in fp64 to the base tensor `original`, in order,
+    /// and the result rounded once to the output dtype; refused if that made a finite element
+    /// NaN or ±Inf.
+    static func fold(_ operations: [(operation: TensorChange.Operation, weight: Double)], into original: HostTensor,
+                     stored: TensorInfo, output: TensorInfo, readers: [PackReader], owners: [Int],
+                     selected: [(adapter: Adapter, weight: Double)]) throws -> FoldedTensor {
+        let base = original.floats().map(Double.init)
+        var values = base
+        var adapters = Set<Int>()
+        for (operation, weight) in operations {
+            adapters.insert(try apply(operation, weight: weight, to: &values, stored: stored, readers: readers, owners: owners, selected: selected))
+        }
+        let result = HostTensor(correctlyRounding: values, shape: output.shape, dtype: output.dtype)
+        try FiniteValues.checkMerged(output, madeNonFinite: FiniteValues.newlyNonFinite(result, base: base).total)
+        let baseline = original.dtype == output.dtype ? original : HostTensor(correctlyRounding: base, shape: output.shape, dtype: output.dtype)
+        let (changed, lost, largest) = roundingLoss(values: values, original: base, merged: result, baseline: baseline)
+        return FoldedTensor(result: result, changed: changed, lost: lost, largest: largest, adapters: adapters)
     }
 
     /// Elements the merge changed in fp64, how many of them rounded back to the base's value in the

@@ -33,19 +33,11 @@ extension Merge {
 /// as two tensors from the one stored weight, head' = E ∘ head changes and embedding' = E ∘
 /// embedding changes, and written as the policy says.
 enum TiedMerge {
-    struct Tensor {
-        var result: HostTensor
-        var changed: Int
-        var lost: Int
-        var largest: Double
-        var adapters: Set<Int>
-    }
-
     struct Plan {
         /// Merge's changes, without the head's when the tie is kept.
         var changes: [String: TensorChange]
         /// Computed tensors by output name, written in place of the general path.
-        var outputs: [String: Tensor]
+        var outputs: [String: Merge.FoldedTensor]
         /// The head to add to the output when the checkpoint has none and the output unties.
         var addedHead: TensorInfo?
         var untie: Bool
@@ -59,21 +51,10 @@ enum TiedMerge {
         let outType = outputType ?? embeddingInfo.dtype
         let embeddingOperations = changes[tie.embedding]?.operations ?? []
         let headOperations = changes[tie.head]?.operations ?? []
-        let original = try base.checkpoint.tensor(tie.embedding).floats().map(Double.init)
-        let baseline = embeddingInfo.dtype == outType ? try base.checkpoint.tensor(tie.embedding)
-            : HostTensor(correctlyRounding: original, shape: embeddingInfo.shape, dtype: outType)
-        func merged(_ operations: [(operation: TensorChange.Operation, weight: Double)]) throws -> Tensor {
-            var values = original
-            var adapters = Set<Int>()
-            for (operation, weight) in operations {
-                adapters.insert(try Merge.apply(operation, weight: weight, to: &values, stored: embeddingInfo, readers: readers,
-                                                owners: owners, selected: selected))
-            }
-            let result = HostTensor(correctlyRounding: values, shape: embeddingInfo.shape, dtype: outType)
-            try FiniteValues.checkMerged(TensorInfo(name: tie.embedding, dtype: outType, shape: embeddingInfo.shape),
-                                         madeNonFinite: FiniteValues.newlyNonFinite(result, base: original).total)
-            let (changed, lost, largest) = Merge.roundingLoss(values: values, original: original, merged: result, baseline: baseline)
-            return Tensor(result: result, changed: changed, lost: lost, largest: largest, adapters: adapters)
+        let original: HostTensor = try base.checkpoint.tensor(tie.embedding)
+        let output = TensorInfo(name: tie.embedding, dtype: outType, shape: embeddingInfo.shape)
+        func merged(_ operations: [(operation: TensorChange.Operation, weight: Double)]) throws -> Merge.FoldedTensor {
+            try Merge.fold(operations, into: original, stored: embeddingInfo, output: output, readers: readers, owners: owners, selected: selected)
         }
         let embedding = try merged(embeddingOperations)
         let head = try merged(headOperations)
@@ -96,7 +77,7 @@ enum TiedMerge {
             report.outcome = "kept"
             let shared = try merged(embeddingOperations + headOperations)
             // Rounded values on both sides: a cost is what the written tensor differs by, not rounding.
-            func written(_ tensor: Tensor) -> [Double] { tensor.result.floats().map(Double.init) }
+            func written(_ tensor: Merge.FoldedTensor) -> [Double] { tensor.result.floats().map(Double.init) }
             let sharedValues = written(shared)
             (report.headMaxAbsError, report.headRelativeError) = difference(sharedValues, written(head))
             (report.embeddingMaxAbsError, report.embeddingRelativeError) = difference(sharedValues, written(embedding))
