@@ -73,10 +73,10 @@ struct RuntimeControlTests {
         try expectCancels("llama_lora") { imported in
             var negated = imported.adapters[0]
             negated.name += "-negated"
-            negated.modules = negated.modules.map { module in
-                var module = module
-                module.scale = -(module.scale ?? 0)
-                return module
+            negated.modules = try negated.modules.map { module in
+                var settings = try #require(module.lowRank)
+                settings.scale = -settings.scale
+                return AdapterModule(target: module.target, change: .lowRank(settings), tensors: module.tensors)
             }
             imported.adapters.append(negated)
         }

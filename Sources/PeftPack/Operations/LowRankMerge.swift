@@ -46,7 +46,7 @@ enum LowRankMerge {
     }
 
     /// out = round(base + Σ alphaᵢ·BᵢAᵢ) in the stored orientation.
-    static func merge(base: UnsafeRawBufferPointer, baseType: DType, orientation: MergeArithmetic.Orientation,
+    static func merge(base: UnsafeRawBufferPointer, baseType: DType, orientation: WeightOrientation,
                       terms: [Term], outType: DType, into out: UnsafeMutableRawBufferPointer) -> Statistics {
         let rows = orientation.transposed ? orientation.inputs : orientation.out
         let columns = orientation.transposed ? orientation.out : orientation.inputs
@@ -86,7 +86,7 @@ enum LowRankMerge {
     }
 
     /// delta[rows, :] (+)= alpha · (B·A) restricted to the given stored rows.
-    private static func accumulate(_ term: Term, rows: Range<Int>, orientation: MergeArithmetic.Orientation,
+    private static func accumulate(_ term: Term, rows: Range<Int>, orientation: WeightOrientation,
                                    into delta: UnsafeMutablePointer<Double>, overwrite: Bool) {
         let columns = orientation.transposed ? orientation.out : orientation.inputs
         guard term.rank > 0 else {

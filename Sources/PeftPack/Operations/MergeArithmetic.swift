@@ -4,23 +4,8 @@ import Foundation
 /// narrower) are exact in fp64, so W + s·B·A is computed to ~2⁻⁵³ and the caller's single
 /// rounding to the output dtype is the correctly rounded exact merge.
 enum MergeArithmetic {
-    /// Dimensions of a weight in math orientation ([out, in]) and whether it is stored transposed.
-    struct Orientation {
-        var out: Int
-        var inputs: Int
-        var transposed: Bool
-
-        init(storedShape: [Int], layout: WeightLayout?) {
-            transposed = layout == .conv1d || layout == .embedding
-            out = transposed ? storedShape[1] : storedShape[0]
-            inputs = transposed ? storedShape[0] : storedShape[1]
-        }
-
-        func offset(_ o: Int, _ i: Int) -> Int { transposed ? i * out + o : o * inputs + i }
-    }
-
     /// target += alpha · B·A in the stored orientation (BLAS sgemm, fp32 accumulation).
-    static func addLowRank(_ target: inout [Double], orientation: Orientation, a: [Double], b: [Double], rank: Int, alpha: Double) {
+    static func addLowRank(_ target: inout [Double], orientation: WeightOrientation, a: [Double], b: [Double], rank: Int, alpha: Double) {
         a.withUnsafeBufferPointer { pa in
             b.withUnsafeBufferPointer { pb in
                 target.withUnsafeMutableBufferPointer { pc in
@@ -40,7 +25,7 @@ enum MergeArithmetic {
 
     /// DoRA as PEFT merges it: V = W + s·B·A, W' = (m / ‖V_o,:‖) · V per output row o; with weight
     /// w the result is W + w·(W' − W).
-    static func applyDoRA(_ target: inout [Double], orientation: Orientation, a: [Double], b: [Double], rank: Int,
+    static func applyDoRA(_ target: inout [Double], orientation: WeightOrientation, a: [Double], b: [Double], rank: Int,
                           scale: Double, magnitude: [Double], weight: Double) {
         var merged = target
         addLowRank(&merged, orientation: orientation, a: a, b: b, rank: rank, alpha: scale)
@@ -62,7 +47,7 @@ enum MergeArithmetic {
     /// IA3: scales the input features (side input) or output features (side output) by v^w, so
     /// weight −1 divides exactly what weight 1 multiplied. `isBias` applies the output scaling to
     /// a bias vector.
-    static func applyIA3(_ target: inout [Double], orientation: Orientation?, vector: [Double], side: IA3Side, weight: Double) {
+    static func applyIA3(_ target: inout [Double], orientation: WeightOrientation?, vector: [Double], side: IA3Side, weight: Double) {
         let factors = vector.map { weight == 1 ? $0 : pow($0, weight) }
         guard let orientation else {
             for index in target.indices { target[index] *= factors[index] }

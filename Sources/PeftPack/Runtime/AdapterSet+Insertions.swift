@@ -1,13 +1,11 @@
 /// Adapters that insert computation or tokens: bottleneck blocks, prefix keys/values, prompts.
 extension AdapterSet {
-    mutating func addBottleneck(_ module: AdapterModule, settings: AdapterSettings, _ source: AdapterTensors) throws {
+    mutating func addBottleneck(_ module: AdapterModule, _ site: BottleneckModule, settings: AdapterSettings,
+                                _ source: AdapterTensors) throws {
         try source.allowOnly([TensorRole.downWeight, TensorRole.downBias, TensorRole.upWeight, TensorRole.upBias],
                              in: module)
-        guard let layer = module.layer, (0..<model.config.numLayers).contains(layer) else {
+        guard (0..<model.config.numLayers).contains(site.layer) else {
             throw source.fail("bottleneck module \(module.target) needs a layer in 0..<\(model.config.numLayers)")
-        }
-        guard let position = module.position else {
-            throw source.fail("bottleneck module \(module.target) has no position")
         }
         let placement = try BottleneckPlacement(settings: settings, source: source)
         let hidden = model.config.hiddenSize
@@ -28,13 +26,13 @@ extension AdapterSet {
             bottleneckSize: size, activation: placement.activation, scaling: placement.scaling,
             originalLnBefore: placement.originalLnBefore, originalLnAfter: placement.originalLnAfter,
             residualBeforeLn: placement.residualBeforeLn)
-        bottlenecks[BottleneckSite(layer: layer, position: position), default: []].append(block)
+        bottlenecks[BottleneckSite(layer: site.layer, position: site.position), default: []].append(block)
     }
 
-    mutating func addPrefix(_ module: AdapterModule, settings: AdapterSettings, _ source: AdapterTensors) throws {
+    mutating func addPrefix(_ module: AdapterModule, layer: Int, settings: AdapterSettings, _ source: AdapterTensors) throws {
         try source.allowOnly([TensorRole.prefixKeys, TensorRole.prefixValues], in: module)
         let config = model.config
-        guard let layer = module.layer, (0..<config.numLayers).contains(layer) else {
+        guard (0..<config.numLayers).contains(layer) else {
             throw source.fail("prefix module \(module.target) needs a layer in 0..<\(config.numLayers)")
         }
         let heads = config.numKeyValueHeads, headDim = config.headDim

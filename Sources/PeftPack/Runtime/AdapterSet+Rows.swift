@@ -5,12 +5,11 @@ extension AdapterSet {
     /// the input embedding, so the head's rows change with it; it saves nothing for the head. A
     /// head that has rows of its own in the same adapter (PEFT does that when the indices
     /// differ) keeps the original embedding apart from those.
-    mutating func addRows(_ module: AdapterModule, of adapter: Adapter, _ source: AdapterTensors) throws {
+    mutating func addRows(_ module: AdapterModule, rows: [Int], of adapter: Adapter, _ source: AdapterTensors) throws {
         try source.allowOnly([TensorRole.fullValue], in: module)
         guard let id = model.parameter(named: module.target) else {
             throw RuntimeError.unknownTarget(adapter: source.adapter, target: module.target)
         }
-        guard let rows = module.rows else { throw source.fail("module \(module.target) replaces rows but lists none") }
         let shape = model.parameters.shapes[id]
         guard shape.count == 2 else { throw source.fail("module \(module.target) replaces rows of a \(shape.count)-D tensor") }
         let value = try source.require(TensorRole.fullValue, of: module)
@@ -21,7 +20,7 @@ extension AdapterSet {
         overrides[id] = Self.replacingRows(currentValue(id), width: shape[1], rows: rows, with: value.values)
 
         guard let tie = model.tiedHead, tie.embedding == id else { return }
-        let headHasOwnRows = adapter.modules.contains { $0.mode == .rows && model.parameter(named: $0.target) == tie.head }
+        let headHasOwnRows = adapter.modules.contains { $0.replacedRows != nil && model.parameter(named: $0.target) == tie.head }
         if !headHasOwnRows {
             overrides[tie.head] = Self.replacingRows(currentValue(tie.head), width: shape[1], rows: rows, with: value.values)
         }

@@ -1,6 +1,6 @@
 /// Adapters that change the weights of existing modules: LoRA/rsLoRA/DoRA, IA3, full tensors.
 extension AdapterSet {
-    mutating func addLowRank(_ module: AdapterModule, _ source: AdapterTensors) throws {
+    mutating func addLowRank(_ module: AdapterModule, _ settings: LowRankModule, _ source: AdapterTensors) throws {
         try source.allowOnly([TensorRole.loraA, TensorRole.loraB, TensorRole.loraBBias, TensorRole.magnitude,
                               TensorRole.targetBias], in: module)
         guard let reference = model.module(named: module.target) else {
@@ -12,10 +12,10 @@ extension AdapterSet {
             throw source.fail("tensor \(a.name) must be a [rank, in] matrix, got \(Shape.describe(a.shape))")
         }
         let rank = a.shape[0]
-        if let declared = module.rank, declared != rank {
-            throw source.fail("module \(module.target) declares rank \(declared) but \(a.name) has \(rank) rows")
+        guard settings.rank == rank else {
+            throw source.fail("module \(module.target) declares rank \(settings.rank) but \(a.name) has \(rank) rows")
         }
-        guard let scale = module.scale else { throw source.fail("module \(module.target) has no scale") }
+        let scale = settings.scale
         let magnitude = try source.optional(TensorRole.magnitude, of: module)
         let bBias = try source.optional(TensorRole.loraBBias, of: module)
         if magnitude != nil, bBias != nil {
@@ -25,7 +25,7 @@ extension AdapterSet {
         switch reference {
         case .linear(let index):
             let target = model.linears[index]
-            if module.layout == .embedding {
+            if settings.layout == .embedding {
                 throw source.fail("module \(module.target) is a linear layer, not an embedding")
             }
             try source.check(a, [rank, target.inFeatures])
@@ -42,8 +42,8 @@ extension AdapterSet {
             if let magnitude {
                 try source.check(magnitude, [target.outFeatures])
                 factor = doraFactor(magnitude: magnitude.values, weight: currentValue(target.weight),
-                                    weightStoredTransposed: target.storedTransposed, a: a.values, b: b.values,
-                                    rank: rank, scale: Float(scale), out: target.outFeatures, in: target.inFeatures)
+                                    orientation: target.orientation, a: a.values, b: b.values,
+                                    rank: rank, scale: Float(scale))
             }
             let update = LowRankUpdate(a: a.values, b: b.values, rank: rank, scale: Float(scale),
                                        scaledBBias: bBias?.values.map { $0 * Float(scale) }, doraFactor: factor)
@@ -51,8 +51,8 @@ extension AdapterSet {
 
         case .embedding(let index):
             let target = model.embeddings[index]
-            if let layout = module.layout, layout != .embedding {
-                throw source.fail("module \(module.target) is an embedding, not a \(layout.rawValue) layer")
+            if settings.layout != .embedding {
+                throw source.fail("module \(module.target) is an embedding, not a \(settings.layout.rawValue) layer")
             }
             if module.tensors[TensorRole.targetBias] != nil || bBias != nil {
                 throw source.fail("module \(module.target) is an embedding, which has no bias")
@@ -64,8 +64,8 @@ extension AdapterSet {
                 try source.check(magnitude, [target.dim])
                 // PEFT's DoraEmbeddingLayer takes the norm of Wᵀ + scale·B·A, W stored [vocab, dim].
                 factor = doraFactor(magnitude: magnitude.values, weight: currentValue(target.weight),
-                                    weightStoredTransposed: true, a: a.values, b: b.values, rank: rank,
-                                    scale: Float(scale), out: target.dim, in: target.count)
+                                    orientation: WeightOrientation(out: target.dim, inputs: target.count, layout: .embedding),
+                                    a: a.values, b: b.values, rank: rank, scale: Float(scale))
             }
             embedding[index, default: []].append(
                 LowRankUpdate(a: a.values, b: b.values, rank: rank, scale: Float(scale), scaledBBias: nil,
@@ -75,15 +75,16 @@ extension AdapterSet {
 
     /// magnitude / ‖W + scale·B·A‖₂ per output row (norm over the input features), with W + ΔW
     /// formed in fp32 as PEFT forms it and the squares accumulated in double.
-    private func doraFactor(magnitude: [Float], weight: [Float], weightStoredTransposed: Bool, a: [Float],
-                            b: [Float], rank: Int, scale: Float, out: Int, in inFeatures: Int) -> [Float] {
+    private func doraFactor(magnitude: [Float], weight: [Float], orientation: WeightOrientation, a: [Float],
+                            b: [Float], rank: Int, scale: Float) -> [Float] {
+        let out = orientation.out, inFeatures = orientation.inputs
         let delta = RuntimeKernels.lowRankProduct(b: b, a: a, out: out, rank: rank, in: inFeatures)
         var squares = [Double](repeating: 0, count: out)
         weight.withUnsafeBufferPointer { w in
             delta.withUnsafeBufferPointer { d in
                 for row in 0..<out {
                     for col in 0..<inFeatures {
-                        let stored = weightStoredTransposed ? w[col * out + row] : w[row * inFeatures + col]
+                        let stored = w[orientation.offset(row, col)]
                         let combined = Double(stored + scale * d[row * inFeatures + col])
                         squares[row] += combined * combined
                     }
@@ -93,7 +94,7 @@ extension AdapterSet {
         return (0..<out).map { magnitude[$0] / Float(squares[$0].squareRoot()) }
     }
 
-    mutating func addIA3(_ module: AdapterModule, _ source: AdapterTensors) throws {
+    mutating func addIA3(_ module: AdapterModule, _ settings: IA3Module, _ source: AdapterTensors) throws {
         try source.allowOnly([TensorRole.ia3Vector], in: module)
         guard let reference = model.module(named: module.target) else {
             throw RuntimeError.unknownTarget(adapter: source.adapter, target: module.target)
@@ -101,7 +102,7 @@ extension AdapterSet {
         guard case .linear(let index) = reference else {
             throw source.fail("module \(module.target) is an embedding; IA3 scales linear layers only")
         }
-        guard let side = module.side else { throw source.fail("module \(module.target) has no IA3 side") }
+        let side = settings.side
         let target = model.linears[index]
         let vector = try source.require(TensorRole.ia3Vector, of: module)
         let count = side == .input ? target.inFeatures : target.outFeatures
@@ -119,17 +120,14 @@ extension AdapterSet {
         return zip(existing, vector).map { $0 * $1 }
     }
 
-    mutating func addFullTensor(_ module: AdapterModule, _ source: AdapterTensors) throws {
+    /// `adds`: the stored tensor is a delta added to the target rather than its replacement.
+    mutating func addFullTensor(_ module: AdapterModule, adds: Bool, _ source: AdapterTensors) throws {
         try source.allowOnly([TensorRole.fullValue], in: module)
         guard let id = model.parameter(named: module.target) else {
             throw RuntimeError.unknownTarget(adapter: source.adapter, target: module.target)
         }
         let value = try source.require(TensorRole.fullValue, of: module)
         try source.check(value, model.parameters.shapes[id])
-        switch module.mode ?? .replace {
-        case .replace: overrides[id] = value.values
-        case .delta: overrides[id] = zip(currentValue(id), value.values).map { $0 + $1 }
-        case .rows: throw source.fail("module \(module.target) replaces rows; AdapterSet.addRows applies it")
-        }
+        overrides[id] = adds ? zip(currentValue(id), value.values).map { $0 + $1 } : value.values
     }
 }

@@ -49,7 +49,7 @@ public enum AdapterHubFormat {
                 throw InputError(file: weightsFile, tensor: saved[TensorRole.downWeight], problem: "has no layer index in its path")
             }
             let position: BottleneckPosition = target.contains("attention") ? .afterAttention : .afterFeedForward
-            var module = AdapterModule(target: target, position: position, layer: layer)
+            var module = AdapterModule(target: target, change: .bottleneck(BottleneckModule(layer: layer, position: position)))
             for (_, role) in roleSuffixes {
                 let key = saved[role]!
                 let info = tensors.info(key)!

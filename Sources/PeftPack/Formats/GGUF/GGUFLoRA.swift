@@ -32,7 +32,7 @@ public enum GGUFLoRA {
     /// the copy of the base layer PEFT saves beside a LoRA on an embedding or output layer
     /// (save_embedding_layers); any other whole tensor is a trained modules_to_save copy.
     static func wholeTensorOrigin(_ module: AdapterModule) -> String {
-        guard let key = module.sourceName, key.contains(".base_layer.") else { return "(modules_to_save)" }
+        guard let key = module.wholeTensor?.sourceName, key.contains(".base_layer.") else { return "(modules_to_save)" }
         return "with \(key), the base layer's weight PEFT saves beside a LoRA on an embedding or output layer (save_embedding_layers)"
     }
 
@@ -107,12 +107,12 @@ public enum GGUFLoRA {
         }
         let base = document.base ?? BaseModelIdentity()
         let architecture = try llamaCppArchitecture(of: base, file: file)
-        var modules: [(gguf: String, module: AdapterModule, a: [Float], b: [Float], rank: Int, out: Int, inputs: Int)] = []
+        var modules: [(gguf: String, scale: Double, a: [Float], b: [Float], rank: Int, out: Int, inputs: Int)] = []
         for module in adapter.modules {
-            if module.mode == .rows {
+            if module.replacedRows != nil {
                 throw InputError(file: file, problem: "adapter \(adapter.name) replaces rows of \(module.target) (trainable_token_indices), which GGUF LoRA files cannot express; merge it instead")
             }
-            if module.mode != nil {
+            if module.isWholeTensor {
                 throw InputError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express; merge it instead")
             }
             if module.tensors[TensorRole.magnitude] != nil {
@@ -121,7 +121,10 @@ public enum GGUFLoRA {
             if module.tensors[TensorRole.loraBBias] != nil || module.tensors[TensorRole.targetBias] != nil {
                 throw InputError(file: file, problem: "adapter \(adapter.name) trains the bias of \(module.target), which GGUF LoRA files cannot express; merge it instead")
             }
-            if module.layout == .embedding {
+            guard let settings = module.lowRank else {
+                throw InputError(file: file, problem: "adapter \(adapter.name) module \(module.target) lacks LoRA factors of matching rank")
+            }
+            if settings.layout == .embedding {
                 throw InputError(file: file, problem: "adapter \(adapter.name) adapts the embedding \(module.target); peftpack's GGUF export handles linear layers only")
             }
             guard let gguf = ggufName(module: module.target, architecture: architecture) else {
@@ -132,7 +135,7 @@ public enum GGUFLoRA {
                   aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
                 throw InputError(file: file, problem: "adapter \(adapter.name) module \(module.target) lacks LoRA factors of matching rank")
             }
-            modules.append((gguf, module, try reader.readTensor(aName).floats(), try reader.readTensor(bName).floats(), aShape[0], bShape[0], aShape[1]))
+            modules.append((gguf, settings.scale, try reader.readTensor(aName).floats(), try reader.readTensor(bName).floats(), aShape[0], bShape[0], aShape[1]))
         }
         guard !modules.isEmpty else { throw InputError(file: file, problem: "adapter \(adapter.name) has no LoRA modules") }
         // One global alpha; each B absorbs scale·r/alpha. The largest rank keeps those factors ≤ 1
@@ -140,7 +143,7 @@ public enum GGUFLoRA {
         let alpha = Float(modules.map(\.rank).max()!)
         var tensors: [(name: String, shape: [Int], type: GGUF.ElementType, data: [UInt8])] = []
         for entry in modules.sorted(by: { $0.gguf.localizedStandardCompare($1.gguf) == .orderedAscending }) {
-            let fold = Float((entry.module.scale ?? 1) * Double(entry.rank) / Double(alpha))
+            let fold = Float(entry.scale * Double(entry.rank) / Double(alpha))
             var b = entry.b.map { $0 * fold }
             if architecture == "llama", entry.gguf.hasSuffix(".attn_q") || entry.gguf.hasSuffix(".attn_k") {
                 let heads = entry.gguf.hasSuffix(".attn_q") ? base.numAttentionHeads : base.numKeyValueHeads
@@ -232,8 +235,9 @@ public enum GGUFLoRA {
                 }
                 return HostTensor(floats: values, shape: [outFeatures, rank], dtype: .f32)
             })
-            modules.append(AdapterModule(target: target, layout: ModuleLayoutRule.layout(of: target, modelType: architecture), rank: rank,
-                                         scale: alpha != 0 ? alpha / Double(rank) : 1,
+            let settings = LowRankModule(layout: ModuleLayoutRule.layout(of: target, modelType: architecture), rank: rank,
+                                         scale: alpha != 0 ? alpha / Double(rank) : 1)
+            modules.append(AdapterModule(target: target, change: .lowRank(settings),
                                          tensors: [TensorRole.loraA: aName, TensorRole.loraB: bName]))
         }
         let adapter = Adapter(name: adapterName, kind: .lora, source: AdapterSource(format: "gguf"), modules: modules)
