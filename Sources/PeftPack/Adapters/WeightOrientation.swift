@@ -32,7 +32,9 @@ public struct WeightOrientation: Sendable, Equatable {
     }
 
     /// The shape the base stores the weight in.
-    public var storedShape: [Int] { transposed ? [inputs, out] : [out, inputs] }
+    public var storedShape: [Int] { [storedRows, storedColumns] }
+    public var storedRows: Int { transposed ? inputs : out }
+    public var storedColumns: Int { transposed ? out : inputs }
 
     /// The stored element index of W[o, i].
     public func offset(_ o: Int, _ i: Int) -> Int { transposed ? i * out + o : o * inputs + i }

@@ -302,12 +302,7 @@ public enum Merge {
             MergeArithmetic.applyIA3(&values, orientation: orientation, vector: vector, side: settings.side, weight: weight)
             return adapter
         case .replace(let tensor, let adapter):
-            let replacement = try floats(adapter, tensor)
-            if weight == 1 {
-                values = replacement
-            } else {
-                for index in values.indices { values[index] += weight * (replacement[index] - values[index]) }
-            }
+            MergeArithmetic.replace(&values, with: try floats(adapter, tensor), weight: weight)
             return adapter
         case .replaceRows(let tensor, let rows, let adapter):
             let replacement = try floats(adapter, tensor)
@@ -315,13 +310,7 @@ public enum Merge {
             guard width > 0, replacement.count == rows.count * width, rows.allSatisfy({ $0 >= 0 && $0 < stored.shape[0] }) else {
                 throw InputError(file: readers[owners[adapter]].path, problem: "the rows replacing \(stored.name) (\(rows.count) of them, \(replacement.count) values) do not fit its \(Shape.describe(stored.shape)) shape")
             }
-            // Weight w moves each replaced row w of the way to its new value, as for whole tensors.
-            for (position, row) in rows.enumerated() {
-                for column in 0..<width {
-                    let index = row * width + column, new = replacement[position * width + column]
-                    values[index] = weight == 1 ? new : values[index] + weight * (new - values[index])
-                }
-            }
+            MergeArithmetic.replaceRows(&values, width: width, rows: rows, with: replacement, weight: weight)
             return adapter
         case .delta(let tensor, let adapter):
             MergeArithmetic.add(&values, try floats(adapter, tensor), scale: weight)

@@ -30,18 +30,16 @@ public struct MergeInput {
 }
 
 enum MergePlanner {
-    static let mergeableKinds: Set<AdapterKind> = [.lora, .ia3, .full]
-
     /// Maps every base tensor an adapter changes to its ordered operations.
     static func plan(adapters: [(adapter: Adapter, weight: Double)], base: BaseModel, skipUnmergeable: Bool,
                      file: (Int) -> String) throws -> (changes: [String: TensorChange], skipped: [String]) {
         var changes: [String: TensorChange] = [:]
         var skipped: [String] = []
         for (index, (adapter, weight)) in adapters.enumerated() {
-            let fullOnly = !mergeableKinds.contains(adapter.kind)
+            let fullOnly = !adapter.kind.rules.mergeable
             if fullOnly && !adapter.modules.contains(where: \.isWholeTensor) {
                 guard skipUnmergeable else {
-                    throw InputError(file: file(index), problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter: it adds computation (\(reason(adapter.kind))) and cannot be folded into weights", kind: .notMergeable)
+                    throw InputError(file: file(index), problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter: it adds computation (\(adapter.kind.rules.addedComputation ?? "no weight change")) and cannot be folded into weights", kind: .notMergeable)
                 }
                 skipped.append(adapter.name)
                 continue
@@ -109,15 +107,6 @@ enum MergePlanner {
                 : "nothing to merge: every adapter was left out as unmergeable (\(skipped.joined(separator: ", "))), so the output would be a copy of the base")
         }
         return (changes, skipped)
-    }
-
-    static func reason(_ kind: AdapterKind) -> String {
-        switch kind {
-        case .bottleneck: "bottleneck MLPs between sub-layers"
-        case .prefix: "extra attention keys and values"
-        case .prompt: "virtual input tokens"
-        default: "no weight change"
-        }
     }
 }
 

@@ -86,6 +86,7 @@ public enum Stack {
         guard kinds.count == 1, let kind = kinds.first else {
             throw UsageError("cannot stack adapters of different kinds (\(kinds.map(\.rawValue).sorted().joined(separator: ", "))) into one; stack each kind separately, or import them into one pack to apply them together")
         }
+        guard kind.rules.stackable else { throw UsageError("\(kind.rawValue) adapters cannot be stacked") }
         var tensors: [(name: String, tensor: HostTensor)] = []
         var modules: [AdapterModule] = []
         var reports: [ModuleReport] = []
@@ -103,8 +104,8 @@ public enum Stack {
             (settings, source) = try stackVirtualTokens(sources, kind: kind, name: options.name, modules: &modules, tensors: &tensors, reports: &reports)
         case .bottleneck:
             return try stackBottlenecks(sources, base: base, output: output, options: options, start: start)
-        default:
-            throw UsageError("\(kind.rawValue) adapters cannot be stacked")
+        case .full:
+            break
         }
         try stackWholeTensors(sources, name: options.name, modules: &modules, tensors: &tensors)
 

@@ -85,7 +85,7 @@ public enum AdapterHubFormat {
     /// The exported keys use the adapter name recorded in the AdapterHub config, which is what
     /// `load_adapter` looks for.
     public static func export(_ adapter: Adapter, tensor: (String) throws -> HostTensor) throws -> Output {
-        guard adapter.kind == .bottleneck else {
+        guard adapter.kind.exports(to: .adapterhub) else {
             throw InputError(file: adapter.name, problem: "is a \(adapter.kind.rawValue) adapter; AdapterHub export takes bottleneck adapters", kind: .onlyPeftExpresses)
         }
         guard let source = adapter.source, source.format == "adapterhub", let configText = source.configText else {

@@ -100,10 +100,11 @@ public enum GGUFLoRA {
     /// The GGUF bytes of one LoRA adapter of a pack.
     public static func export(_ adapter: Adapter, document: PackDocument, reader: PackReader, options: ExportOptions) throws -> [UInt8] {
         let file = reader.path
-        switch adapter.kind {
-        case .lora: break
-        case .ia3: throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which GGUF LoRA files cannot express; merge it (peftpack merge), or merge and extract a LoRA at a chosen rank (peftpack extract)")
-        default: throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")
+        guard adapter.kind.exports(to: .gguf) else {
+            if adapter.kind == .ia3 {
+                throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which GGUF LoRA files cannot express; merge it (peftpack merge), or merge and extract a LoRA at a chosen rank (peftpack extract)")
+            }
+            throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")
         }
         let base = document.base ?? BaseModelIdentity()
         let architecture = try llamaCppArchitecture(of: base, file: file)

@@ -9,6 +9,9 @@ public enum PeftExporter {
     }
 
     public static func export(_ adapter: Adapter, tensor: (String) throws -> HostTensor) throws -> Output {
+        guard adapter.kind.exports(to: .peft) else {
+            throw InputError(file: adapter.name, problem: "\(adapter.kind.rawValue) adapters are AdapterHub's", kind: .onlyAdapterHubExpresses)
+        }
         var out: [(key: String, tensor: HostTensor)] = []
         switch adapter.kind {
         case .lora, .ia3, .full:
@@ -50,7 +53,7 @@ public enum PeftExporter {
             guard !blocks.isEmpty else { throw InputError(file: adapter.name, problem: "prefix adapter has no layers") }
             out.append((PeftKeys.promptEmbeddings, PrefixLayout.join(blocks)))
         case .bottleneck:
-            throw InputError(file: adapter.name, problem: "bottleneck adapters are AdapterHub's", kind: .onlyAdapterHubExpresses)
+            preconditionFailure("refused above by the kind's rules")
         }
         let configText: String
         if let source = adapter.source, source.format == "peft", let text = source.configText {
