@@ -5,6 +5,8 @@ import Foundation
 /// `PackImport` (the real importers, checked against the case's base) into a pack, read back.
 /// Tests edit `adapters` and `tensors` to build the variants they need.
 struct ImportedCase {
+    /// The pack the import wrote.
+    let pack: String
     var adapters: [Adapter]
     var tensors: [String: HostTensor]
 
@@ -37,6 +39,6 @@ struct ImportedCase {
         let reader = try PackReader(path: pack)
         var tensors: [String: HostTensor] = [:]
         for entry in reader.tensors { tensors[entry.name] = try reader.readTensor(entry.name) }
-        return ImportedCase(adapters: try reader.adapterDocument().adapters, tensors: tensors)
+        return ImportedCase(pack: pack, adapters: try reader.adapterDocument().adapters, tensors: tensors)
     }
 }
