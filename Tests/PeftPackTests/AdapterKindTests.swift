@@ -134,3 +134,33 @@ import Testing
         }
     }
 }
+
+/// A pack whose module lacks a member its kind needs is refused when read, on one line naming
+/// the module and the member, before anything is written.
+@Suite struct AdapterKindRefusalTests {
+    @Test func aLoRAModuleWithoutScaleIsRefusedByName() throws {
+        let reader = try PackReader(path: try ImportedCase.load(case: "llama_lora").pack)
+        guard case .object(var members) = reader.document, let index = members.firstIndex(where: { $0.key == "adapters" }),
+              case .array(var adapters) = members[index].value, case .object(var adapter) = adapters[0],
+              let modulesIndex = adapter.firstIndex(where: { $0.key == "modules" }),
+              case .array(var modules) = adapter[modulesIndex].value, case .object(var module) = modules[2] else {
+            Issue.record("unexpected document layout")
+            return
+        }
+        module.removeAll { $0.key == "scale" }
+        modules[2] = .object(module)
+        adapter[modulesIndex].value = .array(modules)
+        adapters[0] = .object(adapter)
+        members[index].value = .array(adapters)
+        let pack = Fixtures.temporaryDirectory() + "/no-scale.peftpack"
+        let writer = try PackWriter(destination: pack, options: .init())
+        for entry in reader.tensors { try writer.append(try reader.readTensor(entry.name), name: entry.name) }
+        try writer.finish(document: .object(members))
+        let output = Fixtures.temporaryDirectory() + "/merged"
+        let result = try CLI.run(["merge", "--base", RuntimeFixtures.url("models/llama-tiny").path, pack, "-o", output])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("adapter document does not match the format: adapters[0].modules[2] lacks scale"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+}
