@@ -8,7 +8,7 @@ public enum AdapterFileFormat: String, CaseIterable, Sendable {
 /// What one adapter kind is and may do, as data: the operations and exporters ask this table
 /// instead of each restating it. Each kind's entry sits in its own file under Adapters/Kinds/.
 public struct KindRules: Sendable {
-    /// Tensor roles every module of the kind's own modules carries, and those it may carry.
+    /// Tensor roles each of the kind's modules carries, and those it may carry.
     public let requiredRoles: [String]
     public let optionalRoles: [String]
     /// Whether `merge` folds it into the base weights.

@@ -76,9 +76,14 @@ struct AdapterTensors {
     let adapter: String
     let fetch: (String) throws -> HostTensor
 
-    func allowOnly(_ roles: Set<String>, in module: AdapterModule) throws {
-        if let extra = module.tensors.keys.sorted().first(where: { !roles.contains($0) }) {
+    /// The module carries the roles its kind requires and no role the kind lacks.
+    func checkRoles(of module: AdapterModule) throws {
+        let rules = module.change.rules
+        if let extra = module.tensors.keys.sorted().first(where: { !rules.roles.contains($0) }) {
             throw RuntimeError.unexpectedAdapterTensor(adapter: adapter, target: module.target, role: extra)
+        }
+        if let missing = rules.requiredRoles.first(where: { module.tensors[$0] == nil }) {
+            throw RuntimeError.missingAdapterTensor(adapter: adapter, target: module.target, role: missing)
         }
     }
 

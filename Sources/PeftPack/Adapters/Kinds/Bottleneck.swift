@@ -28,7 +28,7 @@ extension BottleneckModule {
 extension AdapterSet {
     mutating func addBottleneck(_ module: AdapterModule, _ site: BottleneckModule, settings: AdapterSettings,
                                 _ source: AdapterTensors) throws {
-        try source.allowOnly(module.change.rules.roles, in: module)
+        try source.checkRoles(of: module)
         guard (0..<model.config.numLayers).contains(site.layer) else {
             throw source.fail("bottleneck module \(module.target) needs a layer in 0..<\(model.config.numLayers)")
         }

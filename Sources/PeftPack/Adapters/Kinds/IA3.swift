@@ -29,7 +29,7 @@ extension IA3Module {
 
 extension AdapterSet {
     mutating func addIA3(_ module: AdapterModule, _ settings: IA3Module, _ source: AdapterTensors) throws {
-        try source.allowOnly(module.change.rules.roles, in: module)
+        try source.checkRoles(of: module)
         guard let reference = model.module(named: module.target) else {
             throw RuntimeError.unknownTarget(adapter: source.adapter, target: module.target)
         }

@@ -27,7 +27,7 @@ extension LowRankModule {
 
 extension AdapterSet {
     mutating func addLowRank(_ module: AdapterModule, _ settings: LowRankModule, _ source: AdapterTensors) throws {
-        try source.allowOnly(module.change.rules.roles, in: module)
+        try source.checkRoles(of: module)
         guard let reference = model.module(named: module.target) else {
             throw RuntimeError.unknownTarget(adapter: source.adapter, target: module.target)
         }

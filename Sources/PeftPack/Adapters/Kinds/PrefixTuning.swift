@@ -11,7 +11,7 @@ public enum PrefixTuning {
 
 extension AdapterSet {
     mutating func addPrefix(_ module: AdapterModule, layer: Int, settings: AdapterSettings, _ source: AdapterTensors) throws {
-        try source.allowOnly(module.change.rules.roles, in: module)
+        try source.checkRoles(of: module)
         let config = model.config
         guard (0..<config.numLayers).contains(layer) else {
             throw source.fail("prefix module \(module.target) needs a layer in 0..<\(config.numLayers)")

@@ -11,7 +11,7 @@ public enum PromptTuning {
 
 extension AdapterSet {
     mutating func addPrompt(_ module: AdapterModule, settings: AdapterSettings, _ source: AdapterTensors) throws {
-        try source.allowOnly(module.change.rules.roles, in: module)
+        try source.checkRoles(of: module)
         let hidden = model.config.hiddenSize
         let embeddings = try source.require(TensorRole.promptEmbeddings, of: module)
         guard let tokens = embeddings.shape.first, tokens > 0 else {

@@ -51,7 +51,7 @@ extension WholeTensorModule {
 extension AdapterSet {
     /// `adds`: the stored tensor is a delta added to the target rather than its replacement.
     mutating func addFullTensor(_ module: AdapterModule, adds: Bool, _ source: AdapterTensors) throws {
-        try source.allowOnly(module.change.rules.roles, in: module)
+        try source.checkRoles(of: module)
         guard let id = model.parameter(named: module.target) else {
             throw RuntimeError.unknownTarget(adapter: source.adapter, target: module.target)
         }
@@ -65,7 +65,7 @@ extension AdapterSet {
     /// head that has rows of its own in the same adapter (PEFT does that when the indices
     /// differ) keeps the original embedding apart from those.
     mutating func addRows(_ module: AdapterModule, rows: [Int], of adapter: Adapter, _ source: AdapterTensors) throws {
-        try source.allowOnly(module.change.rules.roles, in: module)
+        try source.checkRoles(of: module)
         guard let id = model.parameter(named: module.target) else {
             throw RuntimeError.unknownTarget(adapter: source.adapter, target: module.target)
         }
