@@ -31,12 +31,12 @@ import Testing
     @Test func houlsbyHasTwoAdaptersPerLayerAndPfeifferOne() throws {
         let (houlsby, _, _) = try Self.importCase("bert_houlsby")
         #expect(houlsby.adapter.settings.bottleneckArchitecture == "houlsby")
-        #expect(houlsby.adapter.modules.filter { $0.position == .afterAttention }.count == 2)
-        #expect(houlsby.adapter.modules.filter { $0.position == .afterFeedForward }.count == 2)
+        #expect(houlsby.adapter.modules.filter { $0.bottleneck?.position == .afterAttention }.count == 2)
+        #expect(houlsby.adapter.modules.filter { $0.bottleneck?.position == .afterFeedForward }.count == 2)
         let (pfeiffer, _, _) = try Self.importCase("llama_pfeiffer")
         #expect(pfeiffer.adapter.settings.bottleneckArchitecture == "pfeiffer")
         #expect(pfeiffer.adapter.modules.map(\.layer) == [0, 1])
-        #expect(pfeiffer.adapter.modules.allSatisfy { $0.position == .afterFeedForward })
+        #expect(pfeiffer.adapter.modules.allSatisfy { $0.bottleneck?.position == .afterFeedForward })
         #expect(pfeiffer.adapter.settings.nonLinearity == "relu")
     }
 

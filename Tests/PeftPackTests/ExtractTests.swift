@@ -30,14 +30,14 @@ import Testing
         let reader = try PackReader(path: pack)
         let a = try reader.readTensor(module.tensors[TensorRole.loraA]!).floats()
         let b = try reader.readTensor(module.tensors[TensorRole.loraB]!).floats()
-        let rank = module.rank!, rows = shape[0], cols = shape[1]
+        let rank = module.lowRank!.rank, rows = shape[0], cols = shape[1]
         let target = try delta(module.target + ".weight")
         var squares = 0.0
         for row in 0..<rows {
             for col in 0..<cols {
                 var product = 0.0
                 for k in 0..<rank { product += Double(b[row * rank + k]) * Double(a[k * cols + col]) }
-                let difference = target[row * cols + col] - (module.scale ?? 1) * product
+                let difference = target[row * cols + col] - module.lowRank!.scale * product
                 squares += difference * difference
             }
         }
@@ -50,7 +50,7 @@ import Testing
     func rankErrorWithinOnePercentOfOptimal(rank: Int) throws {
         let (pack, report) = try Self.extract(.init(rule: .fixed(rank)))
         let document = try PackReader(path: pack).adapterDocument()
-        let modules = document.adapters[0].modules.filter { $0.mode == nil }
+        let modules = document.adapters[0].modules.filter { $0.lowRank != nil }
         #expect(modules.count == 14)
         #expect(report.modules.contains { $0.method == "randomized" })
         for module in modules {
@@ -58,7 +58,7 @@ import Testing
             let spectrum = try Self.spectrum(module.target + ".weight")
             let optimal = spectrum.dropFirst(rank).reduce(0) { $0 + $1 * $1 }.squareRoot()
             let actual = try Self.residual(pack: pack, module: module, shape: shape)
-            #expect(module.rank == rank)
+            #expect(module.lowRank?.rank == rank)
             #expect(actual <= optimal * 1.01, "\(module.target): ‖ΔW − BA‖ = \(actual), optimal \(optimal)")
             #expect(actual >= optimal * (1 - 1e-5), "\(module.target): below the Eckart–Young bound?")
         }
@@ -68,7 +68,7 @@ import Testing
     @Test(arguments: [0.5, 0.9, 0.99])
     func energyPicksTheSmallestSufficientRank(share: Double) throws {
         let (pack, report) = try Self.extract(.init(rule: .energy(share)))
-        let modules = try PackReader(path: pack).adapterDocument().adapters[0].modules.filter { $0.mode == nil }
+        let modules = try PackReader(path: pack).adapterDocument().adapters[0].modules.filter { $0.lowRank != nil }
         for module in modules {
             let squares = try Self.spectrum(module.target + ".weight").map { $0 * $0 }
             let total = squares.reduce(0, +)
@@ -77,7 +77,7 @@ import Testing
                 kept += square
                 if kept >= share * total { expected = index + 1; break }
             }
-            #expect(module.rank == expected, "\(module.target): rank \(module.rank ?? -1), expected \(expected)")
+            #expect(module.lowRank?.rank == expected, "\(module.target): rank \(module.lowRank?.rank ?? -1), expected \(expected)")
             let entry = report.modules.first { $0.tensor == module.target + ".weight" }!
             #expect(entry.energyKept >= share - 1e-6)
         }

@@ -49,7 +49,7 @@ import Testing
     }
 
     static func layouts(_ pack: String) throws -> [String: WeightLayout] {
-        let modules = try PackReader(path: pack).adapterDocument().adapters[0].modules.filter { $0.mode == nil }
+        let modules = try PackReader(path: pack).adapterDocument().adapters[0].modules.filter { !$0.isWholeTensor }
         return Dictionary(uniqueKeysWithValues: modules.map { ($0.target, $0.layout ?? .linear) })
     }
 
@@ -118,8 +118,8 @@ import Testing
         let reader = try PackReader(path: good)
         var document = try reader.adapterDocument()
         let wrong: WeightLayout = caseName == "llama_fifo_true" ? .conv1d : .linear
-        for index in document.adapters[0].modules.indices where document.adapters[0].modules[index].mode == nil {
-            document.adapters[0].modules[index].layout = wrong
+        for index in document.adapters[0].modules.indices where !document.adapters[0].modules[index].isWholeTensor {
+            document.adapters[0].modules[index] = document.adapters[0].modules[index].withLayout(wrong)
         }
         let tensors = try reader.tensors.map { ($0.name, try reader.readTensor($0.name)) }
         let stale = Fixtures.temporaryDirectory() + "/stale.peftpack"

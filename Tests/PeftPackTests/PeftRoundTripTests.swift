@@ -47,13 +47,13 @@ import Testing
         let (imported, _, _) = try Self.importCase("llama_rslora_patterns")
         func module(_ target: String) -> AdapterModule { imported.adapter.modules.first { $0.target == target }! }
         let q = module("model.layers.0.self_attn.q_proj")
-        #expect(q.rank == 4 && q.scale == 16 / 2.0)
+        #expect(q.lowRank == LowRankModule(layout: .linear, rank: 4, scale: 16 / 2.0))
         let v = module("model.layers.1.self_attn.v_proj")
-        #expect(v.rank == 8 && v.scale == 32 / 8.0.squareRoot())
+        #expect(v.lowRank == LowRankModule(layout: .linear, rank: 8, scale: 32 / 8.0.squareRoot()))
         let down1 = module("model.layers.1.mlp.down_proj")
-        #expect(down1.rank == 12 && down1.scale == 16 / 12.0.squareRoot())
+        #expect(down1.lowRank == LowRankModule(layout: .linear, rank: 12, scale: 16 / 12.0.squareRoot()))
         let down0 = module("model.layers.0.mlp.down_proj")
-        #expect(down0.rank == 8 && down0.scale == 16 / 8.0.squareRoot())
+        #expect(down0.lowRank == LowRankModule(layout: .linear, rank: 8, scale: 16 / 8.0.squareRoot()))
     }
 
     @Test func layoutsFollowFanInFanOutAndEmbeddings() throws {
@@ -61,7 +61,7 @@ import Testing
         #expect(gpt2.adapter.modules.allSatisfy { $0.layout == .conv1d })
         let (embedding, _, _) = try Self.importCase("llama_lora_embedding")
         #expect(embedding.adapter.modules.first { $0.target == "model.embed_tokens" }?.layout == .embedding)
-        #expect(embedding.adapter.modules.contains { $0.mode == .replace && $0.target == "model.embed_tokens.weight" })
+        #expect(embedding.adapter.modules.contains { $0.wholeTensor?.effect == .replace && $0.target == "model.embed_tokens.weight" })
     }
 
     @Test func prefixIsSplitPerLayerIntoKeysAndValues() throws {
@@ -78,7 +78,7 @@ import Testing
     @Test func ia3SidesFollowFeedforwardModules() throws {
         let (imported, _, _) = try Self.importCase("llama_ia3")
         for module in imported.adapter.modules {
-            #expect(module.side == (module.target.hasSuffix("down_proj") ? .input : .output))
+            #expect(module.ia3?.side == (module.target.hasSuffix("down_proj") ? .input : .output))
         }
     }
 
@@ -90,8 +90,9 @@ import Testing
         let config = try PeftConfig(text: text, file: "fresh")
         for module in adapter.modules {
             let (rank, scale) = config.loraRankAndScale(moduleName: module.target)
-            #expect(rank == module.rank)
-            #expect(abs(scale - module.scale!) <= 1e-12 * module.scale!, "\(module.target)")
+            let settings = try #require(module.lowRank)
+            #expect(rank == settings.rank)
+            #expect(abs(scale - settings.scale) <= 1e-12 * settings.scale, "\(module.target)")
         }
     }
 

@@ -80,7 +80,7 @@ struct RuntimeBenchmarkTests {
                     let values = (0..<shape[0] * shape[1]).map { _ in Float.random(in: -0.05...0.05, using: &generator) }
                     tensors["\(path)/\(role)"] = HostTensor(floats: values, shape: shape, dtype: .f32)
                 }
-                modules.append(AdapterModule(target: path, layout: .linear, rank: 8, scale: 2,
+                modules.append(AdapterModule(target: path, change: .lowRank(LowRankModule(layout: .linear, rank: 8, scale: 2)),
                                              tensors: [TensorRole.loraA: "\(path)/A", TensorRole.loraB: "\(path)/B"]))
             }
         }

@@ -8,14 +8,14 @@ import Testing
 struct RuntimeControlTests {
     static let tolerance = RuntimeReferenceTests.tolerance
 
-    private func run(_ caseName: String, edit: (inout TestAdapterMapping.Mapped) throws -> Void) throws
+    private func run(_ caseName: String, edit: (inout ImportedCase) throws -> Void) throws
         -> (error: Double, reference: RuntimeFixtures.Reference, model: TransformerModel)
     {
         let reference = try RuntimeFixtures.reference(case: caseName)
         let model = try RuntimeFixtures.model(try #require(reference.metadata["base"]))
-        var mapped = try TestAdapterMapping.load(case: caseName)
-        try edit(&mapped)
-        let adapters = try AdapterSet(adapters: mapped.adapters, model: model, tensor: mapped.tensor)
+        var imported = try ImportedCase.load(case: caseName)
+        try edit(&imported)
+        let adapters = try AdapterSet(adapters: imported.adapters, model: model, tensor: imported.tensor)
         let output = try model.forward(inputIds: reference.inputIds, adapters: adapters)
         return (RuntimeFixtures.relativeError(output, reference.outputAdapter), reference, model)
     }
@@ -29,11 +29,11 @@ struct RuntimeControlTests {
     @Test("one LoRA B row with its sign flipped misses the reference")
     func flippedLoRARow() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
-        let (error, _, _) = try run("llama_lora") { mapped in
-            let name = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
-            let tensor = try #require(mapped.tensors[name])
+        let (error, _, _) = try run("llama_lora") { imported in
+            let name = try #require(imported.tensorName(target: "model.layers.0.self_attn.q_proj", role: TensorRole.loraB))
+            let tensor = try #require(imported.tensors[name])
             let columns = tensor.shape[1]
-            mapped.tensors[name] = try Self.edited(tensor) { values in
+            imported.tensors[name] = try Self.edited(tensor) { values in
                 for i in 0..<columns { values[i] = -values[i] }
             }
         }
@@ -44,10 +44,10 @@ struct RuntimeControlTests {
     @Test("one changed prefix value misses the reference")
     func changedPrefixValue() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
-        let (error, _, _) = try run("llama_prefix") { mapped in
-            let name = "llama_prefix/layers.0/\(TensorRole.prefixValues)"
-            let tensor = try #require(mapped.tensors[name])
-            mapped.tensors[name] = try Self.edited(tensor) { $0[0] += 1 }
+        let (error, _, _) = try run("llama_prefix") { imported in
+            let name = try #require(imported.tensorName(target: "layers.0", role: TensorRole.prefixValues))
+            let tensor = try #require(imported.tensors[name])
+            imported.tensors[name] = try Self.edited(tensor) { $0[0] += 1 }
         }
         print("changed prefix value: relative error \(error)")
         #expect(error > 100 * Self.tolerance)
@@ -56,10 +56,10 @@ struct RuntimeControlTests {
     @Test("a changed DoRA magnitude misses the reference")
     func changedMagnitude() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
-        let (error, _, _) = try run("gpt2_dora") { mapped in
-            let name = "base_model.model.transformer.h.1.mlp.c_fc.lora_magnitude_vector"
-            let tensor = try #require(mapped.tensors[name])
-            mapped.tensors[name] = try Self.edited(tensor) { $0[3] *= 1.5 }
+        let (error, _, _) = try run("gpt2_dora") { imported in
+            let name = try #require(imported.tensorName(target: "transformer.h.1.mlp.c_fc", role: TensorRole.magnitude))
+            let tensor = try #require(imported.tensors[name])
+            imported.tensors[name] = try Self.edited(tensor) { $0[3] *= 1.5 }
         }
         print("changed DoRA magnitude: relative error \(error)")
         #expect(error > 100 * Self.tolerance)
@@ -70,15 +70,15 @@ struct RuntimeControlTests {
     @Test("a LoRA adapter stacked with its negation reproduces the base output")
     func loraCancels() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
-        try expectCancels("llama_lora") { mapped in
-            var negated = mapped.adapters[0]
+        try expectCancels("llama_lora") { imported in
+            var negated = imported.adapters[0]
             negated.name += "-negated"
-            negated.modules = negated.modules.map { module in
-                var module = module
-                module.scale = -(module.scale ?? 0)
-                return module
+            negated.modules = try negated.modules.map { module in
+                var settings = try #require(module.lowRank)
+                settings.scale = -settings.scale
+                return AdapterModule(target: module.target, change: .lowRank(settings), tensors: module.tensors)
             }
-            mapped.adapters.append(negated)
+            imported.adapters.append(negated)
         }
     }
 
@@ -87,25 +87,25 @@ struct RuntimeControlTests {
     @Test("an IA3 adapter stacked with its reciprocal reproduces the base output")
     func ia3Cancels() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
-        try expectCancels("bert_ia3") { mapped in
-            var inverse = mapped.adapters[0]
+        try expectCancels("bert_ia3") { imported in
+            var inverse = imported.adapters[0]
             inverse.name += "-inverse"
             for (index, module) in inverse.modules.enumerated() {
                 let name = module.tensors[TensorRole.ia3Vector]! + "-inverse"
-                let vector = try #require(mapped.tensors[module.tensors[TensorRole.ia3Vector]!])
-                mapped.tensors[name] = try Self.edited(vector) { values in values = values.map { 1 / $0 } }
+                let vector = try #require(imported.tensors[module.tensors[TensorRole.ia3Vector]!])
+                imported.tensors[name] = try Self.edited(vector) { values in values = values.map { 1 / $0 } }
                 inverse.modules[index].tensors[TensorRole.ia3Vector] = name
             }
-            mapped.adapters.append(inverse)
+            imported.adapters.append(inverse)
         }
     }
 
-    private func expectCancels(_ caseName: String, edit: (inout TestAdapterMapping.Mapped) throws -> Void) throws {
+    private func expectCancels(_ caseName: String, edit: (inout ImportedCase) throws -> Void) throws {
         let reference = try RuntimeFixtures.reference(case: caseName)
         let model = try RuntimeFixtures.model(try #require(reference.metadata["base"]))
-        var mapped = try TestAdapterMapping.load(case: caseName)
-        try edit(&mapped)
-        let adapters = try AdapterSet(adapters: mapped.adapters, model: model, tensor: mapped.tensor)
+        var imported = try ImportedCase.load(case: caseName)
+        try edit(&imported)
+        let adapters = try AdapterSet(adapters: imported.adapters, model: model, tensor: imported.tensor)
         let output = try model.forward(inputIds: reference.inputIds, adapters: adapters)
         let error = RuntimeFixtures.relativeError(output, reference.outputBase)
         print("\(caseName) with its inverse vs base: relative error \(error)")

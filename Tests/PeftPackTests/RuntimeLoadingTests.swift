@@ -66,11 +66,11 @@ struct RuntimeLoadingTests {
     @Test("an adapter target the model lacks is named")
     func unknownTarget() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
-        var mapped = try TestAdapterMapping.load(case: "llama_lora")
-        mapped.adapters[0].modules[0].target = "model.layers.7.self_attn.q_proj"
+        var imported = try ImportedCase.load(case: "llama_lora")
+        imported.adapters[0].modules[0].target = "model.layers.7.self_attn.q_proj"
         let model = try llama()
         #expect(throws: RuntimeError.unknownTarget(adapter: "llama_lora", target: "model.layers.7.self_attn.q_proj")) {
-            try AdapterSet(adapters: mapped.adapters, model: model, tensor: mapped.tensor)
+            try AdapterSet(adapters: imported.adapters, model: model, tensor: imported.tensor)
         }
     }
 
@@ -87,33 +87,32 @@ struct RuntimeLoadingTests {
     @Test("a LoRA factor of the wrong shape is named with the shape the model needs")
     func misshapenFactor() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
-        var mapped = try TestAdapterMapping.load(case: "llama_lora")
-        let module = mapped.adapters[0].modules.first { $0.target == "model.layers.0.self_attn.k_proj" }!
-        let bName = module.tensors[TensorRole.loraB]!
-        mapped.tensors[bName] = HostTensor(floats: [Float](repeating: 0, count: 64 * 8), shape: [64, 8], dtype: .f32)
+        var imported = try ImportedCase.load(case: "llama_lora")
+        let bName = try #require(imported.tensorName(target: "model.layers.0.self_attn.k_proj", role: TensorRole.loraB))
+        imported.tensors[bName] = HostTensor(floats: [Float](repeating: 0, count: 64 * 8), shape: [64, 8], dtype: .f32)
         let model = try llama()
         #expect(throws: RuntimeError.adapterTensorShape(adapter: "llama_lora", tensor: bName, shape: [64, 8],
                                                         expected: "[32, 8]")) {
-            try AdapterSet(adapters: mapped.adapters, model: model, tensor: mapped.tensor)
+            try AdapterSet(adapters: imported.adapters, model: model, tensor: imported.tensor)
         }
     }
 
     @Test("a prefix made for other attention heads is refused")
     func prefixForOtherHeads() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
-        let mapped = try TestAdapterMapping.load(case: "llama_prefix")
+        let imported = try ImportedCase.load(case: "llama_prefix")
         let bert = try RuntimeFixtures.model("models/bert-tiny")
         #expect(throws: RuntimeError.invalidAdapter(adapter: "llama_prefix",
                                                     reason: "prefix has 2 key/value heads but the model has 4")) {
-            try AdapterSet(adapters: mapped.adapters, model: bert, tensor: mapped.tensor)
+            try AdapterSet(adapters: imported.adapters, model: bert, tensor: imported.tensor)
         }
     }
 
     @Test("an adapter set only runs on the model it was built for")
     func otherModel() throws {
         try #require(RuntimeFixtures.available, "fixtures/data is missing")
-        let mapped = try TestAdapterMapping.load(case: "llama_lora")
-        let adapters = try AdapterSet(adapters: mapped.adapters, model: try llama(), tensor: mapped.tensor)
+        let imported = try ImportedCase.load(case: "llama_lora")
+        let adapters = try AdapterSet(adapters: imported.adapters, model: try llama(), tensor: imported.tensor)
         #expect(throws: RuntimeError.adapterSetForOtherModel) {
             try llama().forward(inputIds: [[1, 2]], adapters: adapters)
         }

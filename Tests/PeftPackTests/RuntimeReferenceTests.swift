@@ -34,8 +34,8 @@ struct RuntimeReferenceTests {
         let reference = try RuntimeFixtures.reference(case: caseName)
         let base = try #require(reference.metadata["base"])
         let model = try RuntimeFixtures.model(base)
-        let mapped = try TestAdapterMapping.load(case: caseName)
-        let adapters = try AdapterSet(adapters: mapped.adapters, model: model, tensor: mapped.tensor)
+        let imported = try ImportedCase.load(case: caseName)
+        let adapters = try AdapterSet(adapters: imported.adapters, model: model, tensor: imported.tensor)
 
         let baseError = RuntimeFixtures.relativeError(try model.forward(inputIds: reference.inputIds),
                                                       reference.outputBase)

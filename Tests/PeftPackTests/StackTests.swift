@@ -20,7 +20,7 @@ import Testing
         let reader = try PackReader(path: pack)
         var out: [String: (rows: Int, cols: Int, values: [Double])] = [:]
         for adapter in try reader.adapterDocument().adapters {
-            for module in adapter.modules where module.mode == nil {
+            for module in adapter.modules where module.lowRank != nil {
                 let aName = module.tensors[TensorRole.loraA]!, bName = module.tensors[TensorRole.loraB]!
                 let aShape = reader.entry(named: aName)!.shape, bShape = reader.entry(named: bName)!.shape
                 let a = try reader.readTensor(aName).floats(), b = try reader.readTensor(bName).floats()
@@ -30,7 +30,7 @@ import Testing
                     for col in 0..<cols {
                         var sum = 0.0
                         for k in 0..<rank { sum += Double(b[row * rank + k]) * Double(a[k * cols + col]) }
-                        values[row * cols + col] += (module.scale ?? 1) * sum
+                        values[row * cols + col] += module.lowRank!.scale * sum
                     }
                 }
                 out[module.target] = (rows, cols, values)
@@ -109,7 +109,7 @@ import Testing
         let original = try PipelineVerifyTests.pack("llama_ia3")
         let (stacked, _) = try Self.stack([(original, 1), (original, -1)])
         let reader = try PackReader(path: stacked)
-        for module in try reader.adapterDocument().adapters[0].modules where module.mode == nil {
+        for module in try reader.adapterDocument().adapters[0].modules where module.ia3 != nil {
             let vector = try reader.readTensor(module.tensors[TensorRole.ia3Vector]!).floats()
             #expect(vector.allSatisfy { abs($0 - 1) <= 1e-6 }, "\(module.target)")
         }

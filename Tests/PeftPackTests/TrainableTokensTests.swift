@@ -14,11 +14,11 @@ import Testing
     @Test func importTakesTheRowsFromTheConfig() throws {
         let (pack, _) = try ConfigFixtures.pack("tokens_llama")
         let adapter = try PackReader(path: pack).adapterDocument().adapters[0]
-        let rows = adapter.modules.filter { $0.mode == .rows }
+        let rows = adapter.modules.filter { $0.replacedRows != nil }
         #expect(rows.count == 2)
-        #expect(rows.first { $0.target == "model.embed_tokens.weight" }?.rows == [25, 142, 200])
-        #expect(rows.first { $0.target == "lm_head.weight" }?.rows == [5, 142])
-        #expect(rows.allSatisfy { $0.sourceName?.hasSuffix(".token_adapter.trainable_tokens_delta") == true })
+        #expect(rows.first { $0.target == "model.embed_tokens.weight" }?.replacedRows == [25, 142, 200])
+        #expect(rows.first { $0.target == "lm_head.weight" }?.replacedRows == [5, 142])
+        #expect(rows.allSatisfy { $0.wholeTensor?.sourceName?.hasSuffix(".token_adapter.trainable_tokens_delta") == true })
     }
 
     @Test func inspectListsTheReplacedRows() throws {
@@ -41,7 +41,7 @@ import Testing
         let (pack, _) = try ConfigFixtures.pack(caseName)
         let reader = try PackReader(path: pack)
         var adapter = try reader.adapterDocument().adapters[0]
-        adapter.modules.removeAll { $0.mode == .rows }
+        adapter.modules.removeAll { $0.replacedRows != nil }
         let (model, _) = try Verify.loadModel(ConfigFixtures.baseFolder(of: caseName))
         let adapters = try AdapterSet(adapters: [adapter], model: model, tensor: reader.readTensor)
         let comparison = try ReferenceFile(path: ConfigFixtures.reference(caseName))

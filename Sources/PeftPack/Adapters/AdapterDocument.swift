@@ -131,6 +131,22 @@ public struct Adapter: Codable, Sendable, Equatable {
         self.settings = settings
         self.modules = modules
     }
+
+    enum CodingKeys: String, CodingKey {
+        case name, kind, source, settings, modules
+    }
+
+    /// Modules decode knowing the adapter's kind, which decides what a module without `mode` is.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(String.self, forKey: .name)
+        kind = try container.decode(AdapterKind.self, forKey: .kind)
+        source = try container.decodeIfPresent(AdapterSource.self, forKey: .source)
+        settings = try container.decode(AdapterSettings.self, forKey: .settings)
+        var list = try container.nestedUnkeyedContainer(forKey: .modules)
+        modules = []
+        while !list.isAtEnd { modules.append(try AdapterModule(from: try list.superDecoder(), kind: kind)) }
+    }
 }
 
 /// Kind-wide settings; each kind uses the fields listed in the spec and leaves the rest nil.
@@ -173,59 +189,5 @@ public struct AdapterSettings: Codable, Sendable, Equatable {
         case residualBeforeLn = "residual_before_ln"
         case scaling
         case magnitudeKeySuffix = "magnitude_key_suffix"
-    }
-}
-
-/// One place in the base model an adapter changes, with the tensors that change it.
-public struct AdapterModule: Codable, Sendable, Equatable {
-    /// Module path in transformers naming from the model root as the source tool saw it, e.g.
-    /// "model.layers.0.self_attn.q_proj"; for full tensors, the tensor name itself.
-    public var target: String
-    /// lora, ia3, full: how the base weight is laid out.
-    public var layout: WeightLayout?
-    /// lora: rank r (rows of A).
-    public var rank: Int?
-    /// lora: the factor in ΔW = scale · B·A, already resolved from alpha/r, alpha/√r or patterns.
-    public var scale: Double?
-    /// ia3: which side the vector scales.
-    public var side: IA3Side?
-    /// bottleneck: where in the layer; prefix and bottleneck: which layer.
-    public var position: BottleneckPosition?
-    public var layer: Int?
-    /// full: replace, add, or replace rows.
-    public var mode: FullTensorMode?
-    /// full, mode rows: the base tensor's rows (token ids) the stored rows replace, in order.
-    public var rows: [Int]?
-    /// Role (TensorRole) → tensor name in the container.
-    public var tensors: [String: String]
-    /// full modules: the tensor's exact name in the source file (e.g. PEFT's
-    /// `…embed_tokens.base_layer.weight`), so an exporter restores it unchanged.
-    public var sourceName: String?
-
-    public init(target: String, layout: WeightLayout? = nil, rank: Int? = nil, scale: Double? = nil,
-                side: IA3Side? = nil, position: BottleneckPosition? = nil, layer: Int? = nil,
-                mode: FullTensorMode? = nil, tensors: [String: String] = [:], sourceName: String? = nil,
-                rows: [Int]? = nil) {
-        self.target = target
-        self.layout = layout
-        self.rank = rank
-        self.scale = scale
-        self.side = side
-        self.position = position
-        self.layer = layer
-        self.mode = mode
-        self.tensors = tensors
-        self.sourceName = sourceName
-        self.rows = rows
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case target, layout, rank, scale, side, position, layer, mode, tensors, rows
-        case sourceName = "source_name"
-    }
-
-    /// The conventional container name for one of this module's tensors.
-    public static func tensorName(adapter: String, target: String, role: String) -> String {
-        "\(adapter)/\(target)/\(role)"
     }
 }

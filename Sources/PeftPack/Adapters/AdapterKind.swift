@@ -16,42 +16,6 @@ public enum AdapterKind: String, Codable, Sendable, CaseIterable {
     case full
 }
 
-/// How a weight is laid out in the base checkpoint relative to the math `y = W·x`, W: [out, in].
-public enum WeightLayout: String, Codable, Sendable {
-    /// nn.Linear: stored [out, in].
-    case linear
-    /// GPT-2 Conv1D (PEFT `fan_in_fan_out`): stored [in, out], so the stored delta is (B·A)ᵀ.
-    case conv1d
-    /// nn.Embedding: stored [num_embeddings, dim]; `in` is the vocabulary (one-hot input), so the
-    /// stored delta is (B·A)ᵀ.
-    case embedding
-}
-
-/// Which side of the weight an IA3 vector scales.
-public enum IA3Side: String, Codable, Sendable {
-    /// Scales the input features: W' = W · diag(v) (PEFT's feed-forward modules).
-    case input
-    /// Scales the output features: W' = diag(v) · W.
-    case output
-}
-
-/// Whether a full tensor replaces the base tensor, is added to it, or replaces some of its rows.
-public enum FullTensorMode: String, Codable, Sendable {
-    case replace
-    case delta
-    /// Rows `AdapterModule.rows` of the base tensor (an embedding or output head, one row per
-    /// token) become the stored tensor's rows, in order: PEFT's `trainable_token_indices`.
-    case rows
-}
-
-/// Where a bottleneck adapter sits inside a transformer layer.
-public enum BottleneckPosition: String, Codable, Sendable {
-    /// After the attention block's output projection (Houlsby's first adapter).
-    case afterAttention = "after_attention"
-    /// After the feed-forward block's output projection (Houlsby's second, Pfeiffer's only).
-    case afterFeedForward = "after_feed_forward"
-}
-
 /// Tensor roles, named once so writers and readers agree.
 public enum TensorRole {
     public static let loraA = "A"

@@ -20,10 +20,10 @@ public enum ModuleLayoutRule {
     /// `adapter` with each weight module's layout set by the rule: embeddings (known from their
     /// saved keys) and whole-tensor modules stay as they are.
     public static func correcting(_ adapter: Adapter, modelType: String?) -> Adapter {
-        guard adapter.kind == .lora || adapter.kind == .ia3 else { return adapter }
         var corrected = adapter
-        for index in corrected.modules.indices where corrected.modules[index].mode == nil && corrected.modules[index].layout != .embedding {
-            corrected.modules[index].layout = layout(of: corrected.modules[index].target, modelType: modelType)
+        corrected.modules = adapter.modules.map { module in
+            guard let current = module.layout, current != .embedding else { return module }
+            return module.withLayout(layout(of: module.target, modelType: modelType))
         }
         return corrected
     }

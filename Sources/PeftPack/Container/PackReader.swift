@@ -251,8 +251,24 @@ extension PackReader {
     public func adapterDocument() throws -> PackDocument {
         do {
             return try document.decoded(as: PackDocument.self)
+        } catch let error as DecodingError {
+            throw InputError(file: path, problem: "adapter document does not match the format: \(Self.describe(error))")
         } catch {
             throw InputError(file: path, problem: "adapter document does not match the format: \(error)")
+        }
+    }
+
+    /// One line naming the member, e.g. "adapters[0].modules[3] lacks scale".
+    static func describe(_ error: DecodingError) -> String {
+        func place(_ path: [CodingKey]) -> String {
+            let text = path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return text.hasPrefix(".") ? String(text.dropFirst()) : (text.isEmpty ? "the document" : text)
+        }
+        switch error {
+        case .keyNotFound(let key, let context): return "\(place(context.codingPath)) lacks \(key.stringValue)"
+        case .valueNotFound(_, let context), .typeMismatch(_, let context), .dataCorrupted(let context):
+            return "\(place(context.codingPath)): \(context.debugDescription)"
+        @unknown default: return "\(error)"
         }
     }
 }

@@ -55,16 +55,6 @@ public final class BaseModel {
         return nil
     }
 
-    /// The base tensors an adapter changes: the weight (and bias) of LoRA/IA3 targets, the tensor
-    /// of full modules. Bottleneck, prefix and prompt adapters add computation but touch no weight.
-    public static func weightName(of module: AdapterModule, kind: AdapterKind) -> String? {
-        if module.mode != nil { return module.target }
-        switch kind {
-        case .lora, .ia3: return module.target + ".weight"
-        default: return nil
-        }
-    }
-
     private static func prefixes(family: Architecture?, names: [String]) -> [String] {
         var prefixes = (family.map { [$0] } ?? []) .map { $0.checkpointPrefix + "." }
         if family == nil {
@@ -91,13 +81,13 @@ public final class BaseModel {
         let adapter = withModuleLayouts(adapter)
         var targeted: [String] = []
         for module in adapter.modules {
-            guard let wanted = Self.weightName(of: module, kind: adapter.kind) else { continue }
+            guard let wanted = module.targetedTensor else { continue }
             guard let name = resolve(wanted), let info = info(name) else {
                 throw InputError(file: file, problem: "adapter \(adapter.name) targets \(wanted), which the base at \(folder) does not have")
             }
             targeted.append(name)
-            if module.mode == .rows {
-                try checkRows(module, adapter: adapter, base: info, shapes: shapes, file: file)
+            if let rows = module.replacedRows {
+                try checkRows(module, rows: rows, adapter: adapter, base: info, shapes: shapes, file: file)
                 continue
             }
             let expected = expectedShape(module, adapter: adapter, shapes: shapes)
@@ -120,8 +110,7 @@ public final class BaseModel {
     }
 
     /// Replaced rows must be rows of the base tensor, each as wide as the base's.
-    func checkRows(_ module: AdapterModule, adapter: Adapter, base: TensorInfo, shapes: (String) -> [Int]?, file: String) throws {
-        let rows = module.rows ?? []
+    func checkRows(_ module: AdapterModule, rows: [Int], adapter: Adapter, base: TensorInfo, shapes: (String) -> [Int]?, file: String) throws {
         guard base.shape.count == 2, let value = module.tensors[TensorRole.fullValue].flatMap(shapes), value == [rows.count, base.shape[1]] else {
             throw InputError(file: file, problem: "adapter \(adapter.name): \(rows.count) replacement rows of \(module.target) do not fit the base's \(base.name) of shape \(Shape.describe(base.shape))")
         }
@@ -133,16 +122,17 @@ public final class BaseModel {
     /// The checkpoint names of the tensors an adapter changes that this base has: `check`
     /// without its refusals, for callers that apply adapters their own way (the runtime).
     public func targets(of adapter: Adapter) -> [String] {
-        adapter.modules.compactMap { Self.weightName(of: $0, kind: adapter.kind).flatMap(resolve) }
+        adapter.modules.compactMap { $0.targetedTensor.flatMap(resolve) }
     }
 
     func expectedShape(_ module: AdapterModule, adapter: Adapter, shapes: (String) -> [Int]?) -> [Int]? {
-        if module.mode != nil { return module.tensors[TensorRole.fullValue].flatMap(shapes) }
-        switch adapter.kind {
-        case .lora:
+        switch module.change {
+        case .wholeTensor:
+            return module.tensors[TensorRole.fullValue].flatMap(shapes)
+        case .lowRank(let settings):
             guard let a = module.tensors[TensorRole.loraA].flatMap(shapes), let b = module.tensors[TensorRole.loraB].flatMap(shapes),
                   a.count == 2, b.count == 2 else { return nil }
-            return module.layout == .linear || module.layout == nil ? [b[0], a[1]] : [a[1], b[0]]
+            return WeightOrientation(out: b[0], inputs: a[1], layout: settings.layout).storedShape
         default:
             return nil
         }

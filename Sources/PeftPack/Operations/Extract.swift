@@ -195,7 +195,7 @@ public enum Extract {
             let bName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraB)
             try a.values.withUnsafeBytes { try append(aName, dtype: .f32, shape: [a.rows, a.cols], bytes: $0) }
             try b.values.withUnsafeBytes { try append(bName, dtype: .f32, shape: [b.rows, b.cols], bytes: $0) }
-            modules.append(AdapterModule(target: target, layout: item.candidate.layout, rank: item.rank, scale: 1,
+            modules.append(AdapterModule(target: target, change: .lowRank(LowRankModule(layout: item.candidate.layout, rank: item.rank, scale: 1)),
                                          tensors: [TensorRole.loraA: aName, TensorRole.loraB: bName]))
             let kept = item.triplets.s.prefix(item.rank).reduce(0.0) { $0 + Double($1) * Double($1) }
             let energy = item.candidate.totalEnergy > 0 ? min(1, kept / item.candidate.totalEnergy) : 1
@@ -212,7 +212,7 @@ public enum Extract {
                 let headBName = AdapterModule.tensorName(adapter: options.name, target: headTarget, role: TensorRole.loraB)
                 try headA.values.withUnsafeBytes { try append(headAName, dtype: .f32, shape: [headA.rows, headA.cols], bytes: $0) }
                 try headB.values.withUnsafeBytes { try append(headBName, dtype: .f32, shape: [headB.rows, headB.cols], bytes: $0) }
-                modules.append(AdapterModule(target: headTarget, layout: .linear, rank: item.rank, scale: 1,
+                modules.append(AdapterModule(target: headTarget, change: .lowRank(LowRankModule(layout: .linear, rank: item.rank, scale: 1)),
                                              tensors: [TensorRole.loraA: headAName, TensorRole.loraB: headBName]))
                 report.tensor = tie.head
                 moduleReports.append(report)
@@ -242,7 +242,7 @@ public enum Extract {
                 let shape = base.checkpoint.info(entry.name)!.shape
                 // The bias of a factored linear travels with its module (PEFT's bias="lora_only").
                 if entry.mode == .replace, entry.name.hasSuffix(".bias"),
-                   let owner = modules.firstIndex(where: { $0.mode == nil && $0.target + ".bias" == entry.name }) {
+                   let owner = modules.firstIndex(where: { $0.lowRank != nil && $0.target + ".bias" == entry.name }) {
                     let name = AdapterModule.tensorName(adapter: options.name, target: modules[owner].target, role: TensorRole.targetBias)
                     let dtype = finetuned.info(entry.name)!.dtype
                     try finetuned.withBytes(entry.name) { try append(name, dtype: dtype, shape: shape, bytes: $0) }
@@ -257,10 +257,11 @@ public enum Extract {
                     let delta = zip(try finetuned.tensor(entry.name).floats(), try base.checkpoint.tensor(entry.name).floats()).map { $0 - $1 }
                     try delta.withUnsafeBytes { try append(name, dtype: .f32, shape: shape, bytes: $0) }
                 }
-                modules.append(AdapterModule(target: entry.name, mode: entry.mode, tensors: [TensorRole.fullValue: name]))
+                let whole = ModuleChange.wholeTensor(WholeTensorModule(entry.mode == .delta ? .delta : .replace))
+                modules.append(AdapterModule(target: entry.name, change: whole, tensors: [TensorRole.fullValue: name]))
                 if let tie = tiedHead, entry.name == tie.embedding {
                     // The same stored tensor, so the head follows the embedding as the fine-tune's does.
-                    modules.append(AdapterModule(target: tie.head, mode: entry.mode, tensors: [TensorRole.fullValue: name]))
+                    modules.append(AdapterModule(target: tie.head, change: whole, tensors: [TensorRole.fullValue: name]))
                     fullTensors.append((tie.head, entry.mode, "tied to \(tie.embedding) in the base and the fine-tune: the head is the fine-tuned embedding", false))
                 }
             }
@@ -649,7 +650,7 @@ public enum Extract {
         for row in 0..<rank {
             for col in 0..<right.cols { right[row, col] = triplets.vt[row, col] * roots[row] }
         }
-        if layout == .linear { return (a: right, b: left) }
+        if !layout.storesTransposed { return (a: right, b: left) }
         return (a: left.transposed, b: right.transposed)
     }
 }

@@ -109,16 +109,16 @@ public enum Inspect {
     }
 
     static func summary(_ adapter: Adapter) -> AdapterSummary {
-        let lowRank = adapter.modules.filter { $0.mode == nil }
-        let ranks = Array(Set(lowRank.compactMap(\.rank))).sorted()
-        let scales = Array(Set(lowRank.compactMap(\.scale))).sorted()
-        let full = adapter.modules.count - lowRank.count
-        let rows = Dictionary(adapter.modules.filter { $0.mode == .rows }.map { ($0.target, $0.rows ?? []) }) { first, _ in first }
+        let lowRank = adapter.modules.compactMap(\.lowRank)
+        let ranks = Array(Set(lowRank.map(\.rank))).sorted()
+        let scales = Array(Set(lowRank.map(\.scale))).sorted()
+        let full = adapter.modules.filter(\.isWholeTensor).count
+        let rows = Dictionary(adapter.modules.compactMap { module in module.replacedRows.map { (module.target, $0) } }) { first, _ in first }
         return AdapterSummary(
             name: adapter.name, kind: adapter.kind.rawValue, source: adapter.source?.format, modules: adapter.modules.count,
             targets: adapter.modules.map(\.target),
             ranks: ranks.isEmpty ? nil : ranks, scales: scales.isEmpty ? nil : scales,
-            dora: adapter.kind == .lora ? lowRank.contains { $0.tensors[TensorRole.magnitude] != nil } : nil,
+            dora: adapter.kind == .lora ? adapter.modules.contains { $0.lowRank != nil && $0.tensors[TensorRole.magnitude] != nil } : nil,
             virtualTokens: adapter.settings.numVirtualTokens, layers: adapter.settings.numLayers,
             bottleneck: adapter.settings.bottleneckArchitecture, fullTensors: full > 0 ? full : nil,
             replacedRows: rows.isEmpty ? nil : rows)

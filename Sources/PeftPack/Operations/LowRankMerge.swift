@@ -46,10 +46,9 @@ enum LowRankMerge {
     }
 
     /// out = round(base + Σ alphaᵢ·BᵢAᵢ) in the stored orientation.
-    static func merge(base: UnsafeRawBufferPointer, baseType: DType, orientation: MergeArithmetic.Orientation,
+    static func merge(base: UnsafeRawBufferPointer, baseType: DType, orientation: WeightOrientation,
                       terms: [Term], outType: DType, into out: UnsafeMutableRawBufferPointer) -> Statistics {
-        let rows = orientation.transposed ? orientation.inputs : orientation.out
-        let columns = orientation.transposed ? orientation.out : orientation.inputs
+        let rows = orientation.storedRows, columns = orientation.storedColumns
         let baseElement = elementType(baseType)!, outElement = elementType(outType)!
         let baseSize = baseType.byteSize, outSize = outType.byteSize
         let blockRows = max(1, min(rows, scratchElements / max(columns, 1)))
@@ -86,9 +85,9 @@ enum LowRankMerge {
     }
 
     /// delta[rows, :] (+)= alpha · (B·A) restricted to the given stored rows.
-    private static func accumulate(_ term: Term, rows: Range<Int>, orientation: MergeArithmetic.Orientation,
+    private static func accumulate(_ term: Term, rows: Range<Int>, orientation: WeightOrientation,
                                    into delta: UnsafeMutablePointer<Double>, overwrite: Bool) {
-        let columns = orientation.transposed ? orientation.out : orientation.inputs
+        let columns = orientation.storedColumns
         guard term.rank > 0 else {
             if overwrite { delta.update(repeating: 0, count: rows.count * columns) }
             return

@@ -165,7 +165,7 @@ public enum Merge {
                     return
                 }
                 if let terms = try lowRankTerms(change, stored: stored, output: info, readers: readers, owners: owners) {
-                    let orientation = MergeArithmetic.Orientation(storedShape: stored.shape, layout: terms.layout)
+                    let orientation = WeightOrientation(storedShape: stored.shape, layout: terms.layout)
                     let out = UnsafeMutableRawBufferPointer(rebasing: outputBuffer[0..<(info.byteCount ?? 0)])
                     let stats = try checkpoint.withBytes(info.name) { baseBytes in
                         LowRankMerge.merge(base: baseBytes, baseType: stored.dtype, orientation: orientation, terms: terms.terms,
@@ -255,16 +255,16 @@ public enum Merge {
     /// The low-rank terms of a change that only LoRA/rsLoRA modules make to a 2-D weight in a
     /// float dtype (the fused fast path), or nil when the change needs the general path.
     static func lowRankTerms(_ change: TensorChange, stored: TensorInfo, output: TensorInfo, readers: [PackReader],
-                             owners: [Int]) throws -> (terms: [LowRankMerge.Term], adapters: Set<Int>, layout: WeightLayout?)? {
+                             owners: [Int]) throws -> (terms: [LowRankMerge.Term], adapters: Set<Int>, layout: WeightLayout)? {
         guard LowRankMerge.supports(storedShape: stored.shape, baseType: stored.dtype, outType: output.dtype) else { return nil }
         var terms: [LowRankMerge.Term] = []
         var adapters = Set<Int>()
-        var layout: WeightLayout??
+        var layout: WeightLayout?
         for (operation, weight) in change.operations {
-            guard case .lowRank(let module, let adapter) = operation else { return nil }
-            if let layout, layout != module.layout { return nil }
-            layout = module.layout
-            let orientation = MergeArithmetic.Orientation(storedShape: stored.shape, layout: module.layout)
+            guard case .lowRank(let module, let settings, let adapter) = operation else { return nil }
+            if let layout, layout != settings.layout { return nil }
+            layout = settings.layout
+            let orientation = WeightOrientation(storedShape: stored.shape, layout: settings.layout)
             let reader = readers[owners[adapter]]
             let a = try reader.readTensor(module.tensors[TensorRole.loraA]!).floats().map(Double.init)
             let b = try reader.readTensor(module.tensors[TensorRole.loraB]!).floats().map(Double.init)
@@ -272,10 +272,11 @@ public enum Merge {
             guard a.count == rank * orientation.inputs, b.count == orientation.out * rank else {
                 throw InputError(file: reader.path, problem: "adapter factors of \(module.target) (\(a.count) and \(b.count) elements) do not fit its \(Shape.describe(stored.shape)) weight")
             }
-            terms.append(LowRankMerge.Term(a: a, b: b, rank: rank, alpha: (module.scale ?? 1) * weight))
+            terms.append(LowRankMerge.Term(a: a, b: b, rank: rank, alpha: settings.scale * weight))
             adapters.insert(adapter)
         }
-        return (terms, adapters, layout ?? nil)
+        guard let layout else { return nil }
+        return (terms, adapters, layout)
     }
 
     /// Applies one operation; returns the index of the adapter it belongs to.
@@ -285,29 +286,23 @@ public enum Merge {
             try readers[owners[adapter]].readTensor(name).floats().map(Double.init)
         }
         switch operation {
-        case .lowRank(let module, let adapter), .dora(let module, let adapter):
-            let orientation = MergeArithmetic.Orientation(storedShape: stored.shape, layout: module.layout)
+        case .lowRank(let module, let settings, let adapter), .dora(let module, let settings, let adapter):
+            let orientation = WeightOrientation(storedShape: stored.shape, layout: settings.layout)
             let a = try floats(adapter, module.tensors[TensorRole.loraA]!), b = try floats(adapter, module.tensors[TensorRole.loraB]!)
-            let rank = module.rank ?? a.count / max(orientation.inputs, 1)
             if let magnitude = module.tensors[TensorRole.magnitude] {
-                MergeArithmetic.applyDoRA(&values, orientation: orientation, a: a, b: b, rank: rank, scale: module.scale ?? 1,
+                MergeArithmetic.applyDoRA(&values, orientation: orientation, a: a, b: b, rank: settings.rank, scale: settings.scale,
                                           magnitude: try floats(adapter, magnitude), weight: weight)
             } else {
-                MergeArithmetic.addLowRank(&values, orientation: orientation, a: a, b: b, rank: rank, alpha: (module.scale ?? 1) * weight)
+                MergeArithmetic.addLowRank(&values, orientation: orientation, a: a, b: b, rank: settings.rank, alpha: settings.scale * weight)
             }
             return adapter
-        case .ia3(let module, let adapter):
+        case .ia3(let module, let settings, let adapter):
             let vector = try floats(adapter, module.tensors[TensorRole.ia3Vector]!)
-            let orientation = stored.shape.count == 2 ? MergeArithmetic.Orientation(storedShape: stored.shape, layout: module.layout) : nil
-            MergeArithmetic.applyIA3(&values, orientation: orientation, vector: vector, side: module.side ?? .output, weight: weight)
+            let orientation = stored.shape.count == 2 ? WeightOrientation(storedShape: stored.shape, layout: settings.layout) : nil
+            MergeArithmetic.applyIA3(&values, orientation: orientation, vector: vector, side: settings.side, weight: weight)
             return adapter
         case .replace(let tensor, let adapter):
-            let replacement = try floats(adapter, tensor)
-            if weight == 1 {
-                values = replacement
-            } else {
-                for index in values.indices { values[index] += weight * (replacement[index] - values[index]) }
-            }
+            MergeArithmetic.replace(&values, with: try floats(adapter, tensor), weight: weight)
             return adapter
         case .replaceRows(let tensor, let rows, let adapter):
             let replacement = try floats(adapter, tensor)
@@ -315,13 +310,7 @@ public enum Merge {
             guard width > 0, replacement.count == rows.count * width, rows.allSatisfy({ $0 >= 0 && $0 < stored.shape[0] }) else {
                 throw InputError(file: readers[owners[adapter]].path, problem: "the rows replacing \(stored.name) (\(rows.count) of them, \(replacement.count) values) do not fit its \(Shape.describe(stored.shape)) shape")
             }
-            // Weight w moves each replaced row w of the way to its new value, as for whole tensors.
-            for (position, row) in rows.enumerated() {
-                for column in 0..<width {
-                    let index = row * width + column, new = replacement[position * width + column]
-                    values[index] = weight == 1 ? new : values[index] + weight * (new - values[index])
-                }
-            }
+            MergeArithmetic.replaceRows(&values, width: width, rows: rows, with: replacement, weight: weight)
             return adapter
         case .delta(let tensor, let adapter):
             MergeArithmetic.add(&values, try floats(adapter, tensor), scale: weight)

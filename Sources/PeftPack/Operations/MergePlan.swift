@@ -4,9 +4,9 @@ import Foundation
 /// the user's weight. Built and checked before anything is written.
 struct TensorChange {
     enum Operation {
-        case lowRank(AdapterModule, adapter: Int)
-        case dora(AdapterModule, adapter: Int)
-        case ia3(AdapterModule, adapter: Int)
+        case lowRank(AdapterModule, LowRankModule, adapter: Int)
+        case dora(AdapterModule, LowRankModule, adapter: Int)
+        case ia3(AdapterModule, IA3Module, adapter: Int)
         case replace(tensor: String, adapter: Int)
         case replaceRows(tensor: String, rows: [Int], adapter: Int)
         case delta(tensor: String, adapter: Int)
@@ -30,25 +30,23 @@ public struct MergeInput {
 }
 
 enum MergePlanner {
-    static let mergeableKinds: Set<AdapterKind> = [.lora, .ia3, .full]
-
     /// Maps every base tensor an adapter changes to its ordered operations.
     static func plan(adapters: [(adapter: Adapter, weight: Double)], base: BaseModel, skipUnmergeable: Bool,
                      file: (Int) -> String) throws -> (changes: [String: TensorChange], skipped: [String]) {
         var changes: [String: TensorChange] = [:]
         var skipped: [String] = []
         for (index, (adapter, weight)) in adapters.enumerated() {
-            let fullOnly = !mergeableKinds.contains(adapter.kind)
-            if fullOnly && !adapter.modules.contains(where: { $0.mode != nil }) {
+            let fullOnly = !adapter.kind.rules.mergeable
+            if fullOnly && !adapter.modules.contains(where: \.isWholeTensor) {
                 guard skipUnmergeable else {
-                    throw InputError(file: file(index), problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter: it adds computation (\(reason(adapter.kind))) and cannot be folded into weights", kind: .notMergeable)
+                    throw InputError(file: file(index), problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter: it adds computation (\(adapter.kind.rules.addedComputation ?? "no weight change")) and cannot be folded into weights", kind: .notMergeable)
                 }
                 skipped.append(adapter.name)
                 continue
             }
             // A module's full tensor is the base its low-rank update applies to (PEFT saves the
             // embedding it wraps, and modules_to_save copies), so replacements go first.
-            let ordered = adapter.modules.filter { $0.mode != nil } + adapter.modules.filter { $0.mode == nil }
+            let ordered = adapter.modules.filter(\.isWholeTensor) + adapter.modules.filter { !$0.isWholeTensor }
             for module in ordered {
                 func resolve(_ name: String) throws -> String {
                     guard let resolved = base.resolve(name) else {
@@ -56,44 +54,48 @@ enum MergePlanner {
                     }
                     return resolved
                 }
-                if module.mode != nil {
+                func add(_ operation: TensorChange.Operation, to tensor: String) {
+                    changes[tensor, default: TensorChange()].operations.append((operation, weight))
+                }
+                // The bias a LoRA module trains (PEFT `bias`) or its B projection's bias.
+                func addBiasChanges(scale: Double) throws {
+                    if let tensor = module.tensors[TensorRole.targetBias] {
+                        add(.replace(tensor: tensor, adapter: index), to: try resolve(module.target + ".bias"))
+                    }
+                    if let tensor = module.tensors[TensorRole.loraBBias] {
+                        add(.addBias(tensor: tensor, scale: scale, adapter: index), to: try resolve(module.target + ".bias"))
+                    }
+                }
+                switch module.change {
+                case .wholeTensor(let whole):
                     guard let tensor = module.tensors[TensorRole.fullValue] else { continue }
                     let target = try resolve(module.target)
                     let operation: TensorChange.Operation
-                    switch module.mode {
-                    case .rows?: operation = .replaceRows(tensor: tensor, rows: module.rows ?? [], adapter: index)
-                    case .replace?: operation = .replace(tensor: tensor, adapter: index)
-                    default: operation = .delta(tensor: tensor, adapter: index)
+                    switch whole.effect {
+                    case .rows(let rows): operation = .replaceRows(tensor: tensor, rows: rows, adapter: index)
+                    case .replace: operation = .replace(tensor: tensor, adapter: index)
+                    case .delta: operation = .delta(tensor: tensor, adapter: index)
                     }
-                    changes[target, default: TensorChange()].operations.append((operation, weight))
-                    if module.mode == .rows, let tie = base.tie, target == tie.embedding,
-                       !adapter.modules.contains(where: { $0.mode == .rows && base.resolve($0.target) == tie.head }) {
+                    add(operation, to: target)
+                    if module.replacedRows != nil, let tie = base.tie, target == tie.embedding,
+                       !adapter.modules.contains(where: { $0.replacedRows != nil && base.resolve($0.target) == tie.head }) {
                         // PEFT ties a tied head's TrainableTokens to the embedding's (the runtime's rule).
-                        changes[tie.head, default: TensorChange()].operations.append((operation, weight))
+                        add(operation, to: tie.head)
                     }
-                    continue
-                }
-                if fullOnly { continue }
-                let weightName = try resolve(module.target + ".weight")
-                switch adapter.kind {
-                case .lora:
-                    let operation: TensorChange.Operation = module.tensors[TensorRole.magnitude] != nil ? .dora(module, adapter: index) : .lowRank(module, adapter: index)
-                    changes[weightName, default: TensorChange()].operations.append((operation, weight))
-                case .ia3:
-                    changes[weightName, default: TensorChange()].operations.append((.ia3(module, adapter: index), weight))
-                    if module.side == .output, let bias = base.resolve(module.target + ".bias") {
-                        changes[bias, default: TensorChange()].operations.append((.ia3(module, adapter: index), weight))
+                case .lowRank(let settings):
+                    let weightName = try resolve(module.target + ".weight")
+                    add(module.tensors[TensorRole.magnitude] != nil ? .dora(module, settings, adapter: index) : .lowRank(module, settings, adapter: index),
+                        to: weightName)
+                    try addBiasChanges(scale: settings.scale)
+                case .ia3(let settings):
+                    let weightName = try resolve(module.target + ".weight")
+                    add(.ia3(module, settings, adapter: index), to: weightName)
+                    if settings.side == .output, let bias = base.resolve(module.target + ".bias") {
+                        add(.ia3(module, settings, adapter: index), to: bias)
                     }
-                default:
+                    try addBiasChanges(scale: 1)
+                case .bottleneck, .prefix, .prompt:
                     continue
-                }
-                if let tensor = module.tensors[TensorRole.targetBias] {
-                    let bias = try resolve(module.target + ".bias")
-                    changes[bias, default: TensorChange()].operations.append((.replace(tensor: tensor, adapter: index), weight))
-                }
-                if let tensor = module.tensors[TensorRole.loraBBias] {
-                    let bias = try resolve(module.target + ".bias")
-                    changes[bias, default: TensorChange()].operations.append((.addBias(tensor: tensor, scale: module.scale ?? 1, adapter: index), weight))
                 }
             }
         }
@@ -105,15 +107,6 @@ enum MergePlanner {
                 : "nothing to merge: every adapter was left out as unmergeable (\(skipped.joined(separator: ", "))), so the output would be a copy of the base")
         }
         return (changes, skipped)
-    }
-
-    static func reason(_ kind: AdapterKind) -> String {
-        switch kind {
-        case .bottleneck: "bottleneck MLPs between sub-layers"
-        case .prefix: "extra attention keys and values"
-        case .prompt: "virtual input tokens"
-        default: "no weight change"
-        }
     }
 }
 

@@ -43,7 +43,7 @@ enum MergedTolerance {
         let reader = try PackReader(path: pack)
         let document = try reader.adapterDocument()
         let adapters = document.adapters.filter { adapterNames.contains($0.name) }
-        guard !adapters.isEmpty, adapters.allSatisfy({ MergePlanner.mergeableKinds.contains($0.kind) }) else { return nil }
+        guard !adapters.isEmpty, adapters.allSatisfy(\.kind.rules.mergeable) else { return nil }
         let selected = adapters.map { (adapter: $0, weight: 1.0) }
         var (changes, _) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: false, file: { _ in pack })
         let dtype: (String) -> DType? = { merged.info($0)?.dtype ?? narrowDType(of: merged) }

@@ -2,11 +2,7 @@ import Foundation
 
 /// `peftpack export`: one adapter of a pack back into the folder its tool loads.
 public enum PackExport {
-    public enum Format: String, CaseIterable, Sendable {
-        case peft
-        case adapterhub
-        case gguf
-    }
+    public typealias Format = AdapterFileFormat
 
     public struct Report: Encodable {
         public var output: String
@@ -35,7 +31,7 @@ public enum PackExport {
         let reader = try PackReader(path: pack)
         let document = try reader.adapterDocument()
         let adapter = try chooseAdapter(document, name: name, file: pack)
-        let chosen = format ?? (output.lowercased().hasSuffix(".gguf") ? .gguf : (adapter.kind == .bottleneck ? .adapterhub : .peft))
+        let chosen = format ?? (output.lowercased().hasSuffix(".gguf") ? .gguf : (adapter.kind.rules.exports.first ?? .peft))
         if chosen == .gguf {
             try OutputDestination.claim(output, as: .file, force: force, inputs: [pack])
             let bytes = try GGUFLoRA.export(adapter, document: document, reader: reader, options: .init(type: ggufType))

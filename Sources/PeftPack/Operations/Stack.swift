@@ -86,6 +86,7 @@ public enum Stack {
         guard kinds.count == 1, let kind = kinds.first else {
             throw UsageError("cannot stack adapters of different kinds (\(kinds.map(\.rawValue).sorted().joined(separator: ", "))) into one; stack each kind separately, or import them into one pack to apply them together")
         }
+        guard kind.rules.stackable else { throw UsageError("\(kind.rawValue) adapters cannot be stacked") }
         var tensors: [(name: String, tensor: HostTensor)] = []
         var modules: [AdapterModule] = []
         var reports: [ModuleReport] = []
@@ -103,8 +104,8 @@ public enum Stack {
             (settings, source) = try stackVirtualTokens(sources, kind: kind, name: options.name, modules: &modules, tensors: &tensors, reports: &reports)
         case .bottleneck:
             return try stackBottlenecks(sources, base: base, output: output, options: options, start: start)
-        default:
-            throw UsageError("\(kind.rawValue) adapters cannot be stacked")
+        case .full:
+            break
         }
         try stackWholeTensors(sources, name: options.name, modules: &modules, tensors: &tensors)
 
@@ -136,24 +137,25 @@ public enum Stack {
     static func stackLowRank(_ sources: [Source], options: Options, modules: inout [AdapterModule],
                              tensors: inout [(name: String, tensor: HostTensor)], reports: inout [ModuleReport]) throws {
         var order: [String] = []
-        var parts: [String: [(source: Source, module: AdapterModule)]] = [:]
+        var parts: [String: [(source: Source, module: AdapterModule, settings: LowRankModule)]] = [:]
         for source in sources {
-            for module in source.adapter.modules where module.mode == nil {
+            for module in source.adapter.modules {
+                guard let settings = module.lowRank else { continue }
                 if parts[module.target] == nil { order.append(module.target) }
-                parts[module.target, default: []].append((source, module))
+                parts[module.target, default: []].append((source, module, settings))
             }
         }
         for target in order {
             let pieces = parts[target]!
-            let layout = pieces[0].module.layout
-            if let other = pieces.first(where: { $0.module.layout != layout }) {
-                throw InputError(file: other.source.label, problem: "\(target) is a \(other.module.layout?.rawValue ?? "linear") module here but \(layout?.rawValue ?? "linear") in \(pieces[0].source.label)")
+            let layout = pieces[0].settings.layout
+            if let other = pieces.first(where: { $0.settings.layout != layout }) {
+                throw InputError(file: other.source.label, problem: "\(target) is a \(other.settings.layout.rawValue) module here but \(layout.rawValue) in \(pieces[0].source.label)")
             }
             // B_cat = [w₁s₁B₁ … wₖsₖBₖ] (out × Σr), A_cat = [A₁; …; Aₖ] (Σr × in).
             var blocksA: [(values: [Float], rank: Int)] = [], blocksB: [(values: [Float], rank: Int, factor: Float)] = []
             var outFeatures = -1, inFeatures = -1
             var biasSum: [Float]?
-            for (source, module) in pieces {
+            for (source, module, settings) in pieces {
                 guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
                       let aShape = source.reader.entry(named: aName)?.shape, let bShape = source.reader.entry(named: bName)?.shape,
                       aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
@@ -163,7 +165,7 @@ public enum Stack {
                 guard bShape[0] == outFeatures, aShape[1] == inFeatures else {
                     throw InputError(file: source.label, problem: "\(target) is \(bShape[0])×\(aShape[1]) here but \(outFeatures)×\(inFeatures) in another input")
                 }
-                let factor = Float(source.weight * (module.scale ?? 1))
+                let factor = Float(source.weight * settings.scale)
                 let recompressing = options.recompression != .none
                 blocksA.append((try floats(source, aName, refusingNonFinite: recompressing), aShape[0]))
                 blocksB.append((try floats(source, bName, refusingNonFinite: recompressing), bShape[1], factor))
@@ -203,7 +205,7 @@ public enum Stack {
                 roles[TensorRole.loraBBias] = biasName
                 tensors.append((biasName, HostTensor(floats: biasSum, shape: [biasSum.count], dtype: .f32)))
             }
-            modules.append(AdapterModule(target: target, layout: layout, rank: rank, scale: 1, tensors: roles))
+            modules.append(AdapterModule(target: target, change: .lowRank(LowRankModule(layout: layout, rank: rank, scale: 1)), tensors: roles))
             reports.append(ModuleReport(target: target, inputs: pieces.count, rank: rank, relativeError: error))
         }
     }
@@ -250,11 +252,11 @@ public enum Stack {
         var order: [String] = []
         var combined: [String: (module: AdapterModule, vector: [Double], inputs: Int)] = [:]
         for source in sources {
-            for module in source.adapter.modules where module.mode == nil {
+            for module in source.adapter.modules where module.ia3 != nil {
                 guard let vectorName = module.tensors[TensorRole.ia3Vector] else { continue }
                 let vector = try floats(source, vectorName).map { pow(Double($0), source.weight) }
                 if var existing = combined[module.target] {
-                    guard existing.module.side == module.side, existing.vector.count == vector.count else {
+                    guard existing.module.ia3?.side == module.ia3?.side, existing.vector.count == vector.count else {
                         throw InputError(file: source.label, problem: "IA3 module \(module.target) scales a different side or size than in another input")
                     }
                     existing.vector = zip(existing.vector, vector).map { $0 * $1 }
@@ -271,7 +273,6 @@ public enum Stack {
             let vectorName = AdapterModule.tensorName(adapter: name, target: target, role: TensorRole.ia3Vector)
             var module = entry.module
             module.tensors = [TensorRole.ia3Vector: vectorName]
-            module.sourceName = nil
             modules.append(module)
             tensors.append((vectorName, HostTensor(floats: entry.vector.map { Float($0) }, shape: [entry.vector.count], dtype: .f32)))
             reports.append(ModuleReport(target: target, inputs: entry.inputs, rank: 0, relativeError: 0))
@@ -297,10 +298,10 @@ public enum Stack {
             }
         }
         let roles = kind == .prefix ? [TensorRole.prefixKeys, TensorRole.prefixValues] : [TensorRole.promptEmbeddings]
-        let targets = sources[0].adapter.modules.map { ($0.target, $0.layer) }
+        let targets = sources[0].adapter.modules.map { ($0.target, $0.change) }
         var tokens = 0
-        for (target, layer) in targets {
-            var module = AdapterModule(target: target, layer: layer)
+        for (target, change) in targets {
+            var module = AdapterModule(target: target, change: change)
             for role in roles {
                 var parts: [HostTensor] = []
                 for source in sources {
@@ -393,10 +394,10 @@ public enum Stack {
         var deltas: [String: (values: [Float], shape: [Int])] = [:]
         var deltaOrder: [String] = []
         for source in sources {
-            for module in source.adapter.modules where module.mode != nil {
-                guard let tensorName = module.tensors[TensorRole.fullValue] else { continue }
+            for module in source.adapter.modules {
+                guard let whole = module.wholeTensor, let tensorName = module.tensors[TensorRole.fullValue] else { continue }
                 let value = try source.reader.readTensor(tensorName)
-                if module.mode == .replace || module.mode == .rows {
+                if whole.effect != .delta {
                     if let owner = replaced[module.target] {
                         throw InputError(file: source.label, problem: "replaces \(module.target) whole, and so does \(owner); the two cannot both apply")
                     }
@@ -405,8 +406,8 @@ public enum Stack {
                     }
                     replaced[module.target] = source.label
                     let stored = AdapterModule.tensorName(adapter: name, target: module.target, role: TensorRole.fullValue)
-                    modules.append(AdapterModule(target: module.target, mode: module.mode, tensors: [TensorRole.fullValue: stored],
-                                                 rows: module.rows))
+                    modules.append(AdapterModule(target: module.target, change: .wholeTensor(WholeTensorModule(whole.effect)),
+                                                 tensors: [TensorRole.fullValue: stored]))
                     tensors.append((stored, value))
                 } else {
                     let scaled = value.floats().map { Float(source.weight) * $0 }
@@ -427,7 +428,7 @@ public enum Stack {
                 throw InputError(file: owner, problem: "replaces \(target) whole while another input changes it by a delta")
             }
             let stored = AdapterModule.tensorName(adapter: name, target: target, role: TensorRole.fullValue)
-            modules.append(AdapterModule(target: target, mode: .delta, tensors: [TensorRole.fullValue: stored]))
+            modules.append(AdapterModule(target: target, change: .wholeTensor(WholeTensorModule(.delta)), tensors: [TensorRole.fullValue: stored]))
             tensors.append((stored, HostTensor(floats: deltas[target]!.values, shape: deltas[target]!.shape, dtype: .f32)))
         }
     }

@@ -8,8 +8,8 @@
 /// - lora: A [r, in], B [out, r] (embedding: A [r, vocab], B [dim, r]); optional B_bias [out],
 ///   magnitude [out] (DoRA; embedding: [dim]) and bias [out], which replaces the target's bias.
 /// - ia3: vector with as many elements as the side it scales ([n], [n, 1] or [1, n]).
-/// - full: value with the target parameter's shape; `mode` replace (default) or delta; mode
-///   rows: value [rows, width] replacing the listed rows of the target.
+/// - whole tensors (any kind): value with the target parameter's shape, replacing it or added to
+///   it; rows: value [rows, width] replacing the listed rows of the target.
 /// - bottleneck: down.weight [m, hidden], up.weight [hidden, m], optional down.bias, up.bias.
 /// - prefix: one module per layer (`layer` set) with keys and values [tokens, kv_heads, head_dim]
 ///   or [tokens, kv_heads · head_dim], unrotated, as PEFT places them in the KV cache.
@@ -44,21 +44,17 @@ public struct AdapterSet: Sendable {
 
     private mutating func add(_ adapter: Adapter, _ source: AdapterTensors) throws {
         for module in adapter.modules {
-            // Any kind may carry whole tensors (PEFT modules_to_save, saved embedding layers).
-            if module.mode == .rows {
-                try addRows(module, of: adapter, source)
-                continue
-            }
-            if module.mode != nil {
-                try addFullTensor(module, source)
-                continue
-            }
-            switch adapter.kind {
-            case .lora: try addLowRank(module, source)
-            case .ia3: try addIA3(module, source)
-            case .full: try addFullTensor(module, source)
-            case .bottleneck: try addBottleneck(module, settings: adapter.settings, source)
-            case .prefix: try addPrefix(module, settings: adapter.settings, source)
+            switch module.change {
+            case .lowRank(let settings): try addLowRank(module, settings, source)
+            case .ia3(let settings): try addIA3(module, settings, source)
+            case .wholeTensor(let whole):
+                if case .rows(let rows) = whole.effect {
+                    try addRows(module, rows: rows, of: adapter, source)
+                } else {
+                    try addFullTensor(module, adds: whole.effect == .delta, source)
+                }
+            case .bottleneck(let site): try addBottleneck(module, site, settings: adapter.settings, source)
+            case .prefix(let layer): try addPrefix(module, layer: layer, settings: adapter.settings, source)
             case .prompt: try addPrompt(module, settings: adapter.settings, source)
             }
         }
@@ -80,9 +76,14 @@ struct AdapterTensors {
     let adapter: String
     let fetch: (String) throws -> HostTensor
 
-    func allowOnly(_ roles: Set<String>, in module: AdapterModule) throws {
-        if let extra = module.tensors.keys.sorted().first(where: { !roles.contains($0) }) {
+    /// The module carries the roles its kind requires and no role the kind lacks.
+    func checkRoles(of module: AdapterModule) throws {
+        let rules = module.change.rules
+        if let extra = module.tensors.keys.sorted().first(where: { !rules.roles.contains($0) }) {
             throw RuntimeError.unexpectedAdapterTensor(adapter: adapter, target: module.target, role: extra)
+        }
+        if let missing = rules.requiredRoles.first(where: { module.tensors[$0] == nil }) {
+            throw RuntimeError.missingAdapterTensor(adapter: adapter, target: module.target, role: missing)
         }
     }
 

@@ -7,6 +7,10 @@ struct LinearModule: Sendable {
     let inFeatures: Int
     let outFeatures: Int
     let storedTransposed: Bool
+
+    var orientation: WeightOrientation {
+        WeightOrientation(out: outFeatures, inputs: inFeatures, layout: storedTransposed ? .conv1d : .linear)
+    }
 }
 
 /// An nn.Embedding: weight [count, dim], looked up by row.

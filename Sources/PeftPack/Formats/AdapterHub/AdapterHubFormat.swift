@@ -48,7 +48,7 @@ public enum AdapterHubFormat {
             guard let (layer, position) = site(of: target) else {
                 throw InputError(file: weightsFile, tensor: saved[TensorRole.downWeight], problem: "is not at a place AdapterHub inserts bottleneck adapters in a model family peftpack knows")
             }
-            var module = AdapterModule(target: target, position: position, layer: layer)
+            var module = AdapterModule(target: target, change: .bottleneck(BottleneckModule(layer: layer, position: position)))
             for (_, role) in roleSuffixes {
                 let key = saved[role]!
                 let info = tensors.info(key)!
@@ -85,7 +85,7 @@ public enum AdapterHubFormat {
     /// The exported keys use the adapter name recorded in the AdapterHub config, which is what
     /// `load_adapter` looks for.
     public static func export(_ adapter: Adapter, tensor: (String) throws -> HostTensor) throws -> Output {
-        guard adapter.kind == .bottleneck else {
+        guard adapter.kind.exports(to: .adapterhub) else {
             throw InputError(file: adapter.name, problem: "is a \(adapter.kind.rawValue) adapter; AdapterHub export takes bottleneck adapters", kind: .onlyPeftExpresses)
         }
         guard let source = adapter.source, source.format == "adapterhub", let configText = source.configText else {

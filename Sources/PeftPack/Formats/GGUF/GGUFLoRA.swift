@@ -16,7 +16,7 @@ public enum GGUFLoRA {
     /// the copy of the base layer PEFT saves beside a LoRA on an embedding or output layer
     /// (save_embedding_layers); any other whole tensor is a trained modules_to_save copy.
     static func wholeTensorOrigin(_ module: AdapterModule) -> String {
-        guard let key = module.sourceName, key.contains(".base_layer.") else { return "(modules_to_save)" }
+        guard let key = module.wholeTensor?.sourceName, key.contains(".base_layer.") else { return "(modules_to_save)" }
         return "with \(key), the base layer's weight PEFT saves beside a LoRA on an embedding or output layer (save_embedding_layers)"
     }
 
@@ -90,20 +90,21 @@ public enum GGUFLoRA {
     /// The GGUF bytes of one LoRA adapter of a pack.
     public static func export(_ adapter: Adapter, document: PackDocument, reader: PackReader, options: ExportOptions) throws -> [UInt8] {
         let file = reader.path
-        switch adapter.kind {
-        case .lora: break
-        case .ia3: throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which GGUF LoRA files cannot express; merge it (peftpack merge), or merge and extract a LoRA at a chosen rank (peftpack extract)")
-        default: throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")
+        guard adapter.kind.exports(to: .gguf) else {
+            if adapter.kind == .ia3 {
+                throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which GGUF LoRA files cannot express; merge it (peftpack merge), or merge and extract a LoRA at a chosen rank (peftpack extract)")
+            }
+            throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")
         }
         let base = document.base ?? BaseModelIdentity()
         let family = try llamaCppFamily(of: base, file: file)
         let architecture = family.llamaCpp!.architecture
-        var modules: [(gguf: String, layerModule: LayerModule, module: AdapterModule, a: [Float], b: [Float], rank: Int, out: Int, inputs: Int)] = []
+        var modules: [(gguf: String, layerModule: LayerModule, scale: Double, a: [Float], b: [Float], rank: Int, out: Int, inputs: Int)] = []
         for module in adapter.modules {
-            if module.mode == .rows {
+            if module.replacedRows != nil {
                 throw InputError(file: file, problem: "adapter \(adapter.name) replaces rows of \(module.target) (trainable_token_indices), which GGUF LoRA files cannot express; merge it instead")
             }
-            if module.mode != nil {
+            if module.isWholeTensor {
                 throw InputError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express; merge it instead")
             }
             if module.tensors[TensorRole.magnitude] != nil {
@@ -112,7 +113,10 @@ public enum GGUFLoRA {
             if module.tensors[TensorRole.loraBBias] != nil || module.tensors[TensorRole.targetBias] != nil {
                 throw InputError(file: file, problem: "adapter \(adapter.name) trains the bias of \(module.target), which GGUF LoRA files cannot express; merge it instead")
             }
-            if module.layout == .embedding {
+            guard let settings = module.lowRank else {
+                throw InputError(file: file, problem: "adapter \(adapter.name) module \(module.target) lacks LoRA factors of matching rank")
+            }
+            if settings.layout == .embedding {
                 throw InputError(file: file, problem: "adapter \(adapter.name) adapts the embedding \(module.target); peftpack's GGUF export handles linear layers only")
             }
             guard let (gguf, layerModule) = ggufName(module: module.target, family: family) else {
@@ -123,7 +127,7 @@ public enum GGUFLoRA {
                   aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
                 throw InputError(file: file, problem: "adapter \(adapter.name) module \(module.target) lacks LoRA factors of matching rank")
             }
-            modules.append((gguf, layerModule, module, try reader.readTensor(aName).floats(), try reader.readTensor(bName).floats(), aShape[0], bShape[0], aShape[1]))
+            modules.append((gguf, layerModule, settings.scale, try reader.readTensor(aName).floats(), try reader.readTensor(bName).floats(), aShape[0], bShape[0], aShape[1]))
         }
         guard !modules.isEmpty else { throw InputError(file: file, problem: "adapter \(adapter.name) has no LoRA modules") }
         // One global alpha; each B absorbs scale·r/alpha. The largest rank keeps those factors ≤ 1
@@ -131,7 +135,7 @@ public enum GGUFLoRA {
         let alpha = Float(modules.map(\.rank).max()!)
         var tensors: [(name: String, shape: [Int], type: GGUF.ElementType, data: [UInt8])] = []
         for entry in modules.sorted(by: { $0.gguf.localizedStandardCompare($1.gguf) == .orderedAscending }) {
-            let fold = Float((entry.module.scale ?? 1) * Double(entry.rank) / Double(alpha))
+            let fold = Float(entry.scale * Double(entry.rank) / Double(alpha))
             var b = entry.b.map { $0 * fold }
             let (permuted, heads) = permutedHeads(entry.layerModule, family: family, base: base)
             if permuted {
@@ -224,8 +228,8 @@ public enum GGUFLoRA {
                 }
                 return HostTensor(floats: values, shape: [outFeatures, rank], dtype: .f32)
             })
-            modules.append(AdapterModule(target: target, layout: layerModule.layout, rank: rank,
-                                         scale: alpha != 0 ? alpha / Double(rank) : 1,
+            let settings = LowRankModule(layout: layerModule.layout, rank: rank, scale: alpha != 0 ? alpha / Double(rank) : 1)
+            modules.append(AdapterModule(target: target, change: .lowRank(settings),
                                          tensors: [TensorRole.loraA: aName, TensorRole.loraB: bName]))
         }
         let adapter = Adapter(name: adapterName, kind: .lora, source: AdapterSource(format: "gguf"), modules: modules)

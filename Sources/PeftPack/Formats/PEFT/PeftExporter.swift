@@ -9,16 +9,19 @@ public enum PeftExporter {
     }
 
     public static func export(_ adapter: Adapter, tensor: (String) throws -> HostTensor) throws -> Output {
+        guard adapter.kind.exports(to: .peft) else {
+            throw InputError(file: adapter.name, problem: "\(adapter.kind.rawValue) adapters are AdapterHub's", kind: .onlyAdapterHubExpresses)
+        }
         var out: [(key: String, tensor: HostTensor)] = []
         switch adapter.kind {
         case .lora, .ia3, .full:
             for module in adapter.modules {
-                if module.mode == .delta {
-                    throw InputError(file: adapter.name, problem: "\(module.target) is stored as a dense delta, which PEFT cannot express", kind: .denseDelta)
-                }
-                if module.mode != nil {
+                if let whole = module.wholeTensor {
+                    if whole.effect == .delta {
+                        throw InputError(file: adapter.name, problem: "\(module.target) is stored as a dense delta, which PEFT cannot express", kind: .denseDelta)
+                    }
                     guard let name = module.tensors[TensorRole.fullValue] else { continue }
-                    let key = module.sourceName ?? PeftKeys.modelPrefix + (module.mode == .rows
+                    let key = whole.sourceName ?? PeftKeys.modelPrefix + (module.replacedRows != nil
                         ? TrainableTokenRows.module(ofTarget: module.target) + PeftKeys.trainableTokensSuffix : module.target)
                     out.append((key, try tensor(name)))
                     continue
@@ -26,7 +29,7 @@ public enum PeftExporter {
                 for (role, name) in module.tensors.sorted(by: { $0.key < $1.key }) {
                     var value = try tensor(name)
                     if role == TensorRole.ia3Vector {
-                        value = value.reshaped(module.side == .input ? [1, value.elementCount] : [value.elementCount, 1])
+                        value = value.reshaped(module.ia3?.side == .input ? [1, value.elementCount] : [value.elementCount, 1])
                     }
                     let suffix = adapter.settings.magnitudeKeySuffix ?? ".lora_magnitude_vector"
                     out.append((PeftKeys.key(target: module.target, role: role, layout: module.layout, magnitudeSuffix: suffix), value))
@@ -50,7 +53,7 @@ public enum PeftExporter {
             guard !blocks.isEmpty else { throw InputError(file: adapter.name, problem: "prefix adapter has no layers") }
             out.append((PeftKeys.promptEmbeddings, PrefixLayout.join(blocks)))
         case .bottleneck:
-            throw InputError(file: adapter.name, problem: "bottleneck adapters are AdapterHub's", kind: .onlyAdapterHubExpresses)
+            preconditionFailure("refused above by the kind's rules")
         }
         let configText: String
         if let source = adapter.source, source.format == "peft", let text = source.configText {
@@ -69,34 +72,35 @@ public enum PeftExporter {
         guard adapter.kind == .lora else {
             throw InputError(file: adapter.name, problem: "has no PEFT config to export and only LoRA configs can be made up")
         }
-        let lowRank = adapter.modules.filter { $0.mode == nil }
+        let lowRank = adapter.modules.compactMap { module in module.lowRank.map { (module: module, settings: $0) } }
         guard !lowRank.isEmpty else { throw InputError(file: adapter.name, problem: "has no LoRA modules") }
-        func alpha(_ module: AdapterModule) -> Double { (module.scale ?? 1) * Double(module.rank ?? 1) }
+        func alpha(_ settings: LowRankModule) -> Double { settings.scale * Double(settings.rank) }
         var counts: [String: (rank: Int, alpha: Double, count: Int)] = [:]
-        for module in lowRank {
-            let key = "\(module.rank ?? 0)/\(alpha(module))"
-            counts[key, default: (module.rank ?? 0, alpha(module), 0)].count += 1
+        for (_, settings) in lowRank {
+            let key = "\(settings.rank)/\(alpha(settings))"
+            counts[key, default: (settings.rank, alpha(settings), 0)].count += 1
         }
         let common = counts.values.max { ($0.count, -$0.rank) < ($1.count, -$1.rank) }!
         var rankPattern: [String: Int] = [:]
         var alphaPattern: [String: Double] = [:]
-        for module in lowRank where module.rank != common.rank || alpha(module) != common.alpha {
+        for (module, settings) in lowRank where settings.rank != common.rank || alpha(settings) != common.alpha {
             let exact = NSRegularExpression.escapedPattern(for: module.target)
-            rankPattern[exact] = module.rank
-            alphaPattern[exact] = alpha(module)
+            rankPattern[exact] = settings.rank
+            alphaPattern[exact] = alpha(settings)
         }
-        let fanInFanOut = lowRank.contains { $0.layout == .conv1d }
-        let useDoRA = lowRank.contains { $0.tensors[TensorRole.magnitude] != nil }
-        let targets = Array(Set(lowRank.map(\.target))).sorted()
-        let tokenRows = adapter.modules.filter { $0.mode == .rows }
+        let fanInFanOut = lowRank.contains { $0.settings.layout == .conv1d }
+        let useDoRA = lowRank.contains { $0.module.tensors[TensorRole.magnitude] != nil }
+        let targets = Array(Set(lowRank.map(\.module.target))).sorted()
         var tokenIndices: [String: [Int]] = [:]
-        for module in tokenRows { tokenIndices[TrainableTokenRows.module(ofTarget: module.target)] = module.rows ?? [] }
+        for module in adapter.modules {
+            if let rows = module.replacedRows { tokenIndices[TrainableTokenRows.module(ofTarget: module.target)] = rows }
+        }
         // modules_to_save names modules: a whole tensor `x.weight` or `x.bias` saves module `x`.
-        let saved = Array(Set(adapter.modules.filter { $0.mode != nil && $0.mode != .rows }.map { module -> String in
+        let saved = Array(Set(adapter.modules.filter { $0.isWholeTensor && $0.replacedRows == nil }.map { module -> String in
             let parts = module.target.split(separator: ".")
             return parts.count > 1 && ["weight", "bias"].contains(parts.last!) ? parts.dropLast().joined(separator: ".") : module.target
         })).sorted()
-        let trainsBias = lowRank.contains { $0.tensors[TensorRole.targetBias] != nil }
+        let trainsBias = lowRank.contains { $0.module.tensors[TensorRole.targetBias] != nil }
         let config: [String: Any] = [
             "peft_type": "LORA",
             "r": common.rank,

@@ -57,8 +57,8 @@ public enum PeftImporter {
                 let rows = try tokenRows.claim(module: module, key: key, shape: info.shape, file: file)
                 let target = module + ".weight"
                 let packName = AdapterModule.tensorName(adapter: name, target: target, role: TensorRole.fullValue)
-                fullModules.append(AdapterModule(target: target, mode: .rows, tensors: [TensorRole.fullValue: packName],
-                                                 sourceName: key, rows: rows))
+                fullModules.append(AdapterModule(target: target, change: .wholeTensor(WholeTensorModule(.rows(rows), sourceName: key)),
+                                                 tensors: [TensorRole.fullValue: packName]))
                 imported.append(ImportedTensor(packName: packName, info: TensorInfo(name: packName, dtype: info.dtype, shape: info.shape)) {
                     try tensors.tensor(key)
                 })
@@ -84,8 +84,8 @@ public enum PeftImporter {
             } else {
                 let targetTensor = path.replacingOccurrences(of: ".base_layer.", with: ".")
                 let packName = AdapterModule.tensorName(adapter: name, target: targetTensor, role: TensorRole.fullValue)
-                fullModules.append(AdapterModule(target: targetTensor, mode: .replace,
-                                                 tensors: [TensorRole.fullValue: packName], sourceName: key))
+                fullModules.append(AdapterModule(target: targetTensor, change: .wholeTensor(WholeTensorModule(.replace, sourceName: key)),
+                                                 tensors: [TensorRole.fullValue: packName]))
                 imported.append(ImportedTensor(packName: packName, info: TensorInfo(name: packName, dtype: info.dtype, shape: info.shape)) {
                     try tensors.tensor(key)
                 })
@@ -95,11 +95,12 @@ public enum PeftImporter {
         var modules: [AdapterModule] = []
         for target in order {
             let saved = roles[target]!
-            var module = AdapterModule(target: target)
+            var moduleTensors: [String: String] = [:]
+            let change: ModuleChange
             func add(_ role: String, shape: [Int]) {
                 let key = saved[role]!
                 let packName = AdapterModule.tensorName(adapter: name, target: target, role: role)
-                module.tensors[role] = packName
+                moduleTensors[role] = packName
                 let dtype = tensors.info(key)!.dtype
                 imported.append(ImportedTensor(packName: packName, info: TensorInfo(name: packName, dtype: dtype, shape: shape)) {
                     try tensors.tensor(key).reshaped(shape)
@@ -115,8 +116,7 @@ public enum PeftImporter {
                 guard vectorShape.count == 2, feedforward ? vectorShape[0] == 1 : vectorShape[1] == 1 else {
                     throw InputError(file: file, tensor: saved[TensorRole.ia3Vector], problem: "has shape \(Shape.describe(vectorShape)) but adapter_config.json makes \(target) \(feedforward ? "a feed-forward module, scaled on its input ([1, in])" : "scaled on its output ([out, 1])")")
                 }
-                module.side = feedforward ? .input : .output
-                module.layout = ModuleLayoutRule.layout(of: target, modelType: nil)
+                change = .ia3(IA3Module(layout: ModuleLayoutRule.layout(of: target, modelType: nil), side: feedforward ? .input : .output))
                 add(TensorRole.ia3Vector, shape: [feedforward ? vectorShape[1] : vectorShape[0]])
             } else {
                 guard let aShape = shape(TensorRole.loraA), let bShape = shape(TensorRole.loraB) else {
@@ -131,9 +131,8 @@ public enum PeftImporter {
                     throw InputError(file: file, tensor: saved[TensorRole.loraA], problem: "adapter_config.json gives \(target) rank \(rank) but lora_A is \(Shape.describe(aShape)) and lora_B is \(Shape.describe(bShape))")
                 }
                 // PEFT ignores the saved fan_in_fan_out: the module's type decides (ModuleLayoutRule).
-                module.layout = layouts[target] ?? ModuleLayoutRule.layout(of: target, modelType: nil)
-                module.rank = rank
-                module.scale = scale
+                change = .lowRank(LowRankModule(layout: layouts[target] ?? ModuleLayoutRule.layout(of: target, modelType: nil),
+                                                rank: rank, scale: scale))
                 add(TensorRole.loraA, shape: aShape)
                 add(TensorRole.loraB, shape: bShape)
                 if let magnitude = shape(TensorRole.magnitude) {
@@ -145,7 +144,7 @@ public enum PeftImporter {
                 if let bias = shape(TensorRole.loraBBias) { add(TensorRole.loraBBias, shape: bias) }
             }
             if let bias = shape(TensorRole.targetBias) { add(TensorRole.targetBias, shape: bias) }
-            modules.append(module)
+            modules.append(AdapterModule(target: target, change: change, tensors: moduleTensors))
         }
         try tokenRows.checkAllSaved(file: file)
         guard !modules.isEmpty || !fullModules.isEmpty else {
@@ -183,7 +182,7 @@ public enum PeftImporter {
         settings.numVirtualTokens = info.shape[0]
         settings.tokenDim = info.shape[1]
         let packName = AdapterModule.tensorName(adapter: name, target: "embeddings", role: TensorRole.promptEmbeddings)
-        let module = AdapterModule(target: "embeddings", tensors: [TensorRole.promptEmbeddings: packName])
+        let module = AdapterModule(target: "embeddings", change: .prompt, tensors: [TensorRole.promptEmbeddings: packName])
         let adapter = Adapter(name: name, kind: .prompt, source: source, settings: settings, modules: [module])
         let tensor = ImportedTensor(packName: packName, info: TensorInfo(name: packName, dtype: info.dtype, shape: info.shape)) {
             try tensors.tensor(PeftKeys.promptEmbeddings)
@@ -213,7 +212,7 @@ public enum PeftImporter {
         var imported: [ImportedTensor] = []
         for layer in 0..<layers {
             let target = "layers.\(layer)"
-            var module = AdapterModule(target: target, layer: layer)
+            var module = AdapterModule(target: target, change: .prefix(layer: layer))
             for (block, role) in [(2 * layer, TensorRole.prefixKeys), (2 * layer + 1, TensorRole.prefixValues)] {
                 let packName = AdapterModule.tensorName(adapter: name, target: target, role: role)
                 module.tensors[role] = packName
