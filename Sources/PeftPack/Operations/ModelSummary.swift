@@ -18,10 +18,6 @@ public struct ModelSummary: Encodable, Equatable {
     /// Stored buffers that are not parameters (transformers ignores them on load).
     public var buffers: [String]
 
-    /// Tensors older transformers saved that are buffers, not parameters: GPT-2's causal mask
-    /// (`attn.bias`, `attn.masked_bias`) and BERT's `embeddings.position_ids`.
-    static let bufferSuffixes = [".attn.bias", ".attn.masked_bias", "embeddings.position_ids"]
-
     /// `configText`: the model folder's config.json (nil for a bare safetensors file).
     public init(checkpoint: Checkpoint, identity: BaseModelIdentity?, configText: String?) {
         architecture = identity?.architecture
@@ -32,9 +28,12 @@ public struct ModelSummary: Encodable, Equatable {
         var elementsOfDType: [String: Int] = [:]
         for info in infos { elementsOfDType[info.dtype.rawValue, default: 0] += info.elementCount ?? 0 }
         dtypes = elementsOfDType.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map(\.key)
-        let buffers = infos.map(\.name).filter { name in Self.bufferSuffixes.contains { name.hasSuffix($0) } }
+        // Tensors older transformers saved that are buffers, not parameters (GPT-2's causal mask,
+        // BERT's position ids, rotary frequencies): the family's architecture knows them.
+        let classes = TensorClasses(modelType: identity?.modelType, className: identity?.architecture)
+        let buffers = infos.map(\.name).filter(classes.isBuffer)
         self.buffers = buffers
-        outputHead = Extract.outputHeadNames.map { $0 + ".weight" }.first { checkpoint.info($0) != nil }
+        outputHead = classes.outputHeadWeights.first { checkpoint.info($0) != nil }
         tieWordEmbeddings = configText.flatMap { try? ModelConfig.decode(Data($0.utf8)).tieWordEmbeddings }
             ?? configText.flatMap { text in
                 guard case .bool(let tied)? = (try? StrictJSON.parse(Array(text.utf8)))?["tie_word_embeddings"] else { return nil }
@@ -43,7 +42,7 @@ public struct ModelSummary: Encodable, Equatable {
         var parameters = infos.filter { !buffers.contains($0.name) }.reduce(0) { $0 + ($1.elementCount ?? 0) }
         // A tied head is the embedding itself: transformers counts the shared parameter once.
         if tieWordEmbeddings == true, let outputHead, let head = checkpoint.info(outputHead),
-           infos.contains(where: { Extract.isTokenEmbedding($0.name) && $0.shape == head.shape && $0.name != outputHead }) {
+           infos.contains(where: { classes.isEmbeddingTable($0.name) && $0.shape == head.shape && $0.name != outputHead }) {
             parameters -= head.elementCount ?? 0
         }
         self.parameters = parameters
