@@ -61,27 +61,20 @@ public enum Stack {
     public static func run(inputs: [Input], output: String, options: Options) throws -> Report {
         let start = Date()
         guard !inputs.isEmpty else { throw UsageError("give at least one pack to stack") }
-        for input in inputs { try FiniteValues.checkWeight(input.weight, of: input.pack) }
         // The QRs and SVDs here are of thin or tiny matrices; OpenBLAS's threads only spin on them.
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
         defer { BLAS.threadCount = blasThreads }
         if case .rank(let rank) = options.recompression, rank <= 0 { throw UsageError("the recompression rank must be at least 1 (got \(rank))") }
         if case .energy(let share) = options.recompression, !(share > 0 && share <= 1) { throw UsageError("the recompression energy share must be in (0, 1] (got \(share))") }
-        var sources: [Source] = []
-        var documents: [PackDocument] = []
         try OutputDestination.claim(output, as: .file, force: options.force, inputs: inputs.map(\.pack))
-        for input in inputs {
-            let reader = try PackReader(path: input.pack)
-            let document = try reader.adapterDocument()
-            documents.append(document)
-            let adapters = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
-            for adapter in adapters {
-                let corrected = ModuleLayoutRule.correcting(adapter, modelType: document.base?.modelType)
-                sources.append(Source(reader: reader, adapter: corrected, weight: input.weight, label: "\(input.pack):\(adapter.name)"))
-            }
+        let selection = try SelectedAdapters(inputs, allZeroWeights: "nothing to stack: every adapter's weight is 0, so the stacked adapter would change nothing")
+        let sources = selection.entries.map { entry in
+            let pack = selection.packs[entry.pack]
+            return Source(reader: pack.reader, adapter: ModuleLayoutRule.correcting(entry.adapter, modelType: pack.document.base?.modelType),
+                          weight: entry.weight, label: "\(pack.path):\(entry.adapter.name)")
         }
-        let base = try BaseBinding.combine(Array(zip(documents.map(\.base), inputs.map(\.pack))), namesMayDiffer: false)
+        let base = try BaseBinding.combine(selection.packs.map { ($0.document.base, $0.path) }, namesMayDiffer: false)
         let kinds = Set(sources.map(\.adapter.kind))
         guard kinds.count == 1, let kind = kinds.first else {
             throw UsageError("cannot stack adapters of different kinds (\(kinds.map(\.rawValue).sorted().joined(separator: ", "))) into one; stack each kind separately, or import them into one pack to apply them together")
