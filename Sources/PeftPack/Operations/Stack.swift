@@ -323,23 +323,26 @@ public enum Stack {
         }
         var settings = first
         settings.numVirtualTokens = tokens
-        var source = sources[0].adapter.source
-        if let text = source?.configText {
-            let config: StrictJSON
-            do {
-                config = try StrictJSON.parse(Array(text.utf8))
-            } catch {
-                throw InputError(file: sources[0].label, problem: "its stored adapter_config.json is not valid JSON (\(error))")
-            }
-            if var members = config.objectMembers {
-                members.removeAll { $0.key == "num_virtual_tokens" }
-                members.append(("num_virtual_tokens", .integer(Int64(tokens))))
-                let data = try JSONSerialization.data(withJSONObject: StrictJSON.object(members).foundationObject,
-                                                      options: [.prettyPrinted, .sortedKeys])
-                source?.configText = String(decoding: data, as: UTF8.self) + "\n"
-            }
+        return (settings, try withTokenCount(sources[0].adapter.source, tokens: tokens, label: sources[0].label))
+    }
+
+    /// The first input's source with its stored PEFT config saying the stacked token count.
+    static func withTokenCount(_ source: AdapterSource?, tokens: Int, label: String) throws -> AdapterSource? {
+        guard var source, let text = source.configText else { return source }
+        let config: StrictJSON
+        do {
+            config = try StrictJSON.parse(Array(text.utf8))
+        } catch {
+            throw InputError(file: label, problem: "its stored adapter_config.json is not valid JSON (\(error))")
         }
-        return (settings, source)
+        if var members = config.objectMembers {
+            members.removeAll { $0.key == "num_virtual_tokens" }
+            members.append(("num_virtual_tokens", .integer(Int64(tokens))))
+            let data = try JSONSerialization.data(withJSONObject: StrictJSON.object(members).foundationObject,
+                                                  options: [.prettyPrinted, .sortedKeys])
+            source.configText = String(decoding: data, as: UTF8.self) + "\n"
+        }
+        return source
     }
 
     /// Bottleneck adapters compose as AdapterHub's Stack: each block runs on the previous one's
