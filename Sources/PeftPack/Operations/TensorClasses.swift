@@ -1,8 +1,8 @@
 /// Which tensors of a checkpoint are embedding tables, the output head and buffers, as extract and
 /// inspect need to know: the base's architecture says it. For a family not in the registry the
 /// tensor names alone decide, from the names transformers uses across families (the fallback
-/// below), and buffers are the position ids, rotary frequencies and GPT-style causal masks that
-/// are buffers in every family that has them.
+/// below), and a buffer is what any registered family calls one (position ids, rotary frequencies,
+/// GPT-style causal masks are buffers in every family that has them).
 struct TensorClasses {
     let architecture: Architecture?
 
@@ -17,7 +17,7 @@ struct TensorClasses {
     /// A non-parameter tensor the model recomputes (transformers does not load it).
     func isBuffer(_ name: String) -> Bool {
         if let architecture { return architecture.isBuffer(name) }
-        return Fallback.buffers.contains { name.hasSuffix($0) }
+        return ArchitectureRegistry.all.contains { $0.isBuffer(name) }
     }
 
     /// A token, position or token-type table: stored [rows, dim] and read by row.
@@ -58,7 +58,6 @@ struct TensorClasses {
         static let embeddingTables = ["embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type_embeddings",
                                       "embed_positions", "shared"]
         static let outputHeads = ["lm_head", "embed_out"]
-        static let buffers = [".position_ids", ".inv_freq", ".attn.bias", ".attn.masked_bias"]
 
         static func hasComponent(_ name: String, in modules: [String]) -> Bool {
             name.split(separator: ".").contains { modules.contains(String($0)) }
