@@ -93,6 +93,28 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: pack))
     }
 
+    /// A fine-tune that ties its head (saving none) to an untied base's own head is refused as
+    /// what it is, not as another architecture ("lacks tensor lm_head.weight" before).
+    @Test func extractRefusesATiedFineTuneOfAnUntiedBase() throws {
+        let folder = Fixtures.temporaryDirectory() + "/tied-finetune"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let source = Fixtures.path("models/llama-tiny-ft")
+        var config = try String(contentsOfFile: source + "/config.json", encoding: .utf8)
+        config = config.replacingOccurrences(of: #""tie_word_embeddings": false"#, with: #""tie_word_embeddings": true"#)
+        #expect(config.contains(#""tie_word_embeddings": true"#))
+        try config.write(toFile: folder + "/config.json", atomically: true, encoding: .utf8)
+        let checkpoint = try Checkpoint(path: source)
+        var tensors: [String: HostTensor] = [:]
+        for name in checkpoint.names where name != "lm_head.weight" { tensors[name] = try checkpoint.tensor(name) }
+        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: folder + "/model.safetensors")
+        #expect {
+            try Extract.run(base: Fixtures.path("models/llama-tiny"), finetuned: folder, output: Fixtures.temporaryDirectory() + "/x.peftpack",
+                            options: .init(rule: .fixed(4)))
+        } throws: { error in
+            "\(error)".contains("ties lm_head.weight to model.embed_tokens.weight (tie_word_embeddings true) but the base")
+        }
+    }
+
     /// Merging the extracted adapter into the base gives the fine-tune's weights. A tied base that
     /// stores a copy of the head gets the merged head in it: transformers loads the copy into the
     /// shared weight, so the base's stale copy (written before) put GPT-2's logits 1.59 off.

@@ -56,9 +56,16 @@ extension Extract {
         /// The base's tie when the fine-tune keeps it (whether or not either stores a copy of the
         /// head); a fine-tune with a head of its own on a tied base is refused naming the tie.
         static func keptTie(base: BaseModel, finetuned: Checkpoint, finetunedFolder: String) throws -> EmbeddingTie? {
-            guard let tie = base.tie else { return nil }
             let config = finetuned.configText.flatMap { try? StrictJSON.parse(Array($0.utf8)) }
-            guard EmbeddingTie(config: config, tensorNames: Set(finetuned.names)) != nil else {
+            let finetunedTie = EmbeddingTie(config: config, tensorNames: Set(finetuned.names))
+            guard let tie = base.tie else {
+                if let finetunedTie, base.checkpoint.info(finetunedTie.embedding) != nil, base.checkpoint.info(finetunedTie.head) != nil,
+                   finetuned.info(finetunedTie.head) == nil {
+                    throw InputError(file: finetunedFolder, problem: "ties \(finetunedTie.head) to \(finetunedTie.embedding) (tie_word_embeddings true) but the base \(base.folder) has a head of its own; extract from a fine-tune saved untied")
+                }
+                return nil
+            }
+            guard finetunedTie != nil else {
                 throw InputError(file: finetunedFolder, problem: "has its own \(tie.head) (tie_word_embeddings false) but the base \(base.folder) ties it to \(tie.embedding); extract from a base saved untied (tie_word_embeddings false, lm_head.weight a copy of the embedding)")
             }
             return tie
