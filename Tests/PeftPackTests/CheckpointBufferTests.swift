@@ -145,6 +145,16 @@ import Testing
         }
     }
 
+    /// inspect counts parameters as transformers' num_parameters() does (buffers/parameters.json):
+    /// the rotary inv_freq the Llama fine-tune stores is a buffer (counted before: 26792 for 26784).
+    @Test(arguments: ["bert-base", "bert-finetuned", "llama-base", "llama-finetuned"])
+    func inspectCountsNoBufferAsAParameter(folder: String) throws {
+        let expected = try StrictJSON.parse(Array(Data(contentsOf: URL(fileURLWithPath: Fixtures.path("buffers/parameters.json")))))
+        let model = try BaseModel(folder: Fixtures.path("buffers/\(folder)"))
+        let summary = ModelSummary(checkpoint: model.checkpoint, identity: model.identity, configText: model.checkpoint.configText)
+        #expect(summary.parameters == expected[folder]?.integerValue.map(Int.init))
+    }
+
     /// Embeddings, heads and buffers come from the base's architecture; names alone decide only for
     /// a family not in the registry.
     @Test func tensorClassesComeFromTheArchitecture() {
