@@ -168,18 +168,7 @@ public enum Stack {
                     throw InputError(file: source.label, problem: "\(target) carries a trained bias (PEFT bias=\"lora_only\"), which replaces the base's and does not add up; merge it instead")
                 }
             }
-            let total = blocksA.reduce(0) { $0 + $1.rank }
-            var a = Matrix(zeros: total, inFeatures), b = Matrix(zeros: outFeatures, total)
-            var offset = 0
-            for (blockA, blockB) in zip(blocksA, blocksB) {
-                for row in 0..<blockA.rank {
-                    for col in 0..<inFeatures { a[offset + row, col] = blockA.values[row * inFeatures + col] }
-                }
-                for row in 0..<outFeatures {
-                    for k in 0..<blockB.rank { b[row, offset + k] = blockB.factor * blockB.values[row * blockB.rank + k] }
-                }
-                offset += blockA.rank
-            }
+            var (a, b) = concatenate(blocksA, blocksB, outFeatures: outFeatures, inFeatures: inFeatures)
             var error = 0.0
             if options.recompression != .none {
                 (a, b, error) = try recompress(a: a, b: b, rule: options.recompression)
@@ -199,6 +188,24 @@ public enum Stack {
             modules.append(AdapterModule(target: target, layout: layout, rank: rank, scale: 1, tensors: roles))
             reports.append(ModuleReport(target: target, inputs: pieces.count, rank: rank, relativeError: error))
         }
+    }
+
+    /// A_cat = [A₁; …; Aₖ] (Σr × in) and B_cat = [f₁B₁ … fₖBₖ] (out × Σr), each B scaled by its factor.
+    static func concatenate(_ blocksA: [(values: [Float], rank: Int)], _ blocksB: [(values: [Float], rank: Int, factor: Float)],
+                            outFeatures: Int, inFeatures: Int) -> (a: Matrix, b: Matrix) {
+        let total = blocksA.reduce(0) { $0 + $1.rank }
+        var a = Matrix(zeros: total, inFeatures), b = Matrix(zeros: outFeatures, total)
+        var offset = 0
+        for (blockA, blockB) in zip(blocksA, blocksB) {
+            for row in 0..<blockA.rank {
+                for col in 0..<inFeatures { a[offset + row, col] = blockA.values[row * inFeatures + col] }
+            }
+            for row in 0..<outFeatures {
+                for k in 0..<blockB.rank { b[row, offset + k] = blockB.factor * blockB.values[row * blockB.rank + k] }
+            }
+            offset += blockA.rank
+        }
+        return (a, b)
     }
 
     /// The best rank-R (or energy-E) approximation of B·A from the factors alone:
