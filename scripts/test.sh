@@ -14,6 +14,7 @@ status=0
 .venv/peft/bin/python tests/python/check_peft_exports.py || status=1
 .venv/peft/bin/python tests/python/check_generated_exports.py || status=1
 .venv/peft/bin/python tests/python/check_tied_embeddings.py || status=1
+.venv/peft/bin/python tests/python/check_checkpoint_buffers.py || status=1
 .venv/peft/bin/python tests/python/check_module_layouts.py || status=1
 .venv/peft/bin/python tests/python/check_base_binding.py || status=1
 bash Fuzz/run.sh 10 || status=1

@@ -50,7 +50,7 @@ import Testing
         let output = Fixtures.temporaryDirectory() + "/m"
         let result = try CLI.run(["merge", "--base", Self.base, pack, pack, "--weight", "0", "--weight", "-0", "-o", output])
         #expect(result.status == 2)
-        #expect(result.stderr == "peftpack: error: \(pack), \(pack): nothing to merge: every adapter's weight is 0, so the output would be a copy of the base\n", "\(result.stderr)")
+        #expect(result.stderr == "peftpack: error: \(pack), \(pack): nothing to merge: every adapter's weight is 0, so the output would be a copy of the base; give at least one adapter a non-zero --weight\n", "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: output))
         // One non-zero weight is a merge.
         let some = try CLI.run(["merge", "--base", Self.base, pack, pack, "--weight", "0", "--weight", "0.5", "-o", output])

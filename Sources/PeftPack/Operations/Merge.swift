@@ -58,142 +58,27 @@ public enum Merge {
         public var files: [String]
     }
 
+    /// Plan (adapters chosen and checked, every tensor's operations) → compute and write (tensor
+    /// by tensor, streaming, into a folder that appears whole).
     public static func run(base baseFolder: String, inputs: [MergeInput], output: String, options: Options,
                            progress: ((Int, Int) -> Void)? = nil) throws -> Report {
         let start = Date()
-        for input in inputs { try FiniteValues.checkWeight(input.weight, of: input.pack) }
-        // Every term of every adapter kind is scaled by its weight (DoRA and IA3 interpolate
-        // from W), so all-zero weights give back the base under a merged model's name.
-        if !inputs.isEmpty && inputs.allSatisfy({ $0.weight == 0 }) {
-            throw UsageError("\(inputs.map(\.pack).joined(separator: ", ")): nothing to merge: every adapter's weight is 0, so the output would be a copy of the base")
-        }
+        let selection = try SelectedAdapters(inputs, allZeroWeights: "nothing to merge: every adapter's weight is 0, so the output would be a copy of the base")
         keepLargeAllocationsInHeap()
         // Parallelism comes from splitting each tensor's rows across the cores; OpenBLAS's own
         // threads would only oversubscribe them (and spin in sched_yield).
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
         defer { BLAS.threadCount = blasThreads }
-        let base = try BaseModel(folder: baseFolder)
-        let binding = BaseBinding(base: base, level: options.baseCheck)
-        var readers: [PackReader] = []
-        var selected: [(adapter: Adapter, weight: Double)] = []
-        var owners: [Int] = []
-        for (index, input) in inputs.enumerated() {
-            let reader = try PackReader(path: input.pack)
-            let document = try reader.adapterDocument()
-            let chosen = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
-            let adapters = chosen.map(base.withModuleLayouts)
-            let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
-            let targets = try adapters.flatMap { try base.check($0, shapes: { shapes[$0] }, file: input.pack) }
-            try binding.add(document.base, targets: targets, all: document.adapters, shapes: { shapes[$0] }, file: input.pack)
-            readers.append(reader)
-            for adapter in adapters {
-                selected.append((adapter, input.weight))
-                owners.append(index)
-            }
-        }
-        var (changes, skipped) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: options.skipUnmergeable,
-                                                         file: { inputs[owners[$0]].pack })
-        let tied = try TiedMerge.plan(changes: changes, base: base, policy: options.tiedEmbeddings, outputType: options.dtype,
-                                      readers: readers, owners: owners, selected: selected)
-        if let tied { changes = tied.changes }
-        let checkpoint = base.checkpoint
-        var outputInfos = checkpoint.infos.map { info -> TensorInfo in
-            guard let dtype = options.dtype, info.dtype.isFloatingPoint else { return info }
-            return TensorInfo(name: info.name, dtype: dtype, shape: info.shape)
-        }
-        var shards: [[TensorInfo]]
-        if let limit = options.maxShardSize {
-            shards = CheckpointWriter.planShards(outputInfos + (tied?.addedHead.map { [$0] } ?? []), maxShardSize: limit)
-        } else {
-            let byName = Dictionary(uniqueKeysWithValues: outputInfos.map { ($0.name, $0) })
-            shards = checkpoint.shardFiles.map { file in checkpoint.names.filter { checkpoint.shardOf($0) == file }.map { byName[$0]! } }
-            if let tied, let head = tied.addedHead { shards = TiedMerge.placing(head, after: tied.report.embedding, in: shards) }
-        }
-        if let head = tied?.addedHead { outputInfos.append(head) }
-        var changed = [Int](repeating: 0, count: selected.count)
-        var lost = [Int](repeating: 0, count: selected.count)
-        var maxAbsDelta = 0.0
-        var bytesRead = 0, bytesWritten = 0, done = 0
-        let metadata = try checkpoint.infos.first.map { try checkpoint.file(forTensor: $0.name).metadata } ?? nil
-
-        // One output buffer for every merged tensor: fresh tensor-sized allocations would be
-        // page-faulted in anew each time.
-        let outputBuffer = UnsafeMutableRawBufferPointer.allocate(
-            byteCount: max(1, outputInfos.filter { changes[$0.name] != nil }.map { $0.byteCount ?? 0 }.max() ?? 0), alignment: 64)
-        defer { outputBuffer.deallocate() }
-        // Another checkpoint of the same architecture usually differs in the first tensor already:
-        // refused before anything is copied, at the cost of one tensor the merge reads next anyway.
-        if let first = binding.pendingTensors.first { try binding.checkContent(first) }
-        func record(changed changedHere: Int, lost lostHere: Int, largest: Double, adapters: Set<Int>) {
-            maxAbsDelta = max(maxAbsDelta, largest)
-            for adapter in adapters {
-                changed[adapter] += changedHere
-                lost[adapter] += lostHere
-            }
-        }
-        func record(_ merged: FoldedTensor) {
-            record(changed: merged.changed, lost: merged.lost, largest: merged.largest, adapters: merged.adapters)
-        }
+        let plan = try Plan(base: try BaseModel(folder: baseFolder), selection: selection, options: options)
+        let stream = TensorStream(plan, progress: progress)
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
-            try CheckpointWriter.write(folder: folder, shards: shards, metadata: metadata) { info, sink in
-                defer {
-                    (try? checkpoint.file(forTensor: info.name))?.releasePages(info.name)
-                    done += 1
-                    progress?(done, outputInfos.count)
-                }
-                bytesWritten += info.byteCount ?? 0
-                if let computed = tied?.outputs[info.name] {
-                    bytesRead += checkpoint.info(base.storedName(info.name))?.byteCount ?? 0
-                    record(computed)
-                    try computed.result.bytes.withUnsafeBytes(sink)
-                    return
-                }
-                let stored = checkpoint.info(info.name)!
-                bytesRead += stored.byteCount ?? 0
-                try binding.checkContent(info.name)
-                guard let change = changes[info.name] else {
-                    if stored.dtype == info.dtype {
-                        // Window by window: an untouched embedding would otherwise sit in memory whole.
-                        try checkpoint.streamBytes(info.name, sink)
-                    } else {
-                        let original = try checkpoint.tensor(info.name).floats()
-                        let converted = HostTensor(floats: original, shape: info.shape, dtype: info.dtype)
-                        try FiniteValues.checkMerged(info, madeNonFinite: FiniteValues.newlyNonFinite(converted, base: original.map(Double.init)).total)
-                        try converted.bytes.withUnsafeBytes(sink)
-                    }
-                    return
-                }
-                if let terms = try lowRankTerms(change, stored: stored, output: info, readers: readers, owners: owners) {
-                    let orientation = WeightOrientation(storedShape: stored.shape, layout: terms.layout)
-                    let out = UnsafeMutableRawBufferPointer(rebasing: outputBuffer[0..<(info.byteCount ?? 0)])
-                    let stats = try checkpoint.withBytes(info.name) { baseBytes in
-                        LowRankMerge.merge(base: baseBytes, baseType: stored.dtype, orientation: orientation, terms: terms.terms,
-                                           outType: info.dtype, into: out)
-                    }
-                    try FiniteValues.checkMerged(info, madeNonFinite: stats.nonFinite)
-                    record(changed: stats.changed, lost: stats.lost, largest: stats.maxAbsDelta, adapters: terms.adapters)
-                    try sink(UnsafeRawBufferPointer(out))
-                    return
-                }
-                let merged = try fold(change.operations, into: checkpoint.tensor(info.name) as HostTensor, stored: stored, output: info,
-                                      readers: readers, owners: owners, selected: selected)
-                record(merged)
-                try merged.result.bytes.withUnsafeBytes(sink)
-            }
-            try binding.checkRemainingContent()
-            try copyOtherFiles(from: baseFolder, to: folder)
-            if tied?.untie == true { try TiedMerge.untieConfig(in: folder) }
+            try stream.write(into: folder, baseFolder: baseFolder)
         }
-        let adapterReports = selected.enumerated().map { position, entry in
-            AdapterReport(pack: inputs[owners[position]].pack, adapter: entry.adapter.name, weight: entry.weight,
-                          changedElements: changed[position], lostToRounding: lost[position],
-                          lostShare: changed[position] > 0 ? Double(lost[position]) / Double(changed[position]) : 0)
-        }
-        return Report(output: output, tensorsTouched: changes.count, tensorsCopied: outputInfos.count - changes.count,
-                      bytesRead: bytesRead, bytesWritten: bytesWritten, seconds: Date().timeIntervalSince(start),
-                      maxAbsDelta: maxAbsDelta, adapters: adapterReports, skippedAdapters: skipped,
-                      tiedEmbeddings: tied?.report, baseCheck: binding.report, files: files)
+        return Report(output: output, tensorsTouched: plan.changes.count, tensorsCopied: plan.outputInfos.count - plan.changes.count,
+                      bytesRead: stream.bytesRead, bytesWritten: stream.bytesWritten, seconds: Date().timeIntervalSince(start),
+                      maxAbsDelta: stream.maxAbsDelta, adapters: stream.adapterReports, skippedAdapters: plan.skipped,
+                      tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: files)
     }
 
     /// A merged tensor and what merging it did: elements changed in fp64, how many of them

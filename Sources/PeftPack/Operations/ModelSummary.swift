@@ -28,12 +28,12 @@ public struct ModelSummary: Encodable, Equatable {
         var elementsOfDType: [String: Int] = [:]
         for info in infos { elementsOfDType[info.dtype.rawValue, default: 0] += info.elementCount ?? 0 }
         dtypes = elementsOfDType.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map(\.key)
-        // Buffers as the family names them (GPT-2's causal mask, BERT's position ids, rotary
-        // inv_freq); for a family outside the registry, as any registered family names them.
-        let families = ArchitectureRegistry.architecture(modelType: modelType, className: architecture).map { [$0] } ?? ArchitectureRegistry.all
-        let buffers = infos.map(\.name).filter { name in families.contains { $0.isBuffer(name) } }
+        // Tensors older transformers saved that are buffers, not parameters (GPT-2's causal mask,
+        // BERT's position ids, rotary frequencies): the family's architecture knows them.
+        let classes = TensorClasses(modelType: identity?.modelType, className: identity?.architecture)
+        let buffers = infos.map(\.name).filter(classes.isBuffer)
         self.buffers = buffers
-        outputHead = Extract.outputHeadNames.map { $0 + ".weight" }.first { checkpoint.info($0) != nil }
+        outputHead = classes.outputHeadWeights.first { checkpoint.info($0) != nil }
         tieWordEmbeddings = configText.flatMap { try? ModelConfig.decode(Data($0.utf8)).tieWordEmbeddings }
             ?? configText.flatMap { text in
                 guard case .bool(let tied)? = (try? StrictJSON.parse(Array(text.utf8)))?["tie_word_embeddings"] else { return nil }
@@ -42,7 +42,7 @@ public struct ModelSummary: Encodable, Equatable {
         var parameters = infos.filter { !buffers.contains($0.name) }.reduce(0) { $0 + ($1.elementCount ?? 0) }
         // A tied head is the embedding itself: transformers counts the shared parameter once.
         if tieWordEmbeddings == true, let outputHead, let head = checkpoint.info(outputHead),
-           infos.contains(where: { Extract.isTokenEmbedding($0.name) && $0.shape == head.shape && $0.name != outputHead }) {
+           infos.contains(where: { classes.isEmbeddingTable($0.name) && $0.shape == head.shape && $0.name != outputHead }) {
             parameters -= head.elementCount ?? 0
         }
         self.parameters = parameters

@@ -12,25 +12,12 @@ public enum PackExport {
         public var tensors: Int
     }
 
-    public static func chooseAdapter(_ document: PackDocument, name: String?, file: String) throws -> Adapter {
-        if let name {
-            guard let adapter = document.adapter(named: name) else {
-                throw InputError(file: file, problem: "has no adapter named \(name) (it has: \(document.adapters.map(\.name).joined(separator: ", ")))")
-            }
-            return adapter
-        }
-        guard document.adapters.count == 1 else {
-            throw InputError(file: file, problem: "holds \(document.adapters.count) adapters (\(document.adapters.map(\.name).joined(separator: ", ")))", kind: .severalAdapters)
-        }
-        return document.adapters[0]
-    }
-
     public static func run(pack: String, output: String, format: Format?, name: String?, force: Bool,
                            ggufType: GGUF.ElementType = .f32) throws -> Report {
         try InputProtection.check(output: output, inputs: [pack])
         let reader = try PackReader(path: pack)
         let document = try reader.adapterDocument()
-        let adapter = try chooseAdapter(document, name: name, file: pack)
+        let adapter = try SelectedAdapters.adapter(named: name, in: document, file: pack)
         let chosen = format ?? (output.lowercased().hasSuffix(".gguf") ? .gguf : (adapter.kind.rules.exports.first ?? .peft))
         if chosen == .gguf {
             try OutputDestination.claim(output, as: .file, force: force, inputs: [pack])

@@ -61,27 +61,20 @@ public enum Stack {
     public static func run(inputs: [Input], output: String, options: Options) throws -> Report {
         let start = Date()
         guard !inputs.isEmpty else { throw UsageError("give at least one pack to stack") }
-        for input in inputs { try FiniteValues.checkWeight(input.weight, of: input.pack) }
         // The QRs and SVDs here are of thin or tiny matrices; OpenBLAS's threads only spin on them.
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
         defer { BLAS.threadCount = blasThreads }
         if case .rank(let rank) = options.recompression, rank <= 0 { throw UsageError("the recompression rank must be at least 1 (got \(rank))") }
         if case .energy(let share) = options.recompression, !(share > 0 && share <= 1) { throw UsageError("the recompression energy share must be in (0, 1] (got \(share))") }
-        var sources: [Source] = []
-        var documents: [PackDocument] = []
         try OutputDestination.claim(output, as: .file, force: options.force, inputs: inputs.map(\.pack))
-        for input in inputs {
-            let reader = try PackReader(path: input.pack)
-            let document = try reader.adapterDocument()
-            documents.append(document)
-            let adapters = try input.adapter.map { [try PackExport.chooseAdapter(document, name: $0, file: input.pack)] } ?? document.adapters
-            for adapter in adapters {
-                let corrected = ModuleLayoutRule.correcting(adapter, modelType: document.base?.modelType)
-                sources.append(Source(reader: reader, adapter: corrected, weight: input.weight, label: "\(input.pack):\(adapter.name)"))
-            }
+        let selection = try SelectedAdapters(inputs, allZeroWeights: "nothing to stack: every adapter's weight is 0, so the stacked adapter would change nothing")
+        let sources = selection.entries.map { entry in
+            let pack = selection.packs[entry.pack]
+            return Source(reader: pack.reader, adapter: ModuleLayoutRule.correcting(entry.adapter, modelType: pack.document.base?.modelType),
+                          weight: entry.weight, label: "\(pack.path):\(entry.adapter.name)")
         }
-        let base = try BaseBinding.combine(Array(zip(documents.map(\.base), inputs.map(\.pack))), namesMayDiffer: false)
+        let base = try BaseBinding.combine(selection.packs.map { ($0.document.base, $0.path) }, namesMayDiffer: false)
         let kinds = Set(sources.map(\.adapter.kind))
         guard kinds.count == 1, let kind = kinds.first else {
             throw UsageError("cannot stack adapters of different kinds (\(kinds.map(\.rawValue).sorted().joined(separator: ", "))) into one; stack each kind separately, or import them into one pack to apply them together")
@@ -177,18 +170,7 @@ public enum Stack {
                     throw InputError(file: source.label, problem: "\(target) carries a trained bias (PEFT bias=\"lora_only\"), which replaces the base's and does not add up; merge it instead")
                 }
             }
-            let total = blocksA.reduce(0) { $0 + $1.rank }
-            var a = Matrix(zeros: total, inFeatures), b = Matrix(zeros: outFeatures, total)
-            var offset = 0
-            for (blockA, blockB) in zip(blocksA, blocksB) {
-                for row in 0..<blockA.rank {
-                    for col in 0..<inFeatures { a[offset + row, col] = blockA.values[row * inFeatures + col] }
-                }
-                for row in 0..<outFeatures {
-                    for k in 0..<blockB.rank { b[row, offset + k] = blockB.factor * blockB.values[row * blockB.rank + k] }
-                }
-                offset += blockA.rank
-            }
+            var (a, b) = concatenate(blocksA, blocksB, outFeatures: outFeatures, inFeatures: inFeatures)
             var error = 0.0
             if options.recompression != .none {
                 (a, b, error) = try recompress(a: a, b: b, rule: options.recompression)
@@ -208,6 +190,24 @@ public enum Stack {
             modules.append(AdapterModule(target: target, change: .lowRank(LowRankModule(layout: layout, rank: rank, scale: 1)), tensors: roles))
             reports.append(ModuleReport(target: target, inputs: pieces.count, rank: rank, relativeError: error))
         }
+    }
+
+    /// A_cat = [A₁; …; Aₖ] (Σr × in) and B_cat = [f₁B₁ … fₖBₖ] (out × Σr), each B scaled by its factor.
+    static func concatenate(_ blocksA: [(values: [Float], rank: Int)], _ blocksB: [(values: [Float], rank: Int, factor: Float)],
+                            outFeatures: Int, inFeatures: Int) -> (a: Matrix, b: Matrix) {
+        let total = blocksA.reduce(0) { $0 + $1.rank }
+        var a = Matrix(zeros: total, inFeatures), b = Matrix(zeros: outFeatures, total)
+        var offset = 0
+        for (blockA, blockB) in zip(blocksA, blocksB) {
+            for row in 0..<blockA.rank {
+                for col in 0..<inFeatures { a[offset + row, col] = blockA.values[row * inFeatures + col] }
+            }
+            for row in 0..<outFeatures {
+                for k in 0..<blockB.rank { b[row, offset + k] = blockB.factor * blockB.values[row * blockB.rank + k] }
+            }
+            offset += blockA.rank
+        }
+        return (a, b)
     }
 
     /// The best rank-R (or energy-E) approximation of B·A from the factors alone:
@@ -331,23 +331,26 @@ public enum Stack {
         }
         var settings = first
         settings.numVirtualTokens = tokens
-        var source = sources[0].adapter.source
-        if let text = source?.configText {
-            let config: StrictJSON
-            do {
-                config = try StrictJSON.parse(Array(text.utf8))
-            } catch {
-                throw InputError(file: sources[0].label, problem: "its stored adapter_config.json is not valid JSON (\(error))")
-            }
-            if var members = config.objectMembers {
-                members.removeAll { $0.key == "num_virtual_tokens" }
-                members.append(("num_virtual_tokens", .integer(Int64(tokens))))
-                let data = try JSONSerialization.data(withJSONObject: StrictJSON.object(members).foundationObject,
-                                                      options: [.prettyPrinted, .sortedKeys])
-                source?.configText = String(decoding: data, as: UTF8.self) + "\n"
-            }
+        return (settings, try withTokenCount(sources[0].adapter.source, tokens: tokens, label: sources[0].label))
+    }
+
+    /// The first input's source with its stored PEFT config saying the stacked token count.
+    static func withTokenCount(_ source: AdapterSource?, tokens: Int, label: String) throws -> AdapterSource? {
+        guard var source, let text = source.configText else { return source }
+        let config: StrictJSON
+        do {
+            config = try StrictJSON.parse(Array(text.utf8))
+        } catch {
+            throw InputError(file: label, problem: "its stored adapter_config.json is not valid JSON (\(error))")
         }
-        return (settings, source)
+        if var members = config.objectMembers {
+            members.removeAll { $0.key == "num_virtual_tokens" }
+            members.append(("num_virtual_tokens", .integer(Int64(tokens))))
+            let data = try JSONSerialization.data(withJSONObject: StrictJSON.object(members).foundationObject,
+                                                  options: [.prettyPrinted, .sortedKeys])
+            source.configText = String(decoding: data, as: UTF8.self) + "\n"
+        }
+        return source
     }
 
     /// Bottleneck adapters compose as AdapterHub's Stack: each block runs on the previous one's

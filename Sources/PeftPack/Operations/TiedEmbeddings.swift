@@ -24,6 +24,9 @@ extension Merge {
         public var headRelativeError: Double?
         public var embeddingMaxAbsError: Double?
         public var embeddingRelativeError: Double?
+        /// The base stores a copy of the tied head (older transformers saved one): written with the
+        /// value the head has in the output, as transformers loads the copy into the shared weight.
+        public var storedHeadCopy: Bool
     }
 }
 
@@ -58,11 +61,15 @@ enum TiedMerge {
         }
         let embedding = try merged(embeddingOperations)
         let head = try merged(headOperations)
-        var report = Merge.TiedEmbeddingsReport(embedding: tie.embedding, head: tie.head, policy: policy, outcome: "kept-identical")
+        let storesHead = base.checkpoint.info(tie.head) != nil
+        var report = Merge.TiedEmbeddingsReport(embedding: tie.embedding, head: tie.head, policy: policy, outcome: "kept-identical",
+                                                storedHeadCopy: storesHead)
         var plan = Plan(changes: changes, outputs: [:], addedHead: nil, untie: false, report: report)
         if !embeddingOperations.isEmpty { plan.outputs[tie.embedding] = embedding }
         if embedding.result.bytes == head.result.bytes {
             plan.changes[tie.head] = nil
+            // Left as the base's, the copy would hold the unmerged head, which transformers loads.
+            if storesHead { plan.outputs[tie.head] = head }
             return plan
         }
         switch policy {
@@ -70,7 +77,7 @@ enum TiedMerge {
             report.outcome = "untied"
             plan.untie = true
             plan.outputs[tie.head] = head
-            if base.checkpoint.info(tie.head) == nil {
+            if !storesHead {
                 plan.addedHead = TensorInfo(name: tie.head, dtype: outType, shape: embeddingInfo.shape)
             }
         case .keep:
@@ -84,8 +91,8 @@ enum TiedMerge {
             plan.outputs[tie.embedding] = shared
             plan.changes[tie.embedding] = TensorChange(operations: embeddingOperations + headOperations)
             plan.changes[tie.head] = nil
-            // A stored duplicate of the head is ignored at load; it gets the shared value all the same.
-            if base.checkpoint.info(tie.head) != nil { plan.outputs[tie.head] = shared }
+            // A stored copy of the head is loaded into the shared weight: it gets the shared value.
+            if storesHead { plan.outputs[tie.head] = shared }
         }
         plan.report = report
         return plan

@@ -63,94 +63,129 @@ public enum Verify {
         return (try TransformerModel.load(config: config, weights: checkpoint), checkpoint)
     }
 
-    public static func adapterSet(pack: String, names: [String], model: TransformerModel) throws -> (AdapterSet, [String]) {
-        let reader = try PackReader(path: pack)
-        let document = try reader.adapterDocument()
-        let chosen = try names.isEmpty ? document.adapters : names.map { try PackExport.chooseAdapter(document, name: $0, file: pack) }
-        return (try AdapterSet(adapters: chosen, model: model, tensor: reader.readTensor), chosen.map(\.name))
+    static func adapterSet(_ selection: SelectedAdapters, model: TransformerModel) throws -> AdapterSet {
+        try AdapterSet(adapters: selection.adapters, model: model, tensor: selection.packs[0].reader.readTensor)
     }
 
     /// `tolerance` nil: fp32 defaults, and against a merged model stored in bf16/fp16 also
     /// `MergedTolerance.multiple` times the bound a correct merge in that dtype reaches on the same
     /// input. Given: exactly that tolerance (the bound is still measured and reported).
+    /// Plan (adapters chosen, the base checked against every pack's record, the model loaded) →
+    /// compute (one comparison per target).
     public static func run(pack: String, base: String, adapterNames: [String], targets: [Target],
                            inputShape: (batch: Int, tokens: Int), seed: UInt64, tolerance given: Tolerance? = nil,
                            isLogits: Bool? = nil, baseCheck: BaseCheckLevel = .content) throws -> Report {
-        let tolerance = given ?? .fp32
         let binding = BaseBinding(base: try BaseModel(folder: base), level: baseCheck)
-        try bind(pack: pack, names: adapterNames, to: binding)
-        for case .pack(let other) in targets { try bind(pack: other, names: [], to: binding) }
+        let selection = try SelectedAdapters(pack: pack, names: adapterNames)
+        try bind(selection, to: binding)
+        var others: [String: SelectedAdapters] = [:]
+        for case .pack(let other) in targets {
+            others[other] = try SelectedAdapters(pack: other, names: [])
+            try bind(others[other]!, to: binding)
+        }
         try binding.checkRemainingContent()
         let (model, _) = try loadModel(base)
-        let (adapters, names) = try adapterSet(pack: pack, names: adapterNames, model: model)
+        let run = Comparing(model: model, adapters: try adapterSet(selection, model: model), names: selection.adapters.map(\.name),
+                            base: base, pack: pack, random: (inputShape, seed), given: given, logits: isLogits ?? model.outputsLogits)
         var comparisons: [Comparison] = []
         var shownShape = [inputShape.batch, inputShape.tokens]
-        let logits = isLogits ?? model.outputsLogits
-        // The runtime's parallelism is OpenBLAS's: worth its threads only for large passes.
+        for target in targets {
+            switch target {
+            case .reference(let path, let key):
+                let (comparison, shape) = try run.againstReference(path, key: key)
+                comparisons.append(comparison)
+                shownShape = shape
+            case .merged(let folder):
+                comparisons.append(try run.againstMerged(folder))
+            case .pack(let other):
+                comparisons.append(try run.againstPack(other, adapters: try adapterSet(others[other]!, model: model)))
+            }
+        }
+        return Report(pack: pack, base: base, adapters: run.names, inputShape: shownShape, comparisons: comparisons,
+                      passed: comparisons.allSatisfy(\.passed), atol: run.tolerance.absolute, rtol: run.tolerance.relative,
+                      baseCheck: binding.report)
+    }
+
+    /// Verify's compute step: the base model with the adapters, run on each target's input and
+    /// compared with what the target gives.
+    struct Comparing {
+        let model: TransformerModel
+        let adapters: AdapterSet
+        let names: [String]
+        let base: String
+        let pack: String
+        let random: (shape: (batch: Int, tokens: Int), seed: UInt64)
+        let given: Tolerance?
+        let logits: Bool
+
+        var tolerance: Tolerance { given ?? .fp32 }
+
+        /// The runtime's parallelism is OpenBLAS's: worth its threads only for large passes.
         func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?) throws -> FloatTensor {
             try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) {
                 try model.forward(inputIds: rows, adapters: adapters)
             }
         }
-        for target in targets {
-            switch target {
-            case .reference(let path, let key):
-                let file = try SafetensorsFile(path: path)
-                guard let ids = file.info("input_ids"), ids.shape.count == 2, ids.dtype == .i64 else {
-                    throw InputError(file: path, tensor: "input_ids", problem: "a reference needs input_ids as I64 [batch, seq]")
-                }
-                try model.checkInputShape(batch: ids.shape[0], tokens: ids.shape[1], adapters: adapters)
-                let flat = try file.withBytes("input_ids") { raw in (0..<(ids.shape[0] * ids.shape[1])).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
-                let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
-                shownShape = ids.shape
-                let outputKey = try key ?? defaultKey(file)
-                guard let expectedInfo = file.info(outputKey), expectedInfo.dtype.isFloatingPoint else {
-                    throw InputError(file: path, tensor: outputKey, problem: "no floating-point output of that name")
-                }
-                let expected = try file.tensor(outputKey)
-                let output = try forward(model, rows, adapters)
-                comparisons.append(try compare(output, FloatTensor(shape: expected.shape, values: expected.floats()),
-                                               label: "\(path):\(outputKey)", logits: logits, tolerance: tolerance))
-            case .merged(let folder):
-                try model.checkInputShape(batch: inputShape.batch, tokens: inputShape.tokens, adapters: adapters)
-                let rows = randomInput(inputShape, vocabulary: model.config.vocabSize, seed: seed)
-                let output = try forward(model, rows, adapters)
-                var bound: (dtype: DType, value: Double)?
-                let mergedCheckpoint = try Checkpoint(path: folder)
-                if let narrow = MergedTolerance.narrowDType(of: mergedCheckpoint),
-                   let rounded = try MergedTolerance.roundedMerge(base: base, pack: pack, adapterNames: names, merged: mergedCheckpoint) {
-                    bound = (narrow, maxAbsDifference(output, try forward(rounded, rows, nil)))
-                }
-                let (merged, _) = try loadModel(folder)
-                let expected = try forward(merged, rows, nil)
-                let allowance = given == nil ? MergedTolerance.multiple * (bound?.value ?? 0) : 0
-                var comparison = try compare(output, expected, label: folder, logits: logits, tolerance: tolerance, allowance: allowance)
-                comparison.rounding = bound.map {
-                    MergedRoundingBound(dtype: $0.dtype.rawValue, bound: $0.value, multiple: MergedTolerance.multiple,
-                                        ratio: $0.value > 0 ? comparison.maxAbsError / $0.value : .infinity)
-                }
-                comparisons.append(comparison)
-            case .pack(let other):
-                try model.checkInputShape(batch: inputShape.batch, tokens: inputShape.tokens, adapters: adapters)
-                let rows = randomInput(inputShape, vocabulary: model.config.vocabSize, seed: seed)
-                let (otherAdapters, _) = try adapterSet(pack: other, names: [], model: model)
-                let expected = try forward(model, rows, otherAdapters)
-                let output = try forward(model, rows, adapters)
-                comparisons.append(try compare(output, expected, label: other, logits: logits, tolerance: tolerance))
-            }
+
+        func randomRows() throws -> [[Int]] {
+            try model.checkInputShape(batch: random.shape.batch, tokens: random.shape.tokens, adapters: adapters)
+            return randomInput(random.shape, vocabulary: model.config.vocabSize, seed: random.seed)
         }
-        return Report(pack: pack, base: base, adapters: names, inputShape: shownShape, comparisons: comparisons,
-                      passed: comparisons.allSatisfy(\.passed), atol: tolerance.absolute, rtol: tolerance.relative,
-                      baseCheck: binding.report)
+
+        /// Against a reference file's output on its own input ids; also returns their shape.
+        func againstReference(_ path: String, key: String?) throws -> (Comparison, [Int]) {
+            let file = try SafetensorsFile(path: path)
+            guard let ids = file.info("input_ids"), ids.shape.count == 2, ids.dtype == .i64 else {
+                throw InputError(file: path, tensor: "input_ids", problem: "a reference needs input_ids as I64 [batch, seq]")
+            }
+            try model.checkInputShape(batch: ids.shape[0], tokens: ids.shape[1], adapters: adapters)
+            let flat = try file.withBytes("input_ids") { raw in (0..<(ids.shape[0] * ids.shape[1])).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
+            let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
+            let outputKey = try key ?? defaultKey(file)
+            guard let expectedInfo = file.info(outputKey), expectedInfo.dtype.isFloatingPoint else {
+                throw InputError(file: path, tensor: outputKey, problem: "no floating-point output of that name")
+            }
+            let expected = try file.tensor(outputKey)
+            let output = try forward(model, rows, adapters)
+            return (try compare(output, FloatTensor(shape: expected.shape, values: expected.floats()),
+                                label: "\(path):\(outputKey)", logits: logits, tolerance: tolerance), ids.shape)
+        }
+
+        /// Against a merged model folder on random ids, allowing for its dtype's rounding.
+        func againstMerged(_ folder: String) throws -> Comparison {
+            let rows = try randomRows()
+            let output = try forward(model, rows, adapters)
+            var bound: (dtype: DType, value: Double)?
+            let mergedCheckpoint = try Checkpoint(path: folder)
+            if let narrow = MergedTolerance.narrowDType(of: mergedCheckpoint),
+               let rounded = try MergedTolerance.roundedMerge(base: base, pack: pack, adapterNames: names, merged: mergedCheckpoint) {
+                bound = (narrow, maxAbsDifference(output, try forward(rounded, rows, nil)))
+            }
+            let (merged, _) = try loadModel(folder)
+            let expected = try forward(merged, rows, nil)
+            let allowance = given == nil ? MergedTolerance.multiple * (bound?.value ?? 0) : 0
+            var comparison = try compare(output, expected, label: folder, logits: logits, tolerance: tolerance, allowance: allowance)
+            comparison.rounding = bound.map {
+                MergedRoundingBound(dtype: $0.dtype.rawValue, bound: $0.value, multiple: MergedTolerance.multiple,
+                                    ratio: $0.value > 0 ? comparison.maxAbsError / $0.value : .infinity)
+            }
+            return comparison
+        }
+
+        /// Against another pack's adapters on the same base and random ids.
+        func againstPack(_ other: String, adapters otherAdapters: AdapterSet) throws -> Comparison {
+            let rows = try randomRows()
+            let expected = try forward(model, rows, otherAdapters)
+            let output = try forward(model, rows, adapters)
+            return try compare(output, expected, label: other, logits: logits, tolerance: tolerance)
+        }
     }
 
-    /// Checks the base against what the pack recorded for the adapters `names` choose.
-    static func bind(pack: String, names: [String], to binding: BaseBinding) throws {
-        let reader = try PackReader(path: pack)
-        let document = try reader.adapterDocument()
-        let chosen = try names.isEmpty ? document.adapters : names.map { try PackExport.chooseAdapter(document, name: $0, file: pack) }
-        let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
-        try binding.add(document.base, targets: chosen.flatMap(binding.base.targets), all: document.adapters, shapes: { shapes[$0] }, file: pack)
+    /// Checks the base against what the pack recorded for the chosen adapters.
+    static func bind(_ selection: SelectedAdapters, to binding: BaseBinding) throws {
+        let pack = selection.packs[0]
+        try binding.add(pack.document.base, targets: selection.adapters.flatMap(binding.base.targets), all: pack.document.adapters,
+                        shapes: pack.shape, file: pack.path)
     }
 
     static func defaultKey(_ file: SafetensorsFile) throws -> String {

@@ -15,9 +15,13 @@ public struct InputError: UserFacingError, Equatable {
         case notMergeable
         /// A pack holding several adapters where the request needs one.
         case severalAdapters
+        /// A pack without an adapter of the name asked for.
+        case noSuchAdapter
+        /// Every adapter chosen at weight 0, so the request would change nothing.
+        case allWeightsZero
         /// A pack holding several adapters given one new name.
         case oneNameForSeveral
-        /// Two adapters of the output have the same name.
+        /// Two adapters of the output, or two chosen, have the same name.
         case duplicateName
         /// The pack lacks facts about its base that are recorded when it is imported with the base.
         case baseNotRecorded

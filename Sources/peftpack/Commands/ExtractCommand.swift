@@ -26,6 +26,13 @@ struct ExtractCommand: ParsableCommand {
             fine-tuned embedding is the head too, so the pack changes lm_head as well (the same \
             stored tensor, or the embedding's factors transposed with --embeddings lora).
 
+            Checkpoints saved by different transformers versions may differ by tensors that are no \
+            parameters: buffers the model recomputes (BERT's embeddings.position_ids, rotary \
+            inv_freq, GPT-2's attn.bias and attn.masked_bias, as the base's architecture lists them) \
+            and a copy of a tied head. One side storing such a tensor and the other not is accepted: \
+            the tensor is left out, listed in the report ("left out", JSON "ignored"). A parameter \
+            stored on one side only is refused, naming it.
+
             Two identical checkpoints are an input error (exit 2): there is nothing to extract.
 
             Examples:
@@ -129,6 +136,7 @@ struct ExtractCommand: ParsableCommand {
                 print("  \(module.tensor) \(Shape.describe(module.shape)): rank \(module.rank), energy kept \(String(format: "%.4f", module.energyKept)), relative error \(String(format: "%.3g", module.relativeError)) (\(module.method))")
             }
             for full in report.fullTensors { print("  \(full.tensor): stored whole (\(full.mode)): \(full.reason)") }
+            for ignored in report.ignored { print("  left out: \(ignored.tensor): \(ignored.reason)") }
             if !report.skipped.isEmpty { print("  skipped: \(report.skipped.count) changed tensors (excluded, skip policy, or rank 0 under the budget)") }
         }
     }

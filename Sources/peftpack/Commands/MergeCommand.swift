@@ -115,6 +115,7 @@ struct MergeCommand: ParsableCommand {
                     case "kept": print("  \(tie.head) stays tied to \(tie.embedding) (--tied-embeddings keep)")
                     default: print("  \(tie.head) stays tied to \(tie.embedding): the adapters change both alike")
                     }
+                    if tie.storedHeadCopy { print("  \(tie.head): the base stores a copy of the tied head, written with its merged value (transformers loads the copy)") }
                 }
                 if !report.skippedAdapters.isEmpty { print("  skipped (not mergeable): \(report.skippedAdapters.joined(separator: ", "))") }
             }

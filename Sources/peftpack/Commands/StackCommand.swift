@@ -13,7 +13,7 @@ struct StackCommand: ParsableCommand {
             alone (thin QR of the stacked B and Aᵀ, SVD of the small core): the optimal rank-R \
             approximation of the exact sum, never a dense out×in matrix. IA3 vectors multiply \
             (v = Π vᵢ^wᵢ); dense deltas add; a whole-tensor replacement may come from one input only. \
-            DoRA adapters, different kinds and different bases are refused.
+            DoRA adapters, different kinds and different bases are refused, as are weights that are all 0.
 
             Examples:
               peftpack stack a.peftpack b.peftpack -o ab.peftpack

@@ -54,7 +54,7 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: "Another pack whose adapters give the expected output.")
     var against: String?
 
-    @Option(name: .customLong("name"), help: "Apply only these adapters of the pack (repeatable; default all).")
+    @Option(name: .customLong("name"), help: "Apply only these adapters of the pack (repeatable, each once; default all).")
     var names: [String] = []
 
     @Option(name: .customLong("input-ids"), help: "Random input shape BATCH,SEQ for --merged/--against (default 2,16).", transform: OptionValue.inputShape)

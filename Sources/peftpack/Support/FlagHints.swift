@@ -26,6 +26,8 @@ enum FlagHints {
         case .notLoadedByItsTool: "correct adapter_config.json, or pass --drop-unloaded to leave such tensors out as PEFT does"
         case .notMergeable: "pass --skip-unmergeable to leave it out"
         case .severalAdapters: "choose one with --name"
+        case .noSuchAdapter: nil
+        case .allWeightsZero: "give at least one adapter a non-zero --weight"
         case .oneNameForSeveral: "--name can only rename a single one"
         case .duplicateName: "give distinct names with --name"
         case .baseNotRecorded: "import it with --base"
