@@ -4,14 +4,14 @@ import Testing
 
 /// Mistral (fixtures/data/families/mistral): MistralForCausalLM with a 3-token sliding window on
 /// both layers (the reference input has 7 tokens), 4 query heads over 1 key/value head and
-/// rope_theta 1e6. FamilyReferenceTests runs the cases; this suite pins what is Mistral's own.
-/// Tolerance: 1e-5 relative, as FamilyReferenceTests; a control must move the output by > 1e-3.
+/// rope_theta 1e6. FamilyFixtureTests runs the cases; this suite pins what is Mistral's own.
+/// Tolerance: 1e-5 relative, as FamilyFixtureTests; a control must move the output by > 1e-3.
 @Suite struct FamilyMistralTests {
-    static let base = FamilyFixtures.base("mistral")
-    static let reference = FamilyFixtures.reference("mistral/mistral_lora")
+    static let base = FamilyFixtureTests.base("mistral")
+    static let reference = FamilyFixtureTests.reference("mistral/mistral_lora")
 
     static func baseError(_ edit: (inout ModelConfig) -> Void = { _ in }) throws -> Double {
-        try FamilyFixtures.relativeError(base, against: "output_base", of: reference, edit: edit)
+        try FamilyFixtures.relativeError(try FamilyFixtures.model(base, edit: edit), against: "output_base", of: reference)
     }
 
     @Test func configAsMistralConfigReadsIt() throws {

@@ -4,11 +4,11 @@ import Testing
 
 /// Qwen3 (fixtures/data/families/qwen3): Qwen3ForCausalLM with per-head q/k RMSNorm, head_dim 32
 /// where hidden / heads is 16, 2 key/value heads and the head tied to the embedding as the small
-/// Qwen3 models save it. FamilyReferenceTests runs the cases; this suite pins what is Qwen3's own.
-/// Tolerance: 1e-5 relative, as FamilyReferenceTests; a control must move the output by > 1e-3.
+/// Qwen3 models save it. FamilyFixtureTests runs the cases; this suite pins what is Qwen3's own.
+/// Tolerance: 1e-5 relative, as FamilyFixtureTests; a control must move the output by > 1e-3.
 @Suite struct FamilyQwen3Tests {
-    static let base = FamilyFixtures.base("qwen3")
-    static let reference = FamilyFixtures.reference("qwen3/qwen3_lora")
+    static let base = FamilyFixtureTests.base("qwen3")
+    static let reference = FamilyFixtureTests.reference("qwen3/qwen3_lora")
 
     @Test func configAndCheckpointAsTransformersSavesThem() throws {
         let model = try FamilyFixtures.model(Self.base)
@@ -42,14 +42,31 @@ import Testing
     /// four norm weights unused and move the logits far past the tolerance; the generator shows
     /// transformers moves as much with the norms removed (fixtures/README.md).
     @Test func queryKeyNormsDecideTheOutput() throws {
-        let exact = try FamilyFixtures.relativeError(Self.base, against: "output_base", of: Self.reference)
+        let exact = try FamilyFixtures.relativeError(try FamilyFixtures.model(Self.base), against: "output_base", of: Self.reference)
         #expect(exact <= 1e-5, "relative error \(exact)")
         let withoutNorms = try FamilyFixtures.model(Self.base) { $0.family = .llama }
         #expect(withoutNorms.unusedWeights.sorted() == [0, 1].flatMap { layer in
             ["k_norm", "q_norm"].map { "model.layers.\(layer).self_attn.\($0).weight" }
         })
-        let file = try ReferenceFile(path: Self.reference)
-        let moved = RuntimeFixtures.relativeError(try withoutNorms.forward(inputIds: try file.inputRows()), try file.output("output_base"))
+        let moved = try FamilyFixtures.relativeError(withoutNorms, against: "output_base", of: Self.reference)
         #expect(moved > 1e-3, "without q/k norms: relative error only \(moved)")
+    }
+
+    /// Merging into the tied base keeps the tie as PEFT's merge does (no lm_head.weight written,
+    /// tie_word_embeddings still true) when the adapter leaves embedding and head alone.
+    @Test(arguments: ["qwen3_lora", "qwen3_dora", "qwen3_ia3"])
+    func mergeKeepsTheTie(caseName: String) throws {
+        let familyCase = "qwen3/\(caseName)"
+        let tie = try SafetensorsFile(path: FamilyFixtureTests.reference(familyCase)).metadata?["peft_merged_tie"]
+        #expect(tie == "true")
+        let output = Fixtures.temporaryDirectory() + "/merged"
+        let report = try Merge.run(base: Self.base, inputs: [MergeInput(pack: try FamilyFixtureTests.pack(familyCase), adapter: nil, weight: 1)],
+                                   output: output, options: .init())
+        #expect(report.tiedEmbeddings == nil || report.tiedEmbeddings?.outcome == "kept-identical")
+        #expect(try Checkpoint(path: output).info("lm_head.weight") == nil)
+        let merged = try FamilyFixtures.model(output)
+        #expect(merged.config.tieWordEmbeddings)
+        let error = try FamilyFixtures.relativeError(merged, against: "output_adapter", of: FamilyFixtureTests.reference(familyCase))
+        #expect(error <= 1e-5, "\(caseName): relative error \(error)")
     }
 }
