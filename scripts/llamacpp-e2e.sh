@@ -2,9 +2,11 @@
 # End to end against llama.cpp itself (not part of CI: building llama.cpp takes ~10 min on 2 cores).
 # 1. llama.cpp's source from the pinned llama-cpp-python sdist (scripts/llamacpp-source.sh); the
 #    package is built from it into .venv/llamacpp (the Python binding over the real C++ runtime).
-# 2. The fixture base llama-tiny is converted with llama.cpp's convert_hf_to_gguf.py (f32). It has
-#    no tokenizer, so a throwaway SentencePiece model is trained for the conversion only: the
-#    comparison feeds token ids, never text.
+# 2. Each fixture base (llama-tiny and families/qwen3) is converted with llama.cpp's
+#    convert_hf_to_gguf.py (f32). They have no tokenizer, so a throwaway SentencePiece model is
+#    trained for the conversion only: the comparison feeds token ids, never text. families/mistral
+#    is left out: llama.cpp runs Mistral as a Llama without its sliding window (the converter
+#    writes none), so on the fixture's 3-token window its base logits are not transformers'.
 # 3. For each LoRA fixture, `peftpack import` → `peftpack export --format gguf`, then llama.cpp
 #    evaluates the reference input ids with the base GGUF and the adapter applied at run time
 #    (--lora), and its logits are compared with PEFT's recorded output (the fixture reference) and
@@ -15,11 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source_dir=$(bash scripts/llamacpp-source.sh)
 bash scripts/python-envs.sh >/dev/null
-if [ ! -x .venv/llamacpp/bin/python ] || ! .venv/llamacpp/bin/python -c "import llama_cpp" 2>/dev/null; then
-  echo "building llama-cpp-python 0.3.36 (llama.cpp) from source into .venv/llamacpp"
-  rm -rf .venv/llamacpp && python3 -m venv .venv/llamacpp
+# LLAMACPP_VENV: where the binding is built (default .venv/llamacpp).
+venv=${LLAMACPP_VENV:-.venv/llamacpp}
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "building llama-cpp-python 0.3.36 (llama.cpp) from source into $venv"
+  rm -rf "$venv" && python3 -m venv "$venv"
   CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-    .venv/llamacpp/bin/pip install -q --no-binary llama-cpp-python numpy==2.4.6 \
+    "$venv/bin/pip" install -q --no-binary llama-cpp-python numpy==2.4.6 \
     "$(dirname "$(dirname "$(dirname "$source_dir")")")"/llama_cpp_python-0.3.36.tar.gz
 fi
 swift build -c release --static-swift-stdlib --product peftpack >/dev/null
@@ -27,8 +31,10 @@ peftpack="$(swift build -c release --show-bin-path)/peftpack"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
-cp -r fixtures/data/models/llama-tiny "$work/base"
-.venv/peft/bin/python - "$work/base" <<'PY'
+# convert_base <fixture base folder> <name>: $work/<name>.gguf
+convert_base() {
+  cp -r "$1" "$work/$2"
+  .venv/peft/bin/python - "$work/$2" <<'PY'
 import sys, sentencepiece as spm, random
 random.seed(0)
 text = sys.argv[1] + "/corpus.txt"
@@ -38,15 +44,22 @@ with open(text, "w") as f:
 spm.SentencePieceTrainer.train(input=text, model_prefix=sys.argv[1] + "/tokenizer", vocab_size=200, model_type="bpe",
                                bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2)
 PY
-PYTHONPATH="$source_dir/gguf-py" .venv/peft/bin/python "$source_dir/convert_hf_to_gguf.py" "$work/base" --outtype f32 \
-  --outfile "$work/base.gguf" > "$work/convert.log" 2>&1 || { tail -20 "$work/convert.log"; exit 1; }
+  PYTHONPATH="$source_dir/gguf-py" .venv/peft/bin/python "$source_dir/convert_hf_to_gguf.py" "$work/$2" --outtype f32 \
+    --outfile "$work/$2.gguf" > "$work/$2.convert.log" 2>&1 || { tail -20 "$work/$2.convert.log"; exit 1; }
+}
+convert_base fixtures/data/models/llama-tiny llama
+convert_base fixtures/data/families/qwen3/model qwen3
 status=0
-for case in llama_lora llama_rslora_patterns; do
-  "$peftpack" import "fixtures/data/cases/$case/adapter" -o "$work/$case.peftpack" --base fixtures/data/models/llama-tiny > /dev/null
+# <case folder under fixtures/data>:<base folder under fixtures/data>:<converted base name>
+for entry in cases/llama_lora:models/llama-tiny:llama cases/llama_rslora_patterns:models/llama-tiny:llama \
+             families/qwen3/cases/qwen3_lora:families/qwen3/model:qwen3; do
+  IFS=: read -r folder base converted <<< "$entry"
+  case=$(basename "$folder")
+  "$peftpack" import "fixtures/data/$folder/adapter" -o "$work/$case.peftpack" --base "fixtures/data/$base" > /dev/null
   "$peftpack" export "$work/$case.peftpack" -o "$work/$case.gguf" --format gguf > /dev/null
-  PYTHONPATH="$source_dir/gguf-py" .venv/peft/bin/python "$source_dir/convert_lora_to_gguf.py" "fixtures/data/cases/$case/adapter" \
-    --base fixtures/data/models/llama-tiny --outtype f32 --outfile "$work/$case.llamacpp.gguf" > /dev/null 2>&1
-  .venv/llamacpp/bin/python - "$work/base.gguf" "$work/$case.gguf" "fixtures/data/cases/$case/$case.ref.safetensors" "$case" <<'PY' || status=1
+  PYTHONPATH="$source_dir/gguf-py" .venv/peft/bin/python "$source_dir/convert_lora_to_gguf.py" "fixtures/data/$folder/adapter" \
+    --base "fixtures/data/$base" --outtype f32 --outfile "$work/$case.llamacpp.gguf" > /dev/null 2>&1
+  "$venv/bin/python" - "$work/$converted.gguf" "$work/$case.gguf" "fixtures/data/$folder/$case.ref.safetensors" "$case" <<'PY' || status=1
 import sys, json, struct
 import numpy as np
 from llama_cpp import Llama

@@ -7,6 +7,10 @@ the q/k rows put back from llama.cpp's rotary order for Llama — must equal the
 With LLAMACPP_SRC set (scripts/llamacpp-source.sh), llama.cpp's own convert_lora_to_gguf.py converts
 the same PEFT folders: on a plain LoRA its file and ours must give the same ΔW for every tensor;
 on rsLoRA with rank/alpha patterns the script prints how far the converter's ΔW is from PEFT's.
+The model families llama.cpp converts (fixtures/data/families, FAMILY_ARCHITECTURES) are checked
+the same way on their rsLoRA case, with the architecture name convert_hf_to_gguf.py gives them;
+since the converter ignores rsLoRA and the patterns, there each of its ΔW must be a multiple of ours
+(same tensor names and row order, 1e-6 relative), the scale being the part it gets wrong.
 
 Runs in .venv/peft (gguf pinned in fixtures/requirements.txt). Tolerance: 1e-6 relative to the
 largest |ΔW| (fp32 factors; folding the scale into B rounds once per element); q8_0 files get
@@ -18,7 +22,7 @@ import torch
 from gguf import GGUFReader
 from peft import PeftModel
 
-from common import CASES, MODELS, Tally, load_base, reference, run_peftpack, scratch_dir
+from common import CASES, FIXTURES, MODELS, Tally, load_base, reference, run_peftpack, scratch_dir
 
 CASES_TO_CHECK = {
     "llama_lora": "f32",
@@ -26,6 +30,10 @@ CASES_TO_CHECK = {
     "gpt2_lora_fan_in_fan_out": "f32",
     "llama_lora_q8": "q8_0",
 }
+FAMILIES = FIXTURES / "families"
+# The family fixtures llama.cpp supports, with the general.architecture its convert_hf_to_gguf.py
+# writes for them (conversion/llama.py registers MistralForCausalLM; conversion/qwen.py Qwen3).
+FAMILY_ARCHITECTURES = {"mistral": "llama", "qwen3": "qwen3"}
 
 
 def unpermute(rows, heads):
@@ -66,28 +74,45 @@ def read_deltas(path):
     return out
 
 
-def compare_with_converter(case, work, source):
+def converted_deltas(case, work, source, root=CASES, base=MODELS / "llama-tiny"):
+    """(llama.cpp's converter's ΔW, peftpack's ΔW) for one PEFT folder, by GGUF tensor name."""
     import os
     import subprocess
     converted = work / f"{case}.llamacpp.gguf"
-    subprocess.run([sys.executable, os.path.join(source, "convert_lora_to_gguf.py"), str(CASES / case / "adapter"),
-                    "--base", str(MODELS / "llama-tiny"), "--outtype", "f32", "--outfile", str(converted)],
+    subprocess.run([sys.executable, os.path.join(source, "convert_lora_to_gguf.py"), str(root / case / "adapter"),
+                    "--base", str(base), "--outtype", "f32", "--outfile", str(converted)],
                    check=True, capture_output=True, env={**os.environ, "PYTHONPATH": os.path.join(source, "gguf-py")})
     pack, ours = work / f"{case}.cmp.peftpack", work / f"{case}.cmp.gguf"
-    run_peftpack("import", str(CASES / case / "adapter"), "-o", str(pack), "--base", str(MODELS / "llama-tiny"))
+    run_peftpack("import", str(root / case / "adapter"), "-o", str(pack), "--base", str(base))
     run_peftpack("export", str(pack), "-o", str(ours), "--format", "gguf")
     theirs, mine = read_deltas(converted), read_deltas(ours)
     if set(theirs) != set(mine):
         raise AssertionError(f"tensor names differ: {sorted(set(theirs) ^ set(mine))[:4]}")
+    return theirs, mine
+
+
+def compare_with_converter(case, work, source):
+    theirs, mine = converted_deltas(case, work, source)
     worst = max(((theirs[k] - mine[k]).abs().max() / mine[k].abs().max()).item() for k in mine)
     return worst
 
 
-def check(name, dtype, work):
+def check_family_converter(family, work, source):
+    """Same names and row order as llama.cpp's converter: each of its ΔW is c·ours for one c."""
+    theirs, mine = converted_deltas(f"{family}_lora", work, source, FAMILIES / family / "cases",
+                                    FAMILIES / family / "model")
+    for key in mine:
+        scale = (theirs[key] * mine[key]).sum() / (mine[key] * mine[key]).sum()
+        residual = ((theirs[key] - scale * mine[key]).abs().max() / theirs[key].abs().max()).item()
+        if not residual <= 1e-6:
+            raise AssertionError(f"{key}: llama.cpp's converter's ΔW is no multiple of ours ({residual:.3g} relative)")
+
+
+def check(name, dtype, work, root=CASES, expected_architecture=None):
     case = name.removesuffix("_q8")
-    _, metadata = reference(case)
+    _, metadata = reference(case, root)
     pack, exported = work / f"{name}.peftpack", work / f"{name}.gguf"
-    run_peftpack("import", str(CASES / case / "adapter"), "-o", str(pack), "--base", str(MODELS.parent / metadata["base"]))
+    run_peftpack("import", str(root / case / "adapter"), "-o", str(pack), "--base", str(FIXTURES / metadata["base"]))
     run_peftpack("export", str(pack), "-o", str(exported), "--format", "gguf", "--dtype", dtype)
     reader = GGUFReader(str(exported))
     fields = {field.name: field for field in reader.fields.values()}
@@ -96,13 +121,15 @@ def check(name, dtype, work):
         return bytes(field.parts[field.data[0]]).decode()
     assert text("general.type") == "adapter" and text("adapter.type") == "lora", "not a LoRA adapter file"
     architecture = text("general.architecture")
+    if expected_architecture and architecture != expected_architecture:
+        raise AssertionError(f"general.architecture {architecture}, llama.cpp's converter writes {expected_architecture}")
     alpha = float(fields["adapter.lora.alpha"].parts[fields["adapter.lora.alpha"].data[0]][0])
     tensors = {tensor.name: tensor for tensor in reader.tensors}
     def values(tensor):
         from gguf import dequantize
         array = dequantize(tensor.data, tensor.tensor_type)
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).double().reshape(tuple(reversed([int(d) for d in tensor.shape])))
-    model = PeftModel.from_pretrained(load_base(metadata), str(CASES / case / "adapter")).eval()
+    model = PeftModel.from_pretrained(load_base(metadata), str(root / case / "adapter")).eval()
     config = model.base_model.model.config
     checked = 0
     for module_name, module in model.base_model.model.named_modules():
@@ -133,6 +160,9 @@ def main() -> int:
     tally = Tally("gguf exports match PEFT's ΔW")
     for name, dtype in CASES_TO_CHECK.items():
         tally.check(name, lambda name=name, dtype=dtype: check(name, dtype, work))
+    for family, architecture in FAMILY_ARCHITECTURES.items():
+        tally.check(f"{family}_lora ({architecture})", lambda f=family, a=architecture: check(
+            f"{f}_lora", "f32", work, FAMILIES / f / "cases", a))
     source = os.environ.get("LLAMACPP_SRC")
     if source:
         def plain():
@@ -142,6 +172,9 @@ def main() -> int:
         tally.check("plain LoRA: same ΔW as llama.cpp's convert_lora_to_gguf.py", plain)
         worst = compare_with_converter("llama_rslora_patterns", work, source)
         print(f"info: on rsLoRA with rank/alpha patterns, llama.cpp's converter's ΔW is off by up to {worst:.1%} of the module's largest |ΔW| (peftpack's matches PEFT, above)", flush=True)
+        for family in FAMILY_ARCHITECTURES:
+            tally.check(f"{family}_lora: llama.cpp's converter gives the same names and row order",
+                        lambda f=family: check_family_converter(f, work, source))
     return tally.finish()
 
 

@@ -8,6 +8,7 @@ public enum ArchitectureRegistry {
         .qwen2,
         .gemma,
         .openAIGPT,
+        .qwen3,
     ]
 
     /// The family of a config.json `model_type`.

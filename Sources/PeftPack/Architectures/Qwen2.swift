@@ -10,18 +10,26 @@ extension Architecture {
             try config.readAttentionShape(c)
             (config.queryKeyValueBias, config.attentionOutputBias, config.mlpBias) = (true, false, false)
             config.rope = try ModelConfig.readRope(c, maxPositionEmbeddings: config.maxPositionEmbeddings)
-            let q = c.reading(Qwen2Key.self)
-            guard try q.bool(.useSlidingWindow) ?? false else { return }
-            config.slidingWindow = try c.int(.slidingWindow) ?? 4096
-            if let listed = try ModelConfig.slidingLayers(c) {
-                config.slidingWindowLayers = listed
-            } else {
-                let firstSliding = try q.int(.maxWindowLayers) ?? 28
-                config.slidingWindowLayers = Set(config.numLayers > firstSliding ? Array(firstSliding..<config.numLayers) : [])
-            }
+            try config.readQwenSlidingWindow(c)
         })
+}
 
-    private enum Qwen2Key: String {
+extension ModelConfig {
+    /// Qwen2Config's and Qwen3Config's window (the same __post_init__): off unless
+    /// use_sliding_window, then on the layers `layer_types` lists or from `max_window_layers` on.
+    mutating func readQwenSlidingWindow(_ c: ConfigFields<Key>) throws {
+        let q = c.reading(QwenKey.self)
+        guard try q.bool(.useSlidingWindow) ?? false else { return }
+        slidingWindow = try c.int(.slidingWindow) ?? 4096
+        if let listed = try ModelConfig.slidingLayers(c) {
+            slidingWindowLayers = listed
+        } else {
+            let firstSliding = try q.int(.maxWindowLayers) ?? 28
+            slidingWindowLayers = Set(numLayers > firstSliding ? Array(firstSliding..<numLayers) : [])
+        }
+    }
+
+    private enum QwenKey: String {
         case useSlidingWindow = "use_sliding_window", maxWindowLayers = "max_window_layers"
     }
 }

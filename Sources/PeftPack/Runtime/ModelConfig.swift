@@ -116,11 +116,12 @@ extension ModelConfig {
         try validate()
     }
 
-    /// The grouped key/value heads and explicit head size rotary decoders read.
-    mutating func readAttentionShape(_ c: ConfigFields<Key>, defaultKeyValueHeads: Int? = nil) throws {
+    /// The grouped key/value heads and explicit head size rotary decoders read. A config class
+    /// with its own head_dim default (Qwen3Config: 128) passes it; the others derive it.
+    mutating func readAttentionShape(_ c: ConfigFields<Key>, defaultKeyValueHeads: Int? = nil, defaultHeadDim: Int? = nil) throws {
         guard numAttentionHeads > 0 else { throw RuntimeError.invalidConfig("num_attention_heads must be positive") }
         numKeyValueHeads = try c.int(.numKeyValueHeads) ?? defaultKeyValueHeads ?? numAttentionHeads
-        headDim = try c.int(.headDim) ?? hiddenSize / numAttentionHeads
+        headDim = try c.int(.headDim) ?? defaultHeadDim ?? hiddenSize / numAttentionHeads
     }
 
     /// Layers listed as "sliding_attention" in `layer_types`, when the config has it.

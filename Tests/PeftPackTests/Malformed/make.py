@@ -371,6 +371,50 @@ case(without_tensor(BUFFERS / "bert-base", "buffers_base_lacks_parameter", "pool
      ["extract", "--base", "{input}", "--finetuned", "{fixtures}/buffers/bert-finetuned", "-o", "{output}"],
      "has tensor pooler.dense.bias")
 
+
+# Model families (issue 17): bases whose config and tensors disagree on what the family needs
+# (a Qwen3 k_norm over the hidden size instead of head_dim, a head_dim that does not fit q_proj),
+# and a Mistral sliding window of 0 (refused from config.json alone: that base keeps no tensors),
+# given to verify with an adapter imported without a base.
+def family_base(name, family, config_changes=None, replace=None, tensors=True):
+    folder = CORPUS / name
+    shutil.copytree(DATA / "families" / family / "model", folder / "base")
+    if not tensors:
+        empty = b'{"__metadata__":{"format":"pt"}}'
+        (folder / "base" / "model.safetensors").write_bytes(struct.pack("<Q", len(empty) + (-len(empty) % 8)) + empty + b" " * (-len(empty) % 8))
+    subprocess.run([binary, "import", str(DATA / "families" / family / "cases" / f"{family}_lora" / "adapter"), "-o", str(folder / "lora.peftpack")],
+                   check=True, capture_output=True)
+    if config_changes:
+        config = json.loads((folder / "base" / "config.json").read_text())
+        (folder / "base" / "config.json").write_text(json.dumps({**config, **config_changes}, indent=2))
+    if replace:
+        tensor, shape = replace
+        raw = (folder / "base" / "model.safetensors").read_bytes()
+        length = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8 : 8 + length])
+        data = raw[8 + length :]
+        count = 1
+        for dim in shape:
+            count *= dim
+        tensors = {key: data[info["data_offsets"][0] : info["data_offsets"][1]] for key, info in header.items() if key != "__metadata__"}
+        tensors[tensor] = struct.pack("<f", 1.0) * count
+        header[tensor] = {**header[tensor], "shape": shape}
+        packed = b""
+        for key in sorted(tensors):
+            header[key]["data_offsets"] = [len(packed), len(packed) + len(tensors[key])]
+            packed += tensors[key]
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        (folder / "base" / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + packed)
+    return name
+FAMILY_VERIFY = ["verify", "{input}/lora.peftpack", "--base", "{input}/base", "--input-ids", "1,7"]
+case(family_base("families_qwen3_k_norm_shape", "qwen3", replace=("model.layers.1.self_attn.k_norm.weight", [64])), FAMILY_VERIFY + ["--merged", "{input}/base"],
+     "tensor model.layers.1.self_attn.k_norm.weight has shape [64] but the config implies [32]")
+case(family_base("families_qwen3_head_dim", "qwen3", config_changes={"head_dim": 16}), FAMILY_VERIFY + ["--merged", "{input}/base"],
+     "tensor model.layers.0.self_attn.q_proj.weight has shape [128, 64] but the config implies [64, 64]")
+case(family_base("families_mistral_window_zero", "mistral", config_changes={"sliding_window": 0}, tensors=False), FAMILY_VERIFY + ["--merged", "{input}/base"],
+     "sliding_window must be positive, got 0")
+
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {
     "st_truncated_data.safetensors": "data bytes", "st_overlap.safetensors": "overlaps",
