@@ -6,6 +6,8 @@ public enum ArchitectureRegistry {
         .llama,
         .mistral,
         .qwen2,
+        .gemma2,
+        .gemma3,
     ]
 
     /// The family of a config.json `model_type`.
