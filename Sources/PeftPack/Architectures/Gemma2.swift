@@ -26,15 +26,9 @@ extension Architecture {
 
 extension DecoderLayout {
     /// Gemma 2's layer: four norms, (1 + w) RMSNorms, scaled embeddings.
-    static let gemma2: DecoderLayout = {
-        var layout = DecoderLayout()
-        layout.preFeedForwardNorm = "pre_feedforward_layernorm"
-        layout.postAttentionNorm = "post_attention_layernorm"
-        layout.postFeedForwardNorm = "post_feedforward_layernorm"
-        layout.normsOffsetByOne = true
-        layout.scalesEmbeddings = true
-        return layout
-    }()
+    static let gemma2 = DecoderLayout(
+        preFeedForwardNorm: "pre_feedforward_layernorm", postAttentionNorm: "post_attention_layernorm",
+        postFeedForwardNorm: "post_feedforward_layernorm", normsOffsetByOne: true, scalesEmbeddings: true)
 }
 
 /// config.json fields of Gemma 2 and Gemma 3 that other families lack.

@@ -20,12 +20,11 @@ extension Architecture {
 }
 
 extension DecoderLayout {
-    static let gemma3: DecoderLayout = {
-        var layout = DecoderLayout.gemma2
-        layout.queryNorm = "self_attn.q_norm"
-        layout.keyNorm = "self_attn.k_norm"
-        return layout
-    }()
+    /// Gemma 2's layer with q_norm and k_norm.
+    static let gemma3 = DecoderLayout(
+        preFeedForwardNorm: "pre_feedforward_layernorm", postAttentionNorm: "post_attention_layernorm",
+        postFeedForwardNorm: "post_feedforward_layernorm", queryNorm: "self_attn.q_norm", keyNorm: "self_attn.k_norm",
+        normsOffsetByOne: true, scalesEmbeddings: true)
 }
 
 extension ModelConfig {
