@@ -50,13 +50,16 @@ extension ConfigDefaults {
 }
 
 extension ModelConfig {
-    /// Heads, head size and query scale as Gemma's config classes default them: 4 key/value heads,
-    /// head_dim 256 whatever hidden_size is, query_pre_attn_scalar 256. Bidirectional attention
+    /// Heads, head size, biases and query scale as Gemma's config classes default them: 4 key/value
+    /// heads, head_dim 256 whatever hidden_size is, attention_bias on q/k/v/o (false),
+    /// query_pre_attn_scalar 256. Bidirectional attention
     /// (an option of both classes for embedding models) is refused: the runtime is causal.
     mutating func readGemmaAttention(_ c: ConfigFields<Key>, _ g: ConfigFields<GemmaKey>) throws {
         guard numAttentionHeads > 0 else { throw RuntimeError.invalidConfig("num_attention_heads must be positive") }
         numKeyValueHeads = try c.int(.numKeyValueHeads) ?? 4
         headDim = try c.int(.headDim) ?? 256
+        let attentionBias = try c.bool(.attentionBias) ?? false
+        (queryKeyValueBias, attentionOutputBias) = (attentionBias, attentionBias)
         let scalar = try g.double(.queryPreAttnScalar) ?? 256
         guard scalar > 0 else { throw RuntimeError.invalidConfig("query_pre_attn_scalar must be positive, got \(scalar)") }
         attentionScale = pow(scalar, -0.5)  // query_pre_attn_scalar**-0.5, as Python evaluates it
