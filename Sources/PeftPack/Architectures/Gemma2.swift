@@ -19,8 +19,8 @@ extension Architecture {
             // Gemma2Config's defaults are 50 and 30; an explicit null switches each off.
             config.attentionSoftcap = try g.contains(.attnLogitSoftcapping) ? g.double(.attnLogitSoftcapping) : 50
             config.finalLogitSoftcap = try g.contains(.finalLogitSoftcapping) ? g.double(.finalLogitSoftcapping) : 30
-            // Gemma2Config.__post_init__: sliding on even layers, (i + 1) % 2 != 0.
-            try config.readGemmaSlidingWindow(c, g, defaultPattern: 2)
+            // Gemma2Config.__post_init__ alternates, (i + 1) % 2 != 0, and reads no pattern field.
+            try config.readGemmaSlidingWindow(c, pattern: 2)
         })
 }
 
@@ -52,8 +52,8 @@ extension ConfigDefaults {
 extension ModelConfig {
     /// Heads, head size, biases and query scale as Gemma's config classes default them: 4 key/value
     /// heads, head_dim 256 whatever hidden_size is, attention_bias on q/k/v/o (false),
-    /// query_pre_attn_scalar 256. Bidirectional attention
-    /// (an option of both classes for embedding models) is refused: the runtime is causal.
+    /// query_pre_attn_scalar 256. Bidirectional attention (an option of both classes for embedding
+    /// models) is refused: the runtime is causal.
     mutating func readGemmaAttention(_ c: ConfigFields<Key>, _ g: ConfigFields<GemmaKey>) throws {
         guard numAttentionHeads > 0 else { throw RuntimeError.invalidConfig("num_attention_heads must be positive") }
         numKeyValueHeads = try c.int(.numKeyValueHeads) ?? 4
@@ -68,13 +68,13 @@ extension ModelConfig {
         }
     }
 
-    /// The sliding layers (`layer_types`, else every layer i with (i + 1) % pattern != 0) and their
-    /// window (default 4096). transformers cannot run sliding layers with a null window.
-    mutating func readGemmaSlidingWindow(_ c: ConfigFields<Key>, _ g: ConfigFields<GemmaKey>, defaultPattern: Int) throws {
+    /// The sliding layers (`layer_types`, else every layer i with (i + 1) % pattern != 0; the pattern
+    /// matters only then) and their window (default 4096). transformers cannot run sliding layers
+    /// with a null window.
+    mutating func readGemmaSlidingWindow(_ c: ConfigFields<Key>, pattern: Int) throws {
         if let listed = try ModelConfig.slidingLayers(c) {
             slidingWindowLayers = listed
         } else {
-            let pattern = try g.int(.slidingWindowPattern) ?? defaultPattern
             guard pattern > 0 else { throw RuntimeError.invalidConfig("sliding_window_pattern must be positive, got \(pattern)") }
             slidingWindowLayers = Set((0..<numLayers).filter { ($0 + 1) % pattern != 0 })
         }

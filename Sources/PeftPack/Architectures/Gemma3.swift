@@ -15,7 +15,8 @@ extension Architecture {
             try config.readGemmaAttention(c, g)
             (config.rope, config.slidingRope) = try ModelConfig.readGemma3Rope(c, g, maxPositionEmbeddings: config.maxPositionEmbeddings)
             config.finalLogitSoftcap = try g.double(.finalLogitSoftcapping)
-            try config.readGemmaSlidingWindow(c, g, defaultPattern: 6)
+            // 4.x configs give the pattern (Gemma3TextConfig reads it from kwargs, default 6).
+            try config.readGemmaSlidingWindow(c, pattern: try g.int(.slidingWindowPattern) ?? 6)
         })
 }
 
