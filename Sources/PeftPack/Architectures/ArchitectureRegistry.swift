@@ -9,6 +9,8 @@ public enum ArchitectureRegistry {
         .gemma,
         .openAIGPT,
         .qwen3,
+        .gemma2,
+        .gemma3,
     ]
 
     /// The family of a config.json `model_type`.

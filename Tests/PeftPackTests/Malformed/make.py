@@ -414,6 +414,35 @@ case(family_base("families_qwen3_head_dim", "qwen3", config_changes={"head_dim":
      "tensor model.layers.0.self_attn.q_proj.weight has shape [128, 64] but the config implies [64, 64]")
 case(family_base("families_mistral_window_zero", "mistral", config_changes={"sliding_window": 0}, tensors=False), FAMILY_VERIFY + ["--merged", "{input}/base"],
      "sliding_window must be positive, got 0")
+# Gemma 2 / Gemma 3 configs (issue 17, families): settings transformers cannot run or the causal
+# runtime does not compute, refused when the base is loaded. Each base folder is its config.json
+# beside a model.safetensors holding no tensors (the config is refused before any weight is read).
+gemma_packs = CORPUS / "gemma_packs"
+gemma_packs.mkdir()
+for family in ["gemma2", "gemma3"]:
+    subprocess.run([binary, "import", str(DATA / "families" / family / "cases" / f"{family}_lora" / "adapter"), "-o",
+                    str(gemma_packs / f"{family}_lora.peftpack")], check=True, capture_output=True)
+def gemma_base(name, family, **changes):
+    folder = CORPUS / name
+    folder.mkdir()
+    config = json.loads((DATA / "families" / family / "model" / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}, indent=2))
+    header = b"{}      "
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    return name
+def gemma_verify(family):
+    return ["verify", f"{{input}}/../gemma_packs/{family}_lora.peftpack", "--base", "{input}", "--reference",
+            f"{{fixtures}}/families/{family}/cases/{family}_lora/{family}_lora.ref.safetensors"]
+case(gemma_base("gemma3_bidirectional", "gemma3", use_bidirectional_attention=True), gemma_verify("gemma3"),
+     "gemma3_text with use_bidirectional_attention=true")
+case(gemma_base("gemma2_null_window", "gemma2", sliding_window=None), gemma_verify("gemma2"),
+     "sliding_window is null but layer_types has sliding_attention layers")
+case(gemma_base("gemma2_query_scalar_zero", "gemma2", query_pre_attn_scalar=0), gemma_verify("gemma2"),
+     "query_pre_attn_scalar must be positive")
+case(gemma_base("gemma2_softcap_zero", "gemma2", final_logit_softcapping=0), gemma_verify("gemma2"),
+     "final_logit_softcapping must be positive")
+case(gemma_base("gemma3_pattern_zero", "gemma3", layer_types=None, sliding_window_pattern=0), gemma_verify("gemma3"),
+     "sliding_window_pattern must be positive")
 
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {
