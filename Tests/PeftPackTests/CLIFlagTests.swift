@@ -34,7 +34,7 @@ import Testing
         let made = try CLI.run(["import", PipelineVerifyTests.adapterFolder(of: "llama_lora"), PipelineVerifyTests.adapterFolder(of: "llama_prefix"),
                                 "-o", pack, "--name", "lora", "--name", "prefix"])
         #expect(made.status == 0, "\(made.stderr)")
-        let error = try #require(throws: AdapterFormatError.self) {
+        let error = try #require(throws: InputError.self) {
             try PackExport.run(pack: pack, output: folder + "/out", format: nil, name: nil, force: false, ggufType: .f32)
         }
         #expect(error.kind == .severalAdapters)
@@ -43,7 +43,7 @@ import Testing
         #expect(result.status == 2)
         #expect(result.stderr == "peftpack: error: \(pack): holds 2 adapters (lora, prefix); choose one with --name\n")
 
-        let duplicate = try #require(throws: AdapterFormatError.self) {
+        let duplicate = try #require(throws: InputError.self) {
             try PackImport.run(sources: [.init(path: pack, name: nil), .init(path: pack, name: nil)], output: folder + "/again.peftpack",
                                baseFolder: nil, level: 3, userMetadata: [:], allowNonFinite: false, dropUnloaded: false, force: false) { _, _ in }
         }

@@ -20,7 +20,7 @@ import Testing
             let reader = try PackReader(path: path)
             try reader.verifyAll()
             return nil
-        } catch let error as PackFormatError {
+        } catch let error as InputError {
             return error.description
         } catch {
             return "unexpected \(error)"
@@ -157,7 +157,7 @@ import Testing
         FileManager.default.createFile(atPath: file, contents: Data(claimed))
         let reader = try PackReader(path: file)
         #expect(reader.tensors.first?.rawBytes == chunks * chunkClaim)
-        #expect(throws: PackFormatError.self) { try reader.readTensor("big") }
+        #expect(throws: InputError.self) { try reader.readTensor("big") }
         do {
             _ = try reader.readTensor("big")
         } catch {

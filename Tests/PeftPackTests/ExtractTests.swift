@@ -189,10 +189,10 @@ import Testing
 
     @Test func badInputIsRefused() throws {
         let pack = Fixtures.temporaryDirectory() + "/out.peftpack"
-        #expect(throws: AdapterFormatError.self) {
+        #expect(throws: InputError.self) {
             try Extract.run(base: Self.base, finetuned: Fixtures.path("models/gpt2-tiny"), output: pack, options: .init())
         }
-        #expect(throws: AdapterFormatError.self) {
+        #expect(throws: InputError.self) {
             try Extract.run(base: Self.base, finetuned: Self.base, output: pack, options: .init())
         }
         for rule in [Extract.RankRule.fixed(0), .energy(1.5), .energy(0), .maxError(1)] {

@@ -41,7 +41,7 @@ import Testing
         do {
             _ = try PackExport.run(pack: pack, output: output, format: .gguf, name: nil, force: false)
             Issue.record("\(caseName) exported")
-        } catch let error as AdapterFormatError {
+        } catch let error as InputError {
             #expect(error.description.contains(reason), "\(error)")
         }
         #expect(!FileManager.default.fileExists(atPath: output))
@@ -72,7 +72,7 @@ import Testing
         }
         // A well-formed adapter for another model: shapes inconsistent with the base.
         _ = try PackExport.run(pack: try PipelineVerifyTests.pack("llama_lora"), output: folder + "/llama.gguf", format: .gguf, name: nil, force: false)
-        #expect(throws: AdapterFormatError.self) {
+        #expect(throws: InputError.self) {
             _ = try PackImport.run(sources: [.init(path: folder + "/llama.gguf", name: nil)], output: folder + "/out.peftpack",
                                    baseFolder: Fixtures.path("models/llama-tiny-bf16").replacingOccurrences(of: "llama-tiny-bf16", with: "gpt2-tiny"), level: 3)
         }

@@ -94,7 +94,7 @@ enum ConfigFixtures {
     }
 
     static func rules(_ json: String) throws -> PeftTargetRules {
-        try PeftTargetRules(json: try StrictJSON.parse(Array(json.utf8))) { AdapterFormatError(file: "c", problem: $0) }
+        try PeftTargetRules(json: try StrictJSON.parse(Array(json.utf8))) { InputError(file: "c", problem: $0) }
     }
 
     /// re.fullmatch succeeds when any way of matching spans the name, not only the first found.

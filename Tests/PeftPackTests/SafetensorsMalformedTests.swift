@@ -20,7 +20,7 @@ import Testing
         do {
             _ = try SafetensorsFile(path: path)
             return nil
-        } catch let error as SafetensorsError {
+        } catch let error as InputError {
             #expect(error.description.hasPrefix(path))
             #expect(!error.description.contains("\n"))
             return error.description
@@ -140,7 +140,7 @@ import Testing
         #expect {
             _ = try Checkpoint(path: folder)
         } throws: { error in
-            (error as? SafetensorsError)?.description.contains("does not exist") == true
+            (error as? InputError)?.description.contains("does not exist") == true
         }
     }
 
@@ -153,7 +153,7 @@ import Testing
         #expect {
             _ = try Checkpoint(path: folder)
         } throws: { error in
-            (error as? SafetensorsError)?.description.contains("tensor b") == true
+            (error as? InputError)?.description.contains("tensor b") == true
         }
     }
 }

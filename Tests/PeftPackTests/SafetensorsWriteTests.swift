@@ -48,7 +48,7 @@ import Testing
         let folder = Fixtures.temporaryDirectory()
         let info = TensorInfo(name: "w", dtype: .f32, shape: [2])
         let stream = try SafetensorsWriter.FileStream(destination: folder + "/out.safetensors", tensors: [info], metadata: nil)
-        #expect(throws: SafetensorsError.self) { try [UInt8](repeating: 0, count: 3).withUnsafeBytes { try stream.append($0) } }
+        #expect(throws: InputError.self) { try [UInt8](repeating: 0, count: 3).withUnsafeBytes { try stream.append($0) } }
         stream.abandon()
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder).isEmpty)
     }

@@ -120,10 +120,10 @@ import Testing
     @Test func badInputIsRefused() throws {
         let lora = try PipelineVerifyTests.pack("llama_lora")
         #expect(throws: BaseMismatchError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("gpt2_lora_fan_in_fan_out"), 1)]) }
-        #expect(throws: AdapterFormatError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("llama_dora"), 1)]) }
+        #expect(throws: InputError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("llama_dora"), 1)]) }
         #expect(throws: UsageError.self) { try Self.stack([(lora, 1), (try PipelineVerifyTests.pack("llama_ia3"), 1)]) }
         #expect(throws: UsageError.self) { try Self.stack([(lora, 1)], .rank(0)) }
-        #expect(throws: AdapterFormatError.self) {
+        #expect(throws: InputError.self) {
             try Stack.run(inputs: [.init(pack: lora, adapter: nil, weight: 1)], output: lora, options: .init())
         }
     }
@@ -143,7 +143,7 @@ import Testing
         let result = try Verify.run(pack: stacked, base: try PipelineVerifyTests.baseFolder(of: caseName), adapterNames: [],
                                     targets: [.pack(path: both)], inputShape: (2, 12), seed: 3, tolerance: .init(absolute: 0, relative: 1e-5))
         #expect(result.passed, "max rel \(result.comparisons[0].maxRelError)")
-        #expect(throws: AdapterFormatError.self) { try Self.stack([(original, 0.5), (original, 0.5)]) }
+        #expect(throws: InputError.self) { try Self.stack([(original, 0.5), (original, 0.5)]) }
     }
 
     /// Bottleneck adapters stack as AdapterHub's Stack (one after another at every site): the

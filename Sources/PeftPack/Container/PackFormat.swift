@@ -28,19 +28,6 @@ public enum PackFormat {
     }
 }
 
-/// A pack that is not a valid .peftpack file, or is damaged.
-public struct PackFormatError: UserFacingError, Equatable {
-    public var file: String
-    public var problem: String
-
-    public init(file: String, problem: String) {
-        self.file = file
-        self.problem = problem
-    }
-
-    public var description: String { "\(file): \(problem)" }
-}
-
 /// Little-endian field access for the fixed-size preamble.
 struct LittleEndianWriter {
     var bytes: [UInt8] = []

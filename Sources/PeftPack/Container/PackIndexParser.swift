@@ -2,8 +2,8 @@
 /// before anything is allocated from them.
 enum PackIndexParser {
     static func entry(_ json: StrictJSON, file: String) throws -> PackTensorEntry {
-        func fail(_ problem: String, _ name: String? = nil) -> PackFormatError {
-            PackFormatError(file: file, problem: (name.map { "tensor \($0): " } ?? "index entry: ") + problem)
+        func fail(_ problem: String, _ name: String? = nil) -> InputError {
+            InputError(file: file, problem: (name.map { "tensor \($0): " } ?? "index entry: ") + problem)
         }
         guard let name = json["name"]?.stringValue, !name.isEmpty else { throw fail("has no name") }
         guard let dtypeName = json["dtype"]?.stringValue, let dtype = DType(rawValue: dtypeName) else {

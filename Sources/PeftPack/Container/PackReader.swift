@@ -32,7 +32,7 @@ public final class PackReader: @unchecked Sendable {
         self.path = path
         mapped = try MappedFile(path: path)
         let bytes = mapped.bytes
-        func fail(_ problem: String) -> PackFormatError { PackFormatError(file: path, problem: problem) }
+        func fail(_ problem: String) -> InputError { InputError(file: path, problem: problem) }
 
         guard bytes.count >= PackFormat.preambleSize else {
             throw fail("file is \(bytes.count) bytes, shorter than the \(PackFormat.preambleSize)-byte preamble of a .peftpack")
@@ -114,7 +114,7 @@ public final class PackReader: @unchecked Sendable {
 
     private func requireEntry(_ name: String) throws -> PackTensorEntry {
         guard let entry = entry(named: name) else {
-            throw PackFormatError(file: path, problem: "no tensor named \(name)")
+            throw InputError(file: path, problem: "no tensor named \(name)")
         }
         return entry
     }
@@ -139,7 +139,7 @@ public final class PackReader: @unchecked Sendable {
     private func checkClaims(_ entry: PackTensorEntry) throws {
         let memory = PhysicalMemory.bytes
         guard entry.rawBytes <= memory else {
-            throw PackFormatError(file: path, problem: "tensor \(entry.name) decodes to \(entry.rawBytes) bytes, more than this machine's \(memory) bytes of memory")
+            throw InputError(file: path, problem: "tensor \(entry.name) decodes to \(entry.rawBytes) bytes, more than this machine's \(memory) bytes of memory")
         }
         for (number, chunk) in entry.chunks.enumerated() {
             let planeLength = chunk.rawLength / chunk.planes.count
@@ -148,7 +148,7 @@ public final class PackReader: @unchecked Sendable {
                 if plane.codec == .zstd {
                     let declared = Zstd.declaredContentSize(mapped.slice(offset: offset, count: plane.storedLength))
                     guard declared == planeLength else {
-                        throw PackFormatError(file: path, problem: "tensor \(entry.name) chunk \(number) does not decode: zstd frame declares \(declared.map(String.init) ?? "no") content size, expected \(planeLength)")
+                        throw InputError(file: path, problem: "tensor \(entry.name) chunk \(number) does not decode: zstd frame declares \(declared.map(String.init) ?? "no") content size, expected \(planeLength)")
                     }
                 }
                 offset += plane.storedLength
@@ -176,7 +176,7 @@ public final class PackReader: @unchecked Sendable {
             for (number, chunk) in entry.chunks.enumerated() {
                 let slice = UnsafeRawBufferPointer(rebasing: view[(chunk.offset - first.offset)..<(chunk.offset - first.offset + chunk.rawLength)])
                 guard Self.chunkChecksumMatches(XXH3.hash64(slice), chunk.rawHash) else {
-                    throw PackFormatError(file: path, problem: "tensor \(name) chunk \(number): decoded checksum mismatch")
+                    throw InputError(file: path, problem: "tensor \(name) chunk \(number): decoded checksum mismatch")
                 }
             }
             defer { releasePages(entry) }
@@ -228,7 +228,7 @@ public final class PackReader: @unchecked Sendable {
     private func verifyStored(_ entry: PackTensorEntry, chunk: PackChunk, number: Int) throws {
         let stored = mapped.slice(offset: chunk.offset, count: chunk.storedLength)
         guard Self.chunkChecksumMatches(XXH3.hash64(stored), chunk.storedHash) else {
-            throw PackFormatError(file: path, problem: "tensor \(entry.name) chunk \(number): stored checksum mismatch (the file is damaged)")
+            throw InputError(file: path, problem: "tensor \(entry.name) chunk \(number): stored checksum mismatch (the file is damaged)")
         }
     }
 
@@ -238,10 +238,10 @@ public final class PackReader: @unchecked Sendable {
         do {
             try ChunkCodec.decode(stored: stored, chunk: chunk, dtype: entry.dtype, raw: output)
         } catch {
-            throw PackFormatError(file: path, problem: "tensor \(entry.name) chunk \(number) does not decode: \(error)")
+            throw InputError(file: path, problem: "tensor \(entry.name) chunk \(number) does not decode: \(error)")
         }
         guard Self.chunkChecksumMatches(XXH3.hash64(UnsafeRawBufferPointer(output)), chunk.rawHash) else {
-            throw PackFormatError(file: path, problem: "tensor \(entry.name) chunk \(number): decoded checksum mismatch")
+            throw InputError(file: path, problem: "tensor \(entry.name) chunk \(number): decoded checksum mismatch")
         }
     }
 }
@@ -252,7 +252,7 @@ extension PackReader {
         do {
             return try document.decoded(as: PackDocument.self)
         } catch {
-            throw PackFormatError(file: path, problem: "adapter document does not match the format: \(error)")
+            throw InputError(file: path, problem: "adapter document does not match the format: \(error)")
         }
     }
 }

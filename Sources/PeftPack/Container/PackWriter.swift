@@ -47,11 +47,11 @@ public final class PackWriter {
 
     public func append(name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
         guard names.insert(name).inserted else {
-            throw PackFormatError(file: destination, problem: "tensor \(name) is written twice")
+            throw InputError(file: destination, problem: "tensor \(name) is written twice")
         }
         let info = TensorInfo(name: name, dtype: dtype, shape: shape)
         guard info.byteCount == bytes.count else {
-            throw PackFormatError(file: destination, problem: "tensor \(name): \(bytes.count) bytes do not match \(Shape.describe(shape)) × \(dtype.rawValue)")
+            throw InputError(file: destination, problem: "tensor \(name): \(bytes.count) bytes do not match \(Shape.describe(shape)) × \(dtype.rawValue)")
         }
         let chunkSize = options.chunkSize / dtype.byteSize * dtype.byteSize
         let chunkCount = (bytes.count + chunkSize - 1) / chunkSize
@@ -126,7 +126,7 @@ public final class PackWriter {
             ("tensors", .array(entries.map { $0.json() })),
         ]).canonicalBytes()
         guard header.count <= PackFormat.maximumRawHeader else {
-            throw PackFormatError(file: destination, problem: "header of \(header.count) bytes exceeds the format's limit")
+            throw InputError(file: destination, problem: "header of \(header.count) bytes exceeds the format's limit")
         }
         let stored = try header.withUnsafeBytes { try Zstd.compress($0, level: 9) }
         let headerOffset = position

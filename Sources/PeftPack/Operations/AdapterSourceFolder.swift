@@ -13,7 +13,7 @@ public enum AdapterSourceFolder {
     public static func detect(_ path: String) throws -> AdapterSourceKind {
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
-            throw AdapterFormatError(file: path, problem: "no such file or folder")
+            throw InputError(file: path, problem: "no such file or folder")
         }
         if !isFolder.boolValue {
             let handle = FileHandle(forReadingAtPath: path)
@@ -22,7 +22,7 @@ public enum AdapterSourceFolder {
             if [UInt8](head) == PackFormat.magic { return .pack }
             if [UInt8](head.prefix(4)) == GGUF.magic { return .gguf }
             if path.hasSuffix(".safetensors") { return .safetensors }
-            throw AdapterFormatError(file: path, problem: "is neither a .peftpack, a GGUF adapter nor a .safetensors file")
+            throw InputError(file: path, problem: "is neither a .peftpack, a GGUF adapter nor a .safetensors file")
         }
         let configPath = (path as NSString).appendingPathComponent("adapter_config.json")
         if let text = try? String(contentsOfFile: configPath, encoding: .utf8) {
@@ -30,11 +30,11 @@ public enum AdapterSourceFolder {
             do {
                 json = try StrictJSON.parse(Array(text.utf8))
             } catch {
-                throw AdapterFormatError(file: configPath, problem: "is not valid JSON: \(error)")
+                throw InputError(file: configPath, problem: "is not valid JSON: \(error)")
             }
             if json["peft_type"] != nil { return .peft }
             if json["config"] != nil && json["name"] != nil { return .adapterhub }
-            throw AdapterFormatError(file: configPath, problem: "is neither a PEFT config (no peft_type) nor an AdapterHub config (no config/name)")
+            throw InputError(file: configPath, problem: "is neither a PEFT config (no peft_type) nor an AdapterHub config (no config/name)")
         }
         if !peftSave(path).subfolders.isEmpty { return .peft }
         let fileManager = FileManager.default
@@ -42,7 +42,7 @@ public enum AdapterSourceFolder {
             || fileManager.fileExists(atPath: (path as NSString).appendingPathComponent(Checkpoint.indexFileName)) {
             return .safetensors
         }
-        throw AdapterFormatError(file: path, problem: "holds no adapter_config.json, model.safetensors or model.safetensors.index.json")
+        throw InputError(file: path, problem: "holds no adapter_config.json, model.safetensors or model.safetensors.index.json")
     }
 
     /// The adapters of a PEFT save folder. `save_pretrained` writes the adapter named "default" at
@@ -117,14 +117,14 @@ public enum AdapterSourceFolder {
         let configPath = (path as NSString).appendingPathComponent("adapter_config.json")
         if kind == .peft, !FileManager.default.fileExists(atPath: configPath) {
             let names = peftSave(path).subfolders
-            throw AdapterFormatError(file: path, problem: "holds PEFT adapters in sub-folders only (\(names.joined(separator: ", "))), none at its root; give one of them")
+            throw InputError(file: path, problem: "holds PEFT adapters in sub-folders only (\(names.joined(separator: ", "))), none at its root; give one of them")
         }
         let configText = try String(contentsOfFile: configPath, encoding: .utf8)
         let candidates = kind == .peft
             ? ["adapter_model.safetensors", "adapter_model.bin"]
             : ["adapter.safetensors", "pytorch_adapter.bin"]
         guard let weightsName = candidates.first(where: { FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent($0)) }) else {
-            throw AdapterFormatError(file: path, problem: "has no \(candidates.joined(separator: " or "))")
+            throw InputError(file: path, problem: "has no \(candidates.joined(separator: " or "))")
         }
         let weightsPath = (path as NSString).appendingPathComponent(weightsName)
         let tensors: TensorSource = weightsName.hasSuffix(".safetensors")

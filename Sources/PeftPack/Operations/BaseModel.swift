@@ -71,7 +71,7 @@ public final class BaseModel {
         for module in adapter.modules {
             guard let wanted = Self.weightName(of: module, kind: adapter.kind) else { continue }
             guard let name = resolve(wanted), let info = info(name) else {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) targets \(wanted), which the base at \(folder) does not have")
+                throw InputError(file: file, problem: "adapter \(adapter.name) targets \(wanted), which the base at \(folder) does not have")
             }
             targeted.append(name)
             if module.mode == .rows {
@@ -80,7 +80,7 @@ public final class BaseModel {
             }
             let expected = expectedShape(module, adapter: adapter, shapes: shapes)
             if let expected, expected != info.shape {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name): \(module.target) implies a weight of shape \(Shape.describe(expected)) but the base's \(name) is \(Shape.describe(info.shape))")
+                throw InputError(file: file, problem: "adapter \(adapter.name): \(module.target) implies a weight of shape \(Shape.describe(expected)) but the base's \(name) is \(Shape.describe(info.shape))")
             }
         }
         return targeted
@@ -101,10 +101,10 @@ public final class BaseModel {
     func checkRows(_ module: AdapterModule, adapter: Adapter, base: TensorInfo, shapes: (String) -> [Int]?, file: String) throws {
         let rows = module.rows ?? []
         guard base.shape.count == 2, let value = module.tensors[TensorRole.fullValue].flatMap(shapes), value == [rows.count, base.shape[1]] else {
-            throw AdapterFormatError(file: file, problem: "adapter \(adapter.name): \(rows.count) replacement rows of \(module.target) do not fit the base's \(base.name) of shape \(Shape.describe(base.shape))")
+            throw InputError(file: file, problem: "adapter \(adapter.name): \(rows.count) replacement rows of \(module.target) do not fit the base's \(base.name) of shape \(Shape.describe(base.shape))")
         }
         if let bad = rows.first(where: { $0 >= base.shape[0] }) {
-            throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces row \(bad) of \(module.target), but the base's \(base.name) has \(base.shape[0]) rows")
+            throw InputError(file: file, problem: "adapter \(adapter.name) replaces row \(bad) of \(module.target), but the base's \(base.name) has \(base.shape[0]) rows")
         }
     }
 

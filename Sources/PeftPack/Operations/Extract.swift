@@ -156,7 +156,7 @@ public enum Extract {
             }
         }
         guard !lowRankNames.isEmpty || !fullTensors.isEmpty else {
-            throw AdapterFormatError(file: finetunedFolder, problem: "every tensor that differs from \(baseFolder) is excluded or skipped: nothing to extract")
+            throw InputError(file: finetunedFolder, problem: "every tensor that differs from \(baseFolder) is excluded or skipped: nothing to extract")
         }
 
         var passes = 1
@@ -412,7 +412,7 @@ public enum Extract {
         guard let tie = base.tie else { return nil }
         let config = finetuned.configText.flatMap { try? StrictJSON.parse(Array($0.utf8)) }
         guard EmbeddingTie(config: config, tensorNames: Set(finetuned.names)) != nil, finetuned.info(tie.head) == nil else {
-            throw AdapterFormatError(file: finetunedFolder, problem: "has its own \(tie.head) (tie_word_embeddings false) but the base \(base.folder) ties it to \(tie.embedding); extract from a base saved untied (tie_word_embeddings false, lm_head.weight a copy of the embedding)")
+            throw InputError(file: finetunedFolder, problem: "has its own \(tie.head) (tie_word_embeddings false) but the base \(base.folder) ties it to \(tie.embedding); extract from a base saved untied (tie_word_embeddings false, lm_head.weight a copy of the embedding)")
         }
         return tie
     }
@@ -420,16 +420,16 @@ public enum Extract {
     static func changedTensors(base: Checkpoint, finetuned: Checkpoint, baseFolder: String, finetunedFolder: String) throws -> [String] {
         let baseNames = Set(base.names), finetunedNames = Set(finetuned.names)
         if let extra = finetunedNames.subtracting(baseNames).sorted().first {
-            throw AdapterFormatError(file: finetunedFolder, problem: "has tensor \(extra), which \(baseFolder) lacks: the two checkpoints are not the same architecture")
+            throw InputError(file: finetunedFolder, problem: "has tensor \(extra), which \(baseFolder) lacks: the two checkpoints are not the same architecture")
         }
         if let missing = baseNames.subtracting(finetunedNames).sorted().first {
-            throw AdapterFormatError(file: finetunedFolder, problem: "lacks tensor \(missing), which \(baseFolder) has: the two checkpoints are not the same architecture")
+            throw InputError(file: finetunedFolder, problem: "lacks tensor \(missing), which \(baseFolder) has: the two checkpoints are not the same architecture")
         }
         var changed: [String] = []
         for name in base.names {
             let a = base.info(name)!, b = finetuned.info(name)!
             guard a.shape == b.shape else {
-                throw AdapterFormatError(file: finetunedFolder, problem: "tensor \(name) is \(Shape.describe(b.shape)) but \(Shape.describe(a.shape)) in \(baseFolder): the two checkpoints are not the same architecture")
+                throw InputError(file: finetunedFolder, problem: "tensor \(name) is \(Shape.describe(b.shape)) but \(Shape.describe(a.shape)) in \(baseFolder): the two checkpoints are not the same architecture")
             }
             let same: Bool
             if a.dtype == b.dtype {
@@ -442,7 +442,7 @@ public enum Extract {
             if !same { changed.append(name) }
         }
         guard !changed.isEmpty else {
-            throw AdapterFormatError(file: finetunedFolder, problem: "is identical to \(baseFolder) (every tensor equal): nothing to extract")
+            throw InputError(file: finetunedFolder, problem: "is identical to \(baseFolder) (every tensor equal): nothing to extract")
         }
         return changed
     }

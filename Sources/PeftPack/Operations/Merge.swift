@@ -270,7 +270,7 @@ public enum Merge {
             let b = try reader.readTensor(module.tensors[TensorRole.loraB]!).floats().map(Double.init)
             let rank = a.count / max(orientation.inputs, 1)
             guard a.count == rank * orientation.inputs, b.count == orientation.out * rank else {
-                throw AdapterFormatError(file: reader.path, problem: "adapter factors of \(module.target) (\(a.count) and \(b.count) elements) do not fit its \(Shape.describe(stored.shape)) weight")
+                throw InputError(file: reader.path, problem: "adapter factors of \(module.target) (\(a.count) and \(b.count) elements) do not fit its \(Shape.describe(stored.shape)) weight")
             }
             terms.append(LowRankMerge.Term(a: a, b: b, rank: rank, alpha: (module.scale ?? 1) * weight))
             adapters.insert(adapter)
@@ -313,7 +313,7 @@ public enum Merge {
             let replacement = try floats(adapter, tensor)
             let width = stored.shape.count == 2 ? stored.shape[1] : 0
             guard width > 0, replacement.count == rows.count * width, rows.allSatisfy({ $0 >= 0 && $0 < stored.shape[0] }) else {
-                throw AdapterFormatError(file: readers[owners[adapter]].path, problem: "the rows replacing \(stored.name) (\(rows.count) of them, \(replacement.count) values) do not fit its \(Shape.describe(stored.shape)) shape")
+                throw InputError(file: readers[owners[adapter]].path, problem: "the rows replacing \(stored.name) (\(rows.count) of them, \(replacement.count) values) do not fit its \(Shape.describe(stored.shape)) shape")
             }
             // Weight w moves each replaced row w of the way to its new value, as for whole tensors.
             for (position, row) in rows.enumerated() {

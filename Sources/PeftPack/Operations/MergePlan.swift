@@ -41,7 +41,7 @@ enum MergePlanner {
             let fullOnly = !mergeableKinds.contains(adapter.kind)
             if fullOnly && !adapter.modules.contains(where: { $0.mode != nil }) {
                 guard skipUnmergeable else {
-                    throw AdapterFormatError(file: file(index), problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter: it adds computation (\(reason(adapter.kind))) and cannot be folded into weights", kind: .notMergeable)
+                    throw InputError(file: file(index), problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter: it adds computation (\(reason(adapter.kind))) and cannot be folded into weights", kind: .notMergeable)
                 }
                 skipped.append(adapter.name)
                 continue
@@ -52,7 +52,7 @@ enum MergePlanner {
             for module in ordered {
                 func resolve(_ name: String) throws -> String {
                     guard let resolved = base.resolve(name) else {
-                        throw AdapterFormatError(file: file(index), problem: "adapter \(adapter.name) targets \(name), which the base at \(base.folder) does not have")
+                        throw InputError(file: file(index), problem: "adapter \(adapter.name) targets \(name), which the base at \(base.folder) does not have")
                     }
                     return resolved
                 }
@@ -100,7 +100,7 @@ enum MergePlanner {
         guard !changes.isEmpty else {
             // The output would be a copy of the base under a merged model's name.
             let files = Set((0..<adapters.count).map(file)).sorted().joined(separator: ", ")
-            throw AdapterFormatError(file: files, problem: skipped.isEmpty
+            throw InputError(file: files, problem: skipped.isEmpty
                 ? "nothing to merge: the adapters change no base weight"
                 : "nothing to merge: every adapter was left out as unmergeable (\(skipped.joined(separator: ", "))), so the output would be a copy of the base")
         }

@@ -19,12 +19,12 @@ public enum PackExport {
     public static func chooseAdapter(_ document: PackDocument, name: String?, file: String) throws -> Adapter {
         if let name {
             guard let adapter = document.adapter(named: name) else {
-                throw AdapterFormatError(file: file, problem: "has no adapter named \(name) (it has: \(document.adapters.map(\.name).joined(separator: ", ")))")
+                throw InputError(file: file, problem: "has no adapter named \(name) (it has: \(document.adapters.map(\.name).joined(separator: ", ")))")
             }
             return adapter
         }
         guard document.adapters.count == 1 else {
-            throw AdapterFormatError(file: file, problem: "holds \(document.adapters.count) adapters (\(document.adapters.map(\.name).joined(separator: ", ")))", kind: .severalAdapters)
+            throw InputError(file: file, problem: "holds \(document.adapters.count) adapters (\(document.adapters.map(\.name).joined(separator: ", ")))", kind: .severalAdapters)
         }
         return document.adapters[0]
     }

@@ -64,7 +64,7 @@ public enum PackImport {
                 let reader = try PackReader(path: source.path)
                 let document = try reader.adapterDocument()
                 guard source.name == nil || document.adapters.count == 1 else {
-                    throw AdapterFormatError(file: source.path, problem: "holds \(document.adapters.count) adapters, so one name cannot be given to it", kind: .oneNameForSeveral)
+                    throw InputError(file: source.path, problem: "holds \(document.adapters.count) adapters, so one name cannot be given to it", kind: .oneNameForSeveral)
                 }
                 for (position, raw) in (reader.document["adapters"]?.arrayValue ?? []).enumerated() {
                     var adapter = document.adapters[position]
@@ -103,11 +103,11 @@ public enum PackImport {
                     if !head.isEmpty && !withoutHead {
                         let files = head.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")
                         guard let model else {
-                            throw AdapterFormatError(file: folder, problem: "holds a prediction head (\(files)), which a pack cannot carry: AdapterHub's load_adapter would load it over the model's own head (given the base, a head equal to its own is accepted)", kind: .predictionHead)
+                            throw InputError(file: folder, problem: "holds a prediction head (\(files)), which a pack cannot carry: AdapterHub's load_adapter would load it over the model's own head (given the base, a head equal to its own is accepted)", kind: .predictionHead)
                         }
                         let differing = try AdapterSourceFolder.adapterHubHeadDifferences(in: folder, base: model)
                         if let first = differing.first {
-                            throw AdapterFormatError(file: folder, problem: "holds a prediction head (\(files)) whose \(first) is not the base's, which a pack cannot carry: AdapterHub's load_adapter would load it over the model's own head", kind: .predictionHead)
+                            throw InputError(file: folder, problem: "holds a prediction head (\(files)) whose \(first) is not the base's, which a pack cannot carry: AdapterHub's load_adapter would load it over the model's own head", kind: .predictionHead)
                         }
                         headWarnings.append("\(folder): its prediction head (\(files)) is the base's own; left out, as loading it changes nothing")
                     }
@@ -128,12 +128,12 @@ public enum PackImport {
                 pendingFiles += imported.tensors.map { _ in source.path }
                 identities.append((identity, source.path))
             case .safetensors:
-                throw AdapterFormatError(file: source.path, problem: "is a plain safetensors checkpoint, not an adapter (import takes PEFT or AdapterHub folders and packs)")
+                throw InputError(file: source.path, problem: "is a plain safetensors checkpoint, not an adapter (import takes PEFT or AdapterHub folders and packs)")
             }
         }
         var seen = Set<String>()
         for adapter in adapters where !seen.insert(adapter.name).inserted {
-            throw AdapterFormatError(file: output, problem: "two adapters are named \(adapter.name)", kind: .duplicateName)
+            throw InputError(file: output, problem: "two adapters are named \(adapter.name)", kind: .duplicateName)
         }
 
         try binding?.checkRemainingContent()
@@ -209,7 +209,7 @@ public enum PackImport {
         let saved = AdapterSourceFolder.peftSave(source.path)
         leftOut += saved.leftOut.map { "\($0.folder): \($0.reason)" }
         if !saved.root, let name = source.name {
-            throw AdapterFormatError(file: source.path, problem: "holds no adapter at its root for the name \(name): its adapters are in sub-folders (\(saved.subfolders.joined(separator: ", "))), named after them")
+            throw InputError(file: source.path, problem: "holds no adapter at its root for the name \(name): its adapters are in sub-folders (\(saved.subfolders.joined(separator: ", "))), named after them")
         }
         return (saved.root ? [(source.path, source.name)] : [])
             + saved.subfolders.map { ((source.path as NSString).appendingPathComponent($0), $0) }

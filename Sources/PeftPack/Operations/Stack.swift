@@ -94,7 +94,7 @@ public enum Stack {
         switch kind {
         case .lora:
             for source in sources where source.adapter.modules.contains(where: { $0.tensors[TensorRole.magnitude] != nil }) {
-                throw AdapterFormatError(file: source.label, problem: "is a DoRA adapter: its magnitude vector rescales W + ΔW as a whole, so DoRA adapters do not add up; merge them into the base first (peftpack merge)")
+                throw InputError(file: source.label, problem: "is a DoRA adapter: its magnitude vector rescales W + ΔW as a whole, so DoRA adapters do not add up; merge them into the base first (peftpack merge)")
             }
             try stackLowRank(sources, options: options, modules: &modules, tensors: &tensors, reports: &reports)
         case .ia3:
@@ -147,7 +147,7 @@ public enum Stack {
             let pieces = parts[target]!
             let layout = pieces[0].module.layout
             if let other = pieces.first(where: { $0.module.layout != layout }) {
-                throw AdapterFormatError(file: other.source.label, problem: "\(target) is a \(other.module.layout?.rawValue ?? "linear") module here but \(layout?.rawValue ?? "linear") in \(pieces[0].source.label)")
+                throw InputError(file: other.source.label, problem: "\(target) is a \(other.module.layout?.rawValue ?? "linear") module here but \(layout?.rawValue ?? "linear") in \(pieces[0].source.label)")
             }
             // B_cat = [w₁s₁B₁ … wₖsₖBₖ] (out × Σr), A_cat = [A₁; …; Aₖ] (Σr × in).
             var blocksA: [(values: [Float], rank: Int)] = [], blocksB: [(values: [Float], rank: Int, factor: Float)] = []
@@ -157,11 +157,11 @@ public enum Stack {
                 guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
                       let aShape = source.reader.entry(named: aName)?.shape, let bShape = source.reader.entry(named: bName)?.shape,
                       aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
-                    throw AdapterFormatError(file: source.label, problem: "\(target) lacks LoRA factors of matching rank")
+                    throw InputError(file: source.label, problem: "\(target) lacks LoRA factors of matching rank")
                 }
                 if outFeatures < 0 { (outFeatures, inFeatures) = (bShape[0], aShape[1]) }
                 guard bShape[0] == outFeatures, aShape[1] == inFeatures else {
-                    throw AdapterFormatError(file: source.label, problem: "\(target) is \(bShape[0])×\(aShape[1]) here but \(outFeatures)×\(inFeatures) in another input")
+                    throw InputError(file: source.label, problem: "\(target) is \(bShape[0])×\(aShape[1]) here but \(outFeatures)×\(inFeatures) in another input")
                 }
                 let factor = Float(source.weight * (module.scale ?? 1))
                 let recompressing = options.recompression != .none
@@ -172,7 +172,7 @@ public enum Stack {
                     biasSum = zip(biasSum ?? [Float](repeating: 0, count: bias.count), bias).map { $0 + factor * $1 }
                 }
                 if module.tensors[TensorRole.targetBias] != nil {
-                    throw AdapterFormatError(file: source.label, problem: "\(target) carries a trained bias (PEFT bias=\"lora_only\"), which replaces the base's and does not add up; merge it instead")
+                    throw InputError(file: source.label, problem: "\(target) carries a trained bias (PEFT bias=\"lora_only\"), which replaces the base's and does not add up; merge it instead")
                 }
             }
             let total = blocksA.reduce(0) { $0 + $1.rank }
@@ -255,7 +255,7 @@ public enum Stack {
                 let vector = try floats(source, vectorName).map { pow(Double($0), source.weight) }
                 if var existing = combined[module.target] {
                     guard existing.module.side == module.side, existing.vector.count == vector.count else {
-                        throw AdapterFormatError(file: source.label, problem: "IA3 module \(module.target) scales a different side or size than in another input")
+                        throw InputError(file: source.label, problem: "IA3 module \(module.target) scales a different side or size than in another input")
                     }
                     existing.vector = zip(existing.vector, vector).map { $0 * $1 }
                     existing.inputs += 1
@@ -286,14 +286,14 @@ public enum Stack {
                                    tensors: inout [(name: String, tensor: HostTensor)],
                                    reports: inout [ModuleReport]) throws -> (AdapterSettings, AdapterSource?) {
         for source in sources where source.weight != 1 {
-            throw AdapterFormatError(file: source.label, problem: "\(kind.rawValue) adapters add virtual tokens, which cannot be scaled; stack them with weight 1 (got \(source.weight))")
+            throw InputError(file: source.label, problem: "\(kind.rawValue) adapters add virtual tokens, which cannot be scaled; stack them with weight 1 (got \(source.weight))")
         }
         let first = sources[0].adapter.settings
         for source in sources.dropFirst() {
             let settings = source.adapter.settings
             guard settings.numLayers == first.numLayers, settings.numKeyValueHeads == first.numKeyValueHeads,
                   settings.headDim == first.headDim, settings.tokenDim == first.tokenDim else {
-                throw AdapterFormatError(file: source.label, problem: "has other dimensions (layers, heads, head size or token width) than \(sources[0].label)")
+                throw InputError(file: source.label, problem: "has other dimensions (layers, heads, head size or token width) than \(sources[0].label)")
             }
         }
         let roles = kind == .prefix ? [TensorRole.prefixKeys, TensorRole.prefixValues] : [TensorRole.promptEmbeddings]
@@ -305,13 +305,13 @@ public enum Stack {
                 var parts: [HostTensor] = []
                 for source in sources {
                     guard let tensorName = source.adapter.modules.first(where: { $0.target == target })?.tensors[role] else {
-                        throw AdapterFormatError(file: source.label, problem: "has no \(role) for \(target)")
+                        throw InputError(file: source.label, problem: "has no \(role) for \(target)")
                     }
                     parts.append(try source.reader.readTensor(tensorName))
                 }
                 let rowShape = Array(parts[0].shape.dropFirst())
                 guard parts.allSatisfy({ Array($0.shape.dropFirst()) == rowShape }) else {
-                    throw AdapterFormatError(file: sources[0].label, problem: "\(target) \(role) tensors of the inputs differ in shape beyond the token count")
+                    throw InputError(file: sources[0].label, problem: "\(target) \(role) tensors of the inputs differ in shape beyond the token count")
                 }
                 let rows = parts.reduce(0) { $0 + $1.shape[0] }
                 let joined: HostTensor
@@ -336,7 +336,7 @@ public enum Stack {
             do {
                 config = try StrictJSON.parse(Array(text.utf8))
             } catch {
-                throw AdapterFormatError(file: sources[0].label, problem: "its stored adapter_config.json is not valid JSON (\(error))")
+                throw InputError(file: sources[0].label, problem: "its stored adapter_config.json is not valid JSON (\(error))")
             }
             if var members = config.objectMembers {
                 members.removeAll { $0.key == "num_virtual_tokens" }
@@ -357,7 +357,7 @@ public enum Stack {
     /// `composition` metadata records.
     static func stackBottlenecks(_ sources: [Source], base: BaseModelIdentity?, output: String, options: Options, start: Date) throws -> Report {
         for source in sources where source.weight != 1 {
-            throw AdapterFormatError(file: source.label, problem: "bottleneck adapters compose by running one after another, which has no weight; stack them with weight 1 (got \(source.weight))")
+            throw InputError(file: source.label, problem: "bottleneck adapters compose by running one after another, which has no weight; stack them with weight 1 (got \(source.weight))")
         }
         var adapters: [Adapter] = []
         var tensors: [(name: String, tensor: HostTensor)] = []
@@ -398,10 +398,10 @@ public enum Stack {
                 let value = try source.reader.readTensor(tensorName)
                 if module.mode == .replace || module.mode == .rows {
                     if let owner = replaced[module.target] {
-                        throw AdapterFormatError(file: source.label, problem: "replaces \(module.target) whole, and so does \(owner); the two cannot both apply")
+                        throw InputError(file: source.label, problem: "replaces \(module.target) whole, and so does \(owner); the two cannot both apply")
                     }
                     guard source.weight == 1 else {
-                        throw AdapterFormatError(file: source.label, problem: "replaces \(module.target) whole, which only stacks at weight 1 (got \(source.weight))")
+                        throw InputError(file: source.label, problem: "replaces \(module.target) whole, which only stacks at weight 1 (got \(source.weight))")
                     }
                     replaced[module.target] = source.label
                     let stored = AdapterModule.tensorName(adapter: name, target: module.target, role: TensorRole.fullValue)
@@ -412,7 +412,7 @@ public enum Stack {
                     let scaled = value.floats().map { Float(source.weight) * $0 }
                     if let existing = deltas[module.target] {
                         guard existing.shape == value.shape else {
-                            throw AdapterFormatError(file: source.label, problem: "dense delta of \(module.target) has another shape than in another input")
+                            throw InputError(file: source.label, problem: "dense delta of \(module.target) has another shape than in another input")
                         }
                         deltas[module.target] = (zip(existing.values, scaled).map { $0 + $1 }, value.shape)
                     } else {
@@ -424,7 +424,7 @@ public enum Stack {
         }
         for target in deltaOrder {
             if let owner = replaced[target] {
-                throw AdapterFormatError(file: owner, problem: "replaces \(target) whole while another input changes it by a delta")
+                throw InputError(file: owner, problem: "replaces \(target) whole while another input changes it by a delta")
             }
             let stored = AdapterModule.tensorName(adapter: name, target: target, role: TensorRole.fullValue)
             modules.append(AdapterModule(target: target, mode: .delta, tensors: [TensorRole.fullValue: stored]))

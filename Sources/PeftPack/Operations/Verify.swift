@@ -97,7 +97,7 @@ public enum Verify {
             case .reference(let path, let key):
                 let file = try SafetensorsFile(path: path)
                 guard let ids = file.info("input_ids"), ids.shape.count == 2, ids.dtype == .i64 else {
-                    throw SafetensorsError(file: path, tensor: "input_ids", problem: "a reference needs input_ids as I64 [batch, seq]")
+                    throw InputError(file: path, tensor: "input_ids", problem: "a reference needs input_ids as I64 [batch, seq]")
                 }
                 try model.checkInputShape(batch: ids.shape[0], tokens: ids.shape[1], adapters: adapters)
                 let flat = try file.withBytes("input_ids") { raw in (0..<(ids.shape[0] * ids.shape[1])).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
@@ -105,7 +105,7 @@ public enum Verify {
                 shownShape = ids.shape
                 let outputKey = try key ?? defaultKey(file)
                 guard let expectedInfo = file.info(outputKey), expectedInfo.dtype.isFloatingPoint else {
-                    throw SafetensorsError(file: path, tensor: outputKey, problem: "no floating-point output of that name")
+                    throw InputError(file: path, tensor: outputKey, problem: "no floating-point output of that name")
                 }
                 let expected = try file.tensor(outputKey)
                 let output = try forward(model, rows, adapters)
@@ -186,7 +186,7 @@ public enum Verify {
     static func compare(_ output: FloatTensor, _ expected: FloatTensor, label: String, logits: Bool, tolerance: Tolerance,
                         allowance: Double = 0) throws -> Comparison {
         guard output.shape == expected.shape else {
-            throw AdapterFormatError(file: label, problem: "output shape \(Shape.describe(output.shape)) does not match the reference's \(Shape.describe(expected.shape))")
+            throw InputError(file: label, problem: "output shape \(Shape.describe(output.shape)) does not match the reference's \(Shape.describe(expected.shape))")
         }
         var maxAbs = 0.0, sumAbs = 0.0, scale = 0.0
         for (ours, theirs) in zip(output.values, expected.values) {

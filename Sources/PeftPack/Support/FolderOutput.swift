@@ -15,7 +15,7 @@ public enum FolderOutput {
         try OutputDestination.claim(destination, as: .folder, force: force, inputs: inputs)
         // A new folder inside an input folder would change what that input holds.
         for input in inputs where InputProtection.resolved(destination).hasPrefix(InputProtection.resolved(input) + "/") {
-            throw AdapterFormatError(file: destination, problem: "lies in the input \(input); refusing to write into it")
+            throw InputError(file: destination, problem: "lies in the input \(input); refusing to write into it")
         }
         let parent = OutputDestination.parentFolder(of: target)
         let temporary = parent + "/." + URL(fileURLWithPath: target).lastPathComponent + ".tmp-" + StaleTemporaries.uniqueSuffix()

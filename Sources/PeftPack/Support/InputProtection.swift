@@ -23,7 +23,7 @@ public enum InputProtection {
                 || (targetExists && sourceExists && isFolder.boolValue && target.hasPrefix(source + "/"))
                 || (targetExists && source.hasPrefix(target + "/"))
             if replacesInput {
-                throw AdapterFormatError(file: output, problem: "is an input (or holds one, or lies in one): \(input); refusing to write over it")
+                throw InputError(file: output, problem: "is an input (or holds one, or lies in one): \(input); refusing to write over it")
             }
         }
     }

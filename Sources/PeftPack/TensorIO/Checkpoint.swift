@@ -20,7 +20,7 @@ public final class Checkpoint: @unchecked Sendable {
     public init(path: String) throws {
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
-            throw SafetensorsError(file: path, problem: "no such file or folder")
+            throw InputError(file: path, problem: "no such file or folder")
         }
         if !isFolder.boolValue {
             let file = try SafetensorsFile(path: path)
@@ -42,7 +42,7 @@ public final class Checkpoint: @unchecked Sendable {
             for shard in index.shardFiles {
                 let shardPath = (path as NSString).appendingPathComponent(shard)
                 guard FileManager.default.fileExists(atPath: shardPath) else {
-                    throw SafetensorsError(file: indexPath, problem: "names shard \(shard), which does not exist")
+                    throw InputError(file: indexPath, problem: "names shard \(shard), which does not exist")
                 }
                 shards.append(try SafetensorsFile(path: shardPath))
             }
@@ -52,13 +52,13 @@ public final class Checkpoint: @unchecked Sendable {
             for (position, shard) in shards.enumerated() {
                 for info in shard.infos {
                     guard let mapped = index.weightMap[info.name] else {
-                        throw SafetensorsError(file: shard.path, tensor: info.name, problem: "is not listed in \(Self.indexFileName)")
+                        throw InputError(file: shard.path, tensor: info.name, problem: "is not listed in \(Self.indexFileName)")
                     }
                     guard mapped == index.shardFiles[position] else {
-                        throw SafetensorsError(file: indexPath, tensor: info.name, problem: "is mapped to \(mapped) but stored in \(index.shardFiles[position])")
+                        throw InputError(file: indexPath, tensor: info.name, problem: "is mapped to \(mapped) but stored in \(index.shardFiles[position])")
                     }
                     guard shardOf[info.name] == nil else {
-                        throw SafetensorsError(file: shard.path, tensor: info.name, problem: "is stored in two shards")
+                        throw InputError(file: shard.path, tensor: info.name, problem: "is stored in two shards")
                     }
                     shardOf[info.name] = position
                     infos[info.name] = info
@@ -66,7 +66,7 @@ public final class Checkpoint: @unchecked Sendable {
                 }
             }
             for name in index.weightMap.keys.sorted() where shardOf[name] == nil {
-                throw SafetensorsError(file: indexPath, tensor: name, problem: "is mapped to \(index.weightMap[name]!) but that shard does not contain it")
+                throw InputError(file: indexPath, tensor: name, problem: "is mapped to \(index.weightMap[name]!) but that shard does not contain it")
             }
             shardFiles = index.shardFiles
             names = ordered
@@ -83,7 +83,7 @@ public final class Checkpoint: @unchecked Sendable {
             openShards[0] = file
             indexMetadata = nil
         } else {
-            throw SafetensorsError(file: path, problem: "holds neither \(Self.singleFileName) nor \(Self.indexFileName)")
+            throw InputError(file: path, problem: "holds neither \(Self.singleFileName) nor \(Self.indexFileName)")
         }
     }
 
@@ -96,7 +96,7 @@ public final class Checkpoint: @unchecked Sendable {
 
     public func file(forTensor name: String) throws -> SafetensorsFile {
         guard let position = shardOfTensor[name] else {
-            throw SafetensorsError(file: folder, tensor: name, problem: "no such tensor")
+            throw InputError(file: folder, tensor: name, problem: "no such tensor")
         }
         lock.lock()
         defer { lock.unlock() }
@@ -131,19 +131,19 @@ struct ShardIndex {
         do {
             json = try StrictJSON.parse(mapped.bytes)
         } catch let error as StrictJSONError {
-            throw SafetensorsError(file: path, problem: "is not valid JSON: \(error)")
+            throw InputError(file: path, problem: "is not valid JSON: \(error)")
         }
         guard let map = json["weight_map"]?.objectMembers else {
-            throw SafetensorsError(file: path, problem: "has no weight_map object")
+            throw InputError(file: path, problem: "has no weight_map object")
         }
         var weightMap: [String: String] = [:]
         var files: [String] = []
         for (name, value) in map {
             guard let file = value.stringValue else {
-                throw SafetensorsError(file: path, tensor: name, problem: "weight_map value is not a file name")
+                throw InputError(file: path, tensor: name, problem: "weight_map value is not a file name")
             }
             guard !file.contains("/"), file != "..", !file.isEmpty else {
-                throw SafetensorsError(file: path, tensor: name, problem: "weight_map names \(file), which is not a file in the same folder")
+                throw InputError(file: path, tensor: name, problem: "weight_map names \(file), which is not a file in the same folder")
             }
             weightMap[name] = file
             if !files.contains(file) { files.append(file) }

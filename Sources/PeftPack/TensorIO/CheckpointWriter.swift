@@ -63,7 +63,7 @@ public enum CheckpointWriter {
                 while let next = stream.nextTensor {
                     try provider(next) { try stream.appendPiece($0) }
                     guard stream.nextTensor?.name != next.name else {
-                        throw SafetensorsError(file: (folder as NSString).appendingPathComponent(name), tensor: next.name, problem: "only \(stream.piece) of its \(next.byteCount ?? 0) bytes were written")
+                        throw InputError(file: (folder as NSString).appendingPathComponent(name), tensor: next.name, problem: "only \(stream.piece) of its \(next.byteCount ?? 0) bytes were written")
                     }
                 }
                 try stream.finish()

@@ -36,7 +36,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Calls `body` with the tensor's bytes, straight from the map (valid only inside `body`).
     public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         guard let position = index[name] else {
-            throw SafetensorsError(file: path, tensor: name, problem: "no such tensor")
+            throw InputError(file: path, tensor: name, problem: "no such tensor")
         }
         let range = header.entries[position].dataRange
         return try body(mapped.slice(offset: header.dataStart + range.lowerBound, count: range.count))
@@ -47,7 +47,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// with it: a pass over a large tensor keeps one window resident, not the tensor.
     public func streamBytes(_ name: String, window: Int = SafetensorsFile.streamWindow, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard let position = index[name] else {
-            throw SafetensorsError(file: path, tensor: name, problem: "no such tensor")
+            throw InputError(file: path, tensor: name, problem: "no such tensor")
         }
         let range = header.entries[position].dataRange
         let start = header.dataStart + range.lowerBound
@@ -82,7 +82,7 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     public func tensor(_ name: String) throws -> HostTensor {
         guard let info = info(name) else {
-            throw SafetensorsError(file: path, tensor: name, problem: "no such tensor")
+            throw InputError(file: path, tensor: name, problem: "no such tensor")
         }
         let bytes = try withBytes(name) { [UInt8]($0) }
         // The copy is what the caller keeps; the mapped pages go (the page cache still has them),

@@ -26,8 +26,8 @@ public struct SafetensorsHeader: Sendable {
     public var dataStart: Int
 
     public init(file: String, bytes: UnsafeRawBufferPointer) throws {
-        func fail(_ problem: String, tensor: String? = nil) -> SafetensorsError {
-            SafetensorsError(file: file, tensor: tensor, problem: problem)
+        func fail(_ problem: String, tensor: String? = nil) -> InputError {
+            InputError(file: file, tensor: tensor, problem: problem)
         }
         guard bytes.count >= 8 else {
             throw fail("file is \(bytes.count) bytes, too short for the 8-byte header length")
@@ -86,7 +86,7 @@ public struct SafetensorsHeader: Sendable {
         self.dataStart = 8 + headerLength
     }
 
-    private static func parseMetadata(_ value: StrictJSON, fail: (String, String?) -> SafetensorsError) throws -> [(key: String, value: String)]? {
+    private static func parseMetadata(_ value: StrictJSON, fail: (String, String?) -> InputError) throws -> [(key: String, value: String)]? {
         if value == .null { return nil }
         guard let members = value.objectMembers else { throw fail("__metadata__ is not an object", nil) }
         return try members.map { key, item in
@@ -95,7 +95,7 @@ public struct SafetensorsHeader: Sendable {
         }
     }
 
-    private static func parseEntry(name: String, value: StrictJSON, fail: (String, String?) -> SafetensorsError) throws -> Entry {
+    private static func parseEntry(name: String, value: StrictJSON, fail: (String, String?) -> InputError) throws -> Entry {
         guard value.objectMembers != nil else { throw fail("entry is not an object", name) }
         guard let dtypeName = value["dtype"]?.stringValue else { throw fail("missing dtype", name) }
         guard let dtype = DType(rawValue: dtypeName) else { throw fail("unknown dtype \"\(dtypeName)\"", name) }

@@ -56,11 +56,11 @@ public enum SafetensorsWriter {
         var offset = 0
         for info in ordered {
             guard let size = info.byteCount else {
-                throw SafetensorsError(file: "(writing)", tensor: info.name, problem: "shape \(Shape.describe(info.shape)) overflows")
+                throw InputError(file: "(writing)", tensor: info.name, problem: "shape \(Shape.describe(info.shape)) overflows")
             }
             let (end, overflow) = offset.addingReportingOverflow(size)
             guard !overflow else {
-                throw SafetensorsError(file: "(writing)", tensor: info.name, problem: "total data size overflows")
+                throw InputError(file: "(writing)", tensor: info.name, problem: "total data size overflows")
             }
             if !first { json += "," }
             first = false
@@ -114,10 +114,10 @@ public enum SafetensorsWriter {
             ordered = SafetensorsWriter.canonicalOrder(tensors)
             let names = Set(tensors.map(\.name))
             guard names.count == tensors.count else {
-                throw SafetensorsError(file: destination, problem: "two tensors share a name")
+                throw InputError(file: destination, problem: "two tensors share a name")
             }
             if let metadataEntries, Set(metadataEntries.map(\.key)).count != metadataEntries.count {
-                throw SafetensorsError(file: destination, problem: "two metadata entries share a key")
+                throw InputError(file: destination, problem: "two metadata entries share a key")
             }
             let header = try SafetensorsWriter.headerBytes(for: ordered, metadataEntries: metadataEntries)
             output = try AtomicFileWriter(destination: destination, direct: direct)
@@ -129,10 +129,10 @@ public enum SafetensorsWriter {
 
         public func append(_ bytes: UnsafeRawBufferPointer) throws {
             guard let expected = nextTensor else {
-                throw SafetensorsError(file: output.destination, problem: "more tensors written than declared")
+                throw InputError(file: output.destination, problem: "more tensors written than declared")
             }
             guard bytes.count == expected.byteCount, piece == 0 else {
-                throw SafetensorsError(file: output.destination, tensor: expected.name, problem: "got \(bytes.count) bytes, expected \(expected.byteCount ?? -1)")
+                throw InputError(file: output.destination, tensor: expected.name, problem: "got \(bytes.count) bytes, expected \(expected.byteCount ?? -1)")
             }
             try output.write(bytes)
             next += 1
@@ -145,10 +145,10 @@ public enum SafetensorsWriter {
         /// size (an empty tensor takes one empty part).
         public func appendPiece(_ bytes: UnsafeRawBufferPointer) throws {
             guard let expected = nextTensor, let size = expected.byteCount else {
-                throw SafetensorsError(file: output.destination, problem: "more tensors written than declared")
+                throw InputError(file: output.destination, problem: "more tensors written than declared")
             }
             guard bytes.count <= size - piece else {
-                throw SafetensorsError(file: output.destination, tensor: expected.name, problem: "got more than its \(size) bytes")
+                throw InputError(file: output.destination, tensor: expected.name, problem: "got more than its \(size) bytes")
             }
             try output.write(bytes)
             piece += bytes.count
@@ -162,7 +162,7 @@ public enum SafetensorsWriter {
         /// into place yet.
         public func finish() throws {
             guard next == ordered.count else {
-                throw SafetensorsError(file: output.destination, tensor: ordered[next].name, problem: "was declared but never written")
+                throw InputError(file: output.destination, tensor: ordered[next].name, problem: "was declared but never written")
             }
             try output.finishWriting()
         }

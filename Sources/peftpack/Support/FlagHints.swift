@@ -9,7 +9,7 @@ enum FlagHints {
         switch error {
         case OutputError.exists:
             return "pass --force to replace it"
-        case let error as AdapterFormatError:
+        case let error as InputError:
             return hint(for: error.kind)
         case is Extract.BudgetTooSmallError:
             return "raise --budget or pass --embeddings skip / --other skip"
@@ -20,9 +20,9 @@ enum FlagHints {
         }
     }
 
-    static func hint(for kind: AdapterFormatError.Kind) -> String? {
+    static func hint(for kind: InputError.Kind) -> String? {
         switch kind {
-        case .malformed: nil
+        case .malformed, .forbiddenContent: nil
         case .notLoadedByItsTool: "correct adapter_config.json, or pass --drop-unloaded to leave such tensors out as PEFT does"
         case .notMergeable: "pass --skip-unmergeable to leave it out"
         case .severalAdapters: "choose one with --name"

@@ -10,8 +10,8 @@ public struct AdapterHubConfig {
     var hiddenSize: Int?
 
     public init(text: String, file: String) throws {
-        func fail(_ problem: String) -> AdapterFormatError { AdapterFormatError(file: file, problem: problem) }
-        let json = try AdapterFormatError.parseConfig(text, file: file)
+        func fail(_ problem: String) -> InputError { InputError(file: file, problem: problem) }
+        let json = try InputError.parseConfig(text, file: file)
         guard let config = json["config"], config.objectMembers != nil else { throw fail("has no \"config\" object") }
         guard let name = json["name"]?.stringValue else { throw fail("has no adapter \"name\"") }
         self.name = name

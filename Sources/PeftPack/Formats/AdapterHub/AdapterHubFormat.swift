@@ -20,12 +20,12 @@ public enum AdapterHubFormat {
         var roles: [String: [String: String]] = [:]
         for key in tensors.tensorNames.sorted() {
             guard let range = key.range(of: marker) else {
-                throw AdapterFormatError(file: weightsFile, tensor: key, problem: "is not a tensor of adapter \(config.name)")
+                throw InputError(file: weightsFile, tensor: key, problem: "is not a tensor of adapter \(config.name)")
             }
             let target = String(key[..<range.lowerBound])
             let rest = String(key[range.upperBound...])
             guard let role = roleSuffixes.first(where: { $0.suffix == rest })?.role else {
-                throw AdapterFormatError(file: weightsFile, tensor: key, problem: "is not a bottleneck weight peftpack understands (adapter_down.0.*, adapter_up.*)")
+                throw InputError(file: weightsFile, tensor: key, problem: "is not a bottleneck weight peftpack understands (adapter_down.0.*, adapter_up.*)")
             }
             if roles[target] == nil {
                 order.append(target)
@@ -38,15 +38,15 @@ public enum AdapterHubFormat {
         for target in order {
             let saved = roles[target]!
             for (_, role) in roleSuffixes where saved[role] == nil {
-                throw AdapterFormatError(file: weightsFile, problem: "\(target) has no \(role) tensor")
+                throw InputError(file: weightsFile, problem: "\(target) has no \(role) tensor")
             }
             let down = tensors.info(saved[TensorRole.downWeight]!)!.shape
             let up = tensors.info(saved[TensorRole.upWeight]!)!.shape
             guard down.count == 2, up == [down[1], down[0]] else {
-                throw AdapterFormatError(file: weightsFile, tensor: saved[TensorRole.upWeight], problem: "has shape \(Shape.describe(up)) but the down projection is \(Shape.describe(down))")
+                throw InputError(file: weightsFile, tensor: saved[TensorRole.upWeight], problem: "has shape \(Shape.describe(up)) but the down projection is \(Shape.describe(down))")
             }
             guard let layer = layerIndex(in: target) else {
-                throw AdapterFormatError(file: weightsFile, tensor: saved[TensorRole.downWeight], problem: "has no layer index in its path")
+                throw InputError(file: weightsFile, tensor: saved[TensorRole.downWeight], problem: "has no layer index in its path")
             }
             let position: BottleneckPosition = target.contains("attention") ? .afterAttention : .afterFeedForward
             var module = AdapterModule(target: target, position: position, layer: layer)
@@ -61,7 +61,7 @@ public enum AdapterHubFormat {
             }
             modules.append(module)
         }
-        guard !modules.isEmpty else { throw AdapterFormatError(file: weightsFile, problem: "holds no adapter tensors") }
+        guard !modules.isEmpty else { throw InputError(file: weightsFile, problem: "holds no adapter tensors") }
         let adapter = Adapter(name: adapterName, kind: .bottleneck, source: AdapterSource(format: "adapterhub", configText: configText),
                               settings: config.settings, modules: modules)
         return ImportedAdapter(adapter: adapter, tensors: imported)
@@ -86,17 +86,17 @@ public enum AdapterHubFormat {
     /// `load_adapter` looks for.
     public static func export(_ adapter: Adapter, tensor: (String) throws -> HostTensor) throws -> Output {
         guard adapter.kind == .bottleneck else {
-            throw AdapterFormatError(file: adapter.name, problem: "is a \(adapter.kind.rawValue) adapter; AdapterHub export takes bottleneck adapters", kind: .onlyPeftExpresses)
+            throw InputError(file: adapter.name, problem: "is a \(adapter.kind.rawValue) adapter; AdapterHub export takes bottleneck adapters", kind: .onlyPeftExpresses)
         }
         guard let source = adapter.source, source.format == "adapterhub", let configText = source.configText else {
-            throw AdapterFormatError(file: adapter.name, problem: "has no AdapterHub config to export")
+            throw InputError(file: adapter.name, problem: "has no AdapterHub config to export")
         }
         let config = try AdapterHubConfig(text: configText, file: adapter.name)
         var out: [(key: String, tensor: HostTensor)] = []
         for module in adapter.modules {
             for (suffix, role) in roleSuffixes {
                 guard let name = module.tensors[role] else {
-                    throw AdapterFormatError(file: adapter.name, problem: "\(module.target) lacks \(role)")
+                    throw InputError(file: adapter.name, problem: "\(module.target) lacks \(role)")
                 }
                 out.append(("\(module.target).adapters.\(config.name).\(suffix)", try tensor(name)))
             }

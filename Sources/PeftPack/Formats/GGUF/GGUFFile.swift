@@ -250,7 +250,7 @@ public enum GGUF {
             self.path = path
         }
 
-        func fail(_ problem: String) -> AdapterFormatError { AdapterFormatError(file: path, problem: problem) }
+        func fail(_ problem: String) -> InputError { InputError(file: path, problem: problem) }
 
         mutating func bytes(_ count: Int) throws -> [UInt8] {
             guard count >= 0, count <= bytes.count - position else { throw fail("is truncated at byte \(position)") }

@@ -92,9 +92,9 @@ public enum GGUFLoRA {
         let supported = architectures.keys.sorted().joined(separator: ", ")
         let named = [base.architecture, base.modelType.map { "model_type \($0)" }].compactMap { $0 }
         guard !named.isEmpty else {
-            throw AdapterFormatError(file: file, problem: "records no base architecture (GGUF export supports \(supported))", kind: .baseNotRecorded)
+            throw InputError(file: file, problem: "records no base architecture (GGUF export supports \(supported))", kind: .baseNotRecorded)
         }
-        throw AdapterFormatError(file: file, problem: "is for a \(named.joined(separator: ", ")) base, which GGUF export does not support (it supports \(supported))")
+        throw InputError(file: file, problem: "is for a \(named.joined(separator: ", ")) base, which GGUF export does not support (it supports \(supported))")
     }
 
     /// The GGUF bytes of one LoRA adapter of a pack.
@@ -102,39 +102,39 @@ public enum GGUFLoRA {
         let file = reader.path
         switch adapter.kind {
         case .lora: break
-        case .ia3: throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) is IA3, which GGUF LoRA files cannot express; merge it (peftpack merge), or merge and extract a LoRA at a chosen rank (peftpack extract)")
-        default: throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")
+        case .ia3: throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which GGUF LoRA files cannot express; merge it (peftpack merge), or merge and extract a LoRA at a chosen rank (peftpack extract)")
+        default: throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")
         }
         let base = document.base ?? BaseModelIdentity()
         let architecture = try llamaCppArchitecture(of: base, file: file)
         var modules: [(gguf: String, module: AdapterModule, a: [Float], b: [Float], rank: Int, out: Int, inputs: Int)] = []
         for module in adapter.modules {
             if module.mode == .rows {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces rows of \(module.target) (trainable_token_indices), which GGUF LoRA files cannot express; merge it instead")
+                throw InputError(file: file, problem: "adapter \(adapter.name) replaces rows of \(module.target) (trainable_token_indices), which GGUF LoRA files cannot express; merge it instead")
             }
             if module.mode != nil {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express; merge it instead")
+                throw InputError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express; merge it instead")
             }
             if module.tensors[TensorRole.magnitude] != nil {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) is DoRA, which llama.cpp cannot apply; merge it (peftpack merge), or merge and extract a plain LoRA (peftpack extract)")
+                throw InputError(file: file, problem: "adapter \(adapter.name) is DoRA, which llama.cpp cannot apply; merge it (peftpack merge), or merge and extract a plain LoRA (peftpack extract)")
             }
             if module.tensors[TensorRole.loraBBias] != nil || module.tensors[TensorRole.targetBias] != nil {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) trains the bias of \(module.target), which GGUF LoRA files cannot express; merge it instead")
+                throw InputError(file: file, problem: "adapter \(adapter.name) trains the bias of \(module.target), which GGUF LoRA files cannot express; merge it instead")
             }
             if module.layout == .embedding {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) adapts the embedding \(module.target); peftpack's GGUF export handles linear layers only")
+                throw InputError(file: file, problem: "adapter \(adapter.name) adapts the embedding \(module.target); peftpack's GGUF export handles linear layers only")
             }
             guard let gguf = ggufName(module: module.target, architecture: architecture) else {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) targets \(module.target), which has no llama.cpp tensor in a \(architecture) model")
+                throw InputError(file: file, problem: "adapter \(adapter.name) targets \(module.target), which has no llama.cpp tensor in a \(architecture) model")
             }
             guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
                   let aShape = reader.entry(named: aName)?.shape, let bShape = reader.entry(named: bName)?.shape,
                   aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
-                throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) module \(module.target) lacks LoRA factors of matching rank")
+                throw InputError(file: file, problem: "adapter \(adapter.name) module \(module.target) lacks LoRA factors of matching rank")
             }
             modules.append((gguf, module, try reader.readTensor(aName).floats(), try reader.readTensor(bName).floats(), aShape[0], bShape[0], aShape[1]))
         }
-        guard !modules.isEmpty else { throw AdapterFormatError(file: file, problem: "adapter \(adapter.name) has no LoRA modules") }
+        guard !modules.isEmpty else { throw InputError(file: file, problem: "adapter \(adapter.name) has no LoRA modules") }
         // One global alpha; each B absorbs scale·r/alpha. The largest rank keeps those factors ≤ 1
         // for plain LoRA and exact when ranks are powers of two.
         let alpha = Float(modules.map(\.rank).max()!)
@@ -147,9 +147,9 @@ public enum GGUFLoRA {
                 guard let heads else {
                     let problem = "records no attention head counts, which the q/k row order of llama.cpp needs"
                     guard base.fingerprint == nil else {
-                        throw AdapterFormatError(file: file, problem: problem + "; the base config.json it was imported with has none")
+                        throw InputError(file: file, problem: problem + "; the base config.json it was imported with has none")
                     }
-                    throw AdapterFormatError(file: file, problem: problem, kind: .baseNotRecorded)
+                    throw InputError(file: file, problem: problem, kind: .baseNotRecorded)
                 }
                 b = permuteRows(b, rows: entry.out, columns: entry.rank, heads: heads, inverse: false)
             }
@@ -175,10 +175,10 @@ public enum GGUFLoRA {
     public static func importAdapter(path: String, name: String?, base: BaseModel?) throws -> (adapter: ImportedAdapter, identity: BaseModelIdentity) {
         let file = try GGUF.File(path: path)
         guard file.value("general.type")?.stringValue == "adapter", file.value("adapter.type")?.stringValue == "lora" else {
-            throw AdapterFormatError(file: path, problem: "is a GGUF file but not a LoRA adapter (general.type = \(file.value("general.type")?.stringValue ?? "none"), adapter.type = \(file.value("adapter.type")?.stringValue ?? "none"))")
+            throw InputError(file: path, problem: "is a GGUF file but not a LoRA adapter (general.type = \(file.value("general.type")?.stringValue ?? "none"), adapter.type = \(file.value("adapter.type")?.stringValue ?? "none"))")
         }
         guard let architecture = file.value("general.architecture")?.stringValue, ["llama", "qwen2", "gpt2"].contains(architecture) else {
-            throw AdapterFormatError(file: path, problem: "is an adapter for architecture \(file.value("general.architecture")?.stringValue ?? "none"); peftpack reads llama, qwen2 and gpt2 adapters")
+            throw InputError(file: path, problem: "is an adapter for architecture \(file.value("general.architecture")?.stringValue ?? "none"); peftpack reads llama, qwen2 and gpt2 adapters")
         }
         let alpha = file.value("adapter.lora.alpha")?.doubleValue ?? 0
         let adapterName = name ?? "default"
@@ -189,29 +189,29 @@ public enum GGUFLoRA {
                 if suffix.hasSuffix("a") { pairs[key, default: (nil, nil)].a = tensor } else { pairs[key, default: (nil, nil)].b = tensor }
             }
         }
-        guard !pairs.isEmpty else { throw AdapterFormatError(file: path, problem: "holds no .lora_a/.lora_b tensor pairs") }
+        guard !pairs.isEmpty else { throw InputError(file: path, problem: "holds no .lora_a/.lora_b tensor pairs") }
         var modules: [AdapterModule] = []
         var tensors: [ImportedTensor] = []
         for key in pairs.keys.sorted(by: { $0.localizedStandardCompare($1) == .orderedAscending }) {
             guard let a = pairs[key]!.a, let b = pairs[key]!.b else {
-                throw AdapterFormatError(file: path, problem: "tensor \(key).weight has only one of lora_a and lora_b")
+                throw InputError(file: path, problem: "tensor \(key).weight has only one of lora_a and lora_b")
             }
             guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1] else {
-                throw AdapterFormatError(file: path, problem: "tensors of \(key) have inconsistent shapes: lora_a \(Shape.describe(a.shape)), lora_b \(Shape.describe(b.shape))")
+                throw InputError(file: path, problem: "tensors of \(key) have inconsistent shapes: lora_a \(Shape.describe(a.shape)), lora_b \(Shape.describe(b.shape))")
             }
             guard let module = moduleName(gguf: key, architecture: architecture) else {
-                throw AdapterFormatError(file: path, problem: "tensor \(key) has no transformers counterpart in a \(architecture) model")
+                throw InputError(file: path, problem: "tensor \(key) has no transformers counterpart in a \(architecture) model")
             }
             let rank = a.shape[0], outFeatures = b.shape[0], inFeatures = a.shape[1]
             var target = module
             if let base {
                 guard let resolved = base.resolve(module + ".weight") else {
-                    throw AdapterFormatError(file: path, problem: "tensor \(key) maps to \(module), which the base at \(base.folder) does not have")
+                    throw InputError(file: path, problem: "tensor \(key) maps to \(module), which the base at \(base.folder) does not have")
                 }
                 let shape = base.info(resolved)!.shape
                 let conv1d = architecture == "gpt2"
                 guard shape == (conv1d ? [inFeatures, outFeatures] : [outFeatures, inFeatures]) else {
-                    throw AdapterFormatError(file: path, problem: "tensor \(key) implies a \(outFeatures)×\(inFeatures) weight but the base's \(resolved) is \(Shape.describe(shape))")
+                    throw InputError(file: path, problem: "tensor \(key) implies a \(outFeatures)×\(inFeatures) weight but the base's \(resolved) is \(Shape.describe(shape))")
                 }
                 target = String(resolved.dropLast(".weight".count))
             }
@@ -226,7 +226,7 @@ public enum GGUFLoRA {
                 var values = file.floats(b)
                 if permuted {
                     guard let heads else {
-                        throw AdapterFormatError(file: path, tensor: key + ".weight.lora_b", problem: "is in llama.cpp's rotary row order, which only the base's head counts undo", kind: .needsBaseModel)
+                        throw InputError(file: path, tensor: key + ".weight.lora_b", problem: "is in llama.cpp's rotary row order, which only the base's head counts undo", kind: .needsBaseModel)
                     }
                     values = permuteRows(values, rows: outFeatures, columns: rank, heads: heads, inverse: true)
                 }

@@ -26,8 +26,8 @@ public struct PeftConfig {
     var baseModelNameOrPath: String?
 
     public init(text: String, file: String) throws {
-        func fail(_ problem: String) -> AdapterFormatError { AdapterFormatError(file: file, problem: problem) }
-        let json = try AdapterFormatError.parseConfig(text, file: file)
+        func fail(_ problem: String) -> InputError { InputError(file: file, problem: problem) }
+        let json = try InputError.parseConfig(text, file: file)
         guard json.objectMembers != nil else { throw fail("is not a JSON object") }
         guard let type = json["peft_type"]?.stringValue else { throw fail("has no peft_type") }
         peftType = type
@@ -84,7 +84,7 @@ public struct PeftConfig {
         baseModelNameOrPath = json["base_model_name_or_path"]?.stringValue
     }
 
-    static func tokenIndices(_ value: StrictJSON?, fail: (String) -> AdapterFormatError) throws -> [(module: String?, rows: [Int])]? {
+    static func tokenIndices(_ value: StrictJSON?, fail: (String) -> InputError) throws -> [(module: String?, rows: [Int])]? {
         func rows(_ list: StrictJSON, _ label: String) throws -> [Int] {
             guard let items = list.arrayValue else { throw fail("\(label) is not a list of token ids") }
             let rows = try items.map { item -> Int in

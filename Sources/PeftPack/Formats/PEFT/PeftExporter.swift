@@ -14,7 +14,7 @@ public enum PeftExporter {
         case .lora, .ia3, .full:
             for module in adapter.modules {
                 if module.mode == .delta {
-                    throw AdapterFormatError(file: adapter.name, problem: "\(module.target) is stored as a dense delta, which PEFT cannot express", kind: .denseDelta)
+                    throw InputError(file: adapter.name, problem: "\(module.target) is stored as a dense delta, which PEFT cannot express", kind: .denseDelta)
                 }
                 if module.mode != nil {
                     guard let name = module.tensors[TensorRole.fullValue] else { continue }
@@ -34,7 +34,7 @@ public enum PeftExporter {
             }
         case .prompt:
             guard let name = adapter.modules.first?.tensors[TensorRole.promptEmbeddings] else {
-                throw AdapterFormatError(file: adapter.name, problem: "prompt adapter has no embeddings")
+                throw InputError(file: adapter.name, problem: "prompt adapter has no embeddings")
             }
             out.append((PeftKeys.promptEmbeddings, try tensor(name)))
         case .prefix:
@@ -42,15 +42,15 @@ public enum PeftExporter {
             var blocks: [HostTensor] = []
             for module in layers {
                 guard let keys = module.tensors[TensorRole.prefixKeys], let values = module.tensors[TensorRole.prefixValues] else {
-                    throw AdapterFormatError(file: adapter.name, problem: "prefix layer \(module.target) lacks keys or values")
+                    throw InputError(file: adapter.name, problem: "prefix layer \(module.target) lacks keys or values")
                 }
                 blocks.append(try tensor(keys))
                 blocks.append(try tensor(values))
             }
-            guard !blocks.isEmpty else { throw AdapterFormatError(file: adapter.name, problem: "prefix adapter has no layers") }
+            guard !blocks.isEmpty else { throw InputError(file: adapter.name, problem: "prefix adapter has no layers") }
             out.append((PeftKeys.promptEmbeddings, PrefixLayout.join(blocks)))
         case .bottleneck:
-            throw AdapterFormatError(file: adapter.name, problem: "bottleneck adapters are AdapterHub's", kind: .onlyAdapterHubExpresses)
+            throw InputError(file: adapter.name, problem: "bottleneck adapters are AdapterHub's", kind: .onlyAdapterHubExpresses)
         }
         let configText: String
         if let source = adapter.source, source.format == "peft", let text = source.configText {
@@ -67,10 +67,10 @@ public enum PeftExporter {
     /// the same scale for every module.
     static func freshConfig(for adapter: Adapter) throws -> String {
         guard adapter.kind == .lora else {
-            throw AdapterFormatError(file: adapter.name, problem: "has no PEFT config to export and only LoRA configs can be made up")
+            throw InputError(file: adapter.name, problem: "has no PEFT config to export and only LoRA configs can be made up")
         }
         let lowRank = adapter.modules.filter { $0.mode == nil }
-        guard !lowRank.isEmpty else { throw AdapterFormatError(file: adapter.name, problem: "has no LoRA modules") }
+        guard !lowRank.isEmpty else { throw InputError(file: adapter.name, problem: "has no LoRA modules") }
         func alpha(_ module: AdapterModule) -> Double { (module.scale ?? 1) * Double(module.rank ?? 1) }
         var counts: [String: (rank: Int, alpha: Double, count: Int)] = [:]
         for module in lowRank {

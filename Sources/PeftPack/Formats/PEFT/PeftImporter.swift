@@ -21,7 +21,7 @@ public enum PeftImporter {
         case "PROMPT_TUNING", "P_TUNING":
             return try importPrompt(name: name, config: config, source: source, tensors: tensors, file: weightsFile)
         default:
-            throw AdapterFormatError(file: configFile, problem: "peft_type \(config.peftType) is not supported (LORA, IA3, PREFIX_TUNING, PROMPT_TUNING, P_TUNING are)")
+            throw InputError(file: configFile, problem: "peft_type \(config.peftType) is not supported (LORA, IA3, PREFIX_TUNING, PROMPT_TUNING, P_TUNING are)")
         }
     }
 
@@ -42,12 +42,12 @@ public enum PeftImporter {
         for key in tensors.tensorNames.sorted() {
             guard let info = tensors.info(key) else { continue }
             guard key.hasPrefix(PeftKeys.modelPrefix) else {
-                throw AdapterFormatError(file: file, tensor: key, problem: "is not a PEFT \(config.peftType) tensor (expected a base_model.model. prefix)")
+                throw InputError(file: file, tensor: key, problem: "is not a PEFT \(config.peftType) tensor (expected a base_model.model. prefix)")
             }
             let path = String(key.dropFirst(PeftKeys.modelPrefix.count))
             if let reason = loadCheck.whyNotLoaded(path) {
                 guard dropUnloaded else {
-                    throw AdapterFormatError(file: file, tensor: key, problem: "PEFT would not load it: \(reason)", kind: .notLoadedByItsTool)
+                    throw InputError(file: file, tensor: key, problem: "PEFT would not load it: \(reason)", kind: .notLoadedByItsTool)
                 }
                 leftOut.append((key, reason))
                 continue
@@ -68,7 +68,7 @@ public enum PeftImporter {
                 let isIA3Role = match.role == TensorRole.ia3Vector
                 let isBias = match.role == TensorRole.targetBias
                 guard isBias || isIA3Role == (kind == .ia3) else {
-                    throw AdapterFormatError(file: file, tensor: key, problem: "does not belong in a \(config.peftType) adapter")
+                    throw InputError(file: file, tensor: key, problem: "does not belong in a \(config.peftType) adapter")
                 }
                 let target = String(path.dropLast(match.suffix.count))
                 if roles[target] == nil {
@@ -76,7 +76,7 @@ public enum PeftImporter {
                     roles[target] = [:]
                 }
                 guard roles[target]![match.role] == nil else {
-                    throw AdapterFormatError(file: file, tensor: key, problem: "is a second \(match.role) tensor for \(target)")
+                    throw InputError(file: file, tensor: key, problem: "is a second \(match.role) tensor for \(target)")
                 }
                 roles[target]![match.role] = key
                 if let layout = match.layout { layouts[target] = layout }
@@ -109,11 +109,11 @@ public enum PeftImporter {
 
             if kind == .ia3 {
                 guard let vectorShape = shape(TensorRole.ia3Vector) else {
-                    throw AdapterFormatError(file: file, tensor: saved.values.first, problem: "has no ia3_l vector for \(target)")
+                    throw InputError(file: file, tensor: saved.values.first, problem: "has no ia3_l vector for \(target)")
                 }
                 let feedforward = config.isFeedforward(target)
                 guard vectorShape.count == 2, feedforward ? vectorShape[0] == 1 : vectorShape[1] == 1 else {
-                    throw AdapterFormatError(file: file, tensor: saved[TensorRole.ia3Vector], problem: "has shape \(Shape.describe(vectorShape)) but adapter_config.json makes \(target) \(feedforward ? "a feed-forward module, scaled on its input ([1, in])" : "scaled on its output ([out, 1])")")
+                    throw InputError(file: file, tensor: saved[TensorRole.ia3Vector], problem: "has shape \(Shape.describe(vectorShape)) but adapter_config.json makes \(target) \(feedforward ? "a feed-forward module, scaled on its input ([1, in])" : "scaled on its output ([out, 1])")")
                 }
                 module.side = feedforward ? .input : .output
                 module.layout = ModuleLayoutRule.layout(of: target, modelType: nil)
@@ -121,14 +121,14 @@ public enum PeftImporter {
             } else {
                 guard let aShape = shape(TensorRole.loraA), let bShape = shape(TensorRole.loraB) else {
                     let missing = saved[TensorRole.loraA] == nil ? "lora_A" : "lora_B"
-                    throw AdapterFormatError(file: file, problem: "\(target) has no \(missing) tensor")
+                    throw InputError(file: file, problem: "\(target) has no \(missing) tensor")
                 }
                 let (rank, scale) = config.loraRankAndScale(moduleName: target)
                 guard aShape.count == 2, bShape.count == 2 else {
-                    throw AdapterFormatError(file: file, tensor: saved[TensorRole.loraA], problem: "LoRA factors must be matrices")
+                    throw InputError(file: file, tensor: saved[TensorRole.loraA], problem: "LoRA factors must be matrices")
                 }
                 guard aShape[0] == rank, bShape[1] == rank else {
-                    throw AdapterFormatError(file: file, tensor: saved[TensorRole.loraA], problem: "adapter_config.json gives \(target) rank \(rank) but lora_A is \(Shape.describe(aShape)) and lora_B is \(Shape.describe(bShape))")
+                    throw InputError(file: file, tensor: saved[TensorRole.loraA], problem: "adapter_config.json gives \(target) rank \(rank) but lora_A is \(Shape.describe(aShape)) and lora_B is \(Shape.describe(bShape))")
                 }
                 // PEFT ignores the saved fan_in_fan_out: the module's type decides (ModuleLayoutRule).
                 module.layout = layouts[target] ?? ModuleLayoutRule.layout(of: target, modelType: nil)
@@ -138,7 +138,7 @@ public enum PeftImporter {
                 add(TensorRole.loraB, shape: bShape)
                 if let magnitude = shape(TensorRole.magnitude) {
                     guard magnitude == [bShape[0]] else {
-                        throw AdapterFormatError(file: file, tensor: saved[TensorRole.magnitude], problem: "DoRA magnitude has shape \(Shape.describe(magnitude)), expected [\(bShape[0])]")
+                        throw InputError(file: file, tensor: saved[TensorRole.magnitude], problem: "DoRA magnitude has shape \(Shape.describe(magnitude)), expected [\(bShape[0])]")
                     }
                     add(TensorRole.magnitude, shape: magnitude)
                 }
@@ -149,7 +149,7 @@ public enum PeftImporter {
         }
         try tokenRows.checkAllSaved(file: file)
         guard !modules.isEmpty || !fullModules.isEmpty else {
-            throw AdapterFormatError(file: file, problem: "holds no \(config.peftType) tensors")
+            throw InputError(file: file, problem: "holds no \(config.peftType) tensors")
         }
         var settings = AdapterSettings()
         if magnitudeSuffix != ".lora_magnitude_vector" { settings.magnitudeKeySuffix = magnitudeSuffix }
@@ -160,16 +160,16 @@ public enum PeftImporter {
     static func promptTensor(config: PeftConfig, tensors: TensorSource, file: String) throws -> TensorInfo {
         let extra = tensors.tensorNames.filter { $0 != PeftKeys.promptEmbeddings }
         if let first = extra.first {
-            throw AdapterFormatError(file: file, tensor: first, problem: "is not part of a \(config.peftType) adapter (only prompt_embeddings is)")
+            throw InputError(file: file, tensor: first, problem: "is not part of a \(config.peftType) adapter (only prompt_embeddings is)")
         }
         guard let info = tensors.info(PeftKeys.promptEmbeddings) else {
-            throw AdapterFormatError(file: file, problem: "has no prompt_embeddings tensor")
+            throw InputError(file: file, problem: "has no prompt_embeddings tensor")
         }
         guard config.numTransformerSubmodules ?? 1 == 1 else {
-            throw AdapterFormatError(file: file, problem: "encoder-decoder prompt learning (num_transformer_submodules > 1) is not supported")
+            throw InputError(file: file, problem: "encoder-decoder prompt learning (num_transformer_submodules > 1) is not supported")
         }
         guard info.shape.count == 2, let tokens = config.numVirtualTokens, info.shape[0] == tokens else {
-            throw AdapterFormatError(file: file, tensor: PeftKeys.promptEmbeddings, problem: "has shape \(Shape.describe(info.shape)) but adapter_config.json says num_virtual_tokens = \(config.numVirtualTokens.map(String.init) ?? "nothing")")
+            throw InputError(file: file, tensor: PeftKeys.promptEmbeddings, problem: "has shape \(Shape.describe(info.shape)) but adapter_config.json says num_virtual_tokens = \(config.numVirtualTokens.map(String.init) ?? "nothing")")
         }
         return info
     }
@@ -177,7 +177,7 @@ public enum PeftImporter {
     static func importPrompt(name: String, config: PeftConfig, source: AdapterSource, tensors: TensorSource, file: String) throws -> ImportedAdapter {
         let info = try promptTensor(config: config, tensors: tensors, file: file)
         if let tokenDim = config.tokenDim, tokenDim != info.shape[1] {
-            throw AdapterFormatError(file: file, tensor: PeftKeys.promptEmbeddings, problem: "has width \(info.shape[1]) but adapter_config.json says token_dim = \(tokenDim)")
+            throw InputError(file: file, tensor: PeftKeys.promptEmbeddings, problem: "has width \(info.shape[1]) but adapter_config.json says token_dim = \(tokenDim)")
         }
         var settings = AdapterSettings()
         settings.numVirtualTokens = info.shape[0]
@@ -197,12 +197,12 @@ public enum PeftImporter {
         let info = try promptTensor(config: config, tensors: tensors, file: file)
         guard let layers = config.numLayers, let heads = config.numAttentionHeads, let tokenDim = config.tokenDim,
               layers > 0, heads > 0, tokenDim > 0, tokenDim % heads == 0 else {
-            throw AdapterFormatError(file: file, problem: "prefix tuning config needs num_layers, num_attention_heads and token_dim (a multiple of the heads)")
+            throw InputError(file: file, problem: "prefix tuning config needs num_layers, num_attention_heads and token_dim (a multiple of the heads)")
         }
         let headDim = tokenDim / heads
         let tokens = info.shape[0]
         guard info.shape[1] == layers * 2 * tokenDim else {
-            throw AdapterFormatError(file: file, tensor: PeftKeys.promptEmbeddings, problem: "has width \(info.shape[1]) but num_layers × 2 × token_dim = \(layers * 2 * tokenDim)")
+            throw InputError(file: file, tensor: PeftKeys.promptEmbeddings, problem: "has width \(info.shape[1]) but num_layers × 2 × token_dim = \(layers * 2 * tokenDim)")
         }
         var settings = AdapterSettings()
         settings.numVirtualTokens = tokens

@@ -58,21 +58,21 @@ struct TrainableTokenRows {
     /// only TrainableTokens tensor such a file holds.
     mutating func claim(module: String, key: String, shape: [Int], file: String) throws -> [Int] {
         guard let entries else {
-            throw AdapterFormatError(file: file, tensor: key, problem: "holds trainable-token rows but adapter_config.json has no trainable_token_indices")
+            throw InputError(file: file, tensor: key, problem: "holds trainable-token rows but adapter_config.json has no trainable_token_indices")
         }
         let matching = entries.indices.filter { entries[$0].module.map { module.hasSuffix($0) } ?? true }
         guard matching.count == 1, let index = matching.first else {
             let problem = matching.isEmpty
                 ? "holds trainable-token rows for \(module), which trainable_token_indices does not name"
                 : "holds trainable-token rows for \(module), which several trainable_token_indices entries name"
-            throw AdapterFormatError(file: file, tensor: key, problem: problem)
+            throw InputError(file: file, tensor: key, problem: problem)
         }
         guard claimed.insert(index).inserted else {
-            throw AdapterFormatError(file: file, tensor: key, problem: "is a second trainable-token tensor for trainable_token_indices entry \(entries[index].module ?? "(input embedding)")")
+            throw InputError(file: file, tensor: key, problem: "is a second trainable-token tensor for trainable_token_indices entry \(entries[index].module ?? "(input embedding)")")
         }
         let rows = entries[index].rows
         guard shape.count == 2, shape[0] == rows.count else {
-            throw AdapterFormatError(file: file, tensor: key, problem: "has shape \(Shape.describe(shape)) but trainable_token_indices gives \(module) \(rows.count) rows ([\(rows.count), dim] expected)")
+            throw InputError(file: file, tensor: key, problem: "has shape \(Shape.describe(shape)) but trainable_token_indices gives \(module) \(rows.count) rows ([\(rows.count), dim] expected)")
         }
         return rows
     }
@@ -89,7 +89,7 @@ struct TrainableTokenRows {
         for (index, entry) in entries.enumerated() where !claimed.contains(index) {
             let tiedToSaved = claimed.contains { entries[$0].rows == entry.rows }
             guard tiedToSaved else {
-                throw AdapterFormatError(file: file, problem: "trainable_token_indices names \(entry.module ?? "the input embedding") but the file holds no \(PeftKeys.trainableTokensSuffix.dropFirst()) tensor for it")
+                throw InputError(file: file, problem: "trainable_token_indices names \(entry.module ?? "the input embedding") but the file holds no \(PeftKeys.trainableTokensSuffix.dropFirst()) tensor for it")
             }
         }
     }

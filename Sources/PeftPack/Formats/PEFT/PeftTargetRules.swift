@@ -35,7 +35,7 @@ struct PeftTargetRules {
     /// holding such factors was trained on a tied base, where that module is the output head.
     var modulesTiedToEmbedding: [String]
 
-    init(json: StrictJSON, fail: (String) -> AdapterFormatError) throws {
+    init(json: StrictJSON, fail: (String) -> InputError) throws {
         func strings(_ key: String) throws -> [String]? {
             switch json[key] {
             case nil, .null?: return nil
@@ -91,7 +91,7 @@ struct PeftTargetRules {
         }
     }
 
-    private static func checked(_ pattern: String, _ key: String, _ fail: (String) -> AdapterFormatError) throws -> String {
+    private static func checked(_ pattern: String, _ key: String, _ fail: (String) -> InputError) throws -> String {
         guard (try? NSRegularExpression(pattern: pattern)) != nil else {
             throw fail("\(key) \"\(pattern)\" is not a regular expression peftpack can read")
         }

@@ -88,7 +88,7 @@ struct RestrictedUnpickler {
     var stack: [PickleValue] = []
     var memo: [Int: PickleValue] = [:]
 
-    func fail(_ problem: String) -> TorchPickleError { TorchPickleError(file: file, problem: "pickle: \(problem)") }
+    func fail(_ problem: String) -> InputError { InputError(file: file, problem: "pickle: \(problem)") }
 
     mutating func read(_ count: Int) throws -> UnsafeRawBufferPointer {
         guard count >= 0, count <= code.count - position else { throw fail("truncated at byte \(position)") }
@@ -176,7 +176,7 @@ struct RestrictedUnpickler {
 
     mutating func global(_ name: String) throws -> PickleValue {
         guard Self.callables.contains(name) || Self.storageTypes[name] != nil else {
-            throw TorchPickleError.forbiddenGlobal(file: file, name: name)
+            throw InputError.forbiddenGlobal(file: file, name: name)
         }
         return .global(name)
     }
@@ -308,7 +308,7 @@ struct RestrictedUnpickler {
             }
             return .tensor(TorchTensorView(storage: storage, byteOffset: Int(offset) * elementSize, shape: size))
         default:
-            throw TorchPickleError.forbiddenGlobal(file: file, name: name)
+            throw InputError.forbiddenGlobal(file: file, name: name)
         }
     }
 }

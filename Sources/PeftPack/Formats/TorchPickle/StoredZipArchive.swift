@@ -15,7 +15,7 @@ struct StoredZipArchive {
     init(file: String, bytes: UnsafeRawBufferPointer) throws {
         self.file = file
         self.bytes = bytes
-        func fail(_ problem: String) -> TorchPickleError { TorchPickleError(file: file, problem: problem) }
+        func fail(_ problem: String) -> InputError { InputError(file: file, problem: problem) }
         func u16(_ at: Int) -> Int { Int(bytes.littleEndian(at: at, as: UInt16.self)) }
         func u32(_ at: Int) -> Int { Int(bytes.littleEndian(at: at, as: UInt32.self)) }
         func u64(_ at: Int) throws -> Int {

@@ -15,30 +15,30 @@ public enum TorchCheckpointReader {
         let archive = try StoredZipArchive(file: path, bytes: bytes)
         guard let pickleName = archive.names.first(where: { $0 == "data.pkl" || $0.hasSuffix("/data.pkl") }),
               let pickleEntry = archive.entries[pickleName] else {
-            throw TorchPickleError(file: path, problem: "no data.pkl in the archive (not a torch.save file)")
+            throw InputError(file: path, problem: "no data.pkl in the archive (not a torch.save file)")
         }
         let prefix = String(pickleName.dropLast("data.pkl".count))
         var unpickler = RestrictedUnpickler(file: path, code: archive.data(pickleEntry)) { key, dtype, count in
             guard let entry = archive.entries["\(prefix)data/\(key)"] else {
-                throw TorchPickleError(file: path, problem: "storage \(key) has no data/\(key) entry")
+                throw InputError(file: path, problem: "storage \(key) has no data/\(key) entry")
             }
             let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
             guard !overflow, bytes == entry.size else {
-                throw TorchPickleError(file: path, problem: "storage \(key) claims \(count) \(dtype.rawValue) elements but its entry holds \(entry.size) bytes")
+                throw InputError(file: path, problem: "storage \(key) claims \(count) \(dtype.rawValue) elements but its entry holds \(entry.size) bytes")
             }
             return TorchStorage(dtype: dtype, data: archive.data(entry))
         }
         let root = try unpickler.run()
         guard case .dict(let dict) = root else {
-            throw TorchPickleError(file: path, problem: "top-level object is not a dict of tensors")
+            throw InputError(file: path, problem: "top-level object is not a dict of tensors")
         }
         var views: [(name: String, view: TorchTensorView)] = []
         var names = Set<String>()
         var total = 0
         for (key, value) in dict.entries {
-            guard case .string(let name) = key else { throw TorchPickleError(file: path, problem: "a state-dict key is not a string") }
-            guard case .tensor(let view) = value else { throw TorchPickleError(file: path, problem: "entry \(name) is not a tensor") }
-            guard names.insert(name).inserted else { throw TorchPickleError(file: path, problem: "state-dict key \(name) appears twice") }
+            guard case .string(let name) = key else { throw InputError(file: path, problem: "a state-dict key is not a string") }
+            guard case .tensor(let view) = value else { throw InputError(file: path, problem: "entry \(name) is not a tensor") }
+            guard names.insert(name).inserted else { throw InputError(file: path, problem: "state-dict key \(name) appears twice") }
             total += view.byteCount
             views.append((name, view))
         }
@@ -47,7 +47,7 @@ public enum TorchCheckpointReader {
         // is made.
         let limit = maximumExpansion * bytes.count
         guard total <= limit else {
-            throw TorchPickleError(file: path, problem: "its tensors add up to \(total) bytes, more than \(maximumExpansion)× the \(bytes.count)-byte file (one storage referenced over and over)")
+            throw InputError(file: path, problem: "its tensors add up to \(total) bytes, more than \(maximumExpansion)× the \(bytes.count)-byte file (one storage referenced over and over)")
         }
         return views.map { ($0.name, $0.view.materialize()) }
     }
