@@ -11,6 +11,8 @@ struct AttentionGeometry {
     let causal: Bool
     /// Sliding-window layers: a token sees only the last `window` positions up to itself.
     let window: Int?
+    /// Gemma 2's attention soft-capping: scaled scores become cap · tanh(score / cap) before the mask.
+    var softcap: Float? = nil
 }
 
 /// Eager scaled-dot-product attention as transformers computes it in fp32: scores, additive mask,
@@ -54,8 +56,9 @@ enum AttentionKernel {
                                  alpha: g.scale, a: query, lda: q.cols, b: key, ldb: k.cols,
                                  beta: 0, c: s + prefixLength, ldc: keys)
                     for row in 0..<length {
-                        softmax(s + row * keys, count: keys,
-                                visible: visibleKeys(query: prefixLength + row, keys: keys, geometry: g))
+                        let visible = visibleKeys(query: prefixLength + row, keys: keys, geometry: g)
+                        if let cap = g.softcap { softcap(s + row * keys, visible, cap: cap) }
+                        softmax(s + row * keys, count: keys, visible: visible)
                     }
                     if prefixLength > 0 {
                         RuntimeKernels.gemm(transposeA: false, transposeB: false, m: length, n: g.headDim, k: prefixLength,
@@ -77,6 +80,10 @@ enum AttentionKernel {
         let end = g.causal ? min(query + 1, keys) : keys
         let start = g.window.map { max(0, query - $0 + 1) } ?? 0
         return start..<end
+    }
+
+    private static func softcap(_ row: UnsafeMutablePointer<Float>, _ visible: Range<Int>, cap: Float) {
+        for j in visible { row[j] = tanh(row[j] / cap) * cap }
     }
 
     /// Softmax of `row[visible]` in place; masked keys get probability exactly 0, as they do after

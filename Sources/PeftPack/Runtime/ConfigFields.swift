@@ -26,6 +26,12 @@ struct ConfigFields<Key: RawRepresentable<String>> {
         self.path = path
     }
 
+    /// The same object read with another reader's keys: a family file declares the fields only it
+    /// has in its own `enum Key: String`.
+    func reading<Other>(_ keys: Other.Type) -> ConfigFields<Other> {
+        ConfigFields<Other>(members: members, path: path)
+    }
+
     /// Whether the key is present, even with a null value.
     func contains(_ key: Key) -> Bool {
         members.contains { $0.key == key.rawValue }
@@ -115,4 +121,12 @@ struct ConfigFields<Key: RawRepresentable<String>> {
             return (member.key, text)
         })
     }
+}
+
+/// A config.json field named by a string, for fields whose name is a family's choice
+/// (`hidden_act` or `hidden_activation`, `rms_norm_eps` or `layer_norm_eps`).
+struct ConfigFieldName: RawRepresentable, ExpressibleByStringLiteral, Sendable {
+    let rawValue: String
+    init(rawValue: String) { self.rawValue = rawValue }
+    init(stringLiteral value: String) { rawValue = value }
 }

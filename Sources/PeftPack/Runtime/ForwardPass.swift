@@ -33,9 +33,19 @@ struct ForwardPass {
     func norm(_ x: inout TokenMatrix, _ weights: NormWeights, epsilon: Double) {
         if let bias = weights.bias {
             RuntimeKernels.layerNorm(&x, weight: parameter(weights.weight), bias: parameter(bias), epsilon: epsilon)
+        } else if weights.offsetByOne {
+            // Gemma's RMSNorm: x̂ · (1 + w), the sum taken in fp32 as transformers does.
+            RuntimeKernels.rmsNorm(&x, weight: parameter(weights.weight).map { 1 + $0 }, epsilon: epsilon)
         } else {
             RuntimeKernels.rmsNorm(&x, weight: parameter(weights.weight), epsilon: epsilon)
         }
+    }
+
+    /// An RMSNorm over each head's `headDim` values of every row (Qwen3's and Gemma 3's q/k norm).
+    func headNorm(_ x: inout TokenMatrix, _ weights: NormWeights, headDim: Int, epsilon: Double) {
+        var heads = TokenMatrix(rows: x.rows * (x.cols / headDim), cols: headDim, values: x.values)
+        norm(&heads, weights, epsilon: epsilon)
+        x.values = heads.values
     }
 
     /// Input embeddings of the batch: each item's prompt rows, then its looked-up tokens.

@@ -17,10 +17,11 @@ struct EmbeddingModule: Sendable {
     let dim: Int
 }
 
-/// LayerNorm (weight and bias) or RMSNorm (weight only).
+/// LayerNorm (weight and bias) or RMSNorm (weight only; Gemma's scales by 1 + weight).
 struct NormWeights: Sendable {
     let weight: ParameterID
     let bias: ParameterID?
+    var offsetByOne = false
 }
 
 enum ModuleReference: Sendable, Equatable {
@@ -82,8 +83,8 @@ struct ModelBuilder {
                     bias: try loader.require("\(path).bias", [dim]))
     }
 
-    mutating func rmsNorm(_ path: String, dim: Int) throws -> NormWeights {
-        NormWeights(weight: try loader.require("\(path).weight", [dim]), bias: nil)
+    mutating func rmsNorm(_ path: String, dim: Int, offsetByOne: Bool = false) throws -> NormWeights {
+        NormWeights(weight: try loader.require("\(path).weight", [dim]), bias: nil, offsetByOne: offsetByOne)
     }
 
     mutating func parameter(_ name: String, _ shape: [Int]) throws -> ParameterID {

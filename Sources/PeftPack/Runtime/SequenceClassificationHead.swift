@@ -72,17 +72,11 @@ extension ForwardPass {
 }
 
 extension TransformerModel {
-    var sequenceClassifier: SequenceClassificationHead? {
-        switch body {
-        case .bert(let bert): bert.classifier
-        case .llama(let llama): llama.classifier
-        case .gpt2(let gpt2): gpt2.classifier
-        }
-    }
+    var sequenceClassifier: SequenceClassificationHead? { body.classifier }
 
     /// Whether forward returns logits (over the vocabulary or the labels) rather than hidden states.
     public var outputsLogits: Bool {
-        config.family != .bert || sequenceClassifier != nil
+        config.family.outputHead != nil || sequenceClassifier != nil
     }
 
     /// transformers refuses to classify a batch of several sequences without a pad token.

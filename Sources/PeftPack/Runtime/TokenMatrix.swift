@@ -17,6 +17,16 @@ struct TokenMatrix: Sendable {
         self.values = values
     }
 
+    /// A copy of the columns `range` of every row (one part of a fused projection's output).
+    func columns(_ range: Range<Int>) -> TokenMatrix {
+        var part = TokenMatrix(rows: rows, cols: range.count)
+        for row in 0..<rows {
+            part.values.replaceSubrange(row * range.count..<(row + 1) * range.count,
+                                        with: values[(row * cols + range.lowerBound)..<(row * cols + range.upperBound)])
+        }
+        return part
+    }
+
     /// Element-wise `self += other`; both have the same shape.
     mutating func add(_ other: TokenMatrix) {
         precondition(rows == other.rows && cols == other.cols)

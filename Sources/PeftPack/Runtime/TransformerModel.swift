@@ -12,7 +12,7 @@ public struct FloatTensor: Sendable, Equatable {
 /// A base model in fp32, ready to run forward passes with or without adapters.
 ///
 /// Outputs match transformers in eval mode: BERT returns `last_hidden_state` [batch, seq, hidden]
-/// (BertModel, bidirectional attention, token_type_ids all 0); Llama-family and GPT-2 models return
+/// (BertModel, bidirectional attention, token_type_ids all 0); rotary decoders and GPT-2 return
 /// `logits` [batch, seq, vocab] under a causal mask. Prompt tuning adds its virtual tokens to `seq`.
 /// `*ForSequenceClassification` checkpoints return `logits` [batch, num_labels]
 /// (SequenceClassificationHead).
@@ -27,15 +27,9 @@ public final class TransformerModel: Sendable {
     let linears: [LinearModule]
     let embeddings: [EmbeddingModule]
     let modules: [String: ModuleReference]
-    let body: Body
+    let body: any ModelBody
 
-    enum Body: Sendable {
-        case bert(BertBody)
-        case llama(LlamaBody)
-        case gpt2(GPT2Body)
-    }
-
-    private init(config: ModelConfig, prefix: String, builder: ModelBuilder, body: Body) {
+    private init(config: ModelConfig, prefix: String, builder: ModelBuilder, body: any ModelBody) {
         self.config = config
         basePrefix = prefix
         parameters = builder.loader.store
@@ -50,20 +44,11 @@ public final class TransformerModel: Sendable {
     /// first missing or misshapen tensor, naming it; tensors nothing uses land in `unusedWeights`.
     public static func load(config: ModelConfig, weights: any WeightProvider) throws -> TransformerModel {
         try config.validate()
-        let prefix: String
-        switch config.family {
-        case .bert: prefix = "bert"
-        case .llama: prefix = "model"
-        case .gpt2: prefix = "transformer"
-        }
-        var builder = ModelBuilder(provider: weights, prefix: prefix)
-        let body: Body
-        switch config.family {
-        case .bert: body = .bert(try BertBody(config: config, builder: &builder))
-        case .llama: body = .llama(try LlamaBody(config: config, builder: &builder))
-        case .gpt2: body = .gpt2(try GPT2Body(config: config, builder: &builder))
-        }
-        return TransformerModel(config: config, prefix: prefix, builder: builder, body: body)
+        let family = config.family
+        var builder = ModelBuilder(provider: weights, prefix: family.checkpointPrefix)
+        let body = try family.makeBody(config, &builder)
+        builder.loader.ignore(where: family.isBuffer)
+        return TransformerModel(config: config, prefix: family.checkpointPrefix, builder: builder, body: body)
     }
 
     /// Runs the model on a rectangular batch of token ids.
@@ -71,11 +56,7 @@ public final class TransformerModel: Sendable {
         if let adapters, adapters.model !== self { throw RuntimeError.adapterSetForOtherModel }
         try validate(inputIds: inputIds, adapters: adapters)
         let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count)
-        switch body {
-        case .bert(let bert): return pass.run(bert, inputIds: inputIds)
-        case .llama(let llama): return pass.run(llama, inputIds: inputIds)
-        case .gpt2(let gpt2): return pass.run(gpt2, inputIds: inputIds)
-        }
+        return body.run(pass, inputIds: inputIds)
     }
 
     /// The module an adapter target names, with or without the base-model prefix.
@@ -105,9 +86,9 @@ public final class TransformerModel: Sendable {
         let rows = Double(batch) * Double(tokens)
         let hidden = Double(c.hiddenSize), queryWidth = Double(c.numAttentionHeads * c.headDim)
         let keyValueWidth = Double(c.numKeyValueHeads * c.headDim)
-        let mlpMatrices: Double = c.family == .llama ? 3 : 2
+        let mlpMatrices = Double(body.feedForwardMatrices)
         let perLayer = 2 * hidden * queryWidth + 2 * hidden * keyValueWidth + mlpMatrices * hidden * Double(c.intermediateSize)
-        let head = c.family == .bert ? 0 : hidden * Double(c.vocabSize)
+        let head = c.family.outputHead == nil ? 0 : hidden * Double(c.vocabSize)
         let attention = 2 * Double(tokens) * queryWidth
         return 2 * rows * (Double(c.numLayers) * (perLayer + attention) + head)
     }
@@ -118,9 +99,9 @@ public final class TransformerModel: Sendable {
     public func checkInputShape(batch: Int, tokens: Int, adapters: AdapterSet? = nil) throws {
         guard batch > 0, tokens > 0 else { throw RuntimeError.invalidInput("the batch is empty") }
         let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + tokens
-        // Learned position tables end at max_position_embeddings; RoPE (Llama) does not, and
+        // Learned position tables end at max_position_embeddings; rope does not, and
         // transformers runs it past that length, so only the memory budget bounds it.
-        guard config.family == .llama || positions <= config.maxPositionEmbeddings else {
+        guard !body.hasLearnedPositions || positions <= config.maxPositionEmbeddings else {
             throw RuntimeError.invalidInput(
                 "\(positions) positions exceed max_position_embeddings \(config.maxPositionEmbeddings)")
         }

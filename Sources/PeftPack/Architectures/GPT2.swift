@@ -1,6 +1,47 @@
-/// GPT2LMHeadModel: pre-LayerNorm decoder blocks with learned positions and Conv1D weights
-/// stored [in, out]; the head is tied to the token embedding unless the config says otherwise.
-struct GPT2Body: Sendable {
+extension Architecture {
+    /// GPT2LMHeadModel: pre-LayerNorm decoder blocks with learned positions and transformers
+    /// Conv1D weights stored [in, out]; q, k and v fused in c_attn. GPT2Config serializes its own
+    /// field names (n_embd, n_layer, …: its attribute_map) and ties the head by default.
+    static let gpt2 = Architecture(
+        modelType: "gpt2", classNames: ["GPT2LMHeadModel", "GPT2Model", "GPT2ForSequenceClassification"],
+        checkpointPrefix: "transformer", layerPath: "h",
+        layerModules: [
+            LayerModule("attn.c_attn", layout: .conv1d, llamaCpp: "attn_qkv"),
+            LayerModule("attn.c_proj", layout: .conv1d, llamaCpp: "attn_output"),
+            LayerModule("mlp.c_fc", layout: .conv1d, llamaCpp: "ffn_up"),
+            LayerModule("mlp.c_proj", layout: .conv1d, llamaCpp: "ffn_down"),
+        ],
+        tokenEmbedding: "wte", otherEmbeddings: ["wpe"], outputHead: "lm_head",
+        layerNorms: ["ln_1", "ln_2"], modelNorms: ["ln_f"],
+        // The causal-mask buffers old checkpoints carry (GPT2PreTrainedModel ignores them too).
+        buffers: [".attn.bias", ".attn.masked_bias"],
+        tiesEmbeddingsByDefault: true,
+        configDefaults: ConfigDefaults(vocabSize: 50257, hiddenSize: 768, numLayers: 12, numAttentionHeads: 12,
+                                       maxPositionEmbeddings: 1024, activation: "gelu_new", normEpsilon: 1e-5,
+                                       activationKey: "activation_function", epsilonKey: "layer_norm_epsilon"),
+        llamaCpp: LlamaCppNaming(architecture: "gpt2", permutesRotaryRows: false),
+        adapterHub: AdapterHubPoints(afterAttention: ["attention_adapters"], afterFeedForward: ["output_adapters"]),
+        readConfig: { config, c in
+            let g = c.reading(GPT2Key.self)
+            config.hiddenSize = try g.int(.nEmbd) ?? config.hiddenSize
+            config.numLayers = try g.int(.nLayer) ?? config.numLayers
+            config.numAttentionHeads = try g.int(.nHead) ?? config.numAttentionHeads
+            config.maxPositionEmbeddings = try g.int(.nPositions) ?? config.maxPositionEmbeddings
+            config.intermediateSize = try g.int(.nInner) ?? 4 * config.hiddenSize
+            (config.queryKeyValueBias, config.attentionOutputBias, config.mlpBias) = (true, true, true)
+            config.scaleAttentionWeights = try g.bool(.scaleAttnWeights) ?? true
+            config.scaleAttentionByInverseLayerIndex = try g.bool(.scaleAttnByInverseLayerIdx) ?? false
+        },
+        makeBody: { config, builder in try GPT2Body(config: config, builder: &builder) })
+
+    private enum GPT2Key: String {
+        case nEmbd = "n_embd", nLayer = "n_layer", nHead = "n_head", nInner = "n_inner", nPositions = "n_positions"
+        case scaleAttnWeights = "scale_attn_weights", scaleAttnByInverseLayerIdx = "scale_attn_by_inverse_layer_idx"
+    }
+}
+
+/// GPT-2's loaded modules; the head is tied to the token embedding unless the config says otherwise.
+struct GPT2Body: ModelBody {
     struct Layer: Sendable {
         let attentionNorm: NormWeights
         let queryKeyValue, attentionOutput: Int
@@ -43,9 +84,13 @@ struct GPT2Body: Sendable {
             classifier = nil
             head = try builder.head("lm_head", embedding: tokenEmbedding, tied: config.tieWordEmbeddings)
         }
-        // The causal-mask buffers old checkpoints carry (GPT2PreTrainedModel ignores them too).
-        builder.loader.ignore { $0.hasSuffix(".attn.bias") || $0.hasSuffix(".attn.masked_bias") }
     }
+
+    var embeddingAndHead: (embedding: Int, head: Int)? { classifier == nil ? (tokenEmbedding, head) : nil }
+    var feedForwardMatrices: Int { 2 }
+    var hasLearnedPositions: Bool { true }
+
+    func run(_ pass: ForwardPass, inputIds: [[Int]]) -> FloatTensor { pass.run(self, inputIds: inputIds) }
 }
 
 extension ForwardPass {

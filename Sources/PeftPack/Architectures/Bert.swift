@@ -1,5 +1,38 @@
-/// BertModel: post-LayerNorm encoder layers over word + position + token-type embeddings.
-struct BertBody: Sendable {
+extension Architecture {
+    /// BertModel and its task classes: a post-LayerNorm encoder over word, position and
+    /// token-type embeddings. Old checkpoints name LayerNorm parameters gamma/beta.
+    static let bert = Architecture(
+        modelType: "bert", classNames: ["BertModel", "BertForSequenceClassification", "BertForMaskedLM", "BertForPreTraining"],
+        checkpointPrefix: "bert", layerPath: "encoder.layer",
+        layerModules: [
+            LayerModule("attention.self.query"), LayerModule("attention.self.key"), LayerModule("attention.self.value"),
+            LayerModule("attention.output.dense"), LayerModule("intermediate.dense"), LayerModule("output.dense"),
+        ],
+        tokenEmbedding: "embeddings.word_embeddings",
+        otherEmbeddings: ["embeddings.position_embeddings", "embeddings.token_type_embeddings"], outputHead: nil,
+        layerNorms: ["attention.output.LayerNorm", "output.LayerNorm"], modelNorms: ["embeddings.LayerNorm"],
+        buffers: ["embeddings.position_ids", "embeddings.token_type_ids"],
+        tiesEmbeddingsByDefault: true,
+        configDefaults: ConfigDefaults(vocabSize: 30522, hiddenSize: 768, numLayers: 12, numAttentionHeads: 12,
+                                       intermediateSize: 3072, maxPositionEmbeddings: 512, activation: "gelu",
+                                       normEpsilon: 1e-12, epsilonKey: "layer_norm_eps"),
+        llamaCpp: nil,
+        adapterHub: AdapterHubPoints(afterAttention: ["attention.output"], afterFeedForward: ["output"]),
+        readConfig: { config, c in
+            (config.queryKeyValueBias, config.attentionOutputBias, config.mlpBias) = (true, true, true)
+            if try c.reading(BertKey.self).bool(.isDecoder) ?? false {
+                throw RuntimeError.unsupportedArchitecture("BERT with is_decoder=true")
+            }
+        },
+        makeBody: { config, builder in try BertBody(config: config, builder: &builder) })
+
+    private enum BertKey: String {
+        case isDecoder = "is_decoder"
+    }
+}
+
+/// BERT's loaded modules.
+struct BertBody: ModelBody {
     struct Layer: Sendable {
         let query, key, value, attentionOutput: Int
         let attentionNorm: NormWeights
@@ -44,8 +77,13 @@ struct BertBody: Sendable {
         classifier = try config.sequenceClassificationLabels.map {
             try SequenceClassificationHead.bert(labels: $0, pooler: pooler, builder: &builder, hidden: hidden)
         }
-        builder.loader.ignore { $0.hasSuffix("embeddings.position_ids") }
     }
+
+    var embeddingAndHead: (embedding: Int, head: Int)? { nil }
+    var feedForwardMatrices: Int { 2 }
+    var hasLearnedPositions: Bool { true }
+
+    func run(_ pass: ForwardPass, inputIds: [[Int]]) -> FloatTensor { pass.run(self, inputIds: inputIds) }
 }
 
 extension ForwardPass {
