@@ -6,6 +6,7 @@ public enum ArchitectureRegistry {
         .llama,
         .mistral,
         .qwen2,
+        .phi3,
     ]
 
     /// The family of a config.json `model_type`.

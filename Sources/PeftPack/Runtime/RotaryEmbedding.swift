@@ -38,13 +38,9 @@ public struct RopeParameters: Sendable, Equatable {
         Int(Double(headDim) * (partialRotaryFactor ?? 1))
     }
 
-    /// `rotatesPartialHeads`: whether the family's attention rotates only the leading
-    /// `rotaryDim` dims (Phi-3); the others' transformers code fails on partial_rotary_factor < 1.
-    func validate(headDim: Int, rotatesPartialHeads: Bool = false) throws {
+    /// Whether a family may rotate part of a head is its layout's business (DecoderLayout).
+    func validate(headDim: Int) throws {
         if let partial = partialRotaryFactor, partial != 1 {
-            guard rotatesPartialHeads else {
-                throw RuntimeError.invalidConfig("partial_rotary_factor \(partial) is not supported for Llama-family models")
-            }
             let dim = rotaryDim(headDim: headDim)
             guard partial > 0, partial < 1, dim >= 2, dim % 2 == 0 else {
                 throw RuntimeError.invalidConfig(

@@ -1,0 +1,176 @@
+import Foundation
+import Testing
+@testable import PeftPack
+
+/// Phi-3 (fixtures/data/families/phi3, made with transformers 5.24 and PEFT 0.21.2): fused
+/// qkv_proj and gate_up_proj, LongRoPE whose long factors the length-7 reference input selects,
+/// cos/sin scaled by √3, partial rotary 0.75, sliding window 4. The runtime, import, merge and
+/// extract against what transformers and PEFT computed.
+///
+/// Tolerance: 1e-5 of the reference's largest magnitude, as RuntimeReferenceTests (fp32 on both
+/// sides, different summation order; observed ≤ 1e-6 relative). The negative controls switch each
+/// Phi-3 feature off in our runtime and must move the output past 1e-3 relative, so the
+/// comparisons above cannot pass on a runtime that ignores one.
+@Suite struct FamilyPhi3Tests {
+    static let tolerance = Verify.Tolerance(absolute: 0, relative: 1e-5)
+    static let root = "families/phi3"
+    static let cases = ["phi3_lora", "phi3_dora", "phi3_ia3"]
+    static let base = Fixtures.path("\(root)/model")
+    static let finetuned = Fixtures.path("\(root)/model-ft")
+
+    static func reference(_ caseName: String) -> String { Fixtures.path("\(root)/cases/\(caseName)/\(caseName).ref.safetensors") }
+
+    static func pack(_ caseName: String) throws -> String {
+        let output = Fixtures.temporaryDirectory() + "/\(caseName).peftpack"
+        _ = try PackImport.run(sources: [.init(path: Fixtures.path("\(root)/cases/\(caseName)/adapter"), name: nil)], output: output,
+                               baseFolder: base, level: 3)
+        return output
+    }
+
+    static func model(config edit: (inout ModelConfig) -> Void = { _ in }) throws -> TransformerModel {
+        var config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: base + "/config.json"))
+        edit(&config)
+        return try TransformerModel.load(config: config, weights: try Checkpoint(path: base))
+    }
+
+    static func relativeError(_ model: TransformerModel, _ referencePath: String, _ key: String) throws -> Double {
+        let file = try ReferenceFile(path: referencePath)
+        let output = try model.forward(inputIds: try file.inputRows())
+        return RuntimeFixtures.relativeError(output, try file.output(key))
+    }
+
+    @Test func configReadsLongRopeAsPhi3ConfigDoes() throws {
+        let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: Self.base + "/config.json"))
+        #expect(config.family.modelType == "phi3")
+        let rope = try #require(config.rope)
+        #expect(rope.type == .longrope && rope.originalMaxPositionEmbeddings == 4 && rope.partialRotaryFactor == 0.75)
+        #expect(rope.shortFactor == [1.1, 1.4, 2.0, 3.5, 6.0, 9.0] && rope.longFactor == [1.3, 2.5, 4.5, 8.0, 15.0, 27.0])
+        #expect(config.slidingWindow == 4 && config.slidingWindowLayers == [0, 1] && !config.tieWordEmbeddings)
+        // transformers' Phi3RotaryEmbedding on the fixture base (inv_freq after a forward of that
+        // length, attention_scaling): length 4 runs on short_factor, length 7 on long_factor.
+        let expected: [Int: [Double]] = [
+            4: [0.9090908765792847, 0.15388818085193634, 0.02320794202387333, 0.0028571428265422583,
+                0.0003590723790694028, 5.157322084414773e-05],
+            7: [0.7692307829856873, 0.08617737889289856, 0.0103146405890584, 0.0012499999720603228,
+                0.00014362896035891026, 1.7191072402056307e-05],
+        ]
+        for (length, frequencies) in expected {
+            let (inverse, scaling) = rope.inverseFrequencies(headDim: 16, maxPositionEmbeddings: 64, sequenceLength: length)
+            #expect(inverse.count == 6)
+            for (actual, wanted) in zip(inverse, frequencies) {
+                #expect(abs(Double(actual) - wanted) <= 1e-6 * wanted, "length \(length): \(actual) vs \(wanted)")
+            }
+            #expect(abs(Double(scaling) - 3.0.squareRoot()) <= 1e-7)
+        }
+    }
+
+    /// 4.x spellings and Phi3Config's rules: `rope_scaling` with `type`, a top-level
+    /// partial_rotary_factor, the top-level original_max_position_embeddings winning over the
+    /// dictionary's (4096 when absent), "yarn" read as longrope, other types and "su" refused.
+    @Test func configSpellingsAndRefusals() throws {
+        let factors = #""short_factor": [1, 1, 1, 1], "long_factor": [2, 2, 2, 2]"#
+        func decode(_ fields: String) throws -> ModelConfig {
+            let head = #"{"model_type": "phi3", "hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 64, "#
+            return try ModelConfig.decode(Data((head + fields + "}").utf8))
+        }
+        let old = try #require(try decode(#""partial_rotary_factor": 0.5, "original_max_position_embeddings": 8, "rope_scaling": {"type": "longrope", \#(factors)}"#).rope)
+        #expect(old.type == .longrope && old.partialRotaryFactor == 0.5 && old.originalMaxPositionEmbeddings == 8)
+        let inner = try #require(try decode(#""partial_rotary_factor": 0.5, "rope_parameters": {"rope_type": "longrope", "original_max_position_embeddings": 8, \#(factors)}"#).rope)
+        #expect(inner.originalMaxPositionEmbeddings == 4096)
+        let yarn = try #require(try decode(#""partial_rotary_factor": 0.5, "rope_scaling": {"type": "yarn", "factor": 2.0, \#(factors)}"#).rope)
+        #expect(yarn.type == .longrope)
+        let plain = try #require(try decode(#""rope_scaling": null, "rope_theta": 500.0"#).rope)
+        #expect(plain.type == .standard && plain.theta == 500)
+
+        func refusal(_ fields: String) -> String? {
+            do { _ = try decode(fields); return nil } catch { return "\(error)" }
+        }
+        #expect(refusal(#""rope_scaling": {"type": "linear", "factor": 2.0}"#)?.contains("Phi3Config accepts") == true)
+        #expect(refusal(#""rope_scaling": {"type": "su", \#(factors)}"#)?.contains("su") == true)
+        #expect(refusal(#""rope_scaling": {"type": "longrope", "short_factor": [1, 1, 1], "long_factor": [2, 2, 2]}"#)?
+            .contains("short_factor has 3 entries") == true)
+        #expect(refusal(#""partial_rotary_factor": 0.5, "rope_scaling": {"type": "longrope", "short_factor": [1, 0, 1, 1], "long_factor": [2, 2, 2, 2]}"#)?
+            .contains("positive") == true)
+        #expect(refusal(#""rope_scaling": {"type": "longrope", "short_factor": [1, 1, 1, 1, 1, 1, 1, 1]}"#)?.contains("long_factor") == true)
+    }
+
+    /// Llama's transformers code fails on a partial rotary factor; the runtime refuses it there
+    /// and runs it only where the family's attention rotates part of each head.
+    @Test func partialRotaryOnlyWherePhi3Allows() throws {
+        var config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: Fixtures.path("models/llama-tiny/config.json")))
+        config.rope?.partialRotaryFactor = 0.5
+        let refusal = #expect(throws: RuntimeError.self) {
+            _ = try TransformerModel.load(config: config, weights: try Checkpoint(path: Fixtures.path("models/llama-tiny")))
+        }
+        #expect(refusal.map { "\($0)" }?.contains("partial_rotary_factor 0.5 is not supported for llama") == true)
+    }
+
+    @Test func baseOutputs() throws {
+        let model = try Self.model()
+        #expect(model.unusedWeights.isEmpty)
+        let long = try Self.relativeError(model, Self.reference("phi3_lora"), "output_base")
+        let short = try Self.relativeError(model, Fixtures.path("\(Self.root)/short-input.ref.safetensors"), "output_base")
+        let (finetuned, _) = try Verify.loadModel(Self.finetuned)
+        let tuned = try Self.relativeError(finetuned, Self.finetuned + ".ref.safetensors", "output_adapter")
+        print("phi3 base: long_factor input \(long), short_factor input \(short), fine-tune \(tuned)")
+        #expect(long <= 1e-5 && short <= 1e-5 && tuned <= 1e-5)
+    }
+
+    /// Each feature switched off in our runtime moves its output away from transformers'.
+    @Test(arguments: ["longrope", "long factor", "cos/sin scale", "partial rotary", "sliding window"])
+    func featureControls(feature: String) throws {
+        let padded = { (factors: [Double]) in factors + [Double](repeating: factors.last!, count: 8 - factors.count) }
+        let model = try Self.model { config in
+            var rope = config.rope!
+            switch feature {
+            case "longrope": rope.type = .standard
+            case "long factor": rope.longFactor = rope.shortFactor
+            case "cos/sin scale": rope.attentionFactor = 1
+            case "partial rotary":
+                rope.partialRotaryFactor = 1
+                (rope.shortFactor, rope.longFactor) = (padded(rope.shortFactor!), padded(rope.longFactor!))
+            default: config.slidingWindow = nil
+            }
+            config.rope = rope
+        }
+        let moved = try Self.relativeError(model, Self.reference("phi3_lora"), "output_base")
+        print("phi3 without \(feature): \(moved) from transformers")
+        #expect(moved > 1e-3)
+    }
+
+    @Test(arguments: cases)
+    func adapterAtRunTime(caseName: String) throws {
+        let report = try Verify.run(pack: try Self.pack(caseName), base: Self.base, adapterNames: [],
+                                    targets: [.reference(path: Self.reference(caseName), key: "output_adapter")],
+                                    inputShape: (2, 7), seed: 0, tolerance: Self.tolerance)
+        print("\(caseName) at run time: max rel \(report.comparisons[0].maxRelError)")
+        #expect(report.passed, "\(caseName): max rel \(report.comparisons[0].maxRelError)")
+    }
+
+    /// The merged folder, run by our runtime, gives the adapter's output and PEFT's merge's
+    /// (tests/python/check_families.py loads it in transformers).
+    @Test(arguments: cases)
+    func mergeMatchesPeft(caseName: String) throws {
+        let output = Fixtures.temporaryDirectory() + "/merged"
+        _ = try Merge.run(base: Self.base, inputs: [MergeInput(pack: try Self.pack(caseName), adapter: nil, weight: 1)],
+                          output: output, options: .init())
+        let (merged, _) = try Verify.loadModel(output)
+        let file = try ReferenceFile(path: Self.reference(caseName))
+        for key in ["output_adapter", "output_peft_merged"] {
+            let comparison = try file.compare(merged, with: key, label: key, tolerance: Self.tolerance)
+            #expect(comparison.passed, "\(caseName) merged vs \(key): max abs \(comparison.maxAbsError)")
+        }
+    }
+
+    /// At full rank (64 ≥ every module's rank) an extract of the fine-tune reproduces it.
+    @Test func fullRankExtractReproducesFineTune() throws {
+        let pack = Fixtures.temporaryDirectory() + "/extracted.peftpack"
+        let report = try Extract.run(base: Self.base, finetuned: Self.finetuned, output: pack, options: .init(rule: .fixed(64), exact: true))
+        #expect(report.modules.contains { $0.tensor.hasSuffix("self_attn.qkv_proj.weight") } && report.modules.contains { $0.tensor.hasSuffix("mlp.gate_up_proj.weight") })
+        let verified = try Verify.run(pack: pack, base: Self.base, adapterNames: [],
+                                      targets: [.reference(path: Self.finetuned + ".ref.safetensors", key: "output_adapter")],
+                                      inputShape: (2, 7), seed: 0, tolerance: Self.tolerance)
+        #expect(verified.passed, "max abs \(verified.comparisons[0].maxAbsError)")
+        #expect(verified.comparisons[0].top1Agreement == 1)
+    }
+}
