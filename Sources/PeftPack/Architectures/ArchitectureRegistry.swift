@@ -6,6 +6,8 @@ public enum ArchitectureRegistry {
         .llama,
         .mistral,
         .qwen2,
+        .gemma,
+        .openAIGPT,
         .phi3,
     ]
 

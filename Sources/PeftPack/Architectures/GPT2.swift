@@ -10,6 +10,8 @@ extension Architecture {
             LayerModule("attn.c_proj", layout: .conv1d, llamaCpp: "attn_output"),
             LayerModule("mlp.c_fc", layout: .conv1d, llamaCpp: "ffn_up"),
             LayerModule("mlp.c_proj", layout: .conv1d, llamaCpp: "ffn_down"),
+            // The cross-attention query of a GPT-2 with add_cross_attention (not run here).
+            LayerModule("attn.q_attn", layout: .conv1d),
         ],
         tokenEmbedding: "wte", otherEmbeddings: ["wpe"], outputHead: "lm_head",
         layerNorms: ["ln_1", "ln_2"], modelNorms: ["ln_f"],

@@ -8,7 +8,12 @@ public final class BaseModel {
     public let identity: BaseModelIdentity
     /// Set when the output head is the token embedding (see `EmbeddingTie`).
     public let tie: EmbeddingTie?
-    private static let prefixes = ["model.", "bert.", "transformer.", "gpt_neox.", "base_model."]
+    /// The base's family, when it is one peftpack knows.
+    public let family: Architecture?
+    /// Prefixes an adapter's names may carry or lack relative to this checkpoint: the family's,
+    /// every registered family's (adapters saved against another class of the same model), PEFT's
+    /// `base_model.`, and for an unknown family the first component most tensor names share.
+    private let prefixes: [String]
 
     public init(folder: String) throws {
         self.folder = folder
@@ -16,6 +21,9 @@ public final class BaseModel {
         var identity = BaseModelIdentity()
         let json = checkpoint.configText.flatMap { try? StrictJSON.parse(Array($0.utf8)) }
         tie = EmbeddingTie(config: json, tensorNames: Set(checkpoint.names))
+        family = ArchitectureRegistry.architecture(modelType: json?["model_type"]?.stringValue,
+                                                   className: json?["architectures"]?.arrayValue?.first?.stringValue)
+        prefixes = Self.prefixes(family: family, names: checkpoint.names)
         if let json {
             func integer(_ keys: String...) -> Int? {
                 for key in keys { if let value = json[key]?.integerValue { return Int(value) } }
@@ -38,7 +46,7 @@ public final class BaseModel {
     public func resolve(_ name: String) -> String? {
         if let tie, name == tie.head || name == "base_model.model." + tie.head { return tie.head }
         if checkpoint.info(name) != nil { return name }
-        for prefix in Self.prefixes {
+        for prefix in prefixes {
             if name.hasPrefix(prefix), checkpoint.info(String(name.dropFirst(prefix.count))) != nil {
                 return String(name.dropFirst(prefix.count))
             }
@@ -55,6 +63,20 @@ public final class BaseModel {
         case .lora, .ia3: return module.target + ".weight"
         default: return nil
         }
+    }
+
+    private static func prefixes(family: Architecture?, names: [String]) -> [String] {
+        var prefixes = (family.map { [$0] } ?? []) .map { $0.checkpointPrefix + "." }
+        if family == nil {
+            let firsts = Dictionary(grouping: names.compactMap { $0.split(separator: ".").first.map(String.init) }) { $0 }
+            if let (dominant, members) = firsts.max(by: { $0.value.count < $1.value.count }), members.count * 2 > names.count {
+                prefixes.append(dominant + ".")
+            }
+        }
+        for other in ArchitectureRegistry.all.map({ $0.checkpointPrefix + "." }) + ["base_model."] where !prefixes.contains(other) {
+            prefixes.append(other)
+        }
+        return prefixes
     }
 
     /// `adapter` with the layouts this base's modules have: what a pack recorded without a base,

@@ -18,10 +18,6 @@ public struct ModelSummary: Encodable, Equatable {
     /// Stored buffers that are not parameters (transformers ignores them on load).
     public var buffers: [String]
 
-    /// Tensors older transformers saved that are buffers, not parameters: GPT-2's causal mask
-    /// (`attn.bias`, `attn.masked_bias`) and BERT's `embeddings.position_ids`.
-    static let bufferSuffixes = [".attn.bias", ".attn.masked_bias", "embeddings.position_ids"]
-
     /// `configText`: the model folder's config.json (nil for a bare safetensors file).
     public init(checkpoint: Checkpoint, identity: BaseModelIdentity?, configText: String?) {
         architecture = identity?.architecture
@@ -32,7 +28,10 @@ public struct ModelSummary: Encodable, Equatable {
         var elementsOfDType: [String: Int] = [:]
         for info in infos { elementsOfDType[info.dtype.rawValue, default: 0] += info.elementCount ?? 0 }
         dtypes = elementsOfDType.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map(\.key)
-        let buffers = infos.map(\.name).filter { name in Self.bufferSuffixes.contains { name.hasSuffix($0) } }
+        // Buffers as the family names them (GPT-2's causal mask, BERT's position ids, rotary
+        // inv_freq); for a family outside the registry, as any registered family names them.
+        let families = ArchitectureRegistry.architecture(modelType: modelType, className: architecture).map { [$0] } ?? ArchitectureRegistry.all
+        let buffers = infos.map(\.name).filter { name in families.contains { $0.isBuffer(name) } }
         self.buffers = buffers
         outputHead = Extract.outputHeadNames.map { $0 + ".weight" }.first { checkpoint.info($0) != nil }
         tieWordEmbeddings = configText.flatMap { try? ModelConfig.decode(Data($0.utf8)).tieWordEmbeddings }

@@ -45,10 +45,9 @@ public enum AdapterHubFormat {
             guard down.count == 2, up == [down[1], down[0]] else {
                 throw InputError(file: weightsFile, tensor: saved[TensorRole.upWeight], problem: "has shape \(Shape.describe(up)) but the down projection is \(Shape.describe(down))")
             }
-            guard let layer = layerIndex(in: target) else {
-                throw InputError(file: weightsFile, tensor: saved[TensorRole.downWeight], problem: "has no layer index in its path")
+            guard let (layer, position) = site(of: target) else {
+                throw InputError(file: weightsFile, tensor: saved[TensorRole.downWeight], problem: "is not at a place AdapterHub inserts bottleneck adapters in a model family peftpack knows")
             }
-            let position: BottleneckPosition = target.contains("attention") ? .afterAttention : .afterFeedForward
             var module = AdapterModule(target: target, position: position, layer: layer)
             for (_, role) in roleSuffixes {
                 let key = saved[role]!
@@ -67,12 +66,13 @@ public enum AdapterHubFormat {
         return ImportedAdapter(adapter: adapter, tensors: imported)
     }
 
-    /// The layer number in paths like `encoder.layer.3.output`, `model.layers.3.output_adapters`
-    /// or `transformer.h.3.…`.
-    static func layerIndex(in path: String) -> Int? {
-        let parts = path.split(separator: ".")
-        for (position, part) in parts.enumerated().dropLast() where ["layer", "layers", "h", "block"].contains(part) {
-            if let index = Int(parts[position + 1]) { return index }
+    /// The layer and position of an adapter's sub-layer path (`encoder.layer.3.output`,
+    /// `model.layers.3.output_adapters`), in the registered family whose AdapterHub points name it.
+    static func site(of target: String) -> (layer: Int, position: BottleneckPosition)? {
+        for family in ArchitectureRegistry.all {
+            guard let (layer, suffix) = family.layerPosition(of: target) else { continue }
+            if family.adapterHub.afterAttention.contains(suffix) { return (layer, .afterAttention) }
+            if family.adapterHub.afterFeedForward.contains(suffix) { return (layer, .afterFeedForward) }
         }
         return nil
     }

@@ -8,24 +8,8 @@ import Foundation
 /// scale (α/r, α/√r for rsLoRA, rank/alpha patterns, stacking weights) into B against one global
 /// alpha, which then reproduces ΔW exactly whatever each module's rank.
 public enum GGUFLoRA {
-    /// Transformers architectures and the llama.cpp architecture name their converter uses.
-    static let architectures: [String: String] = [
-        "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "GPT2LMHeadModel": "gpt2",
-    ]
-    static let modelTypes: [String: String] = ["llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gpt2": "gpt2"]
-
-    /// (transformers module suffix, llama.cpp tensor name) per layer, for each architecture.
-    static func layerNames(_ architecture: String) -> [(String, String)] {
-        switch architecture {
-        case "gpt2":
-            [("attn.c_attn", "attn_qkv"), ("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")]
-        default:
-            [("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"), ("self_attn.o_proj", "attn_output"),
-             ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"), ("mlp.down_proj", "ffn_down")]
-        }
-    }
-
-    static func layerPrefix(_ architecture: String) -> String { architecture == "gpt2" ? "h." : "layers." }
+    /// The registered families llama.cpp has a graph for (`Architecture.llamaCpp`).
+    static var families: [Architecture] { ArchitectureRegistry.all.filter { $0.llamaCpp != nil } }
 
     /// llama.cpp's tensor name (without ".weight") for a transformers module name, or nil.
     /// What a whole-tensor module is, from the key PEFT saved it under: a `base_layer` weight is
@@ -36,26 +20,33 @@ public enum GGUFLoRA {
         return "with \(key), the base layer's weight PEFT saves beside a LoRA on an embedding or output layer (save_embedding_layers)"
     }
 
-    static func ggufName(module: String, architecture: String) -> String? {
-        var name = module
-        for prefix in ["base_model.model.", "model.", "transformer."] where name.hasPrefix(prefix) { name.removeFirst(prefix.count) }
-        if name == "lm_head" { return "output" }
-        let layerPrefix = layerPrefix(architecture)
-        guard name.hasPrefix(layerPrefix) else { return nil }
-        let rest = name.dropFirst(layerPrefix.count)
-        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]) else { return nil }
-        let suffix = String(rest[rest.index(after: dot)...])
-        guard let mapped = layerNames(architecture).first(where: { $0.0 == suffix })?.1 else { return nil }
-        return "blk.\(layer).\(mapped)"
+    static func ggufName(module: String, family: Architecture) -> (name: String, module: LayerModule)? {
+        var name = Substring(module)
+        for prefix in ["base_model.model.", family.checkpointPrefix + "."] where name.hasPrefix(prefix) { name = name.dropFirst(prefix.count) }
+        if let head = family.outputHead, name == head { return ("output", LayerModule(head)) }
+        guard let (layer, suffix) = family.layerPosition(of: String(name)),
+              let layerModule = family.layerModules.first(where: { $0.suffix == suffix }), let mapped = layerModule.llamaCppName
+        else { return nil }
+        return ("blk.\(layer).\(mapped)", layerModule)
     }
 
     /// The transformers module name for a llama.cpp tensor name (inverse of ggufName).
-    static func moduleName(gguf: String, architecture: String) -> String? {
-        if gguf == "output" { return "lm_head" }
+    static func moduleName(gguf: String, family: Architecture) -> (name: String, module: LayerModule)? {
+        if gguf == "output", let head = family.outputHead { return (head, LayerModule(head)) }
         let parts = gguf.split(separator: ".", maxSplits: 2)
         guard parts.count == 3, parts[0] == "blk", let layer = Int(parts[1]),
-              let suffix = layerNames(architecture).first(where: { $0.1 == parts[2] })?.0 else { return nil }
-        return architecture == "gpt2" ? "transformer.h.\(layer).\(suffix)" : "model.layers.\(layer).\(suffix)"
+              let layerModule = family.layerModules.first(where: { $0.llamaCppName == String(parts[2]) }) else { return nil }
+        return ("\(family.checkpointPrefix).\(family.layerModulePath(layer, layerModule.suffix))", layerModule)
+    }
+
+    /// The head count that splits `module`'s output rows into rotary heads, when llama.cpp's
+    /// converter reorders them for `family`.
+    static func permutedHeads(_ module: LayerModule, family: Architecture, base: BaseModelIdentity?) -> (permuted: Bool, heads: Int?) {
+        guard family.llamaCpp?.permutesRotaryRows == true, let rows = module.rotaryRows else { return (false, nil) }
+        switch rows {
+        case .queryHeads: return (true, base?.numAttentionHeads)
+        case .keyValueHeads: return (true, base?.numKeyValueHeads)
+        }
     }
 
     /// convert_hf_to_gguf.py's LlamaModel.permute on the output rows of q_proj/k_proj: within each
@@ -82,14 +73,13 @@ public enum GGUFLoRA {
         public init(type: GGUF.ElementType = .f32) { self.type = type }
     }
 
-    /// The llama.cpp architecture of the pack's base. A base the pack names but the export has no
-    /// tensor mapping for is unsupported, whether or not it was checked at import; only a pack
-    /// that names no base at all is helped by importing it with its base.
-    static func llamaCppArchitecture(of base: BaseModelIdentity, file: String) throws -> String {
-        if let known = base.architecture.flatMap({ architectures[$0] }) ?? base.modelType.flatMap({ modelTypes[$0] }) {
-            return known
-        }
-        let supported = architectures.keys.sorted().joined(separator: ", ")
+    /// The family of the pack's base, which llama.cpp must have a graph for. A base the pack names
+    /// but the export has no tensor mapping for is unsupported, whether or not it was checked at
+    /// import; only a pack that names no base at all is helped by importing it with its base.
+    static func llamaCppFamily(of base: BaseModelIdentity, file: String) throws -> Architecture {
+        let family = ArchitectureRegistry.architecture(modelType: base.modelType, className: base.architecture)
+        if let family, family.llamaCpp != nil { return family }
+        let supported = families.flatMap(\.classNames).filter { $0.hasSuffix("ForCausalLM") || $0.hasSuffix("LMHeadModel") }.sorted().joined(separator: ", ")
         let named = [base.architecture, base.modelType.map { "model_type \($0)" }].compactMap { $0 }
         guard !named.isEmpty else {
             throw InputError(file: file, problem: "records no base architecture (GGUF export supports \(supported))", kind: .baseNotRecorded)
@@ -106,8 +96,9 @@ public enum GGUFLoRA {
         default: throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")
         }
         let base = document.base ?? BaseModelIdentity()
-        let architecture = try llamaCppArchitecture(of: base, file: file)
-        var modules: [(gguf: String, module: AdapterModule, a: [Float], b: [Float], rank: Int, out: Int, inputs: Int)] = []
+        let family = try llamaCppFamily(of: base, file: file)
+        let architecture = family.llamaCpp!.architecture
+        var modules: [(gguf: String, layerModule: LayerModule, module: AdapterModule, a: [Float], b: [Float], rank: Int, out: Int, inputs: Int)] = []
         for module in adapter.modules {
             if module.mode == .rows {
                 throw InputError(file: file, problem: "adapter \(adapter.name) replaces rows of \(module.target) (trainable_token_indices), which GGUF LoRA files cannot express; merge it instead")
@@ -124,7 +115,7 @@ public enum GGUFLoRA {
             if module.layout == .embedding {
                 throw InputError(file: file, problem: "adapter \(adapter.name) adapts the embedding \(module.target); peftpack's GGUF export handles linear layers only")
             }
-            guard let gguf = ggufName(module: module.target, architecture: architecture) else {
+            guard let (gguf, layerModule) = ggufName(module: module.target, family: family) else {
                 throw InputError(file: file, problem: "adapter \(adapter.name) targets \(module.target), which has no llama.cpp tensor in a \(architecture) model")
             }
             guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
@@ -132,7 +123,7 @@ public enum GGUFLoRA {
                   aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
                 throw InputError(file: file, problem: "adapter \(adapter.name) module \(module.target) lacks LoRA factors of matching rank")
             }
-            modules.append((gguf, module, try reader.readTensor(aName).floats(), try reader.readTensor(bName).floats(), aShape[0], bShape[0], aShape[1]))
+            modules.append((gguf, layerModule, module, try reader.readTensor(aName).floats(), try reader.readTensor(bName).floats(), aShape[0], bShape[0], aShape[1]))
         }
         guard !modules.isEmpty else { throw InputError(file: file, problem: "adapter \(adapter.name) has no LoRA modules") }
         // One global alpha; each B absorbs scale·r/alpha. The largest rank keeps those factors ≤ 1
@@ -142,8 +133,8 @@ public enum GGUFLoRA {
         for entry in modules.sorted(by: { $0.gguf.localizedStandardCompare($1.gguf) == .orderedAscending }) {
             let fold = Float((entry.module.scale ?? 1) * Double(entry.rank) / Double(alpha))
             var b = entry.b.map { $0 * fold }
-            if architecture == "llama", entry.gguf.hasSuffix(".attn_q") || entry.gguf.hasSuffix(".attn_k") {
-                let heads = entry.gguf.hasSuffix(".attn_q") ? base.numAttentionHeads : base.numKeyValueHeads
+            let (permuted, heads) = permutedHeads(entry.layerModule, family: family, base: base)
+            if permuted {
                 guard let heads else {
                     let problem = "records no attention head counts, which the q/k row order of llama.cpp needs"
                     guard base.fingerprint == nil else {
@@ -177,8 +168,11 @@ public enum GGUFLoRA {
         guard file.value("general.type")?.stringValue == "adapter", file.value("adapter.type")?.stringValue == "lora" else {
             throw InputError(file: path, problem: "is a GGUF file but not a LoRA adapter (general.type = \(file.value("general.type")?.stringValue ?? "none"), adapter.type = \(file.value("adapter.type")?.stringValue ?? "none"))")
         }
-        guard let architecture = file.value("general.architecture")?.stringValue, ["llama", "qwen2", "gpt2"].contains(architecture) else {
-            throw InputError(file: path, problem: "is an adapter for architecture \(file.value("general.architecture")?.stringValue ?? "none"); peftpack reads llama, qwen2 and gpt2 adapters")
+        let architecture = file.value("general.architecture")?.stringValue
+        // Families sharing a llama.cpp graph (Llama and Mistral) name their tensors alike: the first registered reads them.
+        guard let family = families.first(where: { $0.llamaCpp?.architecture == architecture }) else {
+            let readable = Set(families.compactMap { $0.llamaCpp?.architecture }).sorted().joined(separator: ", ")
+            throw InputError(file: path, problem: "is an adapter for architecture \(architecture ?? "none"); peftpack reads \(readable) adapters")
         }
         let alpha = file.value("adapter.lora.alpha")?.doubleValue ?? 0
         let adapterName = name ?? "default"
@@ -199,8 +193,8 @@ public enum GGUFLoRA {
             guard a.shape.count == 2, b.shape.count == 2, a.shape[0] == b.shape[1] else {
                 throw InputError(file: path, problem: "tensors of \(key) have inconsistent shapes: lora_a \(Shape.describe(a.shape)), lora_b \(Shape.describe(b.shape))")
             }
-            guard let module = moduleName(gguf: key, architecture: architecture) else {
-                throw InputError(file: path, problem: "tensor \(key) has no transformers counterpart in a \(architecture) model")
+            guard let (module, layerModule) = moduleName(gguf: key, family: family) else {
+                throw InputError(file: path, problem: "tensor \(key) has no transformers counterpart in a \(architecture ?? "") model")
             }
             let rank = a.shape[0], outFeatures = b.shape[0], inFeatures = a.shape[1]
             var target = module
@@ -209,14 +203,12 @@ public enum GGUFLoRA {
                     throw InputError(file: path, problem: "tensor \(key) maps to \(module), which the base at \(base.folder) does not have")
                 }
                 let shape = base.info(resolved)!.shape
-                let conv1d = architecture == "gpt2"
-                guard shape == (conv1d ? [inFeatures, outFeatures] : [outFeatures, inFeatures]) else {
+                guard shape == (layerModule.layout == .conv1d ? [inFeatures, outFeatures] : [outFeatures, inFeatures]) else {
                     throw InputError(file: path, problem: "tensor \(key) implies a \(outFeatures)×\(inFeatures) weight but the base's \(resolved) is \(Shape.describe(shape))")
                 }
                 target = String(resolved.dropLast(".weight".count))
             }
-            let permuted = architecture == "llama" && (key.hasSuffix(".attn_q") || key.hasSuffix(".attn_k"))
-            let heads = permuted ? (key.hasSuffix(".attn_q") ? base?.identity.numAttentionHeads : base?.identity.numKeyValueHeads) : nil
+            let (permuted, heads) = permutedHeads(layerModule, family: family, base: base?.identity)
             let aName = AdapterModule.tensorName(adapter: adapterName, target: target, role: TensorRole.loraA)
             let bName = AdapterModule.tensorName(adapter: adapterName, target: target, role: TensorRole.loraB)
             tensors.append(ImportedTensor(packName: aName, info: TensorInfo(name: aName, dtype: .f32, shape: [rank, inFeatures])) {
@@ -232,13 +224,13 @@ public enum GGUFLoRA {
                 }
                 return HostTensor(floats: values, shape: [outFeatures, rank], dtype: .f32)
             })
-            modules.append(AdapterModule(target: target, layout: ModuleLayoutRule.layout(of: target, modelType: architecture), rank: rank,
+            modules.append(AdapterModule(target: target, layout: layerModule.layout, rank: rank,
                                          scale: alpha != 0 ? alpha / Double(rank) : 1,
                                          tensors: [TensorRole.loraA: aName, TensorRole.loraB: bName]))
         }
         let adapter = Adapter(name: adapterName, kind: .lora, source: AdapterSource(format: "gguf"), modules: modules)
         var identity = BaseModelIdentity()
-        identity.modelType = architecture
+        identity.modelType = family.modelType
         return (ImportedAdapter(adapter: adapter, tensors: tensors), identity)
     }
 }
