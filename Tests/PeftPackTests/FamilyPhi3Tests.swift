@@ -162,6 +162,31 @@ import Testing
         }
     }
 
+    /// llama.cpp keeps Phi-3's fusions (gguf-py maps qkv_proj to attn_qkv and gate_up_proj to
+    /// ffn_up) and permutes no rows (conversion/phi.py has no modify_tensors): the file names the
+    /// fused tensors, and imported back with the base it still gives PEFT's output.
+    /// check_gguf_exports.py compares the file with PEFT's ΔW and llama.cpp's own converter.
+    @Test func ggufKeepsTheFusedTensors() throws {
+        let gguf = Fixtures.temporaryDirectory() + "/phi3.gguf"
+        let export = try CLI.run(["export", try Self.pack("phi3_lora"), "-o", gguf, "--format", "gguf"])
+        try #require(export.status == 0, "\(export.stderr)")
+        let file = try GGUF.File(path: gguf)
+        #expect(file.value("general.architecture")?.stringValue == "phi3")
+        let expected = (0..<2).flatMap { layer in
+            ["attn_qkv", "attn_output", "ffn_up", "ffn_down"].flatMap { ["blk.\(layer).\($0).weight.lora_a", "blk.\(layer).\($0).weight.lora_b"] }
+        }
+        #expect(Set(file.tensors.map(\.name)) == Set(expected))
+        let qkv = try #require(file.tensors.first { $0.name == "blk.0.attn_qkv.weight.lora_b" })
+        #expect(qkv.shape == [128, 4])  // PEFT's B: rows q|k|v = 64 + 32 + 32, rank_pattern qkv_proj 4
+        let back = Fixtures.temporaryDirectory() + "/back.peftpack"
+        let imported = try CLI.run(["import", gguf, "--base", Self.base, "-o", back, "--quiet"])
+        try #require(imported.status == 0, "\(imported.stderr)")
+        let report = try Verify.run(pack: back, base: Self.base, adapterNames: [],
+                                    targets: [.reference(path: Self.reference("phi3_lora"), key: "output_adapter")],
+                                    inputShape: (2, 7), seed: 0, tolerance: Self.tolerance)
+        #expect(report.passed, "max rel \(report.comparisons[0].maxRelError)")
+    }
+
     /// At full rank (64 ≥ every module's rank) an extract of the fine-tune reproduces it.
     @Test func fullRankExtractReproducesFineTune() throws {
         let pack = Fixtures.temporaryDirectory() + "/extracted.peftpack"
