@@ -94,6 +94,33 @@ import Testing
         #expect(refusal(#""rope_scaling": {"type": "longrope", "short_factor": [1, 1, 1, 1, 1, 1, 1, 1]}"#)?.contains("long_factor") == true)
     }
 
+    /// LongRoPE is not Phi-3's alone: LlamaRotaryEmbedding runs it too, the original context
+    /// defaulting to max_position_embeddings (no top-level field in LlamaConfig). Expected values:
+    /// transformers 5.24's LlamaRotaryEmbedding inv_freq after a forward of length 6 and 7
+    /// (attention_scaling 1: the factor is 1).
+    @Test func longRopeOnLlamaReadsAsLlamaConfigDoes() throws {
+        let config = try ModelConfig.decode(Data(#"""
+            {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 6,
+             "rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0,
+                                 "short_factor": [1, 2, 3, 4, 5, 6, 7, 8], "long_factor": [2, 3, 4, 5, 6, 7, 8, 9]}}
+            """#.utf8))
+        let rope = try #require(config.rope)
+        #expect(rope.originalMaxPositionEmbeddings == 6)
+        let expected: [Int: [Double]] = [
+            6: [1.0, 0.15811388194561005, 0.03333333507180214, 0.007905694656074047, 0.0020000000949949026,
+                0.0005270463298074901, 0.0001428571413271129, 3.9528473280370235e-05],
+            7: [0.5, 0.10540924966335297, 0.02500000037252903, 0.006324555724859238, 0.0016666667070239782,
+                0.00045175396371632814, 0.0001250000059371814, 3.513641786412336e-05],
+        ]
+        for (length, frequencies) in expected {
+            let (inverse, scaling) = rope.inverseFrequencies(headDim: 16, maxPositionEmbeddings: 6, sequenceLength: length)
+            for (actual, wanted) in zip(inverse, frequencies) {
+                #expect(abs(Double(actual) - wanted) <= 1e-6 * wanted, "length \(length): \(actual) vs \(wanted)")
+            }
+            #expect(scaling == 1)
+        }
+    }
+
     /// Llama's transformers code fails on a partial rotary factor; the runtime refuses it there
     /// and runs it only where the family's attention rotates part of each head.
     @Test func partialRotaryOnlyWherePhi3Allows() throws {
