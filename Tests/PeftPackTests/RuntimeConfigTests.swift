@@ -38,8 +38,8 @@ struct RuntimeConfigTests {
         #expect(throws: RuntimeError.invalidConfig("field hidden_size has the wrong type")) {
             try decode(#"{"model_type": "llama", "hidden_size": "big"}"#)
         }
-        #expect(throws: RuntimeError.invalidConfig("rope type longrope is not supported")) {
-            try decode(#"{"model_type": "llama", "rope_scaling": {"rope_type": "longrope"}}"#)
+        #expect(throws: RuntimeError.invalidConfig("rope type proportional is not supported")) {
+            try decode(#"{"model_type": "llama", "rope_scaling": {"rope_type": "proportional"}}"#)
         }
         #expect(throws: RuntimeError.invalidConfig("activation gelu_10 is not supported")) {
             try decode(#"{"model_type": "bert", "hidden_act": "gelu_10"}"#)

@@ -33,7 +33,7 @@ CASES_TO_CHECK = {
 FAMILIES = FIXTURES / "families"
 # The family fixtures llama.cpp supports, with the general.architecture its convert_hf_to_gguf.py
 # writes for them (conversion/llama.py registers MistralForCausalLM; conversion/qwen.py Qwen3).
-FAMILY_ARCHITECTURES = {"mistral": "llama", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3": "gemma3"}
+FAMILY_ARCHITECTURES = {"mistral": "llama", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3": "gemma3", "phi3": "phi3"}
 
 
 def unpermute(rows, heads):
@@ -51,7 +51,7 @@ def gguf_name(module, architecture):
         layer, suffix = parts[2], ".".join(parts[3:])
         mapped = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
                   "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                  "mlp.down_proj": "ffn_down"}[suffix]
+                  "mlp.down_proj": "ffn_down", "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"}[suffix]
     return f"blk.{layer}.{mapped}.weight"
 
 

@@ -11,6 +11,7 @@ public enum ArchitectureRegistry {
         .qwen3,
         .gemma2,
         .gemma3,
+        .phi3,
     ]
 
     /// The family of a config.json `model_type`.

@@ -93,6 +93,19 @@ struct ConfigFields<Key: RawRepresentable<String>> {
         }
     }
 
+    /// An array of finite numbers (LongRoPE's factor lists).
+    func doubles(_ key: Key) throws -> [Double]? {
+        guard let value = value(key) else { return nil }
+        guard let items = value.arrayValue else { throw wrongType(key) }
+        return try items.map { item in
+            switch item {
+            case .integer(let value): return Double(value)
+            case .number(let value) where value.isFinite: return value
+            default: throw wrongType(key)
+            }
+        }
+    }
+
     /// A nested object, read with the same accessors.
     func object<NestedKey>(_ key: Key, keys: NestedKey.Type) throws -> ConfigFields<NestedKey>? {
         guard let value = value(key) else { return nil }

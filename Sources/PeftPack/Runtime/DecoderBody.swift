@@ -40,6 +40,9 @@ struct DecoderLayout: Sendable {
     var normsOffsetByOne = false
     /// Gemma multiplies the input embeddings by √hidden_size (rounded to the hidden dtype).
     var scalesEmbeddings = false
+    /// Phi-3's attention rotates only the leading int(head_dim · partial_rotary_factor) dims of a
+    /// head; the other families' transformers code fails on a partial_rotary_factor below 1.
+    var rotatesPartialHeads = false
 
     static let llama = DecoderLayout()
 
@@ -102,7 +105,10 @@ struct DecoderBody: ModelBody {
     var hasLearnedPositions: Bool { false }
 
     init(config: ModelConfig, layout: DecoderLayout, builder: inout ModelBuilder) throws {
-        guard config.rope != nil else { throw RuntimeError.invalidConfig("rotary embedding parameters are missing") }
+        guard let rope = config.rope else { throw RuntimeError.invalidConfig("rotary embedding parameters are missing") }
+        if !layout.rotatesPartialHeads, let partial = rope.partialRotaryFactor, partial != 1 {
+            throw RuntimeError.invalidConfig("partial_rotary_factor \(partial) is not supported for \(config.modelType) models")
+        }
         self.layout = layout
         activation = try ActivationFunction(name: config.activation)
         let hidden = config.hiddenSize, inner = config.intermediateSize, headDim = config.headDim

@@ -140,7 +140,7 @@ extension ModelConfig {
         if rope.partialRotaryFactor == nil {
             rope.partialRotaryFactor = try c.double(.partialRotaryFactor)
         }
-        if rope.originalMaxPositionEmbeddings == nil, [.llama3, .yarn].contains(rope.type) {
+        if rope.originalMaxPositionEmbeddings == nil, [.llama3, .yarn, .longrope].contains(rope.type) {
             rope.originalMaxPositionEmbeddings = maxPositionEmbeddings
         }
         return rope

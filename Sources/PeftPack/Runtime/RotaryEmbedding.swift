@@ -8,6 +8,8 @@ public struct RopeParameters: Sendable, Equatable {
         case dynamic
         case yarn
         case llama3
+        /// Phi-3's LongRoPE ("su" in old configs): per-frequency divisors, short or long by length.
+        case longrope
     }
 
     public var type: Kind = .standard
@@ -23,12 +25,27 @@ public struct RopeParameters: Sendable, Equatable {
     public var mscaleAllDim: Double?
     public var truncate: Bool?
     public var partialRotaryFactor: Double?
+    /// LongRoPE's divisors of each rotated pair's frequency, for sequences up to and beyond
+    /// `originalMaxPositionEmbeddings`.
+    public var shortFactor: [Double]?
+    public var longFactor: [Double]?
 
     public init() {}
 
+    /// The leading dims of each head that rotate: int(head_dim · partial_rotary_factor), as
+    /// transformers computes it; the rest pass through.
+    func rotaryDim(headDim: Int) -> Int {
+        Int(Double(headDim) * (partialRotaryFactor ?? 1))
+    }
+
+    /// Whether a family may rotate part of a head is its layout's business (DecoderLayout).
     func validate(headDim: Int) throws {
         if let partial = partialRotaryFactor, partial != 1 {
-            throw RuntimeError.invalidConfig("partial_rotary_factor \(partial) is not supported for Llama-family models")
+            let dim = rotaryDim(headDim: headDim)
+            guard partial > 0, partial < 1, dim >= 2, dim % 2 == 0 else {
+                throw RuntimeError.invalidConfig(
+                    "partial_rotary_factor \(partial) of head_dim \(headDim) must rotate an even number of dims, at least 2")
+            }
         }
         switch type {
         case .standard:
@@ -48,17 +65,35 @@ public struct RopeParameters: Sendable, Equatable {
             guard originalMaxPositionEmbeddings != nil else {
                 throw RuntimeError.invalidConfig("rope type yarn needs original_max_position_embeddings")
             }
+        case .longrope:
+            try validateLongRope(pairs: rotaryDim(headDim: headDim) / 2)
         }
         if let theta, theta <= 0 { throw RuntimeError.invalidConfig("rope_theta must be positive") }
     }
 
+    private func validateLongRope(pairs: Int) throws {
+        guard let original = originalMaxPositionEmbeddings, original > 1 else {
+            throw RuntimeError.invalidConfig("rope type longrope needs original_max_position_embeddings above 1")
+        }
+        for (name, factors) in [("short_factor", shortFactor), ("long_factor", longFactor)] {
+            guard let factors else { throw RuntimeError.invalidConfig("rope type longrope needs \(name)") }
+            guard factors.count == pairs else {
+                throw RuntimeError.invalidConfig("rope \(name) has \(factors.count) entries, the \(2 * pairs) rotated dims need \(pairs)")
+            }
+            // A zero divisor makes an infinite frequency: NaN in every rotated dim.
+            guard factors.allSatisfy({ $0 > 0 }) else { throw RuntimeError.invalidConfig("rope \(name) entries must be positive") }
+        }
+        if let factor, factor <= 0 { throw RuntimeError.invalidConfig("rope type longrope needs a positive factor") }
+    }
+
     /// The inverse frequency of each rotated pair and the factor cos/sin are multiplied by, for a
-    /// forward pass whose largest position is `sequenceLength - 1` (only dynamic NTK depends on it).
+    /// forward pass whose largest position is `sequenceLength - 1` (dynamic NTK and LongRoPE
+    /// depend on it).
     func inverseFrequencies(headDim: Int, maxPositionEmbeddings: Int, sequenceLength: Int) -> (
         inverse: [Float], attentionScaling: Float
     ) {
         let base = theta ?? 10_000
-        let dim = headDim
+        let dim = rotaryDim(headDim: headDim)
         // base ** (2i / dim) as torch evaluates it: the exponent is rounded to fp32 first.
         func exponentPower(_ base: Double, _ i: Int) -> Double {
             pow(base, Double(Float(2 * i) / Float(dim)))
@@ -81,7 +116,27 @@ public struct RopeParameters: Sendable, Equatable {
             return (llama3(standard).map { Float($0) }, 1)
         case .yarn:
             return yarn(base: base, dim: dim, maxPositionEmbeddings: maxPositionEmbeddings)
+        case .longrope:
+            return longRope(base: base, dim: dim, maxPositionEmbeddings: maxPositionEmbeddings, sequenceLength: sequenceLength)
         }
+    }
+
+    /// transformers' `_compute_longrope_parameters` with `dynamic_rope_update`: one factor list for
+    /// the whole pass, long when the sequence is longer than the original context; cos and sin
+    /// scaled by √(1 + ln s / ln original), s = max_position_embeddings / original unless `factor`.
+    private func longRope(base: Double, dim: Int, maxPositionEmbeddings: Int, sequenceLength: Int) -> (
+        inverse: [Float], attentionScaling: Float
+    ) {
+        let original = originalMaxPositionEmbeddings ?? maxPositionEmbeddings
+        let scale = factor ?? Double(maxPositionEmbeddings) / Double(original)
+        let attention = attentionFactor ?? (scale <= 1 ? 1 : (1 + log(scale) / log(Double(original))).squareRoot())
+        let divisors = (sequenceLength > original ? longFactor : shortFactor) ?? []
+        // fp32 throughout, as torch: 1 / (factor · base^(2i/dim)).
+        let inverse = (0..<dim / 2).map { i -> Float in
+            let power = Float(pow(base, Double(Float(2 * i) / Float(dim))))
+            return 1 / (Float(divisors[i]) * power)
+        }
+        return (inverse, Float(attention))
     }
 
     private func llama3(_ standard: [Double]) -> [Double] {
@@ -145,6 +200,7 @@ extension RopeParameters {
         case attentionFactor = "attention_factor", betaFast = "beta_fast", betaSlow = "beta_slow"
         case mscale, mscaleAllDim = "mscale_all_dim", truncate
         case partialRotaryFactor = "partial_rotary_factor"
+        case shortFactor = "short_factor", longFactor = "long_factor"
     }
 
     /// The `rope_parameters` (5.x) or `rope_scaling` (4.x) dictionary of a config.json.
@@ -166,11 +222,15 @@ extension RopeParameters {
         mscaleAllDim = try c.double(.mscaleAllDim)
         truncate = try c.bool(.truncate)
         partialRotaryFactor = try c.double(.partialRotaryFactor)
+        shortFactor = try c.doubles(.shortFactor)
+        longFactor = try c.doubles(.longFactor)
     }
 }
 
 /// The cos/sin tables of one forward pass, one row per position.
 struct RotaryTables {
+    let headDim: Int
+    /// Half the rotated dims of a head (headDim / 2 unless partial_rotary_factor < 1).
     let halfDim: Int
     let cos: [Float]
     let sin: [Float]
@@ -178,7 +238,8 @@ struct RotaryTables {
     init(parameters: RopeParameters, headDim: Int, maxPositionEmbeddings: Int, positions: Int) {
         let (inverse, scaling) = parameters.inverseFrequencies(
             headDim: headDim, maxPositionEmbeddings: maxPositionEmbeddings, sequenceLength: positions)
-        halfDim = headDim / 2
+        self.headDim = headDim
+        halfDim = inverse.count
         var cos = [Float](repeating: 0, count: positions * halfDim)
         var sin = cos
         for position in 0..<positions {
@@ -194,9 +255,9 @@ struct RotaryTables {
     }
 
     /// Rotates every head of `x` (rows: tokens, columns: heads × headDim) in place; row r sits at
-    /// position `positionOfRow(r)`. The two halves of a head form the rotated pairs (rotate_half).
+    /// position `positionOfRow(r)`. The two halves of a head's rotated dims form the pairs
+    /// (rotate_half); dims past them pass through.
     func apply(to x: inout TokenMatrix, heads: Int, positionOfRow: (Int) -> Int) {
-        let headDim = 2 * halfDim
         precondition(x.cols == heads * headDim)
         let cols = x.cols
         x.values.withUnsafeMutableBufferPointer { v in

@@ -19,7 +19,7 @@ struct ExportCommand: ParsableCommand {
             GGUF: a LoRA adapter as llama.cpp loads it (general.type = adapter), tensors named \
             after llama.cpp's (blk.N.attn_q.weight.lora_a …), q/k rows in llama.cpp's rotary order, \
             every module's true scale (α/r, α/√r for rsLoRA, rank/alpha patterns) folded into B so \
-            llama.cpp's alpha/r rule reproduces ΔW exactly. Bases: Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3, GPT-2. \
+            llama.cpp's alpha/r rule reproduces ΔW exactly. Bases: Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3, Phi-3, GPT-2. \
             DoRA, IA3, trained biases, whole tensors, prefix/prompt and bottleneck adapters are \
             refused with what to do instead.
             """)
