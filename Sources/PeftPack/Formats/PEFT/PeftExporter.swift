@@ -72,11 +72,17 @@ public enum PeftExporter {
         guard adapter.kind == .lora else {
             throw InputError(file: adapter.name, problem: "has no PEFT config to export and only LoRA configs can be made up")
         }
-        let lowRank = adapter.modules.compactMap { module in module.lowRank.map { (module: module, settings: $0) } }
+        // A plain loop rather than compactMap into a labelled tuple: Swift 6's release-mode
+        // CopyPropagation pass crashes on the latter here (the fuzz build compiles with -O).
+        var lowRank: [(module: AdapterModule, settings: LowRankModule)] = []
+        for module in adapter.modules {
+            if let settings = module.lowRank { lowRank.append((module, settings)) }
+        }
         guard !lowRank.isEmpty else { throw InputError(file: adapter.name, problem: "has no LoRA modules") }
         func alpha(_ settings: LowRankModule) -> Double { settings.scale * Double(settings.rank) }
         var counts: [String: (rank: Int, alpha: Double, count: Int)] = [:]
-        for (_, settings) in lowRank {
+        for entry in lowRank {
+            let settings = entry.settings
             let key = "\(settings.rank)/\(alpha(settings))"
             counts[key, default: (settings.rank, alpha(settings), 0)].count += 1
         }
