@@ -127,50 +127,17 @@ public enum Stack {
         return tensor.floats()
     }
 
+    typealias LowRankPiece = (source: Source, module: AdapterModule, settings: LowRankModule)
+
     static func stackLowRank(_ sources: [Source], options: Options, modules: inout [AdapterModule],
                              tensors: inout [(name: String, tensor: HostTensor)], reports: inout [ModuleReport]) throws {
-        var order: [String] = []
-        var parts: [String: [(source: Source, module: AdapterModule, settings: LowRankModule)]] = [:]
-        for source in sources {
-            for module in source.adapter.modules {
-                guard let settings = module.lowRank else { continue }
-                if parts[module.target] == nil { order.append(module.target) }
-                parts[module.target, default: []].append((source, module, settings))
-            }
-        }
-        for target in order {
-            let pieces = parts[target]!
+        for (target, pieces) in lowRankPieces(sources) {
             let layout = pieces[0].settings.layout
             if let other = pieces.first(where: { $0.settings.layout != layout }) {
                 throw InputError(file: other.source.label, problem: "\(target) is a \(other.settings.layout.rawValue) module here but \(layout.rawValue) in \(pieces[0].source.label)")
             }
-            // B_cat = [w₁s₁B₁ … wₖsₖBₖ] (out × Σr), A_cat = [A₁; …; Aₖ] (Σr × in).
-            var blocksA: [(values: [Float], rank: Int)] = [], blocksB: [(values: [Float], rank: Int, factor: Float)] = []
-            var outFeatures = -1, inFeatures = -1
-            var biasSum: [Float]?
-            for (source, module, settings) in pieces {
-                guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
-                      let aShape = source.reader.entry(named: aName)?.shape, let bShape = source.reader.entry(named: bName)?.shape,
-                      aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
-                    throw InputError(file: source.label, problem: "\(target) lacks LoRA factors of matching rank")
-                }
-                if outFeatures < 0 { (outFeatures, inFeatures) = (bShape[0], aShape[1]) }
-                guard bShape[0] == outFeatures, aShape[1] == inFeatures else {
-                    throw InputError(file: source.label, problem: "\(target) is \(bShape[0])×\(aShape[1]) here but \(outFeatures)×\(inFeatures) in another input")
-                }
-                let factor = Float(source.weight * settings.scale)
-                let recompressing = options.recompression != .none
-                blocksA.append((try floats(source, aName, refusingNonFinite: recompressing), aShape[0]))
-                blocksB.append((try floats(source, bName, refusingNonFinite: recompressing), bShape[1], factor))
-                if let biasName = module.tensors[TensorRole.loraBBias] {
-                    let bias = try floats(source, biasName)
-                    biasSum = zip(biasSum ?? [Float](repeating: 0, count: bias.count), bias).map { $0 + factor * $1 }
-                }
-                if module.tensors[TensorRole.targetBias] != nil {
-                    throw InputError(file: source.label, problem: "\(target) carries a trained bias (PEFT bias=\"lora_only\"), which replaces the base's and does not add up; merge it instead")
-                }
-            }
-            var (a, b) = concatenate(blocksA, blocksB, outFeatures: outFeatures, inFeatures: inFeatures)
+            let factors = try gatherFactors(target, pieces, recompressing: options.recompression != .none)
+            var (a, b) = concatenate(factors.blocksA, factors.blocksB, outFeatures: factors.outFeatures, inFeatures: factors.inFeatures)
             var error = 0.0
             if options.recompression != .none {
                 (a, b, error) = try recompress(a: a, b: b, rule: options.recompression)
@@ -180,9 +147,9 @@ public enum Stack {
             let aName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraA)
             let bName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraB)
             var roles = [TensorRole.loraA: aName, TensorRole.loraB: bName]
-            tensors.append((aName, HostTensor(floats: a.values, shape: [rank, inFeatures], dtype: .f32)))
-            tensors.append((bName, HostTensor(floats: b.values, shape: [outFeatures, rank], dtype: .f32)))
-            if let biasSum {
+            tensors.append((aName, HostTensor(floats: a.values, shape: [rank, factors.inFeatures], dtype: .f32)))
+            tensors.append((bName, HostTensor(floats: b.values, shape: [factors.outFeatures, rank], dtype: .f32)))
+            if let biasSum = factors.biasSum {
                 let biasName = AdapterModule.tensorName(adapter: options.name, target: target, role: TensorRole.loraBBias)
                 roles[TensorRole.loraBBias] = biasName
                 tensors.append((biasName, HostTensor(floats: biasSum, shape: [biasSum.count], dtype: .f32)))
@@ -190,6 +157,55 @@ public enum Stack {
             modules.append(AdapterModule(target: target, change: .lowRank(LowRankModule(layout: layout, rank: rank, scale: 1)), tensors: roles))
             reports.append(ModuleReport(target: target, inputs: pieces.count, rank: rank, relativeError: error))
         }
+    }
+
+    /// Every low-rank module of the inputs grouped by target, targets in first-seen order.
+    static func lowRankPieces(_ sources: [Source]) -> [(target: String, pieces: [LowRankPiece])] {
+        var order: [String] = []
+        var parts: [String: [LowRankPiece]] = [:]
+        for source in sources {
+            for module in source.adapter.modules {
+                guard let settings = module.lowRank else { continue }
+                if parts[module.target] == nil { order.append(module.target) }
+                parts[module.target, default: []].append((source, module, settings))
+            }
+        }
+        return order.map { ($0, parts[$0]!) }
+    }
+
+    struct GatheredFactors {
+        var blocksA: [(values: [Float], rank: Int)] = []
+        var blocksB: [(values: [Float], rank: Int, factor: Float)] = []
+        var outFeatures = -1
+        var inFeatures = -1
+        var biasSum: [Float]?
+    }
+
+    /// One target's factors from every input, each B with its weight × scale, checked to agree in shape.
+    static func gatherFactors(_ target: String, _ pieces: [LowRankPiece], recompressing: Bool) throws -> GatheredFactors {
+        var gathered = GatheredFactors()
+        for (source, module, settings) in pieces {
+            guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
+                  let aShape = source.reader.entry(named: aName)?.shape, let bShape = source.reader.entry(named: bName)?.shape,
+                  aShape.count == 2, bShape.count == 2, aShape[0] == bShape[1] else {
+                throw InputError(file: source.label, problem: "\(target) lacks LoRA factors of matching rank")
+            }
+            if gathered.outFeatures < 0 { (gathered.outFeatures, gathered.inFeatures) = (bShape[0], aShape[1]) }
+            guard bShape[0] == gathered.outFeatures, aShape[1] == gathered.inFeatures else {
+                throw InputError(file: source.label, problem: "\(target) is \(bShape[0])×\(aShape[1]) here but \(gathered.outFeatures)×\(gathered.inFeatures) in another input")
+            }
+            let factor = Float(source.weight * settings.scale)
+            gathered.blocksA.append((try floats(source, aName, refusingNonFinite: recompressing), aShape[0]))
+            gathered.blocksB.append((try floats(source, bName, refusingNonFinite: recompressing), bShape[1], factor))
+            if let biasName = module.tensors[TensorRole.loraBBias] {
+                let bias = try floats(source, biasName)
+                gathered.biasSum = zip(gathered.biasSum ?? [Float](repeating: 0, count: bias.count), bias).map { $0 + factor * $1 }
+            }
+            if module.tensors[TensorRole.targetBias] != nil {
+                throw InputError(file: source.label, problem: "\(target) carries a trained bias (PEFT bias=\"lora_only\"), which replaces the base's and does not add up; merge it instead")
+            }
+        }
+        return gathered
     }
 
     /// A_cat = [A₁; …; Aₖ] (Σr × in) and B_cat = [f₁B₁ … fₖBₖ] (out × Σr), each B scaled by its factor.
