@@ -1,11 +1,5 @@
 import Foundation
 
-extension Checkpoint: WeightProvider {
-    public func tensor(_ name: String) throws -> HostTensor? {
-        info(name) == nil ? nil : try tensor(name) as HostTensor
-    }
-}
-
 /// `peftpack verify`: runs the base model with a pack's adapters applied at run time and compares
 /// the output with a reference file, a merged model, or another pack.
 public enum Verify {

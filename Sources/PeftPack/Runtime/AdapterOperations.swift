@@ -48,8 +48,8 @@ extension ForwardPass {
         let module = model.linears[index]
         let attached = adapters?.linear[index]
         let input = attached?.inputScale.map { x.scalingColumns(by: $0) } ?? x
-        var y = RuntimeKernels.project(input, weight: parameter(module.weight), outFeatures: module.outFeatures,
-                                storedTransposed: module.storedTransposed)
+        var y = TokenMatrix(rows: x.rows, cols: module.outFeatures)
+        project(input, module, into: &y)
         let bias = module.bias.map(parameter)
         if let bias { y.addRowVector(bias) }
         if let scale = attached?.outputScale { y.scaleColumns(by: scale) }
@@ -57,6 +57,34 @@ extension ForwardPass {
             apply(update, input: x, to: &y, bias: bias)
         }
         return y
+    }
+
+    /// `y += x · Wᵀ` (or `x · W` for Conv1D) over tiles of the weight's stored rows of at most
+    /// `ParameterStore.tileFloats`, each widened for its product only. An nn.Linear tile is a
+    /// block of output features, so every output keeps one dot product over all inputs; a Conv1D
+    /// tile is a block of input features, summed into `y` in turn.
+    private func project(_ x: TokenMatrix, _ module: LinearModule, into y: inout TokenMatrix) {
+        let (storedRows, width) = module.storedTransposed ? (module.inFeatures, module.outFeatures) : (module.outFeatures, module.inFeatures)
+        let tileRows = max(1, ParameterStore.tileFloats / max(width, 1))
+        let (rows, inFeatures, outFeatures) = (x.rows, module.inFeatures, module.outFeatures)
+        x.values.withUnsafeBufferPointer { xp in
+            y.values.withUnsafeMutableBufferPointer { yp in
+                for start in stride(from: 0, to: storedRows, by: tileRows) {
+                    let tile = start..<min(start + tileRows, storedRows)
+                    withParameter(module.weight, rows: tile) { w in
+                        if module.storedTransposed {
+                            RuntimeKernels.gemm(transposeA: false, transposeB: false, m: rows, n: outFeatures, k: tile.count, alpha: 1,
+                                                a: xp.baseAddress! + tile.lowerBound, lda: inFeatures, b: w.baseAddress!, ldb: outFeatures,
+                                                beta: 1, c: yp.baseAddress!, ldc: outFeatures)
+                        } else {
+                            RuntimeKernels.gemm(transposeA: false, transposeB: true, m: rows, n: tile.count, k: inFeatures, alpha: 1,
+                                                a: xp.baseAddress!, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
+                                                beta: 1, c: yp.baseAddress! + tile.lowerBound, ldc: outFeatures)
+                        }
+                    }
+                }
+            }
+        }
     }
 
     private func apply(_ update: LowRankUpdate, input x: TokenMatrix, to y: inout TokenMatrix, bias: [Float]?) {
@@ -85,11 +113,11 @@ extension ForwardPass {
     /// Embedding lookup with every low-rank update of that embedding.
     func embed(_ index: Int, ids: [Int]) -> TokenMatrix {
         let module = model.embeddings[index]
-        let table = parameter(module.weight)
         let dim = module.dim
         var y = TokenMatrix(rows: ids.count, cols: dim)
+        // Only the rows the input uses are widened, never the table.
         for (row, id) in ids.enumerated() {
-            y.values.replaceSubrange(row * dim..<(row + 1) * dim, with: table[id * dim..<(id + 1) * dim])
+            withParameter(module.weight, rows: id..<(id + 1)) { y.values.replaceSubrange(row * dim..<(row + 1) * dim, with: $0) }
         }
         for update in adapters?.embedding[index] ?? [] {
             var down = TokenMatrix(rows: ids.count, cols: update.rank)

@@ -1,3 +1,5 @@
+import Foundation
+
 /// One forward pass: the model, the adapters applied to it, and the batch geometry. Activations
 /// hold every token of the batch, one row each; item `b` occupies rows `b * rowsPerItem ..<`.
 struct ForwardPass {
@@ -6,12 +8,17 @@ struct ForwardPass {
     let batch: Int
     /// Real tokens per batch item.
     let tokens: Int
+    /// Called after each layer with (layers done, layers in all).
+    let progress: ((Int, Int) -> Void)?
+    /// The first error reading a weight; the pass runs on and `TransformerModel.forward` throws it.
+    let failure = PassFailure()
 
-    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int) {
+    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int, progress: ((Int, Int) -> Void)? = nil) {
         self.model = model
         self.adapters = adapters
         self.batch = batch
         self.tokens = tokens
+        self.progress = progress
     }
 
     /// Virtual prompt tokens prepended to each item's input embeddings.
@@ -26,8 +33,31 @@ struct ForwardPass {
         prefixLength + row % rowsPerItem
     }
 
+    /// Calls `body` with rows `rows` (all when nil) of a parameter in fp32: an adapter's
+    /// replacement, or the model's value widened for this use only.
+    func withParameter<R>(_ id: ParameterID, rows: Range<Int>? = nil, _ body: (UnsafeBufferPointer<Float>) -> R) -> R {
+        let width = model.parameters.rowWidth(id)
+        if let replaced = adapters?.overrides[id] {
+            let elements = rows.map { ($0.lowerBound * width)..<($0.upperBound * width) } ?? replaced.indices
+            return replaced.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[elements])) }
+        }
+        do {
+            return try model.parameters.withValues(id, rows: rows, body)
+        } catch {
+            failure.record(error)
+            let count = rows.map { $0.count * width } ?? Shape.elementCount(model.parameters.shapes[id]) ?? 0
+            return [Float](repeating: 0, count: count).withUnsafeBufferPointer(body)
+        }
+    }
+
+    /// A parameter's values as an array: for vectors (norms, biases) and small tables.
     func parameter(_ id: ParameterID) -> [Float] {
-        adapters?.overrides[id] ?? model.parameters.values[id]
+        withParameter(id) { Array($0) }
+    }
+
+    /// Reports the end of layer `index` of `count`.
+    func finishedLayer(_ index: Int, of count: Int) {
+        progress?(index + 1, count)
     }
 
     func norm(_ x: inout TokenMatrix, _ weights: NormWeights, epsilon: Double) {
@@ -90,5 +120,18 @@ struct ForwardPass {
             q: q, qOffset: qOffset, k: k, kOffset: kOffset, v: v, vOffset: vOffset,
             prefixKeys: prefix?.keys, prefixValues: prefix?.values,
             batch: batch, length: rowsPerItem, geometry: geometry)
+    }
+}
+
+/// The first error of a forward pass. The bodies' arithmetic does not throw; a weight that cannot
+/// be read (a computed source failing) is recorded here and the pass's result discarded.
+final class PassFailure: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var error: Error?
+
+    func record(_ error: Error) {
+        lock.lock()
+        defer { lock.unlock() }
+        if self.error == nil { self.error = error }
     }
 }

@@ -9,7 +9,8 @@ public struct FloatTensor: Sendable, Equatable {
     }
 }
 
-/// A base model in fp32, ready to run forward passes with or without adapters.
+/// A base model, ready to run forward passes with or without adapters. Its weights stay in the
+/// checkpoint's dtype and are widened to fp32 as each layer uses them (`WeightResidency`).
 ///
 /// Outputs match transformers in eval mode: BERT returns `last_hidden_state` [batch, seq, hidden]
 /// (BertModel, bidirectional attention, token_type_ids all 0); rotary decoders and GPT-2 return
@@ -40,24 +41,34 @@ public final class TransformerModel: Sendable {
         self.body = body
     }
 
-    /// Reads every tensor the config implies from `weights`, converting to fp32 once. Fails on the
-    /// first missing or misshapen tensor, naming it; tensors nothing uses land in `unusedWeights`.
-    public static func load(config: ModelConfig, weights: any WeightProvider) throws -> TransformerModel {
+    /// Checks every tensor the config implies in `weights` (name, shape, float dtype) without
+    /// reading its values, unless `residency` widens them now. Fails on the first missing or
+    /// misshapen tensor, naming it; tensors nothing uses land in `unusedWeights`.
+    public static func load(config: ModelConfig, weights: any WeightProvider,
+                            residency: WeightResidency = .streamed) throws -> TransformerModel {
         try config.validate()
         let family = config.family
-        var builder = ModelBuilder(provider: weights, prefix: family.checkpointPrefix)
+        var builder = ModelBuilder(provider: weights, prefix: family.checkpointPrefix, residency: residency)
         let body = try family.makeBody(config, &builder)
         builder.loader.ignore(where: family.isBuffer)
         return TransformerModel(config: config, prefix: family.checkpointPrefix, builder: builder, body: body)
     }
 
-    /// Runs the model on a rectangular batch of token ids.
-    public func forward(inputIds: [[Int]], adapters: AdapterSet? = nil) throws -> FloatTensor {
+    /// Runs the model on a rectangular batch of token ids, layer by layer over the whole batch;
+    /// `progress` hears (layers done, layers in all) after each layer.
+    public func forward(inputIds: [[Int]], adapters: AdapterSet? = nil,
+                        progress: ((Int, Int) -> Void)? = nil) throws -> FloatTensor {
         if let adapters, adapters.model !== self { throw RuntimeError.adapterSetForOtherModel }
         try validate(inputIds: inputIds, adapters: adapters)
-        let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count)
-        return body.run(pass, inputIds: inputIds)
+        let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count, progress: progress)
+        let output = body.run(pass, inputIds: inputIds)
+        if let error = pass.failure.error { throw error }
+        return output
     }
+
+    /// The high-water mark of fp32 values widened from the checkpoint and alive at once, over the
+    /// model's life: one matrix (or head tile) when streamed, every parameter when widened at load.
+    var peakWidenedFloats: Int { parameters.meter.peakFloats }
 
     /// The module an adapter target names, with or without the base-model prefix.
     func module(named target: String) -> ModuleReference? {
