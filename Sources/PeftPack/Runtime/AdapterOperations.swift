@@ -59,13 +59,13 @@ extension ForwardPass {
         return y
     }
 
-    /// `y += x · Wᵀ` (or `x · W` for Conv1D) over tiles of the weight's stored rows of at most
-    /// `ParameterStore.tileFloats`, each widened for its product only. An nn.Linear tile is a
+    /// `y += x · Wᵀ` (or `x · W` for Conv1D) over tiles of the weight's stored rows (at most
+    /// `WeightResidency.tileFloats` values), each widened for its product only. An nn.Linear tile is a
     /// block of output features, so every output keeps one dot product over all inputs; a Conv1D
     /// tile is a block of input features, summed into `y` in turn.
     private func project(_ x: TokenMatrix, _ module: LinearModule, into y: inout TokenMatrix) {
         let (storedRows, width) = module.storedTransposed ? (module.inFeatures, module.outFeatures) : (module.outFeatures, module.inFeatures)
-        let tileRows = max(1, ParameterStore.tileFloats / max(width, 1))
+        let tileRows = model.parameters.tileRows(width: width)
         let (rows, inFeatures, outFeatures) = (x.rows, module.inFeatures, module.outFeatures)
         x.values.withUnsafeBufferPointer { xp in
             y.values.withUnsafeMutableBufferPointer { yp in

@@ -4,14 +4,25 @@ import Foundation
 typealias ParameterID = Int
 
 /// When a model's parameters become fp32.
-public enum WeightResidency: Sendable {
-    /// Read from the checkpoint in its stored dtype during each pass and widened a tensor (or a
-    /// tile of one) at a time into a buffer freed after its use: weight memory is about the
-    /// largest matrix, not the model.
-    case streamed
+public struct WeightResidency: Sendable, Equatable {
+    /// The largest buffer one widening makes, in floats; nil when everything is widened at load.
+    let tileFloats: Int?
+
+    /// Read from the checkpoint in its stored dtype during each pass and widened a tensor at a
+    /// time into a buffer freed after its use; a weight larger than a tile (an output head over a
+    /// large vocabulary) is used in tiles of rows. Weight memory is about the largest matrix, not
+    /// the model. 64 Mi floats (256 MB) keeps an 8B model's MLP matrices (14336 × 4096) whole
+    /// and its 128256-row head in 9 tiles.
+    public static let streamed = streamed(tileFloats: 64 << 20)
+
     /// Every parameter widened once at load and kept (the runtime before streaming): 4 bytes per
     /// parameter for the model's lifetime.
-    case widenedAtLoad
+    public static let widenedAtLoad = WeightResidency(tileFloats: nil)
+
+    static func streamed(tileFloats: Int) -> WeightResidency {
+        precondition(tileFloats > 0)
+        return WeightResidency(tileFloats: tileFloats)
+    }
 }
 
 /// Counts the fp32 values widened from stored weights that are alive at once. Its high-water
@@ -52,11 +63,6 @@ struct ParameterStore: @unchecked Sendable {
     let residency: WeightResidency
     let meter = WideningMeter()
 
-    /// Floats of the largest buffer one widening makes: a weight larger than this (an output
-    /// head over a large vocabulary) is used in tiles of rows. 64 Mi floats (256 MB) keeps an
-    /// 8B model's MLP matrices (14336 × 4096) whole and its 128256-row head in 9 tiles.
-    static let tileFloats = 64 << 20
-
     init(provider: any WeightProvider, residency: WeightResidency) {
         self.provider = provider
         self.residency = residency
@@ -86,6 +92,11 @@ struct ParameterStore: @unchecked Sendable {
         keys.append(key)
         idsByName[name] = id
         return id
+    }
+
+    /// Rows of a matrix with rows of `width` values widened at once.
+    func tileRows(width: Int) -> Int {
+        max(1, (residency.tileFloats ?? Int.max) / max(width, 1))
     }
 
     /// Values per row of the first dimension (1 for a vector).

@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+@testable import PeftPack
+
+/// The streaming runtime (weights widened per use, in tiles, from the mapped checkpoint) against
+/// the torch references and against the runtime that widens every weight at load.
+@Suite("Streaming runtime")
+struct StreamingRuntimeTests {
+    /// Every base model of the fixtures, each with a reference file holding transformers'
+    /// `output_base` on its ids: the five original bases and one per family folder.
+    static let bases: [(folder: String, reference: String)] = [
+        ("models/bert-tiny", "cases/bert_ia3/bert_ia3.ref.safetensors"),
+        ("models/gpt2-tiny", "cases/gpt2_dora/gpt2_dora.ref.safetensors"),
+        ("models/llama-tiny", "cases/llama_lora/llama_lora.ref.safetensors"),
+        ("models/llama-tiny-bf16", "cases/llama_bf16_lora/llama_bf16_lora.ref.safetensors"),
+    ] + ["gemma2", "gemma3", "mistral", "phi3", "qwen3"].map { ("families/\($0)/model", "families/\($0)/model-ft.ref.safetensors") }
+
+    static func load(_ folder: String, _ residency: WeightResidency) throws -> TransformerModel {
+        let path = Fixtures.path(folder)
+        let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: path).appendingPathComponent("config.json"))
+        return try TransformerModel.load(config: config, weights: try Checkpoint(path: path), residency: residency)
+    }
+
+    /// Tiles of 100 floats split every matrix of the fixtures (hidden 64: one or two rows per tile)
+    /// and GPT-2's Conv1D ones along their inputs, so the tiled products run on every family.
+    static let tinyTiles = WeightResidency.streamed(tileFloats: 100)
+
+    /// Tolerance 1e-5 relative, the suite-wide bound against torch (RuntimeReferenceTests gives
+    /// the reason); streaming changes no arithmetic, so it must hold unchanged.
+    @Test("streamed in tiles, each base matches transformers", arguments: bases.map(\.folder))
+    func tiledMatchesTorch(folder: String) throws {
+        let reference = try ReferenceFile(path: Fixtures.path(Self.bases.first { $0.folder == folder }!.reference))
+        let model = try Self.load(folder, Self.tinyTiles)
+        let error = RuntimeFixtures.relativeError(try model.forward(inputIds: try reference.inputRows()), try reference.output("output_base"))
+        #expect(error <= 1e-5, "\(folder): \(error)")
+    }
+
+    /// Tolerance 1e-6 relative: the same products in the same order except where a Conv1D tile
+    /// splits the sum over inputs (a few ulps), far below any semantic change.
+    @Test("streamed, whole or in tiles, equals widened at load", arguments: bases.map(\.folder))
+    func streamedEqualsWidened(folder: String) throws {
+        let ids = try ReferenceFile(path: Fixtures.path(Self.bases.first { $0.folder == folder }!.reference)).inputRows()
+        let widened = try Self.load(folder, .widenedAtLoad).forward(inputIds: ids)
+        for residency in [WeightResidency.streamed, Self.tinyTiles] {
+            let streamed = try Self.load(folder, residency).forward(inputIds: ids)
+            let error = RuntimeFixtures.relativeError(streamed, widened)
+            print("\(folder) streamed, tiles of \(residency.tileFloats!) floats, vs widened at load: relative \(error)")
+            #expect(error <= 1e-6, "\(folder) tiles \(residency.tileFloats!): \(error)")
+        }
+    }
+
+    /// Every adapter case, streamed in tiles, against PEFT / AdapterHub (1e-5 as above): the
+    /// adapters' own tensors and replacements (modules_to_save, trainable tokens) stay whole.
+    @Test("adapters on a tiled base match the Python references", arguments: RuntimeFixtures.caseNames())
+    func adapterCaseTiled(caseName: String) throws {
+        let reference = try RuntimeFixtures.reference(case: caseName)
+        let model = try Self.load(try #require(reference.metadata["base"]), Self.tinyTiles)
+        let imported = try ImportedCase.load(case: caseName)
+        let adapters = try AdapterSet(adapters: imported.adapters, model: model, tensor: imported.tensor)
+        let error = RuntimeFixtures.relativeError(try model.forward(inputIds: reference.inputIds, adapters: adapters), reference.outputAdapter)
+        #expect(error <= 1e-5, "\(caseName): \(error)")
+    }
+
+    /// The runtime's weight memory is one tensor (or one tile), not the model. On llama-tiny the
+    /// largest tensor is the 256 × 64 embedding or head (16384 floats), the model about 6× that;
+    /// the load-everything path is the negative control and must exceed the bound.
+    @Test("widened weights alive at once: one tensor or tile, not the model")
+    func wideningHighWaterMark() throws {
+        let folder = "models/llama-tiny"
+        let checkpoint = try Checkpoint(path: Fixtures.path(folder))
+        let sizes = checkpoint.infos.map { $0.elementCount! }
+        let (largest, total) = (sizes.max()!, sizes.reduce(0, +))
+        #expect(total > 4 * largest)
+        let ids = [[1, 2, 3, 4], [5, 6, 7, 8]]
+
+        let streamed = try Self.load(folder, .streamed)
+        _ = try streamed.forward(inputIds: ids)
+        #expect(streamed.peakWidenedFloats > 0 && streamed.peakWidenedFloats <= largest)
+
+        let tiled = try Self.load(folder, .streamed(tileFloats: 1024))
+        _ = try tiled.forward(inputIds: ids)
+        #expect(tiled.peakWidenedFloats <= 1024)
+
+        let widened = try Self.load(folder, .widenedAtLoad)
+        _ = try widened.forward(inputIds: ids)
+        #expect(widened.peakWidenedFloats > largest)
+        #expect(widened.peakWidenedFloats == total, "llama-tiny is untied and uses every tensor")
+    }
+}
