@@ -68,7 +68,8 @@ public enum Verify {
     /// compute (one comparison per target).
     public static func run(pack: String, base: String, adapterNames: [String], targets: [Target],
                            inputShape: (batch: Int, tokens: Int), seed: UInt64, tolerance given: Tolerance? = nil,
-                           isLogits: Bool? = nil, baseCheck: BaseCheckLevel = .content) throws -> Report {
+                           isLogits: Bool? = nil, baseCheck: BaseCheckLevel = .content,
+                           progress: ((VerifyProgress) -> Void)? = nil) throws -> Report {
         let binding = BaseBinding(base: try BaseModel(folder: base), level: baseCheck)
         let selection = try SelectedAdapters(pack: pack, names: adapterNames)
         try bind(selection, to: binding)
@@ -80,19 +81,21 @@ public enum Verify {
         try binding.checkRemainingContent()
         let (model, _) = try loadModel(base)
         let run = Comparing(model: model, adapters: try adapterSet(selection, model: model), names: selection.adapters.map(\.name),
-                            base: base, pack: pack, random: (inputShape, seed), given: given, logits: isLogits ?? model.outputsLogits)
+                            base: base, pack: pack, random: (inputShape, seed), given: given, logits: isLogits ?? model.outputsLogits,
+                            progress: progress)
+        // Every input opened and checked and the memory planned before the first pass.
+        let planned = try targets.map { try run.plan($0, otherAdapters: { try adapterSet(others[$0]!, model: model) }) }
         var comparisons: [Comparison] = []
         var shownShape = [inputShape.batch, inputShape.tokens]
-        for target in targets {
+        for target in planned {
             switch target {
-            case .reference(let path, let key):
-                let (comparison, shape) = try run.againstReference(path, key: key)
-                comparisons.append(comparison)
-                shownShape = shape
-            case .merged(let folder):
-                comparisons.append(try run.againstMerged(folder))
-            case .pack(let other):
-                comparisons.append(try run.againstPack(other, adapters: try adapterSet(others[other]!, model: model)))
+            case .reference(let reference):
+                comparisons.append(try run.againstReference(reference))
+                shownShape = [reference.rows.count, reference.rows[0].count]
+            case .merged(let merged):
+                comparisons.append(try run.againstMerged(merged))
+            case .pack(let other, let adapters):
+                comparisons.append(try run.againstPack(other, adapters: adapters))
             }
         }
         return Report(pack: pack, base: base, adapters: run.names, inputShape: shownShape, comparisons: comparisons,
@@ -111,52 +114,43 @@ public enum Verify {
         let random: (shape: (batch: Int, tokens: Int), seed: UInt64)
         let given: Tolerance?
         let logits: Bool
+        let progress: ((VerifyProgress) -> Void)?
 
         var tolerance: Tolerance { given ?? .fp32 }
 
         /// The runtime's parallelism is OpenBLAS's: worth its threads only for large passes.
-        func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?) throws -> FloatTensor {
-            try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) {
-                try model.forward(inputIds: rows, adapters: adapters)
+        func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?, _ label: String) throws -> FloatTensor {
+            let report = progress.map { report in
+                { (done: Int, layers: Int) in report(VerifyProgress(pass: label, layer: done, layers: layers, tokens: rows.count * (rows.first?.count ?? 0))) }
+            }
+            return try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) {
+                try model.forward(inputIds: rows, adapters: adapters, progress: report)
             }
         }
 
-        func randomRows() throws -> [[Int]] {
-            try model.checkInputShape(batch: random.shape.batch, tokens: random.shape.tokens, adapters: adapters)
-            return randomInput(random.shape, vocabulary: model.config.vocabSize, seed: random.seed)
+        func randomRows() -> [[Int]] {
+            randomInput(random.shape, vocabulary: model.config.vocabSize, seed: random.seed)
         }
 
-        /// Against a reference file's output on its own input ids; also returns their shape.
-        func againstReference(_ path: String, key: String?) throws -> (Comparison, [Int]) {
-            let file = try SafetensorsFile(path: path)
-            guard let ids = file.info("input_ids"), ids.shape.count == 2, ids.dtype == .i64 else {
-                throw InputError(file: path, tensor: "input_ids", problem: "a reference needs input_ids as I64 [batch, seq]")
-            }
-            try model.checkInputShape(batch: ids.shape[0], tokens: ids.shape[1], adapters: adapters)
-            let flat = try file.withBytes("input_ids") { raw in (0..<(ids.shape[0] * ids.shape[1])).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
-            let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
-            let outputKey = try key ?? defaultKey(file)
-            guard let expectedInfo = file.info(outputKey), expectedInfo.dtype.isFloatingPoint else {
-                throw InputError(file: path, tensor: outputKey, problem: "no floating-point output of that name")
-            }
-            let expected = try file.tensor(outputKey)
-            let output = try forward(model, rows, adapters)
-            return (try compare(output, FloatTensor(shape: expected.shape, values: expected.floats()),
-                                label: "\(path):\(outputKey)", logits: logits, tolerance: tolerance), ids.shape)
+        /// Against a reference file's output on its own input ids.
+        func againstReference(_ reference: PlannedReference) throws -> Comparison {
+            let expected = try reference.file.tensor(reference.key)
+            let output = try forward(model, reference.rows, adapters, "adapters")
+            return try compare(output, FloatTensor(shape: expected.shape, values: expected.floats()),
+                               label: "\(reference.file.path):\(reference.key)", logits: logits, tolerance: tolerance)
         }
 
         /// Against a merged model folder on random ids, allowing for its dtype's rounding.
-        func againstMerged(_ folder: String) throws -> Comparison {
-            let rows = try randomRows()
-            let output = try forward(model, rows, adapters)
+        func againstMerged(_ target: PlannedMerged) throws -> Comparison {
+            let rows = randomRows()
+            let output = try forward(model, rows, adapters, "adapters")
             var bound: (dtype: DType, value: Double)?
-            let mergedCheckpoint = try Checkpoint(path: folder)
-            if let narrow = MergedTolerance.narrowDType(of: mergedCheckpoint),
-               let rounded = try MergedTolerance.roundedMerge(base: base, pack: pack, adapterNames: names, merged: mergedCheckpoint) {
-                bound = (narrow, maxAbsDifference(output, try forward(rounded, rows, nil)))
+            if let narrow = MergedTolerance.narrowDType(of: target.checkpoint),
+               let rounded = try MergedTolerance.roundedMerge(base: base, pack: pack, adapterNames: names, merged: target.checkpoint) {
+                bound = (narrow, maxAbsDifference(output, try forward(rounded, rows, nil, "rounded merge")))
             }
-            let (merged, _) = try loadModel(folder)
-            let expected = try forward(merged, rows, nil)
+            let folder = target.folder
+            let expected = try forward(target.model, rows, nil, "merged")
             let allowance = given == nil ? MergedTolerance.multiple * (bound?.value ?? 0) : 0
             var comparison = try compare(output, expected, label: folder, logits: logits, tolerance: tolerance, allowance: allowance)
             comparison.rounding = bound.map {
@@ -168,9 +162,9 @@ public enum Verify {
 
         /// Against another pack's adapters on the same base and random ids.
         func againstPack(_ other: String, adapters otherAdapters: AdapterSet) throws -> Comparison {
-            let rows = try randomRows()
-            let expected = try forward(model, rows, otherAdapters)
-            let output = try forward(model, rows, adapters)
+            let rows = randomRows()
+            let expected = try forward(model, rows, otherAdapters, "other pack")
+            let output = try forward(model, rows, adapters, "adapters")
             return try compare(output, expected, label: other, logits: logits, tolerance: tolerance)
         }
     }

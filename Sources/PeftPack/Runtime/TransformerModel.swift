@@ -55,12 +55,13 @@ public final class TransformerModel: Sendable {
     }
 
     /// Runs the model on a rectangular batch of token ids, layer by layer over the whole batch;
-    /// `progress` hears (layers done, layers in all) after each layer.
+    /// `progress` hears (layers done, layers in all) at the start and after each layer.
     public func forward(inputIds: [[Int]], adapters: AdapterSet? = nil,
                         progress: ((Int, Int) -> Void)? = nil) throws -> FloatTensor {
         if let adapters, adapters.model !== self { throw RuntimeError.adapterSetForOtherModel }
         try validate(inputIds: inputIds, adapters: adapters)
         let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count, progress: progress)
+        progress?(0, config.numLayers)
         let output = body.run(pass, inputIds: inputIds)
         if let error = pass.failure.error { throw error }
         return output
@@ -116,15 +117,29 @@ public final class TransformerModel: Sendable {
             throw RuntimeError.invalidInput(
                 "\(positions) positions exceed max_position_embeddings \(config.maxPositionEmbeddings)")
         }
-        // fp32 activations: the widest per-token row (logits, MLP or fused QKV) and the attention
-        // scores of one layer, all in Double so no product overflows.
-        let widest = Double(max(config.vocabSize, config.intermediateSize, 3 * config.hiddenSize))
-        let rows = Double(batch) * Double(tokens)
-        let bytes = 4 * (2 * rows * widest + rows * Double(config.numAttentionHeads) * Double(positions))
+        let bytes = activationBytes(batch: batch, tokens: tokens, positions: positions)
         guard bytes <= Double(Self.activationBudget) else {
             throw RuntimeError.invalidInput(String(format: "a batch of %d × %d tokens needs about %.1f GB of activations, more than the %d GB allowed; use a smaller shape",
                                                    batch, tokens, bytes / 1e9, Self.activationBudget >> 30))
         }
+    }
+
+    /// fp32 activations of a pass: the widest per-token row (logits, MLP or fused QKV) twice and
+    /// the attention scores of one layer, in Double so no product overflows.
+    func activationBytes(batch: Int, tokens: Int, positions: Int) -> Double {
+        let widest = Double(max(config.vocabSize, config.intermediateSize, 3 * config.hiddenSize))
+        let rows = Double(batch) * Double(tokens)
+        return 4 * (2 * rows * widest + rows * Double(config.numAttentionHeads) * Double(positions))
+    }
+
+    /// The memory a pass over `batch × tokens` ids needs: its activations and the largest buffer
+    /// of widened weights (one tensor or tile), with the stored bytes mapped behind it.
+    public func passMemory(batch: Int, tokens: Int, adapters: AdapterSet? = nil) -> (activations: Double, weights: Double) {
+        let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + tokens
+        let largest = parameters.shapes.map { Double(Shape.elementCount($0) ?? 0) }.max() ?? 0
+        let buffer = parameters.residency.tileFloats.map { min(largest, Double($0)) } ?? 0
+        // Widened at load, the weights are already resident; streamed, one buffer plus its bytes.
+        return (activationBytes(batch: batch, tokens: tokens, positions: positions), buffer * (4 + 4))
     }
 
     private func validate(inputIds: [[Int]], adapters: AdapterSet?) throws {

@@ -99,10 +99,15 @@ struct VerifyCommand: ParsableCommand {
             if let reference { targets.append(.reference(path: reference, key: key)) }
             if let merged { targets.append(.merged(folder: merged)) }
             if let against { targets.append(.pack(path: against)) }
+            let progress = ProgressLine(label: "verify", enabled: !outputOptions.quiet)
+            let rate = PassRate()
             let report = try baseCheck.hinting {
                 try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: (inputShape.batch, inputShape.tokens),
-                               seed: seed, tolerance: explicitTolerance, baseCheck: baseCheck.level)
+                               seed: seed, tolerance: explicitTolerance, baseCheck: baseCheck.level) {
+                    progress.update(done: $0.layer, total: $0.layers, detail: "layers, \($0.pass) pass, \(rate.describe($0))")
+                }
             }
+            progress.finish()
             baseCheck.printWarnings(report.baseCheck)
             passed = report.passed
             if outputOptions.json {
@@ -119,5 +124,19 @@ struct VerifyCommand: ParsableCommand {
             }
         }
         if !passed { throw ExitCode(1) }
+    }
+}
+
+/// Tokens per second of the pass in progress, counting a layer over all tokens as a share of
+/// the pass.
+private final class PassRate {
+    private var start = Date()
+
+    func describe(_ progress: VerifyProgress) -> String {
+        if progress.layer == 0 { start = Date() }
+        let elapsed = Date().timeIntervalSince(start)
+        guard progress.layer > 0, elapsed > 0 else { return "starting" }
+        let tokens = Double(progress.tokens) * Double(progress.layer) / Double(max(progress.layers, 1))
+        return String(format: "%.0f tokens/s", tokens / elapsed)
     }
 }

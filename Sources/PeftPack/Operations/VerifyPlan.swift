@@ -1,0 +1,91 @@
+import Foundation
+
+/// Where a verify run is: pass `pass` ("adapters", "merged", "rounded merge", "other pack") has
+/// finished `layer` of its `layers` layers over `tokens` tokens.
+public struct VerifyProgress: Sendable {
+    public var pass: String
+    public var layer: Int
+    public var layers: Int
+    public var tokens: Int
+}
+
+/// A verify target with its inputs opened and checked, ready to compute.
+enum PlannedTarget {
+    case reference(PlannedReference)
+    case merged(PlannedMerged)
+    case pack(path: String, adapters: AdapterSet)
+}
+
+struct PlannedReference {
+    let file: SafetensorsFile
+    let key: String
+    let rows: [[Int]]
+}
+
+/// A merged model folder: every shard's header validated and the model's tensors checked
+/// against its config (no values read yet).
+struct PlannedMerged {
+    let folder: String
+    let checkpoint: Checkpoint
+    let model: TransformerModel
+}
+
+extension Verify.Comparing {
+    /// Opens and checks a target's inputs and plans the memory of its passes, so a bad file or
+    /// an input that cannot fit fails before any pass starts.
+    func plan(_ target: Verify.Target, otherAdapters: (String) throws -> AdapterSet) throws -> PlannedTarget {
+        switch target {
+        case .reference(let path, let key):
+            let reference = try planReference(path, key: key)
+            try checkMemory(batch: reference.rows.count, tokens: reference.rows[0].count, passes: 1)
+            return .reference(reference)
+        case .merged(let folder):
+            let checkpoint = try Checkpoint(path: folder)
+            let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: folder).appendingPathComponent("config.json"))
+            let merged = PlannedMerged(folder: folder, checkpoint: checkpoint,
+                                       model: try TransformerModel.load(config: config, weights: checkpoint))
+            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 3)
+            return .merged(merged)
+        case .pack(let path):
+            let adapters = try otherAdapters(path)
+            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 2)
+            return .pack(path: path, adapters: adapters)
+        }
+    }
+
+    private func planReference(_ path: String, key: String?) throws -> PlannedReference {
+        let file = try SafetensorsFile(path: path)
+        guard let ids = file.info("input_ids"), ids.shape.count == 2, ids.dtype == .i64 else {
+            throw InputError(file: path, tensor: "input_ids", problem: "a reference needs input_ids as I64 [batch, seq]")
+        }
+        try model.checkInputShape(batch: ids.shape[0], tokens: ids.shape[1], adapters: adapters)
+        let flat = try file.withBytes("input_ids") { raw in
+            (0..<(ids.shape[0] * ids.shape[1])).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) }
+        }
+        let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
+        let outputKey = try key ?? Verify.defaultKey(file)
+        guard let expected = file.info(outputKey), expected.dtype.isFloatingPoint else {
+            throw InputError(file: path, tensor: outputKey, problem: "no floating-point output of that name")
+        }
+        return PlannedReference(file: file, key: outputKey, rows: rows)
+    }
+
+    /// The input's shape within the runtime's limits (`checkInputShape`), and everything a
+    /// comparison holds at its peak within the memory the system has free: one pass's
+    /// activations and widened weights, and the `passes` outputs kept for comparing (logits
+    /// over the whole vocabulary for a causal LM).
+    func checkMemory(batch: Int, tokens: Int, passes: Int) throws {
+        try model.checkInputShape(batch: batch, tokens: tokens, adapters: adapters)
+        guard let available = PhysicalMemory.available else { return }
+        let pass = model.passMemory(batch: batch, tokens: tokens, adapters: adapters)
+        let rows = Double(batch) * Double(tokens + adapters.promptLength)
+        let width = Double(model.sequenceClassifier?.labels ?? (model.config.family.outputHead == nil ? model.config.hiddenSize : model.config.vocabSize))
+        let outputs = Double(passes) * rows * width * 4
+        let needed = pass.activations + pass.weights + outputs
+        guard needed <= Double(available) else {
+            throw RuntimeError.invalidInput(String(
+                format: "a batch of %d × %d tokens needs about %.1f GB (activations %.1f, widened weights %.1f, outputs %.1f) but %.1f GB of memory is available; use a smaller shape",
+                batch, tokens, needed / 1e9, pass.activations / 1e9, pass.weights / 1e9, outputs / 1e9, Double(available) / 1e9))
+        }
+    }
+}
