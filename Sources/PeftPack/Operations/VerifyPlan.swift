@@ -70,22 +70,38 @@ extension Verify.Comparing {
         return PlannedReference(file: file, key: outputKey, rows: rows)
     }
 
-    /// The input's shape within the runtime's limits (`checkInputShape`), and everything a
-    /// comparison holds at its peak within the memory the system has free: one pass's
-    /// activations and widened weights, and the `passes` outputs kept for comparing (logits
-    /// over the whole vocabulary for a causal LM).
+    /// The input's shape within the runtime's limits (`checkInputShape`), and what a comparison
+    /// of `passes` passes holds at its peak within the memory the system has free.
     func checkMemory(batch: Int, tokens: Int, passes: Int) throws {
         try model.checkInputShape(batch: batch, tokens: tokens, adapters: adapters)
         guard let available = PhysicalMemory.available else { return }
-        let pass = model.passMemory(batch: batch, tokens: tokens, adapters: adapters)
-        let rows = Double(batch) * Double(tokens + adapters.promptLength)
-        let width = Double(model.sequenceClassifier?.labels ?? (model.config.family.outputHead == nil ? model.config.hiddenSize : model.config.vocabSize))
-        let outputs = Double(passes) * rows * width * 4
-        let needed = pass.activations + pass.weights + outputs
-        guard needed <= Double(available) else {
-            throw RuntimeError.invalidInput(String(
-                format: "a batch of %d × %d tokens needs about %.1f GB (activations %.1f, widened weights %.1f, outputs %.1f) but %.1f GB of memory is available; use a smaller shape",
-                batch, tokens, needed / 1e9, pass.activations / 1e9, pass.weights / 1e9, outputs / 1e9, Double(available) / 1e9))
-        }
+        try VerifyMemory(model: model, adapters: adapters, batch: batch, tokens: tokens, passes: passes)
+            .check(batch: batch, tokens: tokens, available: available)
+    }
+}
+
+/// The memory a comparison needs at its peak: one pass's activations and widened weights (the
+/// passes run one after another), and the outputs of every pass kept for comparing (logits over
+/// the whole vocabulary for a causal LM).
+struct VerifyMemory {
+    var activations: Double
+    var weights: Double
+    var outputs: Double
+
+    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int, passes: Int) {
+        (activations, weights) = model.passMemory(batch: batch, tokens: tokens, adapters: adapters)
+        let rows = Double(batch) * Double(tokens + (adapters?.promptLength ?? 0))
+        let config = model.config
+        let width = model.sequenceClassifier?.labels ?? (config.family.outputHead == nil ? config.hiddenSize : config.vocabSize)
+        outputs = Double(passes) * rows * Double(width) * 4
+    }
+
+    var total: Double { activations + weights + outputs }
+
+    func check(batch: Int, tokens: Int, available: Int) throws {
+        guard total > Double(available) else { return }
+        throw RuntimeError.invalidInput(String(
+            format: "a batch of %d × %d tokens needs about %.2f GB (activations %.2f, widened weights %.2f, outputs %.2f) but %.2f GB of memory is available; use a smaller shape",
+            batch, tokens, total / 1e9, activations / 1e9, weights / 1e9, outputs / 1e9, Double(available) / 1e9))
     }
 }

@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+@testable import PeftPack
+
+/// verify on the streaming runtime: bad inputs refused before the first pass, progress per layer,
+/// and the memory plan's parts.
+@Suite("Streaming verify")
+struct StreamingVerifyTests {
+    static let base = Fixtures.path("models/llama-tiny-bf16")
+
+    /// A copy of the sharded bf16 base whose third shard lost its last 100 bytes.
+    static func truncatedCopy() throws -> String {
+        let folder = Fixtures.temporaryDirectory() + "/truncated"
+        try FileManager.default.copyItem(atPath: base, toPath: folder)
+        let shard = folder + "/model-00003-of-00003.safetensors"
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: shard))
+        try bytes.dropLast(100).write(to: URL(fileURLWithPath: shard))
+        return folder
+    }
+
+    static func run(merged: String, shape: (batch: Int, tokens: Int) = (2, 8),
+                    progress: @escaping (VerifyProgress) -> Void = { _ in }) throws -> Verify.Report {
+        try Verify.run(pack: try PipelineVerifyTests.pack("llama_bf16_lora"), base: base, adapterNames: [], targets: [.merged(folder: merged)],
+                       inputShape: shape, seed: 0, progress: progress)
+    }
+
+    @Test("a truncated shard of the merged model is refused before any pass starts")
+    func truncatedMergedShardBeforeAnyPass() throws {
+        let merged = try Self.truncatedCopy()
+        var events: [VerifyProgress] = []
+        #expect {
+            _ = try Self.run(merged: merged) { events.append($0) }
+        } throws: { error in
+            "\(error)".contains("model-00003-of-00003.safetensors: tensors need")
+        }
+        #expect(events.isEmpty)
+    }
+
+    /// Three passes against a bf16 merged model (the adapters, the correctly rounded merge that
+    /// gives the bound, the merged model), each reporting its start and every layer.
+    @Test("progress: every pass reports layer 0 to n")
+    func progressPerLayer() throws {
+        var events: [VerifyProgress] = []
+        let report = try Self.run(merged: Fixtures.path("cases/llama_bf16_lora/merged")) { events.append($0) }
+        #expect(report.passed)
+        let layers = try ModelConfig.load(contentsOf: URL(fileURLWithPath: Self.base + "/config.json")).numLayers
+        #expect(events.map(\.pass) == ["adapters", "rounded merge", "merged"].flatMap { Array(repeating: $0, count: layers + 1) })
+        #expect(events.map(\.layer) == Array(repeating: Array(0...layers), count: 3).flatMap { $0 })
+        #expect(events.allSatisfy { $0.tokens == 16 && $0.layers == layers })
+    }
+
+    /// The plan's parts on llama-tiny-bf16 (vocabulary 256, largest tensor the 256 × 64 head),
+    /// and a refusal that names the size exactly when the total exceeds what is available.
+    @Test("the memory plan: parts, and a refusal beyond what is available")
+    func memoryPlan() throws {
+        let model = try Verify.loadModel(Self.base).0
+        let memory = VerifyMemory(model: model, adapters: nil, batch: 2, tokens: 8, passes: 3)
+        #expect(memory.weights == 8 * 256 * 64, "one fp32 buffer of the largest tensor, with its stored bytes")
+        #expect(memory.outputs == 3 * 16 * 256 * 4)
+        #expect(memory.activations == model.activationBytes(batch: 2, tokens: 8, positions: 8))
+        try memory.check(batch: 2, tokens: 8, available: Int(memory.total))
+        #expect {
+            try memory.check(batch: 2, tokens: 8, available: Int(memory.total) - 1)
+        } throws: { error in
+            "\(error)".contains("a batch of 2 × 8 tokens needs about") && "\(error)".contains("GB of memory is available")
+        }
+        let widened = try TransformerModel.load(config: model.config, weights: try Checkpoint(path: Self.base), residency: .widenedAtLoad)
+        #expect(VerifyMemory(model: widened, adapters: nil, batch: 2, tokens: 8, passes: 3).weights == 0)
+    }
+}
