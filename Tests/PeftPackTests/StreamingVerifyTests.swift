@@ -54,9 +54,9 @@ struct StreamingVerifyTests {
     @Test("the memory plan: parts, and a refusal beyond what is available")
     func memoryPlan() throws {
         let model = try Verify.loadModel(Self.base).0
-        let memory = VerifyMemory(model: model, adapters: nil, batch: 2, tokens: 8, passes: 3)
+        let memory = VerifyMemory(model: model, adapters: nil, batch: 2, tokens: 8, passes: 3, keepingLayers: true)
         #expect(memory.weights == 8 * 256 * 64, "one fp32 buffer of the largest tensor, with its stored bytes")
-        #expect(memory.outputs == 3 * 16 * 256 * 4)
+        #expect(memory.outputs == 3 * 16 * (256 + 2 * 64) * 4, "three passes' logits and two layers' hidden states")
         #expect(memory.activations == model.activationBytes(batch: 2, tokens: 8, positions: 8))
         try memory.check(batch: 2, tokens: 8, available: Int(memory.total))
         #expect {
@@ -65,6 +65,31 @@ struct StreamingVerifyTests {
             "\(error)".contains("a batch of 2 × 8 tokens needs about") && "\(error)".contains("GB of memory is available")
         }
         let widened = try TransformerModel.load(config: model.config, weights: try Checkpoint(path: Self.base), residency: .widenedAtLoad)
-        #expect(VerifyMemory(model: widened, adapters: nil, batch: 2, tokens: 8, passes: 3).weights == 0)
+        #expect(VerifyMemory(model: widened, adapters: nil, batch: 2, tokens: 8, passes: 3, keepingLayers: true).weights == 0)
+    }
+
+    /// PEFT's merged bf16 model with layer 1's down_proj scaled by 1.05 (rounded back to bf16): the
+    /// comparison fails and names layer 1, where the hidden states first part by more than 4× the
+    /// correct rounding's difference there. PEFT's own merge (the control) passes with none named.
+    @Test("the first layer whose hidden states diverge is named")
+    func firstDivergentLayer() throws {
+        let original = Fixtures.path("cases/llama_bf16_lora/merged")
+        let clean = try Self.run(merged: original).comparisons[0]
+        #expect(clean.passed && clean.firstDivergentLayer == nil)
+        #expect(clean.layerErrors?.count == 2)
+
+        let folder = Fixtures.temporaryDirectory() + "/perturbed"
+        try FileManager.default.copyItem(atPath: original, toPath: folder)
+        let checkpoint = try Checkpoint(path: folder)
+        var tensors: [String: HostTensor] = [:]
+        for name in checkpoint.names { tensors[name] = try checkpoint.tensor(name) as HostTensor }
+        let target = "model.layers.1.mlp.down_proj.weight"
+        let weight = try #require(tensors[target])
+        tensors[target] = HostTensor(floats: weight.floats().map { $0 * 1.05 }, shape: weight.shape, dtype: weight.dtype)
+        try FileManager.default.removeItem(atPath: folder + "/model.safetensors")
+        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: folder + "/model.safetensors")
+        let perturbed = try Self.run(merged: folder).comparisons[0]
+        #expect(!perturbed.passed)
+        #expect(perturbed.firstDivergentLayer == 1, "layer errors \(perturbed.layerErrors ?? [])")
     }
 }

@@ -111,7 +111,7 @@ extension ForwardPass {
             body.activation.apply(&inner)
             x = subBlockEnd(layer: index, position: .afterFeedForward, output: linear(layer.output, inner),
                             residual: attended, norm: layer.outputNorm, epsilon: epsilon)
-            finishedLayer(index, of: body.layers.count)
+            finishedLayer(index, of: body.layers.count, hidden: x)
         }
         if let classifier = body.classifier { return classify(classifier, hidden: x, inputIds: inputIds) }
         return FloatTensor(shape: [batch, rowsPerItem, config.hiddenSize], values: x.values)

@@ -122,7 +122,7 @@ extension ForwardPass {
             body.activation.apply(&inner)
             x = subBlockEnd(layer: index, position: .afterFeedForward, output: linear(layer.feedForwardOut, inner),
                             residual: x, norm: nil, epsilon: epsilon)
-            finishedLayer(index, of: body.layers.count)
+            finishedLayer(index, of: body.layers.count, hidden: x)
         }
         norm(&x, body.finalNorm, epsilon: epsilon)
         if let classifier = body.classifier { return classify(classifier, hidden: x, inputIds: inputIds) }

@@ -31,6 +31,12 @@ public enum Verify {
         /// Against a merged model stored in bf16/fp16: what a correct merge reaches on this input.
         public var rounding: MergedRoundingBound?
         public var passed: Bool
+        /// Against a merged model or another pack: after each layer, the max abs difference of the
+        /// two passes' hidden states over the expected side's largest magnitude.
+        public var layerErrors: [Double]? = nil
+        /// The first layer (from 0) whose hidden states differ by more than the comparison allows
+        /// there, when one does: where the two models part.
+        public var firstDivergentLayer: Int? = nil
     }
 
     public struct Report: Encodable {
@@ -120,12 +126,21 @@ public enum Verify {
 
         /// The runtime's parallelism is OpenBLAS's: worth its threads only for large passes.
         func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?, _ label: String) throws -> FloatTensor {
+            try traced(model, rows, adapters, label, keepingLayers: false).output
+        }
+
+        /// A pass's output and, when `keepingLayers`, the hidden states after each layer.
+        func traced(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?, _ label: String,
+                    keepingLayers: Bool = true) throws -> (output: FloatTensor, layers: [TokenMatrix]) {
             let report = progress.map { report in
                 { (done: Int, layers: Int) in report(VerifyProgress(pass: label, layer: done, layers: layers, tokens: rows.count * (rows.first?.count ?? 0))) }
             }
-            return try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) {
-                try model.forward(inputIds: rows, adapters: adapters, progress: report)
+            var layers: [TokenMatrix] = []
+            let output = try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) {
+                try model.forward(inputIds: rows, adapters: adapters, progress: report,
+                                  observeLayer: keepingLayers ? { layers.append($1) } : nil)
             }
+            return (output, layers)
         }
 
         func randomRows() -> [[Int]] {
@@ -143,16 +158,20 @@ public enum Verify {
         /// Against a merged model folder on random ids, allowing for its dtype's rounding.
         func againstMerged(_ target: PlannedMerged) throws -> Comparison {
             let rows = randomRows()
-            let output = try forward(model, rows, adapters, "adapters")
-            var bound: (dtype: DType, value: Double)?
+            let ours = try traced(model, rows, adapters, "adapters")
+            var bound: (dtype: DType, value: Double, layers: [TokenMatrix])?
             if let narrow = MergedTolerance.narrowDType(of: target.checkpoint),
                let rounded = try MergedTolerance.roundedMerge(base: base, pack: pack, adapterNames: names, merged: target.checkpoint) {
-                bound = (narrow, maxAbsDifference(output, try forward(rounded, rows, nil, "rounded merge")))
+                let correct = try traced(rounded, rows, nil, "rounded merge")
+                bound = (narrow, maxAbsDifference(ours.output, correct.output), correct.layers)
             }
             let folder = target.folder
-            let expected = try forward(target.model, rows, nil, "merged")
-            let allowance = given == nil ? MergedTolerance.multiple * (bound?.value ?? 0) : 0
-            var comparison = try compare(output, expected, label: folder, logits: logits, tolerance: tolerance, allowance: allowance)
+            let expected = try traced(target.model, rows, nil, "merged")
+            let multiple = given == nil ? MergedTolerance.multiple : 0
+            let allowance = multiple * (bound?.value ?? 0)
+            var comparison = try compare(ours.output, expected.output, label: folder, logits: logits, tolerance: tolerance, allowance: allowance)
+            (comparison.layerErrors, comparison.firstDivergentLayer) = layerDivergence(
+                ours: ours.layers, expected: expected.layers, bound: bound.map { ($0.layers, multiple) }, tolerance: tolerance)
             comparison.rounding = bound.map {
                 MergedRoundingBound(dtype: $0.dtype.rawValue, bound: $0.value, multiple: MergedTolerance.multiple,
                                     ratio: $0.value > 0 ? comparison.maxAbsError / $0.value : .infinity)
@@ -163,9 +182,12 @@ public enum Verify {
         /// Against another pack's adapters on the same base and random ids.
         func againstPack(_ other: String, adapters otherAdapters: AdapterSet) throws -> Comparison {
             let rows = randomRows()
-            let expected = try forward(model, rows, otherAdapters, "other pack")
-            let output = try forward(model, rows, adapters, "adapters")
-            return try compare(output, expected, label: other, logits: logits, tolerance: tolerance)
+            let expected = try traced(model, rows, otherAdapters, "other pack")
+            let ours = try traced(model, rows, adapters, "adapters")
+            var comparison = try compare(ours.output, expected.output, label: other, logits: logits, tolerance: tolerance)
+            (comparison.layerErrors, comparison.firstDivergentLayer) = layerDivergence(
+                ours: ours.layers, expected: expected.layers, bound: nil, tolerance: tolerance)
+            return comparison
         }
     }
 
@@ -199,10 +221,32 @@ public enum Verify {
     }
 
     static func maxAbsDifference(_ a: FloatTensor, _ b: FloatTensor) -> Double {
-        zip(a.values, b.values).reduce(0.0) { largest, pair in
+        maxAbsDifference(a.values, b.values)
+    }
+
+    static func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Double {
+        zip(a, b).reduce(0.0) { largest, pair in
             let error = abs(Double(pair.0) - Double(pair.1))
             return max(largest, error.isNaN ? .infinity : error)
         }
+    }
+
+    /// Relative errors of the hidden states after each layer, and the first layer past what the
+    /// comparison allows there: the tolerance at that layer's scale, plus, against a narrow merged
+    /// model, `bound.multiple` times the correctly rounded merge's own difference at that layer
+    /// (the output's rule, applied to every layer).
+    static func layerDivergence(ours: [TokenMatrix], expected: [TokenMatrix], bound: (layers: [TokenMatrix], multiple: Double)?,
+                                tolerance: Tolerance) -> ([Double]?, Int?) {
+        guard !ours.isEmpty, ours.count == expected.count else { return (nil, nil) }
+        var errors: [Double] = [], first: Int?
+        for layer in ours.indices {
+            let error = maxAbsDifference(ours[layer].values, expected[layer].values)
+            let scale = expected[layer].values.reduce(0.0) { max($0, abs(Double($1))) }
+            let rounding = bound.map { $0.multiple * maxAbsDifference(ours[layer].values, $0.layers[layer].values) } ?? 0
+            errors.append(scale > 0 ? error / scale : error)
+            if first == nil, error > tolerance.absolute + tolerance.relative * scale + rounding { first = layer }
+        }
+        return (errors, first)
     }
 
     /// `allowance`: added to the tolerance's max abs error (the rounding a merged dtype forces).

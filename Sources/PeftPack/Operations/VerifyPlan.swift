@@ -37,18 +37,18 @@ extension Verify.Comparing {
         switch target {
         case .reference(let path, let key):
             let reference = try planReference(path, key: key)
-            try checkMemory(batch: reference.rows.count, tokens: reference.rows[0].count, passes: 1)
+            try checkMemory(batch: reference.rows.count, tokens: reference.rows[0].count, passes: 1, keepingLayers: false)
             return .reference(reference)
         case .merged(let folder):
             let checkpoint = try Checkpoint(path: folder)
             let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: folder).appendingPathComponent("config.json"))
             let merged = PlannedMerged(folder: folder, checkpoint: checkpoint,
                                        model: try TransformerModel.load(config: config, weights: checkpoint))
-            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 3)
+            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 3, keepingLayers: true)
             return .merged(merged)
         case .pack(let path):
             let adapters = try otherAdapters(path)
-            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 2)
+            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 2, keepingLayers: true)
             return .pack(path: path, adapters: adapters)
         }
     }
@@ -72,28 +72,29 @@ extension Verify.Comparing {
 
     /// The input's shape within the runtime's limits (`checkInputShape`), and what a comparison
     /// of `passes` passes holds at its peak within the memory the system has free.
-    func checkMemory(batch: Int, tokens: Int, passes: Int) throws {
+    func checkMemory(batch: Int, tokens: Int, passes: Int, keepingLayers: Bool) throws {
         try model.checkInputShape(batch: batch, tokens: tokens, adapters: adapters)
         guard let available = PhysicalMemory.available else { return }
-        try VerifyMemory(model: model, adapters: adapters, batch: batch, tokens: tokens, passes: passes)
+        try VerifyMemory(model: model, adapters: adapters, batch: batch, tokens: tokens, passes: passes, keepingLayers: keepingLayers)
             .check(batch: batch, tokens: tokens, available: available)
     }
 }
 
 /// The memory a comparison needs at its peak: one pass's activations and widened weights (the
 /// passes run one after another), and the outputs of every pass kept for comparing (logits over
-/// the whole vocabulary for a causal LM).
+/// the whole vocabulary for a causal LM), with each layer's hidden states when `keepingLayers`.
 struct VerifyMemory {
     var activations: Double
     var weights: Double
     var outputs: Double
 
-    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int, passes: Int) {
+    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int, passes: Int, keepingLayers: Bool) {
         (activations, weights) = model.passMemory(batch: batch, tokens: tokens, adapters: adapters)
         let rows = Double(batch) * Double(tokens + (adapters?.promptLength ?? 0))
         let config = model.config
         let width = model.sequenceClassifier?.labels ?? (config.family.outputHead == nil ? config.hiddenSize : config.vocabSize)
-        outputs = Double(passes) * rows * Double(width) * 4
+        let layerStates = keepingLayers ? config.numLayers * config.hiddenSize : 0
+        outputs = Double(passes) * rows * Double(width + layerStates) * 4
     }
 
     var total: Double { activations + weights + outputs }

@@ -199,7 +199,7 @@ struct DecoderBody: ModelBody {
             var fed = pass.linear(layer.down, gatedFeedForward(pass, layer, normed))
             if let post = layer.postFeedForwardNorm { pass.norm(&fed, post, epsilon: epsilon) }
             x = pass.subBlockEnd(layer: index, position: .afterFeedForward, output: fed, residual: x, norm: nil, epsilon: epsilon)
-            pass.finishedLayer(index, of: layers.count)
+            pass.finishedLayer(index, of: layers.count, hidden: x)
         }
         pass.norm(&x, finalNorm, epsilon: epsilon)
         if let classifier { return pass.classify(classifier, hidden: x, inputIds: inputIds) }

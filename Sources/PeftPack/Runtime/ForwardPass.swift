@@ -10,15 +10,19 @@ struct ForwardPass {
     let tokens: Int
     /// Called after each layer with (layers done, layers in all).
     let progress: ((Int, Int) -> Void)?
+    /// Called after each layer with its index and the hidden states it output.
+    let observeLayer: ((Int, TokenMatrix) -> Void)?
     /// The first error reading a weight; the pass runs on and `TransformerModel.forward` throws it.
     let failure = PassFailure()
 
-    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int, progress: ((Int, Int) -> Void)? = nil) {
+    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int,
+         progress: ((Int, Int) -> Void)? = nil, observeLayer: ((Int, TokenMatrix) -> Void)? = nil) {
         self.model = model
         self.adapters = adapters
         self.batch = batch
         self.tokens = tokens
         self.progress = progress
+        self.observeLayer = observeLayer
     }
 
     /// Virtual prompt tokens prepended to each item's input embeddings.
@@ -55,8 +59,9 @@ struct ForwardPass {
         withParameter(id) { Array($0) }
     }
 
-    /// Reports the end of layer `index` of `count`.
-    func finishedLayer(_ index: Int, of count: Int) {
+    /// Reports the end of layer `index` of `count`, whose output is `hidden`.
+    func finishedLayer(_ index: Int, of count: Int, hidden: TokenMatrix) {
+        observeLayer?(index, hidden)
         progress?(index + 1, count)
     }
 

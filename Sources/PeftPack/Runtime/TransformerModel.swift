@@ -58,9 +58,16 @@ public final class TransformerModel: Sendable {
     /// `progress` hears (layers done, layers in all) at the start and after each layer.
     public func forward(inputIds: [[Int]], adapters: AdapterSet? = nil,
                         progress: ((Int, Int) -> Void)? = nil) throws -> FloatTensor {
+        try forward(inputIds: inputIds, adapters: adapters, progress: progress, observeLayer: nil)
+    }
+
+    /// `observeLayer` sees each layer's output hidden states (rows × hidden_size).
+    func forward(inputIds: [[Int]], adapters: AdapterSet?, progress: ((Int, Int) -> Void)?,
+                 observeLayer: ((Int, TokenMatrix) -> Void)?) throws -> FloatTensor {
         if let adapters, adapters.model !== self { throw RuntimeError.adapterSetForOtherModel }
         try validate(inputIds: inputIds, adapters: adapters)
-        let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count, progress: progress)
+        let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count,
+                               progress: progress, observeLayer: observeLayer)
         progress?(0, config.numLayers)
         let output = body.run(pass, inputIds: inputIds)
         if let error = pass.failure.error { throw error }

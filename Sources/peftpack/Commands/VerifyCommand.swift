@@ -120,6 +120,9 @@ struct VerifyCommand: ParsableCommand {
                     if let kl = comparison.klDivergence { line += ", KL \(String(format: "%.3g", kl))" }
                     print(line)
                     if let rounding = comparison.rounding { print("    " + Self.describe(rounding, comparison: comparison, explicit: explicitTolerance != nil)) }
+                    if let layer = comparison.firstDivergentLayer, let errors = comparison.layerErrors {
+                        print("    hidden states first differ beyond the tolerance after layer \(layer) of \(errors.count) (relative error \(String(format: "%.3g", errors[layer])))")
+                    }
                 }
             }
         }
