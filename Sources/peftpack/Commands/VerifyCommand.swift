@@ -29,6 +29,13 @@ struct VerifyCommand: ParsableCommand {
             checks it (see peftpack help merge): --trust-base compares names, dtypes and shapes only, \
             --skip-base-check turns differences into warnings.
 
+            Weights stay in the checkpoint's dtype and are widened one matrix at a time during \
+            each layer-by-layer pass, so an 8B model verifies in a few GB. Against --merged or \
+            --against the report names the first layer whose hidden states differ beyond the \
+            tolerance. Inputs are checked and memory planned before the first pass: a missing or \
+            truncated shard, or an input whose activations would not fit, is refused (exit 2). \
+            On a terminal a progress line shows the layer and tokens per second.
+
             Exit codes: 0 every comparison passed, 1 a numerical mismatch, 2 usage or input error.
 
             Examples:
