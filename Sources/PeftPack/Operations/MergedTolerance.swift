@@ -75,6 +75,9 @@ private struct RoundedMergeWeights: WeightProvider {
     let reader: PackReader
     let selected: [(adapter: Adapter, weight: Double)]
     let dtype: (String) -> DType?
+    /// The last changed tensor computed: a pass reads a large tensor in consecutive tiles or
+    /// rows (a head, an embedding's looked-up rows), and each would otherwise redo its merge.
+    private let lastComputed = LastComputedTensor()
 
     var names: [String] { base.names + computed.keys.filter { base.info($0) == nil }.sorted() }
 
@@ -89,8 +92,11 @@ private struct RoundedMergeWeights: WeightProvider {
     /// large head or embedding is never copied whole; changed ones are computed whole.
     func widen(_ name: String, elements range: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
         guard computed[name] == nil, changes[name] == nil, let stored = base.info(name), stored.dtype != .f64 else {
-            guard let tensor = try tensor(name) else { throw RuntimeError.missingWeight(name: name, expectedShape: []) }
-            return tensor.widen(elements: range, into: destination)
+            let whole = try lastComputed.value(name) {
+                guard let tensor = try tensor(name) else { throw RuntimeError.missingWeight(name: name, expectedShape: []) }
+                return tensor
+            }
+            return whole.widen(elements: range, into: destination)
         }
         try base.widen(name, elements: range, into: destination)
         let narrow = target(stored)
@@ -115,5 +121,21 @@ private struct RoundedMergeWeights: WeightProvider {
                                 owners: selected.map { _ in 0 }, selected: selected)
         }
         return HostTensor(correctlyRounding: values, shape: stored.shape, dtype: target)
+    }
+}
+
+/// One computed tensor, kept until another is asked for.
+private final class LastComputedTensor: @unchecked Sendable {
+    private let lock = NSLock()
+    private var last: (name: String, tensor: HostTensor)?
+
+    func value(_ name: String, compute: () throws -> HostTensor) throws -> HostTensor {
+        lock.lock()
+        defer { lock.unlock() }
+        if let last, last.name == name { return last.tensor }
+        last = nil
+        let tensor = try compute()
+        last = (name, tensor)
+        return tensor
     }
 }
