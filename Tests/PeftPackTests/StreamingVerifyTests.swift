@@ -58,6 +58,8 @@ struct StreamingVerifyTests {
         #expect(memory.weights == 8 * 256 * 64, "one fp32 buffer of the largest tensor, with its stored bytes")
         #expect(memory.outputs == 3 * 16 * (256 + 2 * 64) * 4, "three passes' logits and two layers' hidden states")
         #expect(memory.activations == model.activationBytes(batch: 2, tokens: 8, positions: 8))
+        let rounding = VerifyMemory(model: model, adapters: nil, batch: 2, tokens: 8, passes: 3, keepingLayers: true, roundingMerge: true)
+        #expect(rounding.weights == (8 + 24) * 256 * 64, "and the rounded merge's fp64 workspace of that tensor")
         try memory.check(batch: 2, tokens: 8, available: Int(memory.total))
         #expect {
             try memory.check(batch: 2, tokens: 8, available: Int(memory.total) - 1)

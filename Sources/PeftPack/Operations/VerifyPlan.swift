@@ -37,18 +37,19 @@ extension Verify.Comparing {
         switch target {
         case .reference(let path, let key):
             let reference = try planReference(path, key: key)
-            try checkMemory(batch: reference.rows.count, tokens: reference.rows[0].count, passes: 1, keepingLayers: false)
+            try checkMemory(batch: reference.rows.count, tokens: reference.rows[0].count, passes: 1, keepingLayers: false, roundingMerge: false)
             return .reference(reference)
         case .merged(let folder):
             let checkpoint = try Checkpoint(path: folder)
             let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: folder).appendingPathComponent("config.json"))
             let merged = PlannedMerged(folder: folder, checkpoint: checkpoint,
                                        model: try TransformerModel.load(config: config, weights: checkpoint))
-            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 3, keepingLayers: true)
+            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 3, keepingLayers: true,
+                            roundingMerge: MergedTolerance.narrowDType(of: checkpoint) != nil)
             return .merged(merged)
         case .pack(let path):
             let adapters = try otherAdapters(path)
-            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 2, keepingLayers: true)
+            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 2, keepingLayers: true, roundingMerge: false)
             return .pack(path: path, adapters: adapters)
         }
     }
@@ -72,10 +73,11 @@ extension Verify.Comparing {
 
     /// The input's shape within the runtime's limits (`checkInputShape`), and what a comparison
     /// of `passes` passes holds at its peak within the memory the system has free.
-    func checkMemory(batch: Int, tokens: Int, passes: Int, keepingLayers: Bool) throws {
+    func checkMemory(batch: Int, tokens: Int, passes: Int, keepingLayers: Bool, roundingMerge: Bool) throws {
         try model.checkInputShape(batch: batch, tokens: tokens, adapters: adapters)
         guard let available = PhysicalMemory.available else { return }
-        try VerifyMemory(model: model, adapters: adapters, batch: batch, tokens: tokens, passes: passes, keepingLayers: keepingLayers)
+        try VerifyMemory(model: model, adapters: adapters, batch: batch, tokens: tokens, passes: passes, keepingLayers: keepingLayers,
+                         roundingMerge: roundingMerge)
             .check(batch: batch, tokens: tokens, available: available)
     }
 }
@@ -83,13 +85,20 @@ extension Verify.Comparing {
 /// The memory a comparison needs at its peak: one pass's activations and widened weights (the
 /// passes run one after another), and the outputs of every pass kept for comparing (logits over
 /// the whole vocabulary for a causal LM), with each layer's hidden states when `keepingLayers`.
+/// With `roundingMerge` the correctly rounded merge computes one changed tensor at a time in
+/// fp64 by merge's arithmetic: about 24 bytes per element of the largest tensor (fp64 values,
+/// their fp32 widening and rounding, the stored bytes).
 struct VerifyMemory {
     var activations: Double
     var weights: Double
     var outputs: Double
 
-    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int, passes: Int, keepingLayers: Bool) {
+    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int, passes: Int, keepingLayers: Bool,
+         roundingMerge: Bool = false) {
         (activations, weights) = model.passMemory(batch: batch, tokens: tokens, adapters: adapters)
+        if roundingMerge {
+            weights += 24 * (model.parameters.shapes.map { Double(Shape.elementCount($0) ?? 0) }.max() ?? 0)
+        }
         let rows = Double(batch) * Double(tokens + (adapters?.promptLength ?? 0))
         let config = model.config
         let width = model.sequenceClassifier?.labels ?? (config.family.outputHead == nil ? config.hiddenSize : config.vocabSize)
