@@ -111,7 +111,7 @@ struct VerifyCommand: ParsableCommand {
             let report = try baseCheck.hinting {
                 try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: (inputShape.batch, inputShape.tokens),
                                seed: seed, tolerance: explicitTolerance, baseCheck: baseCheck.level) {
-                    progress.update(done: $0.layer, total: $0.layers, detail: "layers, \($0.pass) pass, \(rate.describe($0))")
+                    progress.update(done: $0.layer, total: $0.layers, detail: "layers of the \($0.pass) pass, \(rate.describe($0))")
                 }
             }
             progress.finish()
