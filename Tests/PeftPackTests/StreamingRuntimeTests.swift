@@ -21,6 +21,20 @@ struct StreamingRuntimeTests {
         return try TransformerModel.load(config: config, weights: try Checkpoint(path: path), residency: residency)
     }
 
+    /// Logits computed `step` vocabulary entries at a time, put back together.
+    static func assembled(_ logits: VocabularyLogits, step: Int) throws -> FloatTensor {
+        let vocabulary = logits.vocabulary
+        var values = [Float](repeating: 0, count: logits.hidden.rows * vocabulary)
+        for start in stride(from: 0, to: vocabulary, by: step) {
+            let columns = start..<min(start + step, vocabulary)
+            let tile = try logits.tile(columns)
+            for row in 0..<tile.rows {
+                for (offset, column) in columns.enumerated() { values[row * vocabulary + column] = tile.values[row * tile.cols + offset] }
+            }
+        }
+        return FloatTensor(shape: logits.shape, values: values)
+    }
+
     /// Tiles of 1000 floats split every matrix of the fixtures (hidden 64: 15 rows per tile)
     /// and GPT-2's Conv1D ones along their inputs, so the tiled products run on every family.
     static let tinyTiles = WeightResidency.streamed(tileFloats: 1000)
@@ -85,5 +99,54 @@ struct StreamingRuntimeTests {
         _ = try widened.forward(inputIds: ids)
         #expect(widened.peakWidenedFloats > largest)
         #expect(widened.peakWidenedFloats == total, "llama-tiny is untied and uses every tensor")
+    }
+
+    /// A causal LM's logits computed over tiles of 37 vocabulary entries (head weights, a
+    /// modules_to_save head and tied heads sliced by rows) against the whole logits, for every
+    /// decoder base and every adapter case on one. Tolerance 1e-6 relative: the same dot products,
+    /// blocked differently by BLAS.
+    @Test("logits over vocabulary tiles equal the whole logits",
+          arguments: bases.map(\.folder).filter { !$0.contains("bert") } + RuntimeFixtures.caseNames().filter { !$0.hasPrefix("bert") })
+    func vocabularyTiles(source: String) throws {
+        let isCase = !source.contains("/")
+        let reference = isCase ? try RuntimeFixtures.reference(case: source) : nil
+        let model = try Self.load(reference?.metadata["base"] ?? source, .streamed)
+        let imported = try isCase ? ImportedCase.load(case: source) : nil
+        let adapters = try imported.map { try AdapterSet(adapters: $0.adapters, model: model, tensor: $0.tensor) }
+        let ids = try reference?.inputIds ?? ReferenceFile(path: Fixtures.path(Self.bases.first { $0.folder == source }!.reference)).inputRows()
+        let whole = try model.forward(inputIds: ids, adapters: adapters)
+        let deferred = try #require(try model.forwardToHead(inputIds: ids, adapters: adapters, progress: nil, observeLayer: nil))
+        #expect(deferred.shape == whole.shape)
+        let error = RuntimeFixtures.relativeError(try Self.assembled(deferred, step: 37), whole)
+        #expect(error <= 1e-6, "\(source): \(error)")
+    }
+
+    /// The head's own low-rank updates sliced with it: a DoRA update (per-output factor) and a
+    /// LoRA with lora_B's bias on llama-tiny's lm_head, random factors (no fixture adapts the
+    /// head). Tiles of 37 entries against the whole logits, 1e-6 relative as above.
+    @Test("low-rank updates of the output head over vocabulary tiles")
+    func headUpdatesOverTiles() throws {
+        let model = try Self.load("models/llama-tiny", .streamed)
+        var generator = RuntimeBenchmarkTests.SplitMix()
+        var tensors: [String: HostTensor] = [:]
+        func random(_ name: String, _ shape: [Int], around center: Float = 0) -> String {
+            tensors[name] = HostTensor(floats: (0..<shape.reduce(1, *)).map { _ in center + Float.random(in: -0.1...0.1, using: &generator) },
+                                       shape: shape, dtype: .f32)
+            return name
+        }
+        let dora = AdapterModule(target: "lm_head", change: .lowRank(LowRankModule(layout: .linear, rank: 4, scale: 2)),
+                                 tensors: [TensorRole.loraA: random("d/A", [4, 64]), TensorRole.loraB: random("d/B", [256, 4]),
+                                           TensorRole.magnitude: random("d/m", [256], around: 1)])
+        let biased = AdapterModule(target: "lm_head", change: .lowRank(LowRankModule(layout: .linear, rank: 2, scale: 1)),
+                                   tensors: [TensorRole.loraA: random("b/A", [2, 64]), TensorRole.loraB: random("b/B", [256, 2]),
+                                             TensorRole.loraBBias: random("b/bias", [256])])
+        let adapters = try AdapterSet(adapters: [Adapter(name: "dora", kind: .lora, modules: [dora]),
+                                                 Adapter(name: "biased", kind: .lora, modules: [biased])], model: model) { tensors[$0]! }
+        let ids = [[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]]
+        let whole = try model.forward(inputIds: ids, adapters: adapters)
+        #expect(RuntimeFixtures.relativeError(whole, try model.forward(inputIds: ids)) > 1e-3, "the updates move the logits")
+        let deferred = try #require(try model.forwardToHead(inputIds: ids, adapters: adapters, progress: nil, observeLayer: nil))
+        let error = RuntimeFixtures.relativeError(try Self.assembled(deferred, step: 37), whole)
+        #expect(error <= 1e-6, "\(error)")
     }
 }

@@ -94,4 +94,51 @@ struct StreamingVerifyTests {
         #expect(!perturbed.passed)
         #expect(perturbed.firstDivergentLayer == 1, "layer errors \(perturbed.layerErrors ?? [])")
     }
+
+    /// The statistics accumulated over blocks of 37 vocabulary columns against `Verify.compare`
+    /// on the whole tensors: transformers' logits of llama_lora with and without the adapter
+    /// (max/mean errors and top-1 exact up to summation order, KL within 1e-15, the fp64
+    /// rounding of a difference of log-sum-exps of magnitude ~5).
+    @Test("logit statistics over column blocks equal the whole-tensor comparison")
+    func statisticsOverBlocks() throws {
+        let reference = try RuntimeFixtures.reference(case: "llama_lora")
+        let (ours, expected) = (reference.outputBase, reference.outputAdapter)
+        let whole = try Verify.compare(ours, expected, label: "whole", logits: true, tolerance: .fp32)
+        let vocabulary = ours.shape.last!, rows = ours.values.count / vocabulary
+        var statistics = LogitStatistics(rows: rows)
+        func block(_ tensor: FloatTensor, _ columns: Range<Int>) -> TokenMatrix {
+            TokenMatrix(rows: rows, cols: columns.count, values: (0..<rows).flatMap { tensor.values[($0 * vocabulary + columns.lowerBound)..<($0 * vocabulary + columns.upperBound)] })
+        }
+        for start in stride(from: 0, to: vocabulary, by: 37) {
+            let columns = start..<min(start + 37, vocabulary)
+            statistics.add(ours: block(ours, columns), expected: block(expected, columns), rounded: block(expected, columns), columns: columns)
+        }
+        #expect(statistics.maxAbs == whole.maxAbsError)
+        #expect(abs(statistics.sumAbs / Double(statistics.count) - whole.meanAbsError) <= 1e-12 * whole.meanAbsError)
+        #expect(statistics.scale == whole.referenceScale)
+        #expect(statistics.boundMaxAbs == whole.maxAbsError, "the rounded side given as the expected one")
+        #expect(statistics.top1 == whole.top1Agreement)
+        let kl = try #require(whole.klDivergence)
+        #expect(kl > 1e-6 && abs(statistics.klDivergence - kl) <= 1e-15, "\(statistics.klDivergence) vs \(kl)")
+    }
+
+    /// verify --merged with every pass's logits left to vocabulary tiles (the bound set to 0
+    /// bytes) reports what the whole-logits run reports (errors exact: the same products).
+    @Test("verify over vocabulary tiles reports what whole logits report")
+    func verifyOverTiles() throws {
+        let merged = Fixtures.path("cases/llama_bf16_lora/merged")
+        let pack = try PipelineVerifyTests.pack("llama_bf16_lora")
+        func run(_ bytes: Int) throws -> Verify.Comparison {
+            try Verify.run(pack: pack, base: Self.base, adapterNames: [], targets: [.merged(folder: merged)],
+                           inputShape: (2, 8), seed: 3, fullLogitsBytes: bytes).comparisons[0]
+        }
+        let (whole, tiled) = (try run(Verify.fullLogitsBytes), try run(0))
+        #expect(whole.passed && tiled.passed)
+        #expect(tiled.maxAbsError == whole.maxAbsError && tiled.referenceScale == whole.referenceScale)
+        #expect(tiled.rounding?.bound == whole.rounding?.bound && tiled.top1Agreement == whole.top1Agreement)
+        // KL is a difference of log-sum-exps of magnitude ~5 taken in fp64: the two sums' orders
+        // differ by about one ulp of those, ~1e-15 absolute.
+        #expect(abs(tiled.klDivergence! - whole.klDivergence!) <= 1e-15)
+        #expect(tiled.firstDivergentLayer == nil && tiled.layerErrors == whole.layerErrors)
+    }
 }

@@ -126,7 +126,6 @@ extension ForwardPass {
         }
         norm(&x, body.finalNorm, epsilon: epsilon)
         if let classifier = body.classifier { return classify(classifier, hidden: x, inputIds: inputIds) }
-        let logits = linear(body.head, x)
-        return FloatTensor(shape: [batch, rowsPerItem, config.vocabSize], values: logits.values)
+        return vocabularyLogits(body.head, x, softcap: nil)
     }
 }

@@ -75,6 +75,7 @@ public enum Verify {
     public static func run(pack: String, base: String, adapterNames: [String], targets: [Target],
                            inputShape: (batch: Int, tokens: Int), seed: UInt64, tolerance given: Tolerance? = nil,
                            isLogits: Bool? = nil, baseCheck: BaseCheckLevel = .content,
+                           fullLogitsBytes: Int = Verify.fullLogitsBytes,
                            progress: ((VerifyProgress) -> Void)? = nil) throws -> Report {
         let binding = BaseBinding(base: try BaseModel(folder: base), level: baseCheck)
         let selection = try SelectedAdapters(pack: pack, names: adapterNames)
@@ -88,7 +89,7 @@ public enum Verify {
         let (model, _) = try loadModel(base)
         let run = Comparing(model: model, adapters: try adapterSet(selection, model: model), names: selection.adapters.map(\.name),
                             base: base, pack: pack, random: (inputShape, seed), given: given, logits: isLogits ?? model.outputsLogits,
-                            progress: progress)
+                            fullLogitsBytes: fullLogitsBytes, progress: progress)
         // Every input opened and checked and the memory planned before the first pass.
         let planned = try targets.map { try run.plan($0, otherAdapters: { try adapterSet(others[$0]!, model: model) }) }
         var comparisons: [Comparison] = []
@@ -120,25 +121,42 @@ public enum Verify {
         let random: (shape: (batch: Int, tokens: Int), seed: UInt64)
         let given: Tolerance?
         let logits: Bool
+        let fullLogitsBytes: Int
         let progress: ((VerifyProgress) -> Void)?
 
         var tolerance: Tolerance { given ?? .fp32 }
 
-        /// The runtime's parallelism is OpenBLAS's: worth its threads only for large passes.
-        func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?, _ label: String) throws -> FloatTensor {
-            try traced(model, rows, adapters, label, keepingLayers: false).output
+        /// Whether a comparison of `passes` passes on the random input compares a causal LM's
+        /// logits over vocabulary tiles: when holding them whole would take more than
+        /// `fullLogitsBytes`.
+        func tilesLogits(passes: Int) -> Bool {
+            guard logits, model.sequenceClassifier == nil, model.config.family.outputHead != nil else { return false }
+            let rows = Double(random.shape.batch) * Double(random.shape.tokens + adapters.promptLength)
+            return Double(passes) * rows * Double(model.config.vocabSize) * 4 > Double(fullLogitsBytes)
         }
 
-        /// A pass's output and, when `keepingLayers`, the hidden states after each layer.
+        /// The runtime's parallelism is OpenBLAS's: worth its threads only for large passes.
+        func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?, _ label: String) throws -> FloatTensor {
+            guard case .whole(let output) = try traced(model, rows, adapters, label, keepingLayers: false, tiling: false).output else {
+                preconditionFailure("a pass without tiling gives its whole output")
+            }
+            return output
+        }
+
+        /// A pass's output (its logits left to vocabulary tiles when `tiling`) and, when
+        /// `keepingLayers`, the hidden states after each layer.
         func traced(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?, _ label: String,
-                    keepingLayers: Bool = true) throws -> (output: FloatTensor, layers: [TokenMatrix]) {
+                    keepingLayers: Bool = true, tiling: Bool) throws -> (output: PassOutput, layers: [TokenMatrix]) {
             let report = progress.map { report in
                 { (done: Int, layers: Int) in report(VerifyProgress(pass: label, layer: done, layers: layers, tokens: rows.count * (rows.first?.count ?? 0))) }
             }
             var layers: [TokenMatrix] = []
-            let output = try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) {
-                try model.forward(inputIds: rows, adapters: adapters, progress: report,
-                                  observeLayer: keepingLayers ? { layers.append($1) } : nil)
+            let observe: ((Int, TokenMatrix) -> Void)? = keepingLayers ? { layers.append($1) } : nil
+            let output = try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) { () throws -> PassOutput in
+                if tiling, let logits = try model.forwardToHead(inputIds: rows, adapters: adapters, progress: report, observeLayer: observe) {
+                    return .tiles(logits)
+                }
+                return .whole(try model.forward(inputIds: rows, adapters: adapters, progress: report, observeLayer: observe))
             }
             return (output, layers)
         }
@@ -158,23 +176,22 @@ public enum Verify {
         /// Against a merged model folder on random ids, allowing for its dtype's rounding.
         func againstMerged(_ target: PlannedMerged) throws -> Comparison {
             let rows = randomRows()
-            let ours = try traced(model, rows, adapters, "adapters")
-            var bound: (dtype: DType, value: Double, layers: [TokenMatrix])?
+            let tiling = tilesLogits(passes: 3)
+            let ours = try traced(model, rows, adapters, "adapters", tiling: tiling)
+            var correct: (dtype: DType, pass: (output: PassOutput, layers: [TokenMatrix]))?
             if let narrow = MergedTolerance.narrowDType(of: target.checkpoint),
                let rounded = try MergedTolerance.roundedMerge(base: base, pack: pack, adapterNames: names, merged: target.checkpoint) {
-                let correct = try traced(rounded, rows, nil, "rounded merge")
-                bound = (narrow, maxAbsDifference(ours.output, correct.output), correct.layers)
+                correct = (narrow, try traced(rounded, rows, nil, "rounded merge", tiling: tiling))
             }
-            let folder = target.folder
-            let expected = try traced(target.model, rows, nil, "merged")
+            let expected = try traced(target.model, rows, nil, "merged", tiling: tiling)
             let multiple = given == nil ? MergedTolerance.multiple : 0
-            let allowance = multiple * (bound?.value ?? 0)
-            var comparison = try compare(ours.output, expected.output, label: folder, logits: logits, tolerance: tolerance, allowance: allowance)
+            var (comparison, bound) = try compareOutputs(ours.output, expected.output, rounded: correct?.pass.output,
+                                                         label: target.folder, multiple: multiple)
             (comparison.layerErrors, comparison.firstDivergentLayer) = layerDivergence(
-                ours: ours.layers, expected: expected.layers, bound: bound.map { ($0.layers, multiple) }, tolerance: tolerance)
-            comparison.rounding = bound.map {
-                MergedRoundingBound(dtype: $0.dtype.rawValue, bound: $0.value, multiple: MergedTolerance.multiple,
-                                    ratio: $0.value > 0 ? comparison.maxAbsError / $0.value : .infinity)
+                ours: ours.layers, expected: expected.layers, bound: correct.map { ($0.pass.layers, multiple) }, tolerance: tolerance)
+            if let correct, let bound {
+                comparison.rounding = MergedRoundingBound(dtype: correct.dtype.rawValue, bound: bound, multiple: MergedTolerance.multiple,
+                                                          ratio: bound > 0 ? comparison.maxAbsError / bound : .infinity)
             }
             return comparison
         }
@@ -182,14 +199,19 @@ public enum Verify {
         /// Against another pack's adapters on the same base and random ids.
         func againstPack(_ other: String, adapters otherAdapters: AdapterSet) throws -> Comparison {
             let rows = randomRows()
-            let expected = try traced(model, rows, otherAdapters, "other pack")
-            let ours = try traced(model, rows, adapters, "adapters")
-            var comparison = try compare(ours.output, expected.output, label: other, logits: logits, tolerance: tolerance)
+            let tiling = tilesLogits(passes: 2)
+            let expected = try traced(model, rows, otherAdapters, "other pack", tiling: tiling)
+            let ours = try traced(model, rows, adapters, "adapters", tiling: tiling)
+            var (comparison, _) = try compareOutputs(ours.output, expected.output, rounded: nil, label: other, multiple: 0)
             (comparison.layerErrors, comparison.firstDivergentLayer) = layerDivergence(
                 ours: ours.layers, expected: expected.layers, bound: nil, tolerance: tolerance)
             return comparison
         }
     }
+
+    /// Verify keeps a comparison's logits whole up to this many bytes (all its passes together)
+    /// and compares larger ones over vocabulary tiles.
+    public static let fullLogitsBytes = 1 << 30
 
     /// Checks the base against what the pack recorded for the chosen adapters.
     static func bind(_ selection: SelectedAdapters, to binding: BaseBinding) throws {
@@ -276,10 +298,8 @@ public enum Verify {
             top1 = Double(agree) / Double(max(positions, 1))
             kl = divergence / Double(max(positions, 1))
         }
-        let allowed = tolerance.absolute + tolerance.relative * scale + allowance
-        return Comparison(against: label, shape: output.shape, maxAbsError: maxAbs, maxRelError: scale > 0 ? maxAbs / scale : maxAbs,
-                          meanAbsError: sumAbs / Double(max(output.values.count, 1)), referenceScale: scale,
-                          top1Agreement: top1, klDivergence: kl, allowedAbsError: allowed, rounding: nil, passed: maxAbs <= allowed)
+        return Comparison(measured: (maxAbs, sumAbs, output.values.count, scale), label: label, shape: output.shape,
+                          top1: top1, kl: kl, tolerance: tolerance, allowance: allowance)
     }
 
     /// KL(P‖Q) of the softmax distributions of two logit rows, in fp64.

@@ -37,7 +37,8 @@ extension Verify.Comparing {
         switch target {
         case .reference(let path, let key):
             let reference = try planReference(path, key: key)
-            try checkMemory(batch: reference.rows.count, tokens: reference.rows[0].count, passes: 1, keepingLayers: false, roundingMerge: false)
+            try checkMemory(batch: reference.rows.count, tokens: reference.rows[0].count, passes: 1, keepingLayers: false,
+                            roundingMerge: false, logitsKept: true)
             return .reference(reference)
         case .merged(let folder):
             let checkpoint = try Checkpoint(path: folder)
@@ -45,11 +46,12 @@ extension Verify.Comparing {
             let merged = PlannedMerged(folder: folder, checkpoint: checkpoint,
                                        model: try TransformerModel.load(config: config, weights: checkpoint))
             try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 3, keepingLayers: true,
-                            roundingMerge: MergedTolerance.narrowDType(of: checkpoint) != nil)
+                            roundingMerge: MergedTolerance.narrowDType(of: checkpoint) != nil, logitsKept: !tilesLogits(passes: 3))
             return .merged(merged)
         case .pack(let path):
             let adapters = try otherAdapters(path)
-            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 2, keepingLayers: true, roundingMerge: false)
+            try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 2, keepingLayers: true,
+                            roundingMerge: false, logitsKept: !tilesLogits(passes: 2))
             return .pack(path: path, adapters: adapters)
         }
     }
@@ -73,18 +75,19 @@ extension Verify.Comparing {
 
     /// The input's shape within the runtime's limits (`checkInputShape`), and what a comparison
     /// of `passes` passes holds at its peak within the memory the system has free.
-    func checkMemory(batch: Int, tokens: Int, passes: Int, keepingLayers: Bool, roundingMerge: Bool) throws {
-        try model.checkInputShape(batch: batch, tokens: tokens, adapters: adapters)
+    func checkMemory(batch: Int, tokens: Int, passes: Int, keepingLayers: Bool, roundingMerge: Bool, logitsKept: Bool) throws {
+        try model.checkInputShape(batch: batch, tokens: tokens, adapters: adapters, logitsKept: logitsKept)
         guard let available = PhysicalMemory.available else { return }
         try VerifyMemory(model: model, adapters: adapters, batch: batch, tokens: tokens, passes: passes, keepingLayers: keepingLayers,
-                         roundingMerge: roundingMerge)
+                         roundingMerge: roundingMerge, logitsKept: logitsKept)
             .check(batch: batch, tokens: tokens, available: available)
     }
 }
 
 /// The memory a comparison needs at its peak: one pass's activations and widened weights (the
 /// passes run one after another), and the outputs of every pass kept for comparing (logits over
-/// the whole vocabulary for a causal LM), with each layer's hidden states when `keepingLayers`.
+/// the whole vocabulary for a causal LM, or without `logitsKept` its final hidden states and one
+/// tile of logits), with each layer's hidden states when `keepingLayers`.
 /// With `roundingMerge` the correctly rounded merge computes one changed tensor at a time in
 /// fp64 by merge's arithmetic: about 24 bytes per element of the largest tensor (fp64 values,
 /// their fp32 widening and rounding, the stored bytes).
@@ -94,16 +97,17 @@ struct VerifyMemory {
     var outputs: Double
 
     init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int, passes: Int, keepingLayers: Bool,
-         roundingMerge: Bool = false) {
-        (activations, weights) = model.passMemory(batch: batch, tokens: tokens, adapters: adapters)
+         roundingMerge: Bool = false, logitsKept: Bool = true) {
+        (activations, weights) = model.passMemory(batch: batch, tokens: tokens, adapters: adapters, logitsKept: logitsKept)
         if roundingMerge {
             weights += 24 * (model.parameters.shapes.map { Double(Shape.elementCount($0) ?? 0) }.max() ?? 0)
         }
         let rows = Double(batch) * Double(tokens + (adapters?.promptLength ?? 0))
         let config = model.config
         let width = model.sequenceClassifier?.labels ?? (config.family.outputHead == nil ? config.hiddenSize : config.vocabSize)
-        let layerStates = keepingLayers ? config.numLayers * config.hiddenSize : 0
-        outputs = Double(passes) * rows * Double(width + layerStates) * 4
+        let layerStates = Double(keepingLayers ? config.numLayers * config.hiddenSize : 0)
+        let kept = logitsKept ? rows * Double(width) : rows * Double(config.hiddenSize) + rows * Double(Verify.logitColumns(rows: Int(rows)))
+        outputs = Double(passes) * (kept + rows * layerStates) * 4
     }
 
     var total: Double { activations + weights + outputs }

@@ -14,9 +14,13 @@ struct ForwardPass {
     let observeLayer: ((Int, TokenMatrix) -> Void)?
     /// The first error reading a weight; the pass runs on and `TransformerModel.forward` throws it.
     let failure = PassFailure()
+    /// Set when the caller computes the output head itself, a tile of the vocabulary at a time.
+    let deferredHead: DeferredHead?
 
     init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int,
-         progress: ((Int, Int) -> Void)? = nil, observeLayer: ((Int, TokenMatrix) -> Void)? = nil) {
+         progress: ((Int, Int) -> Void)? = nil, observeLayer: ((Int, TokenMatrix) -> Void)? = nil,
+         deferredHead: DeferredHead? = nil) {
+        self.deferredHead = deferredHead
         self.model = model
         self.adapters = adapters
         self.batch = batch
@@ -57,6 +61,25 @@ struct ForwardPass {
     /// A parameter's values as an array: for vectors (norms, biases) and small tables.
     func parameter(_ id: ParameterID) -> [Float] {
         withParameter(id) { Array($0) }
+    }
+
+    /// A causal LM's logits [batch, seq, vocab] from the final hidden states `x` (soft-capped
+    /// as Gemma 2 caps them); with `deferredHead` set, `x` is handed over instead and the
+    /// returned tensor has no values.
+    func vocabularyLogits(_ head: Int, _ x: TokenMatrix, softcap: Float?) -> FloatTensor {
+        let shape = [batch, rowsPerItem, model.linears[head].outFeatures]
+        if let deferredHead {
+            deferredHead.set(hidden: x, head: head, softcap: softcap)
+            return FloatTensor(shape: shape, values: [])
+        }
+        var logits = linear(head, x)
+        Self.cap(&logits, softcap)
+        return FloatTensor(shape: shape, values: logits.values)
+    }
+
+    static func cap(_ logits: inout TokenMatrix, _ softcap: Float?) {
+        guard let cap = softcap else { return }
+        logits.values.withUnsafeMutableBufferPointer { v in for i in 0..<v.count { v[i] = tanh(v[i] / cap) * cap } }
     }
 
     /// Reports the end of layer `index` of `count`, whose output is `hidden`.
@@ -138,5 +161,36 @@ final class PassFailure: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if self.error == nil { self.error = error }
+    }
+}
+
+/// The final hidden states a pass hands over when its caller computes the output head.
+final class DeferredHead: @unchecked Sendable {
+    private(set) var hidden: TokenMatrix?
+    private(set) var head = 0
+    private(set) var softcap: Float?
+
+    func set(hidden: TokenMatrix, head: Int, softcap: Float?) {
+        (self.hidden, self.head, self.softcap) = (hidden, head, softcap)
+    }
+}
+
+/// A causal LM's logits left uncomputed: the final hidden states and the pass (model and
+/// adapters) that turns them into logits over any range of the vocabulary.
+struct VocabularyLogits {
+    let pass: ForwardPass
+    let hidden: TokenMatrix
+    let head: Int
+    let softcap: Float?
+
+    var vocabulary: Int { pass.model.linears[head].outFeatures }
+    var shape: [Int] { [pass.batch, pass.rowsPerItem, vocabulary] }
+
+    /// Logits of every row for vocabulary entries `columns` [rows, columns.count].
+    func tile(_ columns: Range<Int>) throws -> TokenMatrix {
+        var logits = pass.linear(head, hidden, outputs: columns)
+        ForwardPass.cap(&logits, softcap)
+        if let error = pass.failure.error { throw error }
+        return logits
     }
 }

@@ -64,14 +64,28 @@ public final class TransformerModel: Sendable {
     /// `observeLayer` sees each layer's output hidden states (rows × hidden_size).
     func forward(inputIds: [[Int]], adapters: AdapterSet?, progress: ((Int, Int) -> Void)?,
                  observeLayer: ((Int, TokenMatrix) -> Void)?) throws -> FloatTensor {
+        try run(inputIds, adapters, progress, observeLayer, deferredHead: nil).output
+    }
+
+    /// A pass that stops at a causal LM's output head, whose logits the caller computes over
+    /// tiles of the vocabulary; nil for a model without one (encoders, classifiers).
+    func forwardToHead(inputIds: [[Int]], adapters: AdapterSet?, progress: ((Int, Int) -> Void)?,
+                       observeLayer: ((Int, TokenMatrix) -> Void)?) throws -> VocabularyLogits? {
+        let deferred = DeferredHead()
+        let pass = try run(inputIds, adapters, progress, observeLayer, deferredHead: deferred).pass
+        return deferred.hidden.map { VocabularyLogits(pass: pass, hidden: $0, head: deferred.head, softcap: deferred.softcap) }
+    }
+
+    private func run(_ inputIds: [[Int]], _ adapters: AdapterSet?, _ progress: ((Int, Int) -> Void)?,
+                     _ observeLayer: ((Int, TokenMatrix) -> Void)?, deferredHead: DeferredHead?) throws -> (output: FloatTensor, pass: ForwardPass) {
         if let adapters, adapters.model !== self { throw RuntimeError.adapterSetForOtherModel }
-        try validate(inputIds: inputIds, adapters: adapters)
+        try validate(inputIds: inputIds, adapters: adapters, logitsKept: deferredHead == nil)
         let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count,
-                               progress: progress, observeLayer: observeLayer)
+                               progress: progress, observeLayer: observeLayer, deferredHead: deferredHead)
         progress?(0, config.numLayers)
         let output = body.run(pass, inputIds: inputIds)
         if let error = pass.failure.error { throw error }
-        return output
+        return (output, pass)
     }
 
     /// The high-water mark of fp32 values widened from the checkpoint and alive at once, over the
@@ -114,8 +128,9 @@ public final class TransformerModel: Sendable {
 
     /// Checks a batch shape before any input of that shape is made: positions within a learned
     /// position table (prefix and prompt tokens included) and activations within
-    /// `activationBudget`.
-    public func checkInputShape(batch: Int, tokens: Int, adapters: AdapterSet? = nil) throws {
+    /// `activationBudget` (without the logits when the caller takes them over tiles of the
+    /// vocabulary, `logitsKept` false).
+    public func checkInputShape(batch: Int, tokens: Int, adapters: AdapterSet? = nil, logitsKept: Bool = true) throws {
         guard batch > 0, tokens > 0 else { throw RuntimeError.invalidInput("the batch is empty") }
         let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + tokens
         // Learned position tables end at max_position_embeddings; rope does not, and
@@ -124,7 +139,7 @@ public final class TransformerModel: Sendable {
             throw RuntimeError.invalidInput(
                 "\(positions) positions exceed max_position_embeddings \(config.maxPositionEmbeddings)")
         }
-        let bytes = activationBytes(batch: batch, tokens: tokens, positions: positions)
+        let bytes = activationBytes(batch: batch, tokens: tokens, positions: positions, logitsKept: logitsKept)
         guard bytes <= Double(Self.activationBudget) else {
             throw RuntimeError.invalidInput(String(format: "a batch of %d × %d tokens needs about %.1f GB of activations, more than the %d GB allowed; use a smaller shape",
                                                    batch, tokens, bytes / 1e9, Self.activationBudget >> 30))
@@ -133,27 +148,27 @@ public final class TransformerModel: Sendable {
 
     /// fp32 activations of a pass: the widest per-token row (logits, MLP or fused QKV) twice and
     /// the attention scores of one layer, in Double so no product overflows.
-    func activationBytes(batch: Int, tokens: Int, positions: Int) -> Double {
-        let widest = Double(max(config.vocabSize, config.intermediateSize, 3 * config.hiddenSize))
+    func activationBytes(batch: Int, tokens: Int, positions: Int, logitsKept: Bool = true) -> Double {
+        let widest = Double(max(logitsKept ? config.vocabSize : 0, config.intermediateSize, 3 * config.hiddenSize))
         let rows = Double(batch) * Double(tokens)
         return 4 * (2 * rows * widest + rows * Double(config.numAttentionHeads) * Double(positions))
     }
 
     /// The memory a pass over `batch × tokens` ids needs: its activations and the largest buffer
     /// of widened weights (one tensor or tile), with the stored bytes mapped behind it.
-    public func passMemory(batch: Int, tokens: Int, adapters: AdapterSet? = nil) -> (activations: Double, weights: Double) {
+    public func passMemory(batch: Int, tokens: Int, adapters: AdapterSet? = nil, logitsKept: Bool = true) -> (activations: Double, weights: Double) {
         let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + tokens
         let largest = parameters.shapes.map { Double(Shape.elementCount($0) ?? 0) }.max() ?? 0
         let buffer = parameters.residency.tileFloats.map { min(largest, Double($0)) } ?? 0
         // Widened at load, the weights are already resident; streamed, one buffer plus its bytes.
-        return (activationBytes(batch: batch, tokens: tokens, positions: positions), buffer * (4 + 4))
+        return (activationBytes(batch: batch, tokens: tokens, positions: positions, logitsKept: logitsKept), buffer * (4 + 4))
     }
 
-    private func validate(inputIds: [[Int]], adapters: AdapterSet?) throws {
+    private func validate(inputIds: [[Int]], adapters: AdapterSet?, logitsKept: Bool) throws {
         guard let length = inputIds.first?.count, length > 0 else {
             throw RuntimeError.invalidInput("the batch is empty")
         }
-        try checkInputShape(batch: inputIds.count, tokens: length, adapters: adapters)
+        try checkInputShape(batch: inputIds.count, tokens: length, adapters: adapters, logitsKept: logitsKept)
         try checkClassificationBatch(inputIds.count)
         for (row, ids) in inputIds.enumerated() {
             guard ids.count == length else {
