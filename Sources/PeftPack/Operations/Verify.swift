@@ -70,7 +70,8 @@ public enum Verify {
     /// `tolerance` nil: fp32 defaults, and against a merged model stored in bf16/fp16 also
     /// `MergedTolerance.multiple` times the bound a correct merge in that dtype reaches on the same
     /// input. Given: exactly that tolerance (the bound is still measured and reported).
-    /// Plan (adapters chosen, the base checked against every pack's record, the model loaded) →
+    /// Plan (adapters chosen, the base checked against every pack's record, the model loaded,
+    /// every target's inputs opened and their memory planned, then the base's content checked) →
     /// compute (one comparison per target).
     public static func run(pack: String, base: String, adapterNames: [String], targets: [Target],
                            inputShape: (batch: Int, tokens: Int), seed: UInt64, tolerance given: Tolerance? = nil,
@@ -85,13 +86,14 @@ public enum Verify {
             others[other] = try SelectedAdapters(pack: other, names: [])
             try bind(others[other]!, to: binding)
         }
-        try binding.checkRemainingContent()
         let (model, _) = try loadModel(base)
         let run = Comparing(model: model, adapters: try adapterSet(selection, model: model), names: selection.adapters.map(\.name),
                             base: base, pack: pack, random: (inputShape, seed), given: given, logits: isLogits ?? model.outputsLogits,
                             fullLogitsBytes: fullLogitsBytes, progress: progress)
-        // Every input opened and checked and the memory planned before the first pass.
+        // Every input opened and checked and the memory planned before the base's content is read
+        // for its check and before the first pass.
         let planned = try targets.map { try run.plan($0, otherAdapters: { try adapterSet(others[$0]!, model: model) }) }
+        try binding.checkRemainingContent()
         var comparisons: [Comparison] = []
         var shownShape = [inputShape.batch, inputShape.tokens]
         for target in planned {
