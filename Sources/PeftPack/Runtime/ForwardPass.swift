@@ -20,13 +20,13 @@ struct ForwardPass {
     init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int,
          progress: ((Int, Int) -> Void)? = nil, observeLayer: ((Int, TokenMatrix) -> Void)? = nil,
          deferredHead: DeferredHead? = nil) {
-        self.deferredHead = deferredHead
         self.model = model
         self.adapters = adapters
         self.batch = batch
         self.tokens = tokens
         self.progress = progress
         self.observeLayer = observeLayer
+        self.deferredHead = deferredHead
     }
 
     /// Virtual prompt tokens prepended to each item's input embeddings.
