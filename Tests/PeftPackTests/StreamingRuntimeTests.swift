@@ -115,7 +115,10 @@ struct StreamingRuntimeTests {
         let adapters = try imported.map { try AdapterSet(adapters: $0.adapters, model: model, tensor: $0.tensor) }
         let ids = try reference?.inputIds ?? ReferenceFile(path: Fixtures.path(Self.bases.first { $0.folder == source }!.reference)).inputRows()
         let whole = try model.forward(inputIds: ids, adapters: adapters)
-        let deferred = try #require(try model.forwardToHead(inputIds: ids, adapters: adapters, progress: nil, observeLayer: nil))
+        guard case .tiles(let deferred) = try model.forwardToHead(inputIds: ids, adapters: adapters, progress: nil, observeLayer: nil) else {
+            Issue.record("a causal LM defers its head")
+            return
+        }
         #expect(deferred.shape == whole.shape)
         let error = RuntimeFixtures.relativeError(try Self.assembled(deferred, step: 37), whole)
         #expect(error <= 1e-6, "\(source): \(error)")
@@ -145,7 +148,10 @@ struct StreamingRuntimeTests {
         let ids = [[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]]
         let whole = try model.forward(inputIds: ids, adapters: adapters)
         #expect(RuntimeFixtures.relativeError(whole, try model.forward(inputIds: ids)) > 1e-3, "the updates move the logits")
-        let deferred = try #require(try model.forwardToHead(inputIds: ids, adapters: adapters, progress: nil, observeLayer: nil))
+        guard case .tiles(let deferred) = try model.forwardToHead(inputIds: ids, adapters: adapters, progress: nil, observeLayer: nil) else {
+            Issue.record("a causal LM defers its head")
+            return
+        }
         let error = RuntimeFixtures.relativeError(try Self.assembled(deferred, step: 37), whole)
         #expect(error <= 1e-6, "\(error)")
     }

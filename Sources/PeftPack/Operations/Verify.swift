@@ -155,10 +155,8 @@ public enum Verify {
             var layers: [TokenMatrix] = []
             let observe: ((Int, TokenMatrix) -> Void)? = keepingLayers ? { layers.append($1) } : nil
             let output = try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) { () throws -> PassOutput in
-                if tiling, let logits = try model.forwardToHead(inputIds: rows, adapters: adapters, progress: report, observeLayer: observe) {
-                    return .tiles(logits)
-                }
-                return .whole(try model.forward(inputIds: rows, adapters: adapters, progress: report, observeLayer: observe))
+                tiling ? try model.forwardToHead(inputIds: rows, adapters: adapters, progress: report, observeLayer: observe)
+                    : .whole(try model.forward(inputIds: rows, adapters: adapters, progress: report, observeLayer: observe))
             }
             return (output, layers)
         }

@@ -1,12 +1,5 @@
 import Foundation
 
-/// A pass's output for comparing: whole, or a causal LM's logits left uncomputed, to be compared
-/// over tiles of the vocabulary so that no [batch, seq, vocab] tensor is ever held.
-enum PassOutput {
-    case whole(FloatTensor)
-    case tiles(VocabularyLogits)
-}
-
 /// What `Verify.compare` reports about two logit tensors, accumulated a block of vocabulary
 /// columns at a time: the error sums and maxima, each row's arg-max on both sides, and each
 /// row's KL(expected ‖ ours) by an online log-sum-exp (the running maximum rescales the sums when

@@ -175,6 +175,13 @@ final class DeferredHead: @unchecked Sendable {
     }
 }
 
+/// A pass's output: whole, or a causal LM's logits left uncomputed, to be taken over tiles of the
+/// vocabulary so that no [batch, seq, vocab] tensor is ever held.
+enum PassOutput {
+    case whole(FloatTensor)
+    case tiles(VocabularyLogits)
+}
+
 /// A causal LM's logits left uncomputed: the final hidden states and the pass (model and
 /// adapters) that turns them into logits over any range of the vocabulary.
 struct VocabularyLogits {

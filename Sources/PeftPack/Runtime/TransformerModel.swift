@@ -68,12 +68,13 @@ public final class TransformerModel: Sendable {
     }
 
     /// A pass that stops at a causal LM's output head, whose logits the caller computes over
-    /// tiles of the vocabulary; nil for a model without one (encoders, classifiers).
+    /// tiles of the vocabulary; a model without one (encoders, classifiers) gives its whole output.
     func forwardToHead(inputIds: [[Int]], adapters: AdapterSet?, progress: ((Int, Int) -> Void)?,
-                       observeLayer: ((Int, TokenMatrix) -> Void)?) throws -> VocabularyLogits? {
+                       observeLayer: ((Int, TokenMatrix) -> Void)?) throws -> PassOutput {
         let deferred = DeferredHead()
-        let pass = try run(inputIds, adapters, progress, observeLayer, deferredHead: deferred).pass
-        return deferred.hidden.map { VocabularyLogits(pass: pass, hidden: $0, head: deferred.head, softcap: deferred.softcap) }
+        let (output, pass) = try run(inputIds, adapters, progress, observeLayer, deferredHead: deferred)
+        guard let hidden = deferred.hidden else { return .whole(output) }
+        return .tiles(VocabularyLogits(pass: pass, hidden: hidden, head: deferred.head, softcap: deferred.softcap))
     }
 
     private func run(_ inputIds: [[Int]], _ adapters: AdapterSet?, _ progress: ((Int, Int) -> Void)?,
