@@ -30,7 +30,8 @@ struct VerifyCommand: ParsableCommand {
             --skip-base-check turns differences into warnings.
 
             Weights stay in the checkpoint's dtype and are widened one matrix at a time during \
-            each layer-by-layer pass, so an 8B model verifies in a few GB. Against --merged or \
+            each layer-by-layer pass: memory is about one matrix and the activations, not the \
+            model (about 1 GB with Llama-3.1-8B's matrices). Against --merged or \
             --against the report names the first layer whose hidden states differ beyond the \
             tolerance. Inputs are checked and memory planned before the first pass: a missing or \
             truncated shard, or an input whose activations would not fit, is refused (exit 2). \
