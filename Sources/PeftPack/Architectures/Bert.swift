@@ -92,7 +92,7 @@ extension ForwardPass {
         let epsilon = config.normEpsilon
         var x = inputEmbeddings(body.wordEmbedding, inputIds: inputIds)
         // token_type_ids default to zeros: every row adds token-type embedding 0.
-        let tokenType = Array(parameter(body.tokenTypeEmbedding)[0..<config.hiddenSize])
+        let tokenType = withParameter(body.tokenTypeEmbedding, rows: 0..<1) { Array($0) }
         x.addRowVector(tokenType)
         // Prefix keys/values enter BertModel as a cache, which shifts the position ids past them.
         addPositionRows(&x, table: parameter(body.positionEmbedding), positionOfRow: position(ofRow:))
@@ -111,6 +111,7 @@ extension ForwardPass {
             body.activation.apply(&inner)
             x = subBlockEnd(layer: index, position: .afterFeedForward, output: linear(layer.output, inner),
                             residual: attended, norm: layer.outputNorm, epsilon: epsilon)
+            finishedLayer(index, of: body.layers.count, hidden: x)
         }
         if let classifier = body.classifier { return classify(classifier, hidden: x, inputIds: inputIds) }
         return FloatTensor(shape: [batch, rowsPerItem, config.hiddenSize], values: x.values)

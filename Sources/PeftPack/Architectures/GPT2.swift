@@ -122,10 +122,10 @@ extension ForwardPass {
             body.activation.apply(&inner)
             x = subBlockEnd(layer: index, position: .afterFeedForward, output: linear(layer.feedForwardOut, inner),
                             residual: x, norm: nil, epsilon: epsilon)
+            finishedLayer(index, of: body.layers.count, hidden: x)
         }
         norm(&x, body.finalNorm, epsilon: epsilon)
         if let classifier = body.classifier { return classify(classifier, hidden: x, inputIds: inputIds) }
-        let logits = linear(body.head, x)
-        return FloatTensor(shape: [batch, rowsPerItem, config.vocabSize], values: logits.values)
+        return vocabularyLogits(body.head, x, softcap: nil)
     }
 }

@@ -75,13 +75,44 @@ private struct RoundedMergeWeights: WeightProvider {
     let reader: PackReader
     let selected: [(adapter: Adapter, weight: Double)]
     let dtype: (String) -> DType?
+    /// The last changed tensor computed: a pass reads a large tensor in consecutive tiles or
+    /// rows (a head, an embedding's looked-up rows), and each would otherwise redo its merge.
+    private let lastComputed = LastComputedTensor()
 
     var names: [String] { base.names + computed.keys.filter { base.info($0) == nil }.sorted() }
+
+    func tensorInfo(_ name: String) throws -> TensorInfo? {
+        if let value = computed[name] { return TensorInfo(name: name, dtype: value.dtype, shape: value.shape) }
+        guard let stored = base.info(name) else { return nil }
+        return TensorInfo(name: name, dtype: target(stored), shape: stored.shape)
+    }
+
+    /// Unchanged tensors are read a range at a time from the base (rounded to the merged dtype
+    /// element by element, which for fp32 or 16-bit sources is the same single rounding), so a
+    /// large head or embedding is never copied whole; changed ones are computed whole.
+    func widen(_ name: String, elements range: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard computed[name] == nil, changes[name] == nil, let stored = base.info(name), stored.dtype != .f64 else {
+            let whole = try lastComputed.value(name) {
+                guard let tensor = try tensor(name) else { throw RuntimeError.missingWeight(name: name, expectedShape: []) }
+                return tensor
+            }
+            return whole.widen(elements: range, into: destination)
+        }
+        try base.widen(name, elements: range, into: destination)
+        let narrow = target(stored)
+        guard narrow != stored.dtype else { return }
+        let rounded = HostTensor(floats: Array(destination), shape: [range.count], dtype: narrow)
+        rounded.widen(elements: 0..<range.count, into: destination)
+    }
+
+    private func target(_ stored: TensorInfo) -> DType {
+        stored.dtype.isFloatingPoint ? dtype(stored.name) ?? stored.dtype : stored.dtype
+    }
 
     func tensor(_ name: String) throws -> HostTensor? {
         if let value = computed[name] { return value }
         guard let stored = base.info(name) else { return nil }
-        let target = stored.dtype.isFloatingPoint ? dtype(name) ?? stored.dtype : stored.dtype
+        let target = target(stored)
         let change = changes[name]
         if change == nil && target == stored.dtype { return try base.tensor(name) as HostTensor }
         var values = try base.tensor(name).floats().map(Double.init)
@@ -90,5 +121,21 @@ private struct RoundedMergeWeights: WeightProvider {
                                 owners: selected.map { _ in 0 }, selected: selected)
         }
         return HostTensor(correctlyRounding: values, shape: stored.shape, dtype: target)
+    }
+}
+
+/// One computed tensor, kept until another is asked for.
+private final class LastComputedTensor: @unchecked Sendable {
+    private let lock = NSLock()
+    private var last: (name: String, tensor: HostTensor)?
+
+    func value(_ name: String, compute: () throws -> HostTensor) throws -> HostTensor {
+        lock.lock()
+        defer { lock.unlock() }
+        if let last, last.name == name { return last.tensor }
+        last = nil
+        let tensor = try compute()
+        last = (name, tensor)
+        return tensor
     }
 }

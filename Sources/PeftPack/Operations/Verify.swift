@@ -1,11 +1,5 @@
 import Foundation
 
-extension Checkpoint: WeightProvider {
-    public func tensor(_ name: String) throws -> HostTensor? {
-        info(name) == nil ? nil : try tensor(name) as HostTensor
-    }
-}
-
 /// `peftpack verify`: runs the base model with a pack's adapters applied at run time and compares
 /// the output with a reference file, a merged model, or another pack.
 public enum Verify {
@@ -37,6 +31,12 @@ public enum Verify {
         /// Against a merged model stored in bf16/fp16: what a correct merge reaches on this input.
         public var rounding: MergedRoundingBound?
         public var passed: Bool
+        /// Against a merged model or another pack: after each layer, the max abs difference of the
+        /// two passes' hidden states over the expected side's largest magnitude.
+        public var layerErrors: [Double]? = nil
+        /// The first layer (from 0) whose hidden states differ by more than the comparison allows
+        /// there, when one does: where the two models part.
+        public var firstDivergentLayer: Int? = nil
     }
 
     public struct Report: Encodable {
@@ -70,11 +70,14 @@ public enum Verify {
     /// `tolerance` nil: fp32 defaults, and against a merged model stored in bf16/fp16 also
     /// `MergedTolerance.multiple` times the bound a correct merge in that dtype reaches on the same
     /// input. Given: exactly that tolerance (the bound is still measured and reported).
-    /// Plan (adapters chosen, the base checked against every pack's record, the model loaded) →
+    /// Plan (adapters chosen, the base checked against every pack's record, the model loaded,
+    /// every target's inputs opened and their memory planned, then the base's content checked) →
     /// compute (one comparison per target).
     public static func run(pack: String, base: String, adapterNames: [String], targets: [Target],
                            inputShape: (batch: Int, tokens: Int), seed: UInt64, tolerance given: Tolerance? = nil,
-                           isLogits: Bool? = nil, baseCheck: BaseCheckLevel = .content) throws -> Report {
+                           isLogits: Bool? = nil, baseCheck: BaseCheckLevel = .content,
+                           fullLogitsBytes: Int = Verify.fullLogitsBytes,
+                           progress: ((VerifyProgress) -> Void)? = nil) throws -> Report {
         let binding = BaseBinding(base: try BaseModel(folder: base), level: baseCheck)
         let selection = try SelectedAdapters(pack: pack, names: adapterNames)
         try bind(selection, to: binding)
@@ -83,22 +86,25 @@ public enum Verify {
             others[other] = try SelectedAdapters(pack: other, names: [])
             try bind(others[other]!, to: binding)
         }
-        try binding.checkRemainingContent()
         let (model, _) = try loadModel(base)
         let run = Comparing(model: model, adapters: try adapterSet(selection, model: model), names: selection.adapters.map(\.name),
-                            base: base, pack: pack, random: (inputShape, seed), given: given, logits: isLogits ?? model.outputsLogits)
+                            base: base, pack: pack, random: (inputShape, seed), given: given, logits: isLogits ?? model.outputsLogits,
+                            fullLogitsBytes: fullLogitsBytes, progress: progress)
+        // Every input opened and checked and the memory planned before the base's content is read
+        // for its check and before the first pass.
+        let planned = try targets.map { try run.plan($0, otherAdapters: { try adapterSet(others[$0]!, model: model) }) }
+        try binding.checkRemainingContent()
         var comparisons: [Comparison] = []
         var shownShape = [inputShape.batch, inputShape.tokens]
-        for target in targets {
+        for target in planned {
             switch target {
-            case .reference(let path, let key):
-                let (comparison, shape) = try run.againstReference(path, key: key)
-                comparisons.append(comparison)
-                shownShape = shape
-            case .merged(let folder):
-                comparisons.append(try run.againstMerged(folder))
-            case .pack(let other):
-                comparisons.append(try run.againstPack(other, adapters: try adapterSet(others[other]!, model: model)))
+            case .reference(let reference):
+                comparisons.append(try run.againstReference(reference))
+                shownShape = [reference.rows.count, reference.rows[0].count]
+            case .merged(let merged):
+                comparisons.append(try run.againstMerged(merged))
+            case .pack(let other, let adapters):
+                comparisons.append(try run.againstPack(other, adapters: adapters))
             }
         }
         return Report(pack: pack, base: base, adapters: run.names, inputShape: shownShape, comparisons: comparisons,
@@ -117,69 +123,95 @@ public enum Verify {
         let random: (shape: (batch: Int, tokens: Int), seed: UInt64)
         let given: Tolerance?
         let logits: Bool
+        let fullLogitsBytes: Int
+        let progress: ((VerifyProgress) -> Void)?
 
         var tolerance: Tolerance { given ?? .fp32 }
 
+        /// Whether a comparison of `passes` passes on the random input compares a causal LM's
+        /// logits over vocabulary tiles: when holding them whole would take more than
+        /// `fullLogitsBytes`.
+        func tilesLogits(passes: Int) -> Bool {
+            guard logits, model.sequenceClassifier == nil, model.config.family.outputHead != nil else { return false }
+            let rows = Double(random.shape.batch) * Double(random.shape.tokens + adapters.promptLength)
+            return Double(passes) * rows * Double(model.config.vocabSize) * 4 > Double(fullLogitsBytes)
+        }
+
         /// The runtime's parallelism is OpenBLAS's: worth its threads only for large passes.
-        func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?) throws -> FloatTensor {
-            try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) {
-                try model.forward(inputIds: rows, adapters: adapters)
+        func forward(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?, _ label: String) throws -> FloatTensor {
+            guard case .whole(let output) = try traced(model, rows, adapters, label, keepingLayers: false, tiling: false).output else {
+                preconditionFailure("a pass without tiling gives its whole output")
             }
+            return output
         }
 
-        func randomRows() throws -> [[Int]] {
-            try model.checkInputShape(batch: random.shape.batch, tokens: random.shape.tokens, adapters: adapters)
-            return randomInput(random.shape, vocabulary: model.config.vocabSize, seed: random.seed)
+        /// A pass's output (its logits left to vocabulary tiles when `tiling`) and, when
+        /// `keepingLayers`, the hidden states after each layer.
+        func traced(_ model: TransformerModel, _ rows: [[Int]], _ adapters: AdapterSet?, _ label: String,
+                    keepingLayers: Bool = true, tiling: Bool) throws -> (output: PassOutput, layers: [TokenMatrix]) {
+            let report = progress.map { report in
+                { (done: Int, layers: Int) in report(VerifyProgress(pass: label, layer: done, layers: layers, tokens: rows.count * (rows.first?.count ?? 0))) }
+            }
+            var layers: [TokenMatrix] = []
+            let observe: ((Int, TokenMatrix) -> Void)? = keepingLayers ? { layers.append($1) } : nil
+            let output = try BLAS.withThreads(forFLOPs: model.forwardFLOPs(batch: rows.count, tokens: rows.first?.count ?? 0)) { () throws -> PassOutput in
+                tiling ? try model.forwardToHead(inputIds: rows, adapters: adapters, progress: report, observeLayer: observe)
+                    : .whole(try model.forward(inputIds: rows, adapters: adapters, progress: report, observeLayer: observe))
+            }
+            return (output, layers)
         }
 
-        /// Against a reference file's output on its own input ids; also returns their shape.
-        func againstReference(_ path: String, key: String?) throws -> (Comparison, [Int]) {
-            let file = try SafetensorsFile(path: path)
-            guard let ids = file.info("input_ids"), ids.shape.count == 2, ids.dtype == .i64 else {
-                throw InputError(file: path, tensor: "input_ids", problem: "a reference needs input_ids as I64 [batch, seq]")
-            }
-            try model.checkInputShape(batch: ids.shape[0], tokens: ids.shape[1], adapters: adapters)
-            let flat = try file.withBytes("input_ids") { raw in (0..<(ids.shape[0] * ids.shape[1])).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
-            let rows = (0..<ids.shape[0]).map { Array(flat[($0 * ids.shape[1])..<(($0 + 1) * ids.shape[1])]) }
-            let outputKey = try key ?? defaultKey(file)
-            guard let expectedInfo = file.info(outputKey), expectedInfo.dtype.isFloatingPoint else {
-                throw InputError(file: path, tensor: outputKey, problem: "no floating-point output of that name")
-            }
-            let expected = try file.tensor(outputKey)
-            let output = try forward(model, rows, adapters)
-            return (try compare(output, FloatTensor(shape: expected.shape, values: expected.floats()),
-                                label: "\(path):\(outputKey)", logits: logits, tolerance: tolerance), ids.shape)
+        func randomRows() -> [[Int]] {
+            randomInput(random.shape, vocabulary: model.config.vocabSize, seed: random.seed)
+        }
+
+        /// Against a reference file's output on its own input ids.
+        func againstReference(_ reference: PlannedReference) throws -> Comparison {
+            let expected = try reference.file.tensor(reference.key)
+            let output = try forward(model, reference.rows, adapters, "adapters")
+            return try compare(output, FloatTensor(shape: expected.shape, values: expected.floats()),
+                               label: "\(reference.file.path):\(reference.key)", logits: logits, tolerance: tolerance)
         }
 
         /// Against a merged model folder on random ids, allowing for its dtype's rounding.
-        func againstMerged(_ folder: String) throws -> Comparison {
-            let rows = try randomRows()
-            let output = try forward(model, rows, adapters)
-            var bound: (dtype: DType, value: Double)?
-            let mergedCheckpoint = try Checkpoint(path: folder)
-            if let narrow = MergedTolerance.narrowDType(of: mergedCheckpoint),
-               let rounded = try MergedTolerance.roundedMerge(base: base, pack: pack, adapterNames: names, merged: mergedCheckpoint) {
-                bound = (narrow, maxAbsDifference(output, try forward(rounded, rows, nil)))
+        func againstMerged(_ target: PlannedMerged) throws -> Comparison {
+            let rows = randomRows()
+            let tiling = tilesLogits(passes: 3)
+            let ours = try traced(model, rows, adapters, "adapters", tiling: tiling)
+            var correct: (dtype: DType, pass: (output: PassOutput, layers: [TokenMatrix]))?
+            if let narrow = MergedTolerance.narrowDType(of: target.checkpoint),
+               let rounded = try MergedTolerance.roundedMerge(base: base, pack: pack, adapterNames: names, merged: target.checkpoint) {
+                correct = (narrow, try traced(rounded, rows, nil, "rounded merge", tiling: tiling))
             }
-            let (merged, _) = try loadModel(folder)
-            let expected = try forward(merged, rows, nil)
-            let allowance = given == nil ? MergedTolerance.multiple * (bound?.value ?? 0) : 0
-            var comparison = try compare(output, expected, label: folder, logits: logits, tolerance: tolerance, allowance: allowance)
-            comparison.rounding = bound.map {
-                MergedRoundingBound(dtype: $0.dtype.rawValue, bound: $0.value, multiple: MergedTolerance.multiple,
-                                    ratio: $0.value > 0 ? comparison.maxAbsError / $0.value : .infinity)
+            let expected = try traced(target.model, rows, nil, "merged", tiling: tiling)
+            let multiple = given == nil ? MergedTolerance.multiple : 0
+            var (comparison, bound) = try compareOutputs(ours.output, expected.output, rounded: correct?.pass.output,
+                                                         label: target.folder, multiple: multiple)
+            (comparison.layerErrors, comparison.firstDivergentLayer) = layerDivergence(
+                ours: ours.layers, expected: expected.layers, bound: correct.map { ($0.pass.layers, multiple) }, tolerance: tolerance)
+            if let correct, let bound {
+                comparison.rounding = MergedRoundingBound(dtype: correct.dtype.rawValue, bound: bound, multiple: MergedTolerance.multiple,
+                                                          ratio: bound > 0 ? comparison.maxAbsError / bound : .infinity)
             }
             return comparison
         }
 
         /// Against another pack's adapters on the same base and random ids.
         func againstPack(_ other: String, adapters otherAdapters: AdapterSet) throws -> Comparison {
-            let rows = try randomRows()
-            let expected = try forward(model, rows, otherAdapters)
-            let output = try forward(model, rows, adapters)
-            return try compare(output, expected, label: other, logits: logits, tolerance: tolerance)
+            let rows = randomRows()
+            let tiling = tilesLogits(passes: 2)
+            let expected = try traced(model, rows, otherAdapters, "other pack", tiling: tiling)
+            let ours = try traced(model, rows, adapters, "adapters", tiling: tiling)
+            var (comparison, _) = try compareOutputs(ours.output, expected.output, rounded: nil, label: other, multiple: 0)
+            (comparison.layerErrors, comparison.firstDivergentLayer) = layerDivergence(
+                ours: ours.layers, expected: expected.layers, bound: nil, tolerance: tolerance)
+            return comparison
         }
     }
+
+    /// Verify keeps a comparison's logits whole up to this many bytes (all its passes together)
+    /// and compares larger ones over vocabulary tiles.
+    public static let fullLogitsBytes = 1 << 30
 
     /// Checks the base against what the pack recorded for the chosen adapters.
     static func bind(_ selection: SelectedAdapters, to binding: BaseBinding) throws {
@@ -211,10 +243,32 @@ public enum Verify {
     }
 
     static func maxAbsDifference(_ a: FloatTensor, _ b: FloatTensor) -> Double {
-        zip(a.values, b.values).reduce(0.0) { largest, pair in
+        maxAbsDifference(a.values, b.values)
+    }
+
+    static func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Double {
+        zip(a, b).reduce(0.0) { largest, pair in
             let error = abs(Double(pair.0) - Double(pair.1))
             return max(largest, error.isNaN ? .infinity : error)
         }
+    }
+
+    /// Relative errors of the hidden states after each layer, and the first layer past what the
+    /// comparison allows there: the tolerance at that layer's scale, plus, against a narrow merged
+    /// model, `bound.multiple` times the correctly rounded merge's own difference at that layer
+    /// (the output's rule, applied to every layer).
+    static func layerDivergence(ours: [TokenMatrix], expected: [TokenMatrix], bound: (layers: [TokenMatrix], multiple: Double)?,
+                                tolerance: Tolerance) -> ([Double]?, Int?) {
+        guard !ours.isEmpty, ours.count == expected.count else { return (nil, nil) }
+        var errors: [Double] = [], first: Int?
+        for layer in ours.indices {
+            let error = maxAbsDifference(ours[layer].values, expected[layer].values)
+            let scale = expected[layer].values.reduce(0.0) { max($0, abs(Double($1))) }
+            let rounding = bound.map { $0.multiple * maxAbsDifference(ours[layer].values, $0.layers[layer].values) } ?? 0
+            errors.append(scale > 0 ? error / scale : error)
+            if first == nil, error > tolerance.absolute + tolerance.relative * scale + rounding { first = layer }
+        }
+        return (errors, first)
     }
 
     /// `allowance`: added to the tolerance's max abs error (the rounding a merged dtype forces).
@@ -244,10 +298,8 @@ public enum Verify {
             top1 = Double(agree) / Double(max(positions, 1))
             kl = divergence / Double(max(positions, 1))
         }
-        let allowed = tolerance.absolute + tolerance.relative * scale + allowance
-        return Comparison(against: label, shape: output.shape, maxAbsError: maxAbs, maxRelError: scale > 0 ? maxAbs / scale : maxAbs,
-                          meanAbsError: sumAbs / Double(max(output.values.count, 1)), referenceScale: scale,
-                          top1Agreement: top1, klDivergence: kl, allowedAbsError: allowed, rounding: nil, passed: maxAbs <= allowed)
+        return Comparison(measured: (maxAbs, sumAbs, output.values.count, scale), label: label, shape: output.shape,
+                          top1: top1, kl: kl, tolerance: tolerance, allowance: allowance)
     }
 
     /// KL(P‖Q) of the softmax distributions of two logit rows, in fp64.

@@ -11,6 +11,12 @@ struct LowRankUpdate: Sendable {
     /// DoRA: magnitude / ‖W + scale·B·A‖ per output feature, the norm taken over the input
     /// features and treated as a constant, as PEFT's DoraLinearLayer computes it.
     let doraFactor: [Float]?
+
+    /// The update of output features `outputs` only (of a linear module).
+    func restricted(to outputs: Range<Int>) -> LowRankUpdate {
+        LowRankUpdate(a: a, b: Array(b[(outputs.lowerBound * rank)..<(outputs.upperBound * rank)]), rank: rank, scale: scale,
+                      scaledBBias: scaledBBias.map { Array($0[outputs]) }, doraFactor: doraFactor.map { Array($0[outputs]) })
+    }
 }
 
 /// Everything attached to one linear module, applied in this order: IA3 input scaling of the
@@ -43,20 +49,52 @@ struct BottleneckSite: Hashable, Sendable {
 }
 
 extension ForwardPass {
-    /// A linear module's output with every adapter attached to it.
-    func linear(_ index: Int, _ x: TokenMatrix) -> TokenMatrix {
+    /// A linear module's output with every adapter attached to it; only output features
+    /// `outputs` when given (a tile of an output head's vocabulary; nn.Linear only).
+    func linear(_ index: Int, _ x: TokenMatrix, outputs: Range<Int>? = nil) -> TokenMatrix {
         let module = model.linears[index]
+        let outputs = outputs ?? 0..<module.outFeatures
+        precondition(!module.storedTransposed || outputs.count == module.outFeatures, "Conv1D outputs are computed whole")
+        let whole = outputs.count == module.outFeatures
         let attached = adapters?.linear[index]
         let input = attached?.inputScale.map { x.scalingColumns(by: $0) } ?? x
-        var y = RuntimeKernels.project(input, weight: parameter(module.weight), outFeatures: module.outFeatures,
-                                storedTransposed: module.storedTransposed)
-        let bias = module.bias.map(parameter)
+        var y = TokenMatrix(rows: x.rows, cols: outputs.count)
+        project(input, module, outputs: outputs, into: &y)
+        let bias = module.bias.map { whole ? parameter($0) : Array(parameter($0)[outputs]) }
         if let bias { y.addRowVector(bias) }
-        if let scale = attached?.outputScale { y.scaleColumns(by: scale) }
+        if let scale = attached?.outputScale { y.scaleColumns(by: whole ? scale : Array(scale[outputs])) }
         for update in attached?.updates ?? [] {
-            apply(update, input: x, to: &y, bias: bias)
+            apply(whole ? update : update.restricted(to: outputs), input: x, to: &y, bias: bias)
         }
         return y
+    }
+
+    /// `y += x · Wᵀ` (or `x · W` for Conv1D) over tiles of the weight's stored rows (at most
+    /// `WeightResidency.tileFloats` values), each widened for its product only. An nn.Linear tile is a
+    /// block of output features, so every output keeps one dot product over all inputs; a Conv1D
+    /// tile is a block of input features, summed into `y` in turn.
+    private func project(_ x: TokenMatrix, _ module: LinearModule, outputs: Range<Int>, into y: inout TokenMatrix) {
+        let (storedRows, width) = module.storedTransposed ? (0..<module.inFeatures, module.outFeatures) : (outputs, module.inFeatures)
+        let tileRows = model.parameters.tileRows(width: width)
+        let (rows, inFeatures, outFeatures) = (x.rows, module.inFeatures, outputs.count)
+        x.values.withUnsafeBufferPointer { xp in
+            y.values.withUnsafeMutableBufferPointer { yp in
+                for start in stride(from: storedRows.lowerBound, to: storedRows.upperBound, by: tileRows) {
+                    let tile = start..<min(start + tileRows, storedRows.upperBound)
+                    withParameter(module.weight, rows: tile) { w in
+                        if module.storedTransposed {
+                            RuntimeKernels.gemm(transposeA: false, transposeB: false, m: rows, n: outFeatures, k: tile.count, alpha: 1,
+                                                a: xp.baseAddress! + tile.lowerBound, lda: inFeatures, b: w.baseAddress!, ldb: outFeatures,
+                                                beta: 1, c: yp.baseAddress!, ldc: outFeatures)
+                        } else {
+                            RuntimeKernels.gemm(transposeA: false, transposeB: true, m: rows, n: tile.count, k: inFeatures, alpha: 1,
+                                                a: xp.baseAddress!, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
+                                                beta: 1, c: yp.baseAddress! + (tile.lowerBound - outputs.lowerBound), ldc: outFeatures)
+                        }
+                    }
+                }
+            }
+        }
     }
 
     private func apply(_ update: LowRankUpdate, input x: TokenMatrix, to y: inout TokenMatrix, bias: [Float]?) {
@@ -85,11 +123,11 @@ extension ForwardPass {
     /// Embedding lookup with every low-rank update of that embedding.
     func embed(_ index: Int, ids: [Int]) -> TokenMatrix {
         let module = model.embeddings[index]
-        let table = parameter(module.weight)
         let dim = module.dim
         var y = TokenMatrix(rows: ids.count, cols: dim)
+        // Only the rows the input uses are widened, never the table.
         for (row, id) in ids.enumerated() {
-            y.values.replaceSubrange(row * dim..<(row + 1) * dim, with: table[id * dim..<(id + 1) * dim])
+            withParameter(module.weight, rows: id..<(id + 1)) { y.values.replaceSubrange(row * dim..<(row + 1) * dim, with: $0) }
         }
         for update in adapters?.embedding[index] ?? [] {
             var down = TokenMatrix(rows: ids.count, cols: update.rank)

@@ -65,8 +65,8 @@ public struct AdapterSet: Sendable {
         prefixKeys.isEmpty ? nil : (prefixKeys[layer], prefixValues[layer])
     }
 
-    func currentValue(_ id: ParameterID) -> [Float] {
-        overrides[id] ?? model.parameters.values[id]
+    func currentValue(_ id: ParameterID) throws -> [Float] {
+        try overrides[id] ?? model.parameters.floats(id)
     }
 }
 

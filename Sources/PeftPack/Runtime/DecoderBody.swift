@@ -199,14 +199,11 @@ struct DecoderBody: ModelBody {
             var fed = pass.linear(layer.down, gatedFeedForward(pass, layer, normed))
             if let post = layer.postFeedForwardNorm { pass.norm(&fed, post, epsilon: epsilon) }
             x = pass.subBlockEnd(layer: index, position: .afterFeedForward, output: fed, residual: x, norm: nil, epsilon: epsilon)
+            pass.finishedLayer(index, of: layers.count, hidden: x)
         }
         pass.norm(&x, finalNorm, epsilon: epsilon)
         if let classifier { return pass.classify(classifier, hidden: x, inputIds: inputIds) }
-        var logits = pass.linear(head, x)
-        if let cap = config.finalLogitSoftcap.map(Float.init) {
-            logits.values.withUnsafeMutableBufferPointer { v in for i in 0..<v.count { v[i] = tanh(v[i] / cap) * cap } }
-        }
-        return FloatTensor(shape: [pass.batch, pass.rowsPerItem, config.vocabSize], values: logits.values)
+        return pass.vocabularyLogits(head, x, softcap: config.finalLogitSoftcap.map(Float.init))
     }
 
     private func projectQueryKeyValue(_ pass: ForwardPass, _ layer: Layer, _ x: TokenMatrix) -> (TokenMatrix, TokenMatrix, TokenMatrix) {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// One forward pass: the model, the adapters applied to it, and the batch geometry. Activations
 /// hold every token of the batch, one row each; item `b` occupies rows `b * rowsPerItem ..<`.
 struct ForwardPass {
@@ -6,12 +8,25 @@ struct ForwardPass {
     let batch: Int
     /// Real tokens per batch item.
     let tokens: Int
+    /// Called after each layer with (layers done, layers in all).
+    let progress: ((Int, Int) -> Void)?
+    /// Called after each layer with its index and the hidden states it output.
+    let observeLayer: ((Int, TokenMatrix) -> Void)?
+    /// The first error reading a weight; the pass runs on and `TransformerModel.forward` throws it.
+    let failure = PassFailure()
+    /// Set when the caller computes the output head itself, a tile of the vocabulary at a time.
+    let deferredHead: DeferredHead?
 
-    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int) {
+    init(model: TransformerModel, adapters: AdapterSet?, batch: Int, tokens: Int,
+         progress: ((Int, Int) -> Void)? = nil, observeLayer: ((Int, TokenMatrix) -> Void)? = nil,
+         deferredHead: DeferredHead? = nil) {
         self.model = model
         self.adapters = adapters
         self.batch = batch
         self.tokens = tokens
+        self.progress = progress
+        self.observeLayer = observeLayer
+        self.deferredHead = deferredHead
     }
 
     /// Virtual prompt tokens prepended to each item's input embeddings.
@@ -26,8 +41,51 @@ struct ForwardPass {
         prefixLength + row % rowsPerItem
     }
 
+    /// Calls `body` with rows `rows` (all when nil) of a parameter in fp32: an adapter's
+    /// replacement, or the model's value widened for this use only.
+    func withParameter<R>(_ id: ParameterID, rows: Range<Int>? = nil, _ body: (UnsafeBufferPointer<Float>) -> R) -> R {
+        let width = model.parameters.rowWidth(id)
+        if let replaced = adapters?.overrides[id] {
+            let elements = rows.map { ($0.lowerBound * width)..<($0.upperBound * width) } ?? replaced.indices
+            return replaced.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[elements])) }
+        }
+        do {
+            return try model.parameters.withValues(id, rows: rows, body)
+        } catch {
+            failure.record(error)
+            let count = rows.map { $0.count * width } ?? Shape.elementCount(model.parameters.shapes[id]) ?? 0
+            return [Float](repeating: 0, count: count).withUnsafeBufferPointer(body)
+        }
+    }
+
+    /// A parameter's values as an array: for vectors (norms, biases) and small tables.
     func parameter(_ id: ParameterID) -> [Float] {
-        adapters?.overrides[id] ?? model.parameters.values[id]
+        withParameter(id) { Array($0) }
+    }
+
+    /// A causal LM's logits [batch, seq, vocab] from the final hidden states `x` (soft-capped
+    /// as Gemma 2 caps them); with `deferredHead` set, `x` is handed over instead and the
+    /// returned tensor has no values.
+    func vocabularyLogits(_ head: Int, _ x: TokenMatrix, softcap: Float?) -> FloatTensor {
+        let shape = [batch, rowsPerItem, model.linears[head].outFeatures]
+        if let deferredHead {
+            deferredHead.set(hidden: x, head: head, softcap: softcap)
+            return FloatTensor(shape: shape, values: [])
+        }
+        var logits = linear(head, x)
+        Self.cap(&logits, softcap)
+        return FloatTensor(shape: shape, values: logits.values)
+    }
+
+    static func cap(_ logits: inout TokenMatrix, _ softcap: Float?) {
+        guard let cap = softcap else { return }
+        logits.values.withUnsafeMutableBufferPointer { v in for i in 0..<v.count { v[i] = tanh(v[i] / cap) * cap } }
+    }
+
+    /// Reports the end of layer `index` of `count`, whose output is `hidden`.
+    func finishedLayer(_ index: Int, of count: Int, hidden: TokenMatrix) {
+        observeLayer?(index, hidden)
+        progress?(index + 1, count)
     }
 
     func norm(_ x: inout TokenMatrix, _ weights: NormWeights, epsilon: Double) {
@@ -90,5 +148,56 @@ struct ForwardPass {
             q: q, qOffset: qOffset, k: k, kOffset: kOffset, v: v, vOffset: vOffset,
             prefixKeys: prefix?.keys, prefixValues: prefix?.values,
             batch: batch, length: rowsPerItem, geometry: geometry)
+    }
+}
+
+/// The first error of a forward pass. The bodies' arithmetic does not throw; a weight that cannot
+/// be read (a computed source failing) is recorded here and the pass's result discarded.
+final class PassFailure: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var error: Error?
+
+    func record(_ error: Error) {
+        lock.lock()
+        defer { lock.unlock() }
+        if self.error == nil { self.error = error }
+    }
+}
+
+/// The final hidden states a pass hands over when its caller computes the output head.
+final class DeferredHead: @unchecked Sendable {
+    private(set) var hidden: TokenMatrix?
+    private(set) var head = 0
+    private(set) var softcap: Float?
+
+    func set(hidden: TokenMatrix, head: Int, softcap: Float?) {
+        (self.hidden, self.head, self.softcap) = (hidden, head, softcap)
+    }
+}
+
+/// A pass's output: whole, or a causal LM's logits left uncomputed, to be taken over tiles of the
+/// vocabulary so that no [batch, seq, vocab] tensor is ever held.
+enum PassOutput {
+    case whole(FloatTensor)
+    case tiles(VocabularyLogits)
+}
+
+/// A causal LM's logits left uncomputed: the final hidden states and the pass (model and
+/// adapters) that turns them into logits over any range of the vocabulary.
+struct VocabularyLogits {
+    let pass: ForwardPass
+    let hidden: TokenMatrix
+    let head: Int
+    let softcap: Float?
+
+    var vocabulary: Int { pass.model.linears[head].outFeatures }
+    var shape: [Int] { [pass.batch, pass.rowsPerItem, vocabulary] }
+
+    /// Logits of every row for vocabulary entries `columns` [rows, columns.count].
+    func tile(_ columns: Range<Int>) throws -> TokenMatrix {
+        var logits = pass.linear(head, hidden, outputs: columns)
+        ForwardPass.cap(&logits, softcap)
+        if let error = pass.failure.error { throw error }
+        return logits
     }
 }

@@ -40,8 +40,8 @@ struct ModelBuilder {
     private(set) var embeddings: [EmbeddingModule] = []
     private(set) var modules: [String: ModuleReference] = [:]
 
-    init(provider: any WeightProvider, prefix: String) {
-        loader = ModelWeightLoader(provider: provider, prefix: prefix)
+    init(provider: any WeightProvider, prefix: String, residency: WeightResidency) {
+        loader = ModelWeightLoader(provider: provider, prefix: prefix, residency: residency)
     }
 
     /// A linear layer at `path`; `prefixed` is false for heads outside the base model (lm_head).

@@ -9,7 +9,8 @@ public struct FloatTensor: Sendable, Equatable {
     }
 }
 
-/// A base model in fp32, ready to run forward passes with or without adapters.
+/// A base model, ready to run forward passes with or without adapters. Its weights stay in the
+/// checkpoint's dtype and are widened to fp32 as each layer uses them (`WeightResidency`).
 ///
 /// Outputs match transformers in eval mode: BERT returns `last_hidden_state` [batch, seq, hidden]
 /// (BertModel, bidirectional attention, token_type_ids all 0); rotary decoders and GPT-2 return
@@ -40,24 +41,57 @@ public final class TransformerModel: Sendable {
         self.body = body
     }
 
-    /// Reads every tensor the config implies from `weights`, converting to fp32 once. Fails on the
-    /// first missing or misshapen tensor, naming it; tensors nothing uses land in `unusedWeights`.
-    public static func load(config: ModelConfig, weights: any WeightProvider) throws -> TransformerModel {
+    /// Checks every tensor the config implies in `weights` (name, shape, float dtype) without
+    /// reading its values, unless `residency` widens them now. Fails on the first missing or
+    /// misshapen tensor, naming it; tensors nothing uses land in `unusedWeights`.
+    public static func load(config: ModelConfig, weights: any WeightProvider,
+                            residency: WeightResidency = .streamed) throws -> TransformerModel {
         try config.validate()
         let family = config.family
-        var builder = ModelBuilder(provider: weights, prefix: family.checkpointPrefix)
+        var builder = ModelBuilder(provider: weights, prefix: family.checkpointPrefix, residency: residency)
         let body = try family.makeBody(config, &builder)
         builder.loader.ignore(where: family.isBuffer)
         return TransformerModel(config: config, prefix: family.checkpointPrefix, builder: builder, body: body)
     }
 
-    /// Runs the model on a rectangular batch of token ids.
-    public func forward(inputIds: [[Int]], adapters: AdapterSet? = nil) throws -> FloatTensor {
-        if let adapters, adapters.model !== self { throw RuntimeError.adapterSetForOtherModel }
-        try validate(inputIds: inputIds, adapters: adapters)
-        let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count)
-        return body.run(pass, inputIds: inputIds)
+    /// Runs the model on a rectangular batch of token ids, layer by layer over the whole batch;
+    /// `progress` hears (layers done, layers in all) at the start and after each layer.
+    public func forward(inputIds: [[Int]], adapters: AdapterSet? = nil,
+                        progress: ((Int, Int) -> Void)? = nil) throws -> FloatTensor {
+        try forward(inputIds: inputIds, adapters: adapters, progress: progress, observeLayer: nil)
     }
+
+    /// `observeLayer` sees each layer's output hidden states (rows × hidden_size).
+    func forward(inputIds: [[Int]], adapters: AdapterSet?, progress: ((Int, Int) -> Void)?,
+                 observeLayer: ((Int, TokenMatrix) -> Void)?) throws -> FloatTensor {
+        try run(inputIds, adapters, progress, observeLayer, deferredHead: nil).output
+    }
+
+    /// A pass that stops at a causal LM's output head, whose logits the caller computes over
+    /// tiles of the vocabulary; a model without one (encoders, classifiers) gives its whole output.
+    func forwardToHead(inputIds: [[Int]], adapters: AdapterSet?, progress: ((Int, Int) -> Void)?,
+                       observeLayer: ((Int, TokenMatrix) -> Void)?) throws -> PassOutput {
+        let deferred = DeferredHead()
+        let (output, pass) = try run(inputIds, adapters, progress, observeLayer, deferredHead: deferred)
+        guard let hidden = deferred.hidden else { return .whole(output) }
+        return .tiles(VocabularyLogits(pass: pass, hidden: hidden, head: deferred.head, softcap: deferred.softcap))
+    }
+
+    private func run(_ inputIds: [[Int]], _ adapters: AdapterSet?, _ progress: ((Int, Int) -> Void)?,
+                     _ observeLayer: ((Int, TokenMatrix) -> Void)?, deferredHead: DeferredHead?) throws -> (output: FloatTensor, pass: ForwardPass) {
+        if let adapters, adapters.model !== self { throw RuntimeError.adapterSetForOtherModel }
+        try validate(inputIds: inputIds, adapters: adapters, logitsKept: deferredHead == nil)
+        let pass = ForwardPass(model: self, adapters: adapters, batch: inputIds.count, tokens: inputIds[0].count,
+                               progress: progress, observeLayer: observeLayer, deferredHead: deferredHead)
+        progress?(0, config.numLayers)
+        let output = body.run(pass, inputIds: inputIds)
+        if let error = pass.failure.error { throw error }
+        return (output, pass)
+    }
+
+    /// The high-water mark of fp32 values widened from the checkpoint and alive at once, over the
+    /// model's life: one matrix (or head tile) when streamed, every parameter when widened at load.
+    var peakWidenedFloats: Int { parameters.meter.peakFloats }
 
     /// The module an adapter target names, with or without the base-model prefix.
     func module(named target: String) -> ModuleReference? {
@@ -95,8 +129,9 @@ public final class TransformerModel: Sendable {
 
     /// Checks a batch shape before any input of that shape is made: positions within a learned
     /// position table (prefix and prompt tokens included) and activations within
-    /// `activationBudget`.
-    public func checkInputShape(batch: Int, tokens: Int, adapters: AdapterSet? = nil) throws {
+    /// `activationBudget` (without the logits when the caller takes them over tiles of the
+    /// vocabulary, `logitsKept` false).
+    public func checkInputShape(batch: Int, tokens: Int, adapters: AdapterSet? = nil, logitsKept: Bool = true) throws {
         guard batch > 0, tokens > 0 else { throw RuntimeError.invalidInput("the batch is empty") }
         let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + tokens
         // Learned position tables end at max_position_embeddings; rope does not, and
@@ -105,22 +140,36 @@ public final class TransformerModel: Sendable {
             throw RuntimeError.invalidInput(
                 "\(positions) positions exceed max_position_embeddings \(config.maxPositionEmbeddings)")
         }
-        // fp32 activations: the widest per-token row (logits, MLP or fused QKV) and the attention
-        // scores of one layer, all in Double so no product overflows.
-        let widest = Double(max(config.vocabSize, config.intermediateSize, 3 * config.hiddenSize))
-        let rows = Double(batch) * Double(tokens)
-        let bytes = 4 * (2 * rows * widest + rows * Double(config.numAttentionHeads) * Double(positions))
+        let bytes = activationBytes(batch: batch, tokens: tokens, positions: positions, logitsKept: logitsKept)
         guard bytes <= Double(Self.activationBudget) else {
             throw RuntimeError.invalidInput(String(format: "a batch of %d × %d tokens needs about %.1f GB of activations, more than the %d GB allowed; use a smaller shape",
                                                    batch, tokens, bytes / 1e9, Self.activationBudget >> 30))
         }
     }
 
-    private func validate(inputIds: [[Int]], adapters: AdapterSet?) throws {
+    /// fp32 activations of a pass: the widest per-token row (logits, MLP or fused QKV) twice and
+    /// the attention scores of one layer, in Double so no product overflows.
+    func activationBytes(batch: Int, tokens: Int, positions: Int, logitsKept: Bool = true) -> Double {
+        let widest = Double(max(logitsKept ? config.vocabSize : 0, config.intermediateSize, 3 * config.hiddenSize))
+        let rows = Double(batch) * Double(tokens)
+        return 4 * (2 * rows * widest + rows * Double(config.numAttentionHeads) * Double(positions))
+    }
+
+    /// The memory a pass over `batch × tokens` ids needs: its activations and the largest buffer
+    /// of widened weights (one tensor or tile), with the stored bytes mapped behind it.
+    public func passMemory(batch: Int, tokens: Int, adapters: AdapterSet? = nil, logitsKept: Bool = true) -> (activations: Double, weights: Double) {
+        let positions = (adapters?.prefixLength ?? 0) + (adapters?.promptLength ?? 0) + tokens
+        let largest = parameters.shapes.map { Double(Shape.elementCount($0) ?? 0) }.max() ?? 0
+        let buffer = parameters.residency.tileFloats.map { min(largest, Double($0)) } ?? 0
+        // Widened at load, the weights are already resident; streamed, one buffer plus its bytes.
+        return (activationBytes(batch: batch, tokens: tokens, positions: positions, logitsKept: logitsKept), buffer * (4 + 4))
+    }
+
+    private func validate(inputIds: [[Int]], adapters: AdapterSet?, logitsKept: Bool) throws {
         guard let length = inputIds.first?.count, length > 0 else {
             throw RuntimeError.invalidInput("the batch is empty")
         }
-        try checkInputShape(batch: inputIds.count, tokens: length, adapters: adapters)
+        try checkInputShape(batch: inputIds.count, tokens: length, adapters: adapters, logitsKept: logitsKept)
         try checkClassificationBatch(inputIds.count)
         for (row, ids) in inputIds.enumerated() {
             guard ids.count == length else {

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -13,4 +14,14 @@ enum PhysicalMemory {
         let (total, overflow) = pages.multipliedReportingOverflow(by: size)
         return overflow ? Int.max : total
     }()
+
+    /// Memory the system can give without swapping (MemAvailable of /proc/meminfo); nil where
+    /// the system does not say.
+    static var available: Int? {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+              let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { return nil }
+        return kilobytes * 1024
+    }
 }

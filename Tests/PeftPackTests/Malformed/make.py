@@ -444,6 +444,38 @@ case(gemma_base("gemma2_softcap_zero", "gemma2", final_logit_softcapping=0), gem
 case(gemma_base("gemma3_pattern_zero", "gemma3", layer_types=None, sliding_window_pattern=0), gemma_verify("gemma3"),
      "sliding_window_pattern must be positive")
 
+# Streaming verify at scale (issue 18): a sharded checkpoint given to verify (as the merged model or
+# as the base) with a shard its index lists missing, a shard whose header claims more data than the
+# file holds, an index that maps a tensor to a shard holding other tensors, and one that maps a
+# tensor no shard holds. Each is refused when the folder is opened, before any forward pass.
+stream_pack = CORPUS / "stream_bf16_lora.peftpack"
+subprocess.run([binary, "import", str(DATA / "cases" / "llama_bf16_lora" / "adapter"), "-o", str(stream_pack)], check=True, capture_output=True)
+SHARDS = ["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"]
+def sharded_copy(name, drop=None, truncate=None, remap=None, extra=None):
+    folder = CORPUS / name
+    shutil.copytree(DATA / "models" / "llama-tiny-bf16", folder)
+    if drop:
+        (folder / drop).unlink()
+    if truncate:
+        raw = (folder / truncate).read_bytes()
+        (folder / truncate).write_bytes(raw[:-100])
+    if remap or extra:
+        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        index["weight_map"].update(remap or {})
+        index["weight_map"].update(extra or {})
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return name
+STREAM_MERGED = ["verify", "{input}/../stream_bf16_lora.peftpack", "--base", "{fixtures}/models/llama-tiny-bf16", "--merged", "{input}", "--input-ids", "2,8"]
+STREAM_BASE = ["verify", "{input}/../stream_bf16_lora.peftpack", "--base", "{input}", "--merged", "{fixtures}/cases/llama_bf16_lora/merged", "--input-ids", "2,8"]
+case(sharded_copy("stream_merged_missing_shard", drop=SHARDS[1]), STREAM_MERGED, f"names shard {SHARDS[1]}, which does not exist")
+case(sharded_copy("stream_merged_truncated_shard", truncate=SHARDS[2]), STREAM_MERGED, f"{SHARDS[2]}: tensors need")
+case(sharded_copy("stream_merged_index_wrong_shard", remap={"lm_head.weight": SHARDS[2]}), STREAM_MERGED,
+     f"lm_head.weight: is mapped to {SHARDS[2]} but stored in {SHARDS[0]}")
+case(sharded_copy("stream_merged_index_phantom_tensor", extra={"model.layers.9.mlp.up_proj.weight": SHARDS[2]}), STREAM_MERGED,
+     f"model.layers.9.mlp.up_proj.weight: is mapped to {SHARDS[2]} but that shard does not contain it")
+case(sharded_copy("stream_base_missing_shard", drop=SHARDS[0]), STREAM_BASE, f"names shard {SHARDS[0]}, which does not exist")
+case(sharded_copy("stream_base_truncated_shard", truncate=SHARDS[1]), STREAM_BASE, f"{SHARDS[1]}: tensors need")
+
 # Fragments of the message for the cases written above without one.
 FRAGMENTS = {
     "st_truncated_data.safetensors": "data bytes", "st_overlap.safetensors": "overlaps",

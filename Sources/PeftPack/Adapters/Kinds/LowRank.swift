@@ -66,7 +66,7 @@ extension AdapterSet {
             var factor: [Float]?
             if let magnitude {
                 try source.check(magnitude, [target.outFeatures])
-                factor = doraFactor(magnitude: magnitude.values, weight: currentValue(target.weight),
+                factor = doraFactor(magnitude: magnitude.values, weight: try currentValue(target.weight),
                                     orientation: target.orientation, a: a.values, b: b.values,
                                     rank: rank, scale: Float(scale))
             }
@@ -88,7 +88,7 @@ extension AdapterSet {
             if let magnitude {
                 try source.check(magnitude, [target.dim])
                 // PEFT's DoraEmbeddingLayer takes the norm of Wᵀ + scale·B·A, W stored [vocab, dim].
-                factor = doraFactor(magnitude: magnitude.values, weight: currentValue(target.weight),
+                factor = doraFactor(magnitude: magnitude.values, weight: try currentValue(target.weight),
                                     orientation: WeightOrientation(out: target.dim, inputs: target.count, layout: .embedding),
                                     a: a.values, b: b.values, rank: rank, scale: Float(scale))
             }

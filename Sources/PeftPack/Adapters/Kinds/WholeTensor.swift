@@ -57,7 +57,7 @@ extension AdapterSet {
         }
         let value = try source.require(TensorRole.fullValue, of: module)
         try source.check(value, model.parameters.shapes[id])
-        overrides[id] = adds ? zip(currentValue(id), value.values).map { $0 + $1 } : value.values
+        overrides[id] = adds ? zip(try currentValue(id), value.values).map { $0 + $1 } : value.values
     }
 
     /// On a model with a tied head, PEFT ties a TrainableTokens wrapper on the head to the one on
@@ -76,12 +76,12 @@ extension AdapterSet {
         if let bad = rows.first(where: { $0 < 0 || $0 >= shape[0] }) {
             throw source.fail("module \(module.target) replaces row \(bad), outside its \(shape[0]) rows")
         }
-        overrides[id] = Self.replacingRows(currentValue(id), width: shape[1], rows: rows, with: value.values)
+        overrides[id] = Self.replacingRows(try currentValue(id), width: shape[1], rows: rows, with: value.values)
 
         guard let tie = model.tiedHead, tie.embedding == id else { return }
         let headHasOwnRows = adapter.modules.contains { $0.replacedRows != nil && model.parameter(named: $0.target) == tie.head }
         if !headHasOwnRows {
-            overrides[tie.head] = Self.replacingRows(currentValue(tie.head), width: shape[1], rows: rows, with: value.values)
+            overrides[tie.head] = Self.replacingRows(try currentValue(tie.head), width: shape[1], rows: rows, with: value.values)
         }
     }
 
