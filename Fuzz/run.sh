@@ -17,13 +17,26 @@ seconds=${1:-30}
 shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(pack pack-structure safetensors pickle config gguf)
+# A build's output is shown only when it fails: with set -e a failed build would otherwise end
+# the script with a bare exit status.
+quiet_build() {
+  local log
+  log=$(mktemp)
+  if ! swift build "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "Fuzz/run.sh: swift build $* failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
 # The seeds only need a working CLI: the debug build the tests already made will do.
-swift build --product peftpack >/dev/null
-swift build --product peftpack-fuzz >/dev/null
+quiet_build --product peftpack
+quiet_build --product peftpack-fuzz
 peftpack="$(swift build --show-bin-path)/peftpack"
 replayer="$(swift build --show-bin-path)/peftpack-fuzz"
-swift build -c release --product peftpack-fuzz --scratch-path .build-fuzz \
-  -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xcc -fsanitize=address >/dev/null
+quiet_build -c release --product peftpack-fuzz --scratch-path .build-fuzz \
+  -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xcc -fsanitize=address
 # A private copy, so a rebuild during a long campaign does not replace the binary under it.
 fuzzer=.build-fuzz/peftpack-fuzz-$$
 cp .build-fuzz/release/peftpack-fuzz "$fuzzer"
