@@ -33,7 +33,7 @@ CASES_TO_CHECK = {
 FAMILIES = FIXTURES / "families"
 # The family fixtures llama.cpp supports, with the general.architecture its convert_hf_to_gguf.py
 # writes for them (conversion/llama.py registers MistralForCausalLM; conversion/qwen.py Qwen3).
-FAMILY_ARCHITECTURES = {"mistral": "llama", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3": "gemma3", "phi3": "phi3"}
+FAMILY_ARCHITECTURES = {"gemma": "gemma", "mistral": "llama", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3": "gemma3", "phi3": "phi3"}
 
 
 def unpermute(rows, heads):
