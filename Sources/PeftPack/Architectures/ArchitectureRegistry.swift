@@ -12,6 +12,7 @@ public enum ArchitectureRegistry {
         .gemma2,
         .gemma3,
         .phi3,
+        .ministral,
     ]
 
     /// The family of a config.json `model_type`.
