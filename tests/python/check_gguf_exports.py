@@ -33,6 +33,7 @@ CASES_TO_CHECK = {
 FAMILIES = FIXTURES / "families"
 # The family fixtures llama.cpp supports, with the general.architecture its convert_hf_to_gguf.py
 # writes for them (conversion/llama.py registers MistralForCausalLM; conversion/qwen.py Qwen3).
+HEAD_CASES = FIXTURES / "gguf_head" / "cases"
 FAMILY_ARCHITECTURES = {"gemma": "gemma", "mistral": "llama", "qwen3": "qwen3", "gemma2": "gemma2", "gemma3": "gemma3", "phi3": "phi3"}
 
 
@@ -43,6 +44,8 @@ def unpermute(rows, heads):
 
 
 def gguf_name(module, architecture):
+    if module == "lm_head":
+        return "output.weight"
     parts = module.split(".")
     if architecture == "gpt2":
         layer, suffix = parts[2], ".".join(parts[3:])
@@ -160,6 +163,7 @@ def main() -> int:
     tally = Tally("gguf exports match PEFT's ΔW")
     for name, dtype in CASES_TO_CHECK.items():
         tally.check(name, lambda name=name, dtype=dtype: check(name, dtype, work))
+    tally.check("llama_lora_head (LoRA on the untied lm_head)", lambda: check("llama_lora_head", "f32", work, HEAD_CASES))
     for family, architecture in FAMILY_ARCHITECTURES.items():
         tally.check(f"{family}_lora ({architecture})", lambda f=family, a=architecture: check(
             f"{f}_lora", "f32", work, FAMILIES / f / "cases", a))
@@ -172,6 +176,12 @@ def main() -> int:
         tally.check("plain LoRA: same ΔW as llama.cpp's convert_lora_to_gguf.py", plain)
         worst = compare_with_converter("llama_rslora_patterns", work, source)
         print(f"info: on rsLoRA with rank/alpha patterns, llama.cpp's converter's ΔW is off by up to {worst:.1%} of the module's largest |ΔW| (peftpack's matches PEFT, above)", flush=True)
+        def untied_head():
+            theirs, mine = converted_deltas("llama_lora_head", work, source, HEAD_CASES)
+            worst = max(((theirs[k] - mine[k]).abs().max() / mine[k].abs().max()).item() for k in mine)
+            if "output.weight" not in mine or not worst <= 1e-6:
+                raise AssertionError(f"lm_head LoRA: names {sorted(mine)[:3]}…, llama.cpp's converter differs by {worst:.3g}")
+        tally.check("LoRA on an untied lm_head: same ΔW as llama.cpp's converter (which drops lm_head.base_layer.weight)", untied_head)
         for family in FAMILY_ARCHITECTURES:
             tally.check(f"{family}_lora: llama.cpp's converter gives the same names and row order",
                         lambda f=family: check_family_converter(f, work, source))

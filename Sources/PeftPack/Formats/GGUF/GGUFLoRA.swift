@@ -20,6 +20,35 @@ public enum GGUFLoRA {
         return "with \(key), the base layer's weight PEFT saves beside a LoRA on an embedding or output layer (save_embedding_layers)"
     }
 
+    /// PEFT's saved copy of a base layer (save_embedding_layers) holding exactly the base the pack
+    /// recorded: it changes nothing, and llama.cpp's converter drops `.base_layer.weight` too. A
+    /// copy in a wider dtype counts when it narrows back to the base's dtype exactly.
+    static func isUnchangedBaseLayer(_ module: AdapterModule, reader: PackReader, base: BaseModelIdentity) throws -> Bool {
+        guard let whole = module.wholeTensor, whole.effect == .replace, whole.sourceName?.contains(".base_layer.") == true,
+              let stored = module.tensors[TensorRole.fullValue],
+              let recordedHash = base.contentHashes?[module.target], let record = base.tensors?[module.target],
+              let baseDType = DType(rawValue: record.dtype), baseDType.isFloatingPoint
+        else { return false }
+        var tensor = try reader.readTensor(stored)
+        guard tensor.shape == record.shape else { return false }
+        if tensor.dtype != baseDType {
+            let values = tensor.floats()
+            let narrowed = HostTensor(floats: values, shape: tensor.shape, dtype: baseDType)
+            guard narrowed.floats() == values else { return false }
+            tensor = narrowed
+        }
+        return XXH3.hex(XXH3.hash64(tensor.bytes)) == recordedHash
+    }
+
+    /// Why a saved base layer could not be dropped: it differs from the base, or the pack has no
+    /// record of the base to compare with.
+    static func baseLayerAdvice(_ module: AdapterModule, base: BaseModelIdentity) -> String {
+        guard module.wholeTensor?.sourceName?.contains(".base_layer.") == true else { return "" }
+        return base.contentHashes?[module.target] == nil
+            ? " (the pack records no base to show it unchanged: import it with --base)"
+            : " (it differs from the base the pack records: resized or trained)"
+    }
+
     static func ggufName(module: String, family: Architecture) -> (name: String, module: LayerModule)? {
         var name = Substring(module)
         for prefix in ["base_model.model.", family.checkpointPrefix + "."] where name.hasPrefix(prefix) { name = name.dropFirst(prefix.count) }
@@ -105,7 +134,8 @@ public enum GGUFLoRA {
                 throw InputError(file: file, problem: "adapter \(adapter.name) replaces rows of \(module.target) (trainable_token_indices), which GGUF LoRA files cannot express; merge it instead")
             }
             if module.isWholeTensor {
-                throw InputError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express; merge it instead")
+                if try isUnchangedBaseLayer(module, reader: reader, base: base) { continue }
+                throw InputError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express\(baseLayerAdvice(module, base: base)); merge it instead")
             }
             if module.tensors[TensorRole.magnitude] != nil {
                 throw InputError(file: file, problem: "adapter \(adapter.name) is DoRA, which llama.cpp cannot apply; merge it (peftpack merge), or merge and extract a plain LoRA (peftpack extract)")

@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+@testable import PeftPack
+
+/// A LoRA on an untied lm_head (fixtures/data/gguf_head, made by PEFT): PEFT saves the head's base
+/// layer beside the factors; GGUF export drops it only when it is provably the base's own weight,
+/// as llama.cpp's converter drops it unconditionally. tests/python/check_gguf_exports.py compares
+/// the numbers with PEFT and with convert_lora_to_gguf.py.
+@Suite struct GGUFOutputHeadTests {
+    static let adapter = Fixtures.path("gguf_head/cases/llama_lora_head/adapter")
+
+    static func pack(base: String?) throws -> String {
+        let output = Fixtures.temporaryDirectory() + "/llama_lora_head.peftpack"
+        _ = try PackImport.run(sources: [.init(path: adapter, name: nil)], output: output,
+                               baseFolder: base.map(Fixtures.path), level: 3)
+        return output
+    }
+
+    static func export(_ pack: String) throws -> String {
+        let output = Fixtures.temporaryDirectory() + "/llama_lora_head.gguf"
+        _ = try PackExport.run(pack: pack, output: output, format: .gguf, name: nil, force: false)
+        return output
+    }
+
+    @Test func headLoRAExportsAsOutputWeight() throws {
+        let file = try GGUF.File(path: try Self.export(try Self.pack(base: "models/llama-tiny")))
+        let names = Set(file.tensors.map(\.name))
+        #expect(names.contains("output.weight.lora_a") && names.contains("output.weight.lora_b"))
+        #expect(names.count == 2 * 5, "\(names.sorted())")
+    }
+
+    /// Without a recorded base nothing shows the saved base layer unchanged (nor the family):
+    /// refused, with the kind the CLI turns into "import with --base".
+    @Test func packWithoutBaseIsRefused() throws {
+        let pack = try Self.pack(base: nil)
+        let error = try #require(throws: InputError.self) { _ = try Self.export(pack) }
+        #expect(error.kind == .baseNotRecorded, "\(error.problem)")
+    }
+
+    /// Control: recorded against another checkpoint of the same shapes (the fine-tune), the saved
+    /// base layer differs from the recorded head and is refused, not dropped.
+    @Test func baseLayerOtherThanTheRecordedBaseIsRefused() throws {
+        let pack = try Self.pack(base: "models/llama-tiny-ft")
+        let error = try #require(throws: InputError.self) { _ = try Self.export(pack) }
+        #expect(error.problem.contains("differs from the base"), "\(error.problem)")
+    }
+}
