@@ -24,7 +24,7 @@ public enum GGUFLoRA {
     /// recorded: it changes nothing, and llama.cpp's converter drops `.base_layer.weight` too. A
     /// copy in a wider dtype counts when it narrows back to the base's dtype exactly.
     static func isUnchangedBaseLayer(_ module: AdapterModule, reader: PackReader, base: BaseModelIdentity) throws -> Bool {
-        guard let whole = module.wholeTensor, whole.effect == .replace, whole.sourceName?.contains(".base_layer.") == true,
+        guard isBaseLayer(module), let whole = module.wholeTensor, whole.effect == .replace,
               let stored = module.tensors[TensorRole.fullValue],
               let recordedHash = base.contentHashes?[module.target], let record = base.tensors?[module.target],
               let baseDType = DType(rawValue: record.dtype), baseDType.isFloatingPoint
@@ -40,12 +40,16 @@ public enum GGUFLoRA {
         return XXH3.hex(XXH3.hash64(tensor.bytes)) == recordedHash
     }
 
+    static func isBaseLayer(_ module: AdapterModule) -> Bool {
+        module.wholeTensor?.sourceName?.contains(".base_layer.") == true
+    }
+
     /// Why a saved base layer could not be dropped: it differs from the base, or the pack has no
     /// record of the base to compare with.
-    static func baseLayerAdvice(_ module: AdapterModule, base: BaseModelIdentity) -> String {
-        guard module.wholeTensor?.sourceName?.contains(".base_layer.") == true else { return "" }
+    static func baseLayerFinding(_ module: AdapterModule, base: BaseModelIdentity) -> String {
+        guard isBaseLayer(module) else { return "" }
         return base.contentHashes?[module.target] == nil
-            ? " (the pack records no base to show it unchanged: import it with --base)"
+            ? " (the pack records no base to show it unchanged)"
             : " (it differs from the base the pack records: resized or trained)"
     }
 
@@ -135,7 +139,9 @@ public enum GGUFLoRA {
             }
             if module.isWholeTensor {
                 if try isUnchangedBaseLayer(module, reader: reader, base: base) { continue }
-                throw InputError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express\(baseLayerAdvice(module, base: base)); merge it instead")
+                let unrecorded = isBaseLayer(module) && base.contentHashes?[module.target] == nil
+                throw InputError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express\(baseLayerFinding(module, base: base)); merge it instead",
+                                 kind: unrecorded ? .baseNotRecorded : .malformed)
             }
             if module.tensors[TensorRole.magnitude] != nil {
                 throw InputError(file: file, problem: "adapter \(adapter.name) is DoRA, which llama.cpp cannot apply; merge it (peftpack merge), or merge and extract a plain LoRA (peftpack extract)")
