@@ -36,17 +36,21 @@ struct StreamingVerifyTests {
         #expect(events.isEmpty)
     }
 
-    /// Three passes against a bf16 merged model (the adapters, the correctly rounded merge that
-    /// gives the bound, the merged model), each reporting its start and every layer.
-    @Test("progress: every pass reports layer 0 to n")
+    /// Against a bf16 merged model: the weight comparison counts its tensors (6 changed by the
+    /// LoRA), then three passes (the adapters, the correctly rounded merge that gives the bound,
+    /// the merged model) each report their start and every layer.
+    @Test("progress: the weights tensor by tensor, every pass layer 0 to n")
     func progressPerLayer() throws {
         var events: [VerifyProgress] = []
         let report = try Self.run(merged: Fixtures.path("cases/llama_bf16_lora/merged")) { events.append($0) }
         #expect(report.passed)
         let layers = try ModelConfig.load(contentsOf: URL(fileURLWithPath: Self.base + "/config.json")).numLayers
-        #expect(events.map(\.pass) == ["adapters", "rounded merge", "merged"].flatMap { Array(repeating: $0, count: layers + 1) })
-        #expect(events.map(\.layer) == Array(repeating: Array(0...layers), count: 3).flatMap { $0 })
-        #expect(events.allSatisfy { $0.tokens == 16 && $0.layers == layers })
+        let weights = events.prefix { $0.pass == "merged weights" }
+        #expect(weights.map(\.layer) == Array(0...6) && weights.allSatisfy { $0.unit == "tensors" && $0.tokens == 0 && $0.layers == 6 })
+        let passes = events.dropFirst(weights.count)
+        #expect(passes.map(\.pass) == ["adapters", "rounded merge", "merged"].flatMap { Array(repeating: $0, count: layers + 1) })
+        #expect(passes.map(\.layer) == Array(repeating: Array(0...layers), count: 3).flatMap { $0 })
+        #expect(passes.allSatisfy { $0.tokens == 16 && $0.layers == layers && $0.unit == "layers" })
     }
 
     /// The plan's parts on llama-tiny-bf16 (vocabulary 256, largest tensor the 256 × 64 head),

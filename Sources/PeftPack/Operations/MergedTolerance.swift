@@ -34,11 +34,11 @@ enum MergedTolerance {
         return [DType.bf16, .f16].first(where: floats.contains)
     }
 
-    /// The model the correctly rounded merge of the pack's adapters (those named) into `base`
-    /// gives, with each tensor in the dtype `merged` stores it in. Nil when an adapter adds
-    /// computation no merge can hold (prefix, prompt, bottleneck): the "bound" would then be that
-    /// adapter's whole effect, and no merged model is right.
-    static func roundedMerge(base baseFolder: String, pack: String, adapterNames: [String], merged: Checkpoint) throws -> TransformerModel? {
+    /// The correct merge of the pack's adapters (those named) into `base`, as checkpoint weights
+    /// with each tensor in the dtype `merged` stores it in. Nil when an adapter adds computation no
+    /// merge can hold (prefix, prompt, bottleneck): the "bound" would then be that adapter's whole
+    /// effect, and no merged model is right.
+    static func correctMerge(base baseFolder: String, pack: String, adapterNames: [String], merged: Checkpoint) throws -> CorrectMerge? {
         let base = try BaseModel(folder: baseFolder)
         let reader = try PackReader(path: pack)
         let document = try reader.adapterDocument()
@@ -60,14 +60,27 @@ enum MergedTolerance {
         }
         let weights = RoundedMergeWeights(base: base.checkpoint, changes: changes, computed: tiedOutputs, reader: reader,
                                           selected: selected, dtype: dtype)
-        return try TransformerModel.load(config: config, weights: weights)
+        return CorrectMerge(weights: weights, config: config)
+    }
+}
+
+/// The exact merge of a pack's adapters into a base: the reference both for a merged model's
+/// weights (`MergedWeights`) and, rounded once per tensor to the merged model's dtypes, for the
+/// output a correct merge gives (`MergedRoundingBound`).
+struct CorrectMerge {
+    let weights: RoundedMergeWeights
+    let config: ModelConfig
+
+    /// The correctly rounded merge as a model.
+    func roundedModel() throws -> TransformerModel {
+        try TransformerModel.load(config: config, weights: weights)
     }
 }
 
 /// A base checkpoint seen through a merge: tensors the adapters change are computed in fp64 by
 /// merge's own arithmetic and rounded once to the merged checkpoint's dtype; the others are the
 /// base's, rounded to that dtype when it differs.
-private struct RoundedMergeWeights: WeightProvider {
+struct RoundedMergeWeights: WeightProvider {
     let base: Checkpoint
     let changes: [String: TensorChange]
     /// Tensors computed whole beforehand: a tied base's head and embedding.
@@ -113,15 +126,30 @@ private struct RoundedMergeWeights: WeightProvider {
         if let value = computed[name] { return value }
         guard let stored = base.info(name) else { return nil }
         let target = target(stored)
-        let change = changes[name]
-        if change == nil && target == stored.dtype { return try base.tensor(name) as HostTensor }
+        guard let exact = try exactMerge(name) else {
+            if target == stored.dtype { return try base.tensor(name) as HostTensor }
+            return HostTensor(correctlyRounding: try base.tensor(name).floats().map(Double.init), shape: stored.shape, dtype: target)
+        }
+        return HostTensor(correctlyRounding: exact, shape: stored.shape, dtype: target)
+    }
+
+    /// The tensors the adapters change, a tied pair computed beforehand included.
+    var changedNames: [String] { Set(changes.keys).union(computed.keys).sorted() }
+
+    /// A changed tensor's exact merge in fp64, before any rounding; nil for a tensor no adapter
+    /// changes and for a tied pair's (computed beforehand and kept only rounded).
+    func exactMerge(_ name: String) throws -> [Double]? {
+        guard computed[name] == nil, let change = changes[name], let stored = base.info(name) else { return nil }
         var values = try base.tensor(name).floats().map(Double.init)
-        for (operation, weight) in change?.operations ?? [] {
+        for (operation, weight) in change.operations {
             _ = try Merge.apply(operation, weight: weight, to: &values, stored: stored, readers: [reader],
                                 owners: selected.map { _ in 0 }, selected: selected)
         }
-        return HostTensor(correctlyRounding: values, shape: stored.shape, dtype: target)
+        return values
     }
+
+    /// The dtype the merged model stores `name` in (the base's when it holds no such tensor).
+    func mergedDType(_ name: String) -> DType? { base.info(name).map(target) }
 }
 
 /// One computed tensor, kept until another is asked for.

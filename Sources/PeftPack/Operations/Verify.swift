@@ -37,6 +37,9 @@ public enum Verify {
         /// The first layer (from 0) whose hidden states differ by more than the comparison allows
         /// there, when one does: where the two models part.
         public var firstDivergentLayer: Int? = nil
+        /// Against a merged model: its weights against the exact merge of the adapters, tensor by
+        /// tensor (nil when no merge can hold the adapters).
+        public var weights: MergedWeightsReport? = nil
     }
 
     public struct Report: Encodable {
@@ -173,15 +176,21 @@ public enum Verify {
                                label: "\(reference.file.path):\(reference.key)", logits: logits, tolerance: tolerance)
         }
 
-        /// Against a merged model folder on random ids, allowing for its dtype's rounding.
+        /// Against a merged model folder: its weights against the exact merge, then its output on
+        /// random ids, allowing for its dtype's rounding.
         func againstMerged(_ target: PlannedMerged) throws -> Comparison {
+            let correctMerge = try MergedTolerance.correctMerge(base: base, pack: pack, adapterNames: names, merged: target.checkpoint)
+            let weights = try correctMerge.map { correct in
+                try MergedWeights.compare(correct, merged: target.checkpoint) { done, total in
+                    progress?(VerifyProgress(pass: "merged weights", layer: done, layers: total, tokens: 0, unit: "tensors"))
+                }
+            }
             let rows = randomRows()
             let tiling = tilesLogits(passes: 3)
             let ours = try traced(model, rows, adapters, "adapters", tiling: tiling)
             var correct: (dtype: DType, pass: (output: PassOutput, layers: [TokenMatrix]))?
-            if let narrow = MergedTolerance.narrowDType(of: target.checkpoint),
-               let rounded = try MergedTolerance.roundedMerge(base: base, pack: pack, adapterNames: names, merged: target.checkpoint) {
-                correct = (narrow, try traced(rounded, rows, nil, "rounded merge", tiling: tiling))
+            if let narrow = MergedTolerance.narrowDType(of: target.checkpoint), let correctMerge {
+                correct = (narrow, try traced(try correctMerge.roundedModel(), rows, nil, "rounded merge", tiling: tiling))
             }
             let expected = try traced(target.model, rows, nil, "merged", tiling: tiling)
             let multiple = given == nil ? MergedTolerance.multiple : 0
@@ -193,6 +202,9 @@ public enum Verify {
                 comparison.rounding = MergedRoundingBound(dtype: correct.dtype.rawValue, bound: bound, multiple: MergedTolerance.multiple,
                                                           ratio: bound > 0 ? comparison.maxAbsError / bound : .infinity)
             }
+            // Given tolerances decide alone (the weights are still compared and reported).
+            comparison.weights = weights
+            if given == nil, let weights, !weights.passed { comparison.passed = false }
             return comparison
         }
 

@@ -1,12 +1,14 @@
 import Foundation
 
 /// Where a verify run is: pass `pass` ("adapters", "merged", "rounded merge", "other pack") has
-/// finished `layer` of its `layers` layers over `tokens` tokens.
+/// finished `layer` of its `layers` layers over `tokens` tokens; the "merged weights" step counts
+/// tensors compared instead (`unit`), with no tokens.
 public struct VerifyProgress: Sendable {
     public var pass: String
     public var layer: Int
     public var layers: Int
     public var tokens: Int
+    public var unit = "layers"
 }
 
 /// A verify target with its inputs opened and checked, ready to compute.
@@ -46,7 +48,7 @@ extension Verify.Comparing {
             let merged = PlannedMerged(folder: folder, checkpoint: checkpoint,
                                        model: try TransformerModel.load(config: config, weights: checkpoint))
             try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 3, keepingLayers: true,
-                            roundingMerge: MergedTolerance.narrowDType(of: checkpoint) != nil, logitsKept: !tilesLogits(passes: 3))
+                            roundingMerge: true, logitsKept: !tilesLogits(passes: 3))
             return .merged(merged)
         case .pack(let path):
             let adapters = try otherAdapters(path)

@@ -100,6 +100,23 @@ struct VerifyCommand: ParsableCommand {
         return "max abs \(String(format: "%.3g", comparison.maxAbsError)) is \(String(format: "%.1f", rounding.ratio))× the bound \(String(format: "%.3g", rounding.bound)) a correct \(rounding.dtype.lowercased()) merge reaches on this input (\(allowed))"
     }
 
+    /// "weights: 56 changed tensors within the exact merge's bf16 rounding (worst ... 1.4×)" or the
+    /// tensors that are not.
+    static func describe(_ weights: MergedWeightsReport, decides: Bool) -> String {
+        func show(_ tensor: MergedTensorDeviation) -> String {
+            "\(tensor.tensor) (\(tensor.dtype.lowercased()): \(String(format: "%.1f", tensor.ratio))× a correct rounding's RMS error, \(String(format: "%.3g", tensor.wrongShare * 100))% of the change wrong, max \(String(format: "%.1f", tensor.maxSteps)) steps)"
+        }
+        let skipped = weights.notCompared.isEmpty ? "" : "; \(weights.notCompared.count) not compared (\(weights.notCompared.prefix(3).joined(separator: ", "))\(weights.notCompared.count > 3 ? ", …" : ""))"
+        let allowed = "allowed \(String(format: "%g", weights.allowedRatio))× and \(String(format: "%g", weights.allowedSteps)) steps\(decides ? "" : "; not deciding, --atol/--rtol given")"
+        guard weights.passed else {
+            let listed = weights.failing.map(show).joined(separator: "; ")
+            let more = weights.failingCount > weights.failing.count ? "; and \(weights.failingCount - weights.failing.count) more" : ""
+            return "weights: \(weights.failingCount) of \(weights.compared) changed tensors are not the exact merge rounded to their dtype: \(listed)\(more) (\(allowed))\(skipped)"
+        }
+        let worst = weights.worst.map { ", worst \(show($0))" } ?? ""
+        return "weights: \(weights.compared) changed tensors within their dtype's rounding of the exact merge\(worst) (\(allowed))\(skipped)"
+    }
+
     func run() throws {
         var passed = true
         try reportingErrors {
@@ -112,7 +129,8 @@ struct VerifyCommand: ParsableCommand {
             let report = try baseCheck.hinting {
                 try Verify.run(pack: pack, base: base, adapterNames: names, targets: targets, inputShape: (inputShape.batch, inputShape.tokens),
                                seed: seed, tolerance: explicitTolerance, baseCheck: baseCheck.level) {
-                    progress.update(done: $0.layer, total: $0.layers, detail: "layers of the \($0.pass) pass, \(rate.describe($0))")
+                    progress.update(done: $0.layer, total: $0.layers,
+                                    detail: $0.tokens == 0 ? "\($0.unit) of the \($0.pass) compared" : "\($0.unit) of the \($0.pass) pass, \(rate.describe($0))")
                 }
             }
             progress.finish()
@@ -128,6 +146,7 @@ struct VerifyCommand: ParsableCommand {
                     if let kl = comparison.klDivergence { line += ", KL \(String(format: "%.3g", kl))" }
                     print(line)
                     if let rounding = comparison.rounding { print("    " + Self.describe(rounding, comparison: comparison, explicit: explicitTolerance != nil)) }
+                    if let weights = comparison.weights { print("    " + Self.describe(weights, decides: explicitTolerance == nil)) }
                     if let layer = comparison.firstDivergentLayer, let errors = comparison.layerErrors {
                         print("    hidden states first differ beyond the tolerance after layer \(layer) of \(errors.count) (relative error \(String(format: "%.3g", errors[layer])))")
                     }
