@@ -105,7 +105,8 @@ read_speed() {
   done
 }
 
-# Durable write speed: BYTES of zeros written with O_DIRECT and fsync'd, bytes per second.
+# Durable write speed: BYTES of zeros written with O_DIRECT and fsync'd, bytes per second (the
+# merge output's size, or half the free space when that does not fit).
 disk_write_speed() {
   local target=$1 bytes=$2 start end
   start=$(now)
@@ -132,9 +133,18 @@ run_size() {
   [ -f "$pack" ] || { log "$size: no pack, skipping the rest of this size"; return; }
   record "$size" pack_bytes "$(bytes_of "$pack")"
 
+  # merge writes a model the base's size; a full disk would fail it after minutes, so say so first.
+  local needed free
+  needed=$(( $(bytes_of "$base"/*.safetensors) + (1 << 30) ))
+  free=$(df --output=avail -B1 "$dir" | tail -1)
+  if [ "$free" -lt "$needed" ]; then
+    log "$size: merge needs $((needed >> 30)) GiB free in $dir for its output, only $((free >> 30)) GiB are; skipping merge and verify"
+    record "$size" merge_failed "no-space"
+    record "$size" verify_failed "no-space"
+  fi
   evict "$base"/*.safetensors "$pack"
   record "$size" merge_resident "$(resident "$base"/*.safetensors)"
-  measure "$size" merge "$peftpack" merge --base "$base" "$pack" -o "$merged" --quiet
+  [ "$free" -lt "$needed" ] || measure "$size" merge "$peftpack" merge --base "$base" "$pack" -o "$merged" --quiet
   if [ -d "$merged" ]; then
     record "$size" merged_bytes "$(bytes_of "$merged"/*.safetensors)"
     evict "$base"/*.safetensors "$merged"/*.safetensors "$pack"
@@ -142,7 +152,7 @@ run_size() {
     rm -rf "$merged"
   fi
   # The durable write speed at the merge output's size (the base's size if merge failed).
-  record "$size" write_speed "$(disk_write_speed "$dir/.scale-direct.bin" "$(bytes_of "$base"/*.safetensors)")"
+  record "$size" write_speed "$(disk_write_speed "$dir/.scale-direct.bin" "$(( free < needed ? free / 2 : needed - (1 << 30) ))")"
   record "$size" merge_floor "$("$bench" merge-floor "$pack" "$base")"
 
   evict "$base"/*.safetensors "$tuned"/*.safetensors
@@ -231,7 +241,8 @@ for size in sizes:
     print("|---|---|---|---|---|---|")
     for key, label in commands:
         if f"{key}_failed" in d:
-            print(f"| `{label}` | **failed, exit {d[key + '_failed']}** | | | | |")
+            why = "not enough disk space for the output" if d[key + "_failed"] == "no-space" else f"exit {d[key + '_failed']}"
+            print(f"| `{label}` | **failed: {why}** | | | | |")
             continue
         if f"{key}_s" not in d:
             print(f"| `{label}` | not run | | | | |")
