@@ -152,7 +152,9 @@ run_size() {
     rm -rf "$merged"
   fi
   # The durable write speed at the merge output's size (the base's size if merge failed).
-  record "$size" write_speed "$(disk_write_speed "$dir/.scale-direct.bin" "$(( free < needed ? free / 2 : needed - (1 << 30) ))")"
+  local write_bytes=$(( free < needed ? free / 2 : needed - (1 << 30) ))
+  record "$size" write_bytes "$write_bytes"
+  record "$size" write_speed "$(disk_write_speed "$dir/.scale-direct.bin" "$write_bytes")"
   record "$size" merge_floor "$("$bench" merge-floor "$pack" "$base")"
 
   evict "$base"/*.safetensors "$tuned"/*.safetensors
@@ -232,7 +234,7 @@ for size in sizes:
     f = floors(d)
     print(f"\n### {size}: {num(d, 'base_bytes') / 1e9:.2f} GB bf16 base, 2 cores, one run (load average {d['load']} at the start)\n")
     print(f"Disk, measured in this run (best of two): reading the first base shard {num(d, 'read_cold') / 1e9:.2f} GB/s buffered from a cold cache, "
-          f"{num(d, 'read_direct') / 1e9:.2f} GB/s with O_DIRECT (floors use the faster); writing the merge output's size "
+          f"{num(d, 'read_direct') / 1e9:.2f} GB/s with O_DIRECT (floors use the faster); writing {num(d, 'write_bytes') / 1e9:.2f} GB at "
           f"{num(d, 'write_speed') / 1e9:.2f} GB/s with O_DIRECT + fsync. Every command's inputs were evicted from the page cache "
           f"before it ran (resident then: import {d.get('import_resident', '?')}, merge {d.get('merge_resident', '?')}, "
           f"extract {d.get('extract_resident', '?')}, stack {d.get('stack_resident', '?')}), so all of them read from the disk; "
@@ -241,8 +243,10 @@ for size in sizes:
     print("|---|---|---|---|---|---|")
     for key, label in commands:
         if f"{key}_failed" in d:
-            why = "not enough disk space for the output" if d[key + "_failed"] == "no-space" else f"exit {d[key + '_failed']}"
-            print(f"| `{label}` | **failed: {why}** | | | | |")
+            if d[key + "_failed"] == "no-space":
+                print(f"| `{label}` | **not run: not enough disk space for merge's output** | | | | |")
+            else:
+                print(f"| `{label}` | **failed, exit {d[key + '_failed']}** | | | | |")
             continue
         if f"{key}_s" not in d:
             print(f"| `{label}` | not run | | | | |")
