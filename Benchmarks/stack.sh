@@ -6,13 +6,18 @@
 # `peftpack stack --rank 32` (QR of the stacked factors + SVD of the 64×64 core; imports of the
 # four PEFT folders timed separately). Both results are compared in fp64 with the exact weighted
 # sum per module: ‖ΔW_exact − ΔW_result‖_F, which for a rank-32 truncation cannot be below the
-# Eckart–Young optimum. BENCH_WORK reuses a folder.
+# Eckart–Young optimum. The floor, measured in the same run: the four packs read at this disk's
+# speed (stack runs on them evicted from the page cache, so it reads them from the disk) + the
+# output written durably + the recompression's FLOPs at the sgemm speed of its own thin shapes
+# (`peftpack-bench stack-floor`). BENCH_WORK reuses a folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/python-envs.sh >/dev/null
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (Debian package 'time')" >&2; exit 1; }
 swift build -c release --static-swift-stdlib --product peftpack >/dev/null
+swift build -c release --static-swift-stdlib --product peftpack-bench >/dev/null
 peftpack="$(swift build -c release --show-bin-path)/peftpack"
+bench="$(swift build -c release --show-bin-path)/peftpack-bench"
 work=${BENCH_WORK:-$(mktemp -d)}
 python=.venv/peft/bin/python
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TQDM_DISABLE=1 PYTHONWARNINGS=ignore
@@ -67,6 +72,41 @@ for index in 0 1 2 3; do
   read -r seconds _ < <(measure "$peftpack" import "$work/stack-lora$index" -o "$work/stack-lora$index.peftpack" --base "$work/base" --force)
   import_s=$("$python" -c "print($import_s + $seconds)")
 done
+# Drops the files' pages from the page cache (posix_fadvise DONTNEED through dd; clean pages only).
+evict() {
+  local file
+  sync
+  for file in "$@"; do dd if="$file" iflag=nocache count=0 status=none; done
+}
+# The floor of `stack --rank RANK PACKS → OUTPUT` as table rows: the packs read at the disk's
+# sequential speed (the faster of an O_DIRECT and a cold buffered read of SAMPLE, a base shard:
+# the packs are too small to time), the output written with O_DIRECT + fsync, and the QR/SVD FLOPs.
+stack_floor() {
+  local seconds=$1 rank=$2 sample=$3 output=$4; shift 4
+  local start end direct cold write_s out_bytes in_bytes
+  start=$(date +%s.%N); dd if="$sample" of=/dev/null bs=8M iflag=direct status=none; end=$(date +%s.%N)
+  direct=$("$python" -c "print($(stat -c %s "$sample") / ($end - $start))")
+  evict "$sample"
+  start=$(date +%s.%N); cat "$sample" > /dev/null; end=$(date +%s.%N)
+  cold=$("$python" -c "print($(stat -c %s "$sample") / ($end - $start))")
+  out_bytes=$(stat -c %s "$output")
+  in_bytes=$(du -cb "$@" | tail -1 | cut -f1)
+  start=$(date +%s.%N)
+  dd if=/dev/zero of="$work/direct.bin" bs=1M count=$(( (out_bytes >> 20) + 1 )) oflag=direct conv=fsync status=none
+  end=$(date +%s.%N)
+  rm -f "$work/direct.bin"
+  write_s=$("$python" -c "print($end - $start)")
+  "$python" - "$seconds" "$direct" "$cold" "$write_s" "$in_bytes" "$out_bytes" "$("$bench" stack-floor "$rank" "$@")" <<'PY'
+import json, sys
+seconds, direct, cold, write_s, in_bytes, out_bytes = map(float, sys.argv[1:7])
+f = json.loads(sys.argv[7])
+read = max(direct, cold)
+floor = in_bytes / read + write_s + f["compute_seconds"]
+print(f"| floor: {in_bytes / 1e6:.0f} MB of packs read at {read / 1e9:.2f} GB/s (cold {cold / 1e9:.2f}, O_DIRECT {direct / 1e9:.2f}) + {out_bytes / 1e6:.0f} MB written with O_DIRECT + fsync ({write_s:.2f} s) + {f['flops'] / 1e9:.2f} GFLOP of QR/SVD over {f['modules']} modules at {f['sgemm_gflops']:.0f} GFLOP/s | {floor:.2f} | |")
+print(f"| peftpack stack / floor | {seconds / floor:.2f}× | |")
+PY
+}
+evict "$work"/stack-lora{0,1,2,3}.peftpack
 read -r ours_s ours_kb < <(measure "$peftpack" stack "$work"/stack-lora{0,1,2,3}.peftpack --weight 0.4 --weight 0.3 --weight 0.2 --weight 0.1 \
   --rank 32 -o "$work/ours-mix.peftpack")
 "$peftpack" export "$work/ours-mix.peftpack" -o "$work/ours-mix-peft" --format peft > /dev/null
@@ -76,6 +116,7 @@ echo "|---|---|---|"
 echo "| PEFT load 4 + add_weighted_adapter(svd, svd_rank=32) + save | $peft_s | $((peft_kb / 1024)) |"
 echo "| peftpack stack --rank 32 | $ours_s | $((ours_kb / 1024)) |"
 echo "| peftpack import of the four PEFT folders (once per adapter, total) | $import_s | |"
+stack_floor "$ours_s" 32 "$(ls "$work"/base/*.safetensors | head -1)" "$work/ours-mix.peftpack" "$work"/stack-lora{0,1,2,3}.peftpack
 "$python" - "$work" "$peft_s" "$ours_s" "$peft_kb" "$ours_kb" <<'PY'
 import sys, json, re, torch
 from safetensors.torch import load_file

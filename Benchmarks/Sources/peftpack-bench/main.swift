@@ -16,7 +16,16 @@ import PeftPack
 ///                                     the floor of a randomized-SVD extraction from BASE_DIR and a
 ///                                     fine-tune of it: both read at memcpy bandwidth, plus the
 ///                                     sketch FLOPs ((4 + 4q)·m·n·l per 2-D non-embedding weight)
-///                                     at measured sgemm speed with k = l (OpenBLAS on all cores)
+///                                     at measured sgemm speed with k = l (OpenBLAS on all cores);
+///                                     with EXTRACTED_PACK (extract's output) as a 6th argument the
+///                                     FLOPs count only the matrices extract found changed (its
+///                                     modules), which is the work when a fine-tune changes a few
+///   peftpack-bench stack-floor RANK PACK…
+///                                     the FLOPs of `stack --rank RANK` over PACKs' LoRA modules
+///                                     (thin QRs of the stacked B and Aᵀ, the k×k core product and
+///                                     its SVD, the two products back to full size) at the sgemm
+///                                     speed of stack's own thin shapes on all cores; the bytes to
+///                                     read are the packs' sizes, left to the caller's disk speed
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
     try body()
@@ -108,8 +117,10 @@ case "merge-floor":
     let packShapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
     var flops = 0.0
     var shapes: [(rows: Int, columns: Int, rank: Int)] = []
+    var targetedBytes = 0  // the base weights the adapters change (what `import --base` hashes)
     for adapter in try reader.adapterDocument().adapters {
         for module in adapter.modules {
+            targetedBytes += base.info(module.target + ".weight")?.byteCount ?? 0
             guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
                   let a = packShapes[aName], let b = packShapes[bName] else { continue }
             let moduleFlops: Double = 2 * Double(a[0] * a[1] * b[0])
@@ -147,7 +158,7 @@ case "merge-floor":
     }
     let gemmRate = 2 * Double(sample.rows * sample.columns * sample.rank) / gemmTime
     let floor = 2 * Double(modelBytes) / copyRate + flops / gemmRate
-    print("{\"operation\":\"merge-floor\",\"bytes_in\":\(modelBytes),\"bytes_out\":\(modelBytes),\"memcpy_gb_per_s\":\(copyRate / 1e9),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"floor_seconds\":\(floor)}")
+    print("{\"operation\":\"merge-floor\",\"bytes_in\":\(modelBytes),\"bytes_out\":\(modelBytes),\"targeted_bytes\":\(targetedBytes),\"memcpy_gb_per_s\":\(copyRate / 1e9),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"floor_seconds\":\(floor)}")
     exit(0)
 case "extract-floor":
     let base = try Checkpoint(path: path)
@@ -155,10 +166,27 @@ case "extract-floor":
     let width = rank + oversample
     var flops = 0.0
     var largest = (rows: 1, cols: 1)
-    for info in base.infos where info.shape.count == 2 && !info.name.contains("embed") && !info.name.contains("lm_head") {
+    var matrices: [(rows: Int, cols: Int)] = []
+    if arguments.count > 6 {
+        // The changed matrices, as extract found them: each output module's B is m×r and A r×n.
+        let reader = try PackReader(path: arguments[6])
+        let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
+        for adapter in try reader.adapterDocument().adapters {
+            for module in adapter.modules {
+                guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
+                      let a = shapes[aName], let b = shapes[bName] else { continue }
+                matrices.append((b[0], a[1]))
+            }
+        }
+    } else {
+        for info in base.infos where info.shape.count == 2 && !info.name.contains("embed") && !info.name.contains("lm_head") {
+            matrices.append((info.shape[0], info.shape[1]))
+        }
+    }
+    for matrix in matrices {
         let factor: Double = Double(4 + 4 * powerIterations)
-        flops += factor * Double(info.shape[0] * info.shape[1] * width)
-        if info.shape[0] * info.shape[1] > largest.rows * largest.cols { largest = (info.shape[0], info.shape[1]) }
+        flops += factor * Double(matrix.rows * matrix.cols * min(width, min(matrix.rows, matrix.cols)))
+        if matrix.rows * matrix.cols > largest.rows * largest.cols { largest = matrix }
     }
     let bytes = 2 * base.infos.reduce(0) { $0 + ($1.byteCount ?? 0) }
     let size = 256 << 20
@@ -174,7 +202,49 @@ case "extract-floor":
     let gemmTime = best(max(runs, 3)) { _ = BLAS.gemm(matrix, sketch) }
     let gemmRate = 2 * Double(largest.rows * largest.cols * width) / gemmTime
     let floor = Double(bytes) / copyRate + flops / gemmRate
-    print("{\"operation\":\"extract-floor\",\"bytes\":\(bytes),\"memcpy_gb_per_s\":\(copyRate / 1e9),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"floor_seconds\":\(floor)}")
+    print("{\"operation\":\"extract-floor\",\"matrices\":\(matrices.count),\"bytes\":\(bytes),\"memcpy_gb_per_s\":\(copyRate / 1e9),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"floor_seconds\":\(floor)}")
+    exit(0)
+case "stack-floor":
+    let rank = Int(path)!
+    // Per target: k = the stacked rank (Σ of the inputs' ranks), out × in = m × n.
+    var targets: [String: (m: Int, n: Int, k: Int)] = [:]
+    for packPath in arguments.dropFirst(3) {
+        let reader = try PackReader(path: packPath)
+        let shapes = Dictionary(reader.tensors.map { ($0.name, $0.shape) }, uniquingKeysWith: { first, _ in first })
+        for adapter in try reader.adapterDocument().adapters {
+            for module in adapter.modules {
+                guard let aName = module.tensors[TensorRole.loraA], let bName = module.tensors[TensorRole.loraB],
+                      let a = shapes[aName], let b = shapes[bName] else { continue }
+                let previous = targets[module.target]?.k ?? 0
+                targets[module.target] = (b[0], a[1], previous + a[0])
+            }
+        }
+    }
+    // Householder QR with Q formed (sgeqrf + sorgqr) of a p×k matrix: 2k²(p − k/3) each, so
+    // 4k²(p − k/3); the k×k core R_B·R_Aᵀ: 2k³; its SVD with U and Vᵀ: 21k³ (Golub & Van Loan's
+    // count for square matrices); Q_B·U_R and V_Rᵀ·Q_Aᵀ: 2·(m + n)·k·R.
+    var flops = 0.0
+    var sample = (m: 1, n: 1, k: 1, r: 1)
+    for (_, t) in targets {
+        let (m, n, k) = (Double(t.m), Double(t.n), Double(t.k))
+        let r = Double(min(rank, t.k))
+        flops += 4 * k * k * (m - k / 3) + 4 * k * k * (n - k / 3) + 2 * k * k * k + 21 * k * k * k + 2 * (m + n) * k * r
+        if t.m > sample.m { sample = (t.m, t.n, t.k, min(rank, t.k)) }
+    }
+    // sgemm on stack's own thin shape (m × k)·(k × R) of the tallest module, one single-threaded
+    // product per core at once (stack itself runs OpenBLAS single-threaded).
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    BLAS.threadCount = 1
+    let q = Matrix(rows: sample.m, cols: sample.k, values: [Float](repeating: 0.01, count: sample.m * sample.k))
+    let left = Matrix(rows: sample.k, cols: sample.r, values: [Float](repeating: 0.02, count: sample.k * sample.r))
+    let repeats = 16
+    let gemmTime = best(max(runs, 3)) {
+        DispatchQueue.concurrentPerform(iterations: cores) { _ in
+            for _ in 0..<repeats { _ = BLAS.gemm(q, left) }
+        }
+    }
+    let gemmRate = Double(cores * repeats) * 2 * Double(sample.m * sample.k * sample.r) / gemmTime
+    print("{\"operation\":\"stack-floor\",\"modules\":\(targets.count),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"compute_seconds\":\(flops / gemmRate)}")
     exit(0)
 default:
     FileHandle.standardError.write(Data("unknown operation \(operation)\n".utf8))
