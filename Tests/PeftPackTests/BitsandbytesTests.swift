@@ -100,3 +100,121 @@ import Testing
         #expect(int8Activations <= 0.05, "relative error against LLM.int8 \(int8Activations)")
     }
 }
+
+/// Damaged bitsandbytes checkpoints: each is one line naming the file and the logical weight,
+/// found when the checkpoint is opened (before any value is read), never a crash.
+@Suite struct BitsandbytesMalformedTests {
+    static let module = "model.layers.0.self_attn.q_proj"
+    static let weight = module + ".weight"
+
+    /// The nf4 (double-quantized) or int8 fixture with `edit` applied, opened as a bnb checkpoint.
+    static func open(_ model: String, _ edit: (inout [String: HostTensor]) throws -> Void) throws -> BitsandbytesWeights {
+        let file = try SafetensorsFile(path: BitsandbytesTests.folder + "/\(model)/model.safetensors")
+        var tensors: [String: HostTensor] = [:]
+        for name in file.names { tensors[name] = try file.tensor(name) }
+        try edit(&tensors)
+        let folder = Fixtures.temporaryDirectory()
+        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: folder + "/model.safetensors")
+        return try BitsandbytesWeights(checkpoint: Checkpoint(path: folder))
+    }
+
+    static func refusal(_ model: String = "llama-tiny-nf4", _ edit: (inout [String: HostTensor]) throws -> Void) throws -> InputError {
+        do {
+            _ = try open(model, edit)
+        } catch let error as InputError {
+            #expect(!error.description.contains("\n") && error.description.contains("model.safetensors"))
+            return error
+        }
+        Issue.record("the damaged checkpoint was accepted")
+        return InputError(file: "", problem: "")
+    }
+
+    static func quantStateJSON(_ text: String) -> HostTensor {
+        HostTensor(dtype: .u8, shape: [text.utf8.count], bytes: Array(text.utf8))
+    }
+
+    static let stateName = weight + ".quant_state.bitsandbytes__nf4"
+
+    @Test func absmaxCountNotMatchingTheBlocks() throws {
+        let error = try Self.refusal { tensors in
+            tensors[Self.weight + ".absmax"] = HostTensor(dtype: .u8, shape: [63], bytes: [UInt8](repeating: 1, count: 63))
+        }
+        #expect(error.tensor == Self.weight)
+        #expect(error.problem == "absmax holds 63 values, expected 64 (64 blocks of 64)")
+    }
+
+    @Test func unknownQuantTypeIsNamedWithTheSupportedOnes() throws {
+        let error = try Self.refusal { tensors in
+            let state = tensors.removeValue(forKey: Self.stateName)!
+            let text = String(decoding: state.bytes, as: UTF8.self).replacingOccurrences(of: "\"nf4\"", with: "\"int4\"")
+            tensors[Self.weight + ".quant_state.bitsandbytes__int4"] = Self.quantStateJSON(text)
+        }
+        #expect(error.tensor == Self.weight)
+        #expect(error.problem == "unsupported 4-bit quant type int4; supported: nf4, fp4")
+    }
+
+    @Test func quantTypeDisagreeingWithItsName() throws {
+        let error = try Self.refusal { tensors in
+            let text = String(decoding: tensors[Self.stateName]!.bytes, as: UTF8.self).replacingOccurrences(of: "\"nf4\"", with: "\"fp4\"")
+            tensors[Self.stateName] = Self.quantStateJSON(text)
+        }
+        #expect(error.problem == "quant state says quant_type fp4 but its name says nf4")
+    }
+
+    @Test func truncatedPackedWeight() throws {
+        let error = try Self.refusal { tensors in
+            tensors[Self.weight] = HostTensor(dtype: .u8, shape: [2000, 1], bytes: Array(tensors[Self.weight]!.bytes.prefix(2000)))
+        }
+        #expect(error.tensor == Self.weight)
+        #expect(error.problem == "packed weight holds 2000 bytes but quant state shape [64, 64] needs 2048")
+    }
+
+    /// A shape claiming 2^60 elements is compared with the stored bytes, never allocated.
+    @Test func hugeClaimedShapeIsCheckedAgainstTheFile() throws {
+        let error = try Self.refusal { tensors in
+            let text = String(decoding: tensors[Self.stateName]!.bytes, as: UTF8.self)
+                .replacingOccurrences(of: "[64, 64]", with: "[1073741824, 1073741824]")
+            tensors[Self.stateName] = Self.quantStateJSON(text)
+        }
+        #expect(error.problem.hasPrefix("packed weight holds 2048 bytes but quant state shape [1073741824, 1073741824] needs"))
+    }
+
+    @Test func quantStateThatIsNotJSON() throws {
+        let error = try Self.refusal { $0[Self.stateName] = Self.quantStateJSON("{\"quant_type\": ") }
+        #expect(error.tensor == Self.weight && error.problem.hasPrefix("quant state is not valid JSON"))
+    }
+
+    @Test func unsupportedBlocksize() throws {
+        let error = try Self.refusal { tensors in
+            let text = String(decoding: tensors[Self.stateName]!.bytes, as: UTF8.self)
+                .replacingOccurrences(of: "\"blocksize\": 64", with: "\"blocksize\": 48")
+            tensors[Self.stateName] = Self.quantStateJSON(text)
+        }
+        #expect(error.problem == "quant state blocksize is not one of 32, 64, 128, 256, 512, 1024, 2048, 4096")
+    }
+
+    @Test func companionWithoutItsQuantState() throws {
+        let error = try Self.refusal { tensors in
+            tensors[Self.stateName] = nil
+            tensors[Self.weight + ".nested_absmax"] = nil
+            tensors[Self.weight + ".nested_quant_map"] = nil
+            tensors[Self.weight + ".quant_map"] = nil
+        }
+        #expect(error.tensor == Self.weight + ".absmax")
+    }
+
+    @Test func int8ScalesNotOnePerRow() throws {
+        let error = try Self.refusal("llama-tiny-int8") { tensors in
+            tensors[Self.module + ".SCB"] = HostTensor(floats: [Float](repeating: 1, count: 63), shape: [63], dtype: .f32)
+        }
+        #expect(error.tensor == Self.weight)
+        #expect(error.problem == "SCB holds 63 values, expected 64 (one scale per row)")
+    }
+
+    @Test func int8ColumnMajorFormatIsRefused() throws {
+        let error = try Self.refusal("llama-tiny-int8") { tensors in
+            tensors[Self.module + ".weight_format"] = HostTensor(dtype: .u8, shape: [], bytes: [1])
+        }
+        #expect(error.problem == "weight_format is not 0 (row-major), the only layout bitsandbytes loads")
+    }
+}
