@@ -218,3 +218,23 @@ import Testing
         #expect(error.problem == "weight_format is not 0 (row-major), the only layout bitsandbytes loads")
     }
 }
+
+/// QLoRA: a LoRA PEFT trained on the saved NF4 base (fixtures/data/bnb/llama-tiny-nf4-qlora),
+/// imported as a user would, run on the dequantized base against PEFT + bitsandbytes' logits at
+/// the model tolerance of BitsandbytesTests (compute dtype fp32 in both, the bar).
+@Suite struct BitsandbytesQLoRATests {
+    @Test func qloraAdapterMatchesPeftOnTheQuantizedBase() throws {
+        let folder = BitsandbytesTests.folder + "/llama-tiny-nf4-qlora"
+        let pack = Fixtures.temporaryDirectory() + "/qlora.peftpack"
+        _ = try PackImport.run(sources: [.init(path: folder + "/adapter", name: "qlora")], output: pack, baseFolder: nil, level: 3)
+        let reader = try PackReader(path: pack)
+        let model = try BitsandbytesTests.model("llama-tiny-nf4")
+        let adapters = try AdapterSet(adapters: try reader.adapterDocument().adapters, model: model, tensor: reader.readTensor)
+        let reference = try ReferenceFile(path: folder + "/llama-tiny-nf4-qlora.ref.safetensors")
+        let ids = try reference.inputRows()
+        let base = RuntimeFixtures.relativeError(try model.forward(inputIds: ids), try reference.output("output_base"))
+        let adapted = RuntimeFixtures.relativeError(try model.forward(inputIds: ids, adapters: adapters), try reference.output("output_adapter"))
+        #expect(base <= BitsandbytesTests.modelTolerance, "base: relative error \(base)")
+        #expect(adapted <= BitsandbytesTests.modelTolerance, "with the QLoRA adapter: relative error \(adapted)")
+    }
+}
