@@ -203,6 +203,39 @@ import Testing
         #expect(error.tensor == Self.weight + ".absmax")
     }
 
+    @Test func packedWeightInAnotherQuantStorageIsRefused() throws {
+        let error = try Self.refusal { tensors in
+            tensors[Self.weight] = HostTensor(dtype: .bf16, shape: [1024, 1], bytes: tensors[Self.weight]!.bytes)
+        }
+        #expect(error.problem == "packed weight is bf16; only uint8 quant storage is read")
+    }
+
+    /// 200 seeded corruptions of one quant state (a byte replaced by a JSON-significant one, or the
+    /// text cut short): each is refused with an InputError or reads as a consistent state whose
+    /// weights then dequantize; none crashes.
+    @Test func corruptedQuantStatesNeverCrash() throws {
+        let original = Array(try SafetensorsFile(path: BitsandbytesTests.folder + "/llama-tiny-nf4/model.safetensors")
+            .tensor(Self.stateName).bytes)
+        let replacements = Array("0123456789-.,:{}[]\"e ".utf8)
+        var random = SplitMix64(seed: 19)
+        var refused = 0
+        for round in 0..<200 {
+            var bytes = original
+            if round % 4 == 3 {
+                bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &random)))
+            } else {
+                bytes[Int.random(in: 0..<bytes.count, using: &random)] = replacements.randomElement(using: &random)!
+            }
+            do {
+                let weights = try Self.open("llama-tiny-nf4") { $0[Self.stateName] = HostTensor(dtype: .u8, shape: [bytes.count], bytes: bytes) }
+                _ = try weights.tensor(Self.weight)
+            } catch is InputError {
+                refused += 1
+            }
+        }
+        #expect(refused > 100, "only \(refused) of 200 corruptions refused")
+    }
+
     @Test func int8ScalesNotOnePerRow() throws {
         let error = try Self.refusal("llama-tiny-int8") { tensors in
             tensors[Self.module + ".SCB"] = HostTensor(floats: [Float](repeating: 1, count: 63), shape: [63], dtype: .f32)

@@ -7,6 +7,7 @@
 public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
     public let checkpoint: Checkpoint
     public let names: [String]
+    private let visible: Set<String>
     private let layouts: [String: QuantizedWeightLayout]
 
     /// Whether the checkpoint holds any bitsandbytes-quantized weight (a quant state or SCB tensor).
@@ -39,16 +40,17 @@ public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
         }
         self.layouts = layouts
         names = checkpoint.names.filter { !hidden.contains($0) }
+        visible = Set(names)
     }
 
     public func tensorInfo(_ name: String) throws -> TensorInfo? {
         if let layout = layouts[name] { return layout.info }
-        return names.contains(name) ? checkpoint.info(name) : nil
+        return visible.contains(name) ? checkpoint.info(name) : nil
     }
 
     public func tensor(_ name: String) throws -> HostTensor? {
         guard let layout = layouts[name] else {
-            return names.contains(name) ? try checkpoint.tensor(name) as HostTensor : nil
+            return visible.contains(name) ? try checkpoint.tensor(name) as HostTensor : nil
         }
         let info = layout.info
         var values = [Float](repeating: 0, count: info.elementCount!)
@@ -58,7 +60,7 @@ public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
 
     public func widen(_ name: String, elements range: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
         guard let layout = layouts[name] else {
-            guard names.contains(name) else { throw InputError(file: checkpoint.folder, tensor: name, problem: "no such tensor") }
+            guard visible.contains(name) else { throw InputError(file: checkpoint.folder, tensor: name, problem: "no such tensor") }
             return try checkpoint.widen(name, elements: range, into: destination)
         }
         try products(layout, elements: range, into: destination)
