@@ -63,6 +63,7 @@ public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
             guard visible.contains(name) else { throw InputError(file: checkpoint.folder, tensor: name, problem: "no such tensor") }
             return try checkpoint.widen(name, elements: range, into: destination)
         }
+        precondition(range.lowerBound >= 0 && range.upperBound <= layout.info.elementCount!, "element range outside \(name)")
         try products(layout, elements: range, into: destination)
         // The fp32 products are bnb's before its cast: round them to the output dtype as bnb does.
         let dtype = layout.info.dtype

@@ -80,7 +80,8 @@ extension QuantizedWeightLayout {
         try check.expect(quantMap, role: "quant_map", dtype: .f32, count: 16, reason: "a 4-bit code")
         let stored = try checkpoint.tensor(quantMap).floats()
         // bnb dequantizes with its built-in table whatever quant_map says; a different map means
-        // the file was not made by the bnb this reader follows.
+        // the file was not made by the bnb this reader follows. Compared by value: the stored FP4
+        // map (from get_4bit_type) has +0.0 where the C kernel's table has -0.0.
         guard stored == state.quantType.codes(lastDimensionIsOdd: false) else {
             throw check.error("quant_map is not bitsandbytes' \(state.quantType.rawValue) table")
         }
