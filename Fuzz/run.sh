@@ -5,7 +5,8 @@
 # the preamble and header checksums recomputed and chunk checksums skipped, so mutations reach the
 # index parser and the decoders), safetensors (header + every tensor), pickle (torch.save
 # zip + restricted unpickler), config (PEFT and AdapterHub adapter_config.json), gguf (header,
-# metadata, tensors, LoRA mapping). The seed corpus is made from the fixtures; the working corpus
+# metadata, tensors, LoRA mapping), bnb (a bitsandbytes-quantized checkpoint: quant states, companions,
+# dequantization). The seed corpus is made from the fixtures; the working corpus
 # goes to .build-fuzz/, crash, leak, timeout and slow-unit reproducers to Fuzz/crashes/ (ignored
 # by git: a real one becomes a regression input in Tests/PeftPackTests/Malformed/ or a test). A
 # slow unit is one that took over 10 s; on a busy machine with FUZZ_NICE that can be the nice
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pack pack-structure safetensors pickle config gguf)
+[ ${#targets[@]} -gt 0 ] || targets=(pack pack-structure safetensors pickle config gguf bnb)
 # A build's output is shown only when it fails: with set -e a failed build would otherwise end
 # the script with a bare exit status.
 quiet_build() {
@@ -60,6 +61,10 @@ fi
 if [ ! -d "$seeds/pack-structure" ]; then
   mkdir -p "$seeds/pack-structure"
   for pack in "$seeds"/pack/*.peftpack; do "$replayer" disassemble-pack "$pack" "$seeds/pack-structure/$(basename "$pack" .peftpack).parts"; done
+fi
+if [ ! -d "$seeds/bnb" ]; then
+  mkdir -p "$seeds/bnb"
+  for model in nf4 fp4 int8; do cp "fixtures/data/bnb/llama-tiny-$model/model.safetensors" "$seeds/bnb/llama-tiny-$model.safetensors"; done
 fi
 mkdir -p Fuzz/crashes
 # FUZZ_JOBS targets run at once (default 1); FUZZ_NICE lowers their priority so other work on the

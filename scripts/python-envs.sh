@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Creates the two Python environments inside the clone (nothing is cached outside it):
+# Creates the Python environments inside the clone (nothing is cached outside it):
 #   .venv/peft      torch (CPU) + transformers 5 + peft: the PEFT reference and the spec reader
 #   .venv/adapters  torch (CPU) + transformers 4.57 + adapters: AdapterHub pins an older transformers
+#   .venv/bnb       the peft venv + bitsandbytes 0.50: quantized bases (4-bit NF4/FP4, LLM.int8)
 # Each is rebuilt only when its requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +22,4 @@ make_env() {
 }
 make_env peft fixtures/requirements.txt
 make_env adapters fixtures/requirements-adapterhub.txt
+make_env bnb fixtures/requirements-bnb.txt

@@ -7,7 +7,7 @@ import PeftPack
 /// LLVMFuzzerTestOneInput with the target named by PEFTPACK_FUZZ_TARGET; in a normal build this is
 /// `peftpack-fuzz TARGET FILE…`, which replays inputs (crash reproducers, the seed corpus).
 enum FuzzTargets {
-    static let names = ["pack", "pack-structure", "safetensors", "pickle", "config", "gguf"]
+    static let names = ["pack", "pack-structure", "safetensors", "pickle", "config", "gguf", "bnb"]
 
     /// File-based readers get the input through one scratch file per process.
     static let scratch: String = {
@@ -62,6 +62,12 @@ enum FuzzTargets {
                 let file = try GGUF.File(path: path)
                 for entry in file.tensors { _ = file.floats(entry) }
                 _ = try? GGUFLoRA.importAdapter(path: path, name: nil, base: nil)
+            }
+        case "bnb":
+            // A bitsandbytes checkpoint: quant states, companions and their sizes, then every value.
+            withFile(bytes) { path in
+                let weights = try BitsandbytesWeights(checkpoint: Checkpoint(path: path))
+                for name in weights.names { _ = try? weights.tensor(name) }
             }
         default:
             fatalError("unknown fuzz target \(target); one of \(names.joined(separator: ", "))")

@@ -1,0 +1,117 @@
+/// A checkpoint folder saved by transformers from a bitsandbytes-quantized model, presented as its
+/// logical tensors: each quantized `weight` under its own name with its logical shape and dtype
+/// (the quant state's for 4-bit, fp32 for LLM.int8) and bitsandbytes' dequantized values; the
+/// companions (`.absmax`, `.quant_map`, `.nested_*`, `.quant_state.*`, `.SCB`, `.weight_format`)
+/// hidden. Every other tensor passes through unchanged. Values are dequantized when read, a range
+/// at a time, so a model is never held dequantized in memory.
+public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
+    public let checkpoint: Checkpoint
+    public let names: [String]
+    private let visible: Set<String>
+    private let layouts: [String: QuantizedWeightLayout]
+
+    /// Whether the checkpoint holds any bitsandbytes-quantized weight (a quant state or SCB tensor).
+    public static func isQuantized(_ checkpoint: Checkpoint) -> Bool {
+        checkpoint.names.contains { isQuantStateName($0) || $0.hasSuffix(BitsandbytesFormat.int8ScalesSuffix) }
+    }
+
+    public init(checkpoint: Checkpoint) throws {
+        self.checkpoint = checkpoint
+        var layouts: [String: QuantizedWeightLayout] = [:]
+        for name in checkpoint.names {
+            let layout: QuantizedWeightLayout
+            if Self.isQuantStateName(name) {
+                layout = try .fourBit(stateName: name, in: checkpoint)
+            } else if name.hasSuffix(BitsandbytesFormat.int8ScalesSuffix) {
+                layout = try .int8(scalesName: name, in: checkpoint)
+            } else {
+                continue
+            }
+            guard layouts[layout.name] == nil else {
+                throw InputError(file: checkpoint.folder, tensor: layout.name, problem: "has two bitsandbytes quant states")
+            }
+            layouts[layout.name] = layout
+        }
+        var hidden = Set(layouts.values.flatMap(\.companions))
+        for name in checkpoint.names where Self.isQuantStateName(name) { hidden.insert(name) }
+        for name in checkpoint.names where !hidden.contains(name) && layouts[name] == nil && Self.looksLikeCompanion(name) {
+            let file = checkpoint.shardOf(name).map { checkpoint.folder + "/" + $0 } ?? checkpoint.folder
+            throw InputError(file: file, tensor: name, problem: "is a bitsandbytes companion tensor without the quant state or SCB of its weight")
+        }
+        self.layouts = layouts
+        names = checkpoint.names.filter { !hidden.contains($0) }
+        visible = Set(names)
+    }
+
+    public func tensorInfo(_ name: String) throws -> TensorInfo? {
+        if let layout = layouts[name] { return layout.info }
+        return visible.contains(name) ? checkpoint.info(name) : nil
+    }
+
+    public func tensor(_ name: String) throws -> HostTensor? {
+        guard let layout = layouts[name] else {
+            return visible.contains(name) ? try checkpoint.tensor(name) as HostTensor : nil
+        }
+        let info = layout.info
+        var values = [Float](repeating: 0, count: info.elementCount!)
+        try values.withUnsafeMutableBufferPointer { try products(layout, elements: 0..<$0.count, into: $0) }
+        return HostTensor(floats: values, shape: info.shape, dtype: info.dtype)
+    }
+
+    public func widen(_ name: String, elements range: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard let layout = layouts[name] else {
+            guard visible.contains(name) else { throw InputError(file: checkpoint.folder, tensor: name, problem: "no such tensor") }
+            return try checkpoint.widen(name, elements: range, into: destination)
+        }
+        precondition(range.lowerBound >= 0 && range.upperBound <= layout.info.elementCount!, "element range outside \(name)")
+        try products(layout, elements: range, into: destination)
+        // The fp32 products are bnb's before its cast: round them to the output dtype as bnb does.
+        let dtype = layout.info.dtype
+        guard dtype != .f32 else { return }
+        var narrowed = [UInt8](repeating: 0, count: range.count * dtype.byteSize)
+        narrowed.withUnsafeMutableBytes { DTypeConversion.fromFloat32(UnsafeBufferPointer(destination), to: dtype, into: $0) }
+        narrowed.withUnsafeBytes { DTypeConversion.toFloat32($0, dtype: dtype, into: destination) }
+    }
+
+    /// bnb's fp32 values before any cast to the output dtype.
+    private func products(_ layout: QuantizedWeightLayout, elements range: Range<Int>,
+                          into destination: UnsafeMutableBufferPointer<Float>) throws {
+        switch layout {
+        case .fourBit(let weight):
+            let scales = try blockScales(weight, blocks: FourBitDequantizer.blocks(of: range, blocksize: weight.state.blocksize))
+            try checkpoint.withBytes(weight.name) { packed in
+                FourBitDequantizer.products(packed: packed, scales: scales, state: weight.state, elements: range, into: destination)
+            }
+        case .int8(let weight):
+            try checkpoint.withBytes(weight.name) { codes in
+                try checkpoint.withBytes(weight.scales) { scales in
+                    Int8Dequantizer.values(codes: codes, scales: scales, columns: weight.columns, elements: range, into: destination)
+                }
+            }
+        }
+    }
+
+    private func blockScales(_ weight: QuantizedWeightLayout.FourBit, blocks: Range<Int>) throws -> [Float] {
+        guard let nested = weight.state.nested, let nestedAbsmax = weight.nestedAbsmax, let nestedCode = weight.nestedQuantMap else {
+            return try checkpoint.withBytes(weight.absmax) { FourBitDequantizer.plainScales($0, blocks: blocks) }
+        }
+        return try checkpoint.withBytes(weight.absmax) { codes in
+            try checkpoint.withBytes(nestedCode) { code in
+                try checkpoint.withBytes(nestedAbsmax) { absmax in
+                    FourBitDequantizer.nestedScales(codes: codes, nestedCode: code, nestedAbsmax: absmax, nested: nested, blocks: blocks)
+                }
+            }
+        }
+    }
+
+    private static func isQuantStateName(_ name: String) -> Bool {
+        name.contains(BitsandbytesFormat.quantStateInfix)
+    }
+
+    /// A name bnb only writes beside a quantized weight, so one left unclaimed is a damaged file.
+    private static func looksLikeCompanion(_ name: String) -> Bool {
+        let fourBit = [BitsandbytesFormat.absmaxSuffix, BitsandbytesFormat.quantMapSuffix,
+                       BitsandbytesFormat.nestedAbsmaxSuffix, BitsandbytesFormat.nestedQuantMapSuffix].map { ".weight" + $0 }
+        return fourBit.contains(where: name.hasSuffix) || name.hasSuffix(BitsandbytesFormat.int8WeightFormatSuffix)
+    }
+}
