@@ -125,6 +125,14 @@ extension Merge {
             try plan.binding.checkRemainingContent()
             try copyOtherFiles(from: baseFolder, to: folder)
             if plan.tied?.untie == true { try TiedMerge.untieConfig(in: folder) }
+            if plan.base.checkpoint.dequantizer != nil { try Self.dropQuantizationConfig(in: folder) }
+        }
+
+        /// The merged weights of a bitsandbytes base are written dequantized.
+        private static func dropQuantizationConfig(in folder: String) throws {
+            let path = (folder as NSString).appendingPathComponent("config.json")
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+            try DequantizedConfig.removingQuantizationConfig(text).write(toFile: path, atomically: false, encoding: .utf8)
         }
 
         private func tensor(_ info: TensorInfo, _ sink: (UnsafeRawBufferPointer) throws -> Void) throws {

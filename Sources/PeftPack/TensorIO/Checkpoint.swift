@@ -2,6 +2,9 @@ import Foundation
 
 /// A set of tensors stored as safetensors: one file, a model folder holding `model.safetensors`,
 /// or a sharded set described by `model.safetensors.index.json`. Shards are opened on first use.
+/// A checkpoint transformers saved from a bitsandbytes-quantized model is seen as its logical
+/// tensors (`BitsandbytesWeights`): every reader of a base gets dequantized values under the
+/// weights' own names, the quantization companions hidden.
 public final class Checkpoint: @unchecked Sendable {
     public static let indexFileName = "model.safetensors.index.json"
     public static let singleFileName = "model.safetensors"
@@ -10,14 +13,42 @@ public final class Checkpoint: @unchecked Sendable {
     public let folder: String
     /// Shard file names (relative to `folder`) in index order, or the single file.
     public let shardFiles: [String]
-    public let names: [String]
+    /// The tensors as stored (quantized weights and their companions included).
+    public let storedNames: [String]
     private let shardOfTensor: [String: Int]
     private let infoOfTensor: [String: TensorInfo]
     private var openShards: [Int: SafetensorsFile] = [:]
     private let lock = NSLock()
     public let indexMetadata: [String: String]?
+    /// Set when the checkpoint holds bitsandbytes-quantized weights.
+    public private(set) var dequantizer: BitsandbytesWeights?
+    private var quantizedNames: Set<String> = []
+    private var logicalNames: [String]?
 
-    public init(path: String) throws {
+    /// The tensors as a model reads them: quantized weights under their own names, companions hidden.
+    public var names: [String] { logicalNames ?? storedNames }
+
+    /// Opens the checkpoint; a bitsandbytes-quantized one is read through its dequantizer.
+    public convenience init(path: String) throws {
+        try self.init(storedAt: path)
+        guard BitsandbytesWeights.isQuantized(self) else { return }
+        let dequantizer = try BitsandbytesWeights(checkpoint: try Checkpoint(storedAt: path))
+        self.dequantizer = dequantizer
+        quantizedNames = Set(dequantizer.quantizedNames)
+        logicalNames = dequantizer.names
+        visibleNames = Set(dequantizer.names)
+    }
+
+    private var visibleNames: Set<String>?
+
+    /// The checkpoint as stored: itself, or for a quantized one the view its dequantizer reads.
+    public var stored: Checkpoint { dequantizer?.checkpoint ?? self }
+
+    /// Whether `name` is stored quantized (and read dequantized).
+    public func isQuantized(_ name: String) -> Bool { quantizedNames.contains(name) }
+
+    /// The checkpoint exactly as stored, without dequantizing.
+    public init(storedAt path: String) throws {
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
             throw InputError(file: path, problem: "no such file or folder")
@@ -26,7 +57,7 @@ public final class Checkpoint: @unchecked Sendable {
             let file = try SafetensorsFile(path: path)
             folder = (path as NSString).deletingLastPathComponent
             shardFiles = [(path as NSString).lastPathComponent]
-            names = file.names
+            storedNames = file.names
             shardOfTensor = Dictionary(uniqueKeysWithValues: file.names.map { ($0, 0) })
             infoOfTensor = Dictionary(uniqueKeysWithValues: file.infos.map { ($0.name, $0) })
             openShards[0] = file
@@ -69,7 +100,7 @@ public final class Checkpoint: @unchecked Sendable {
                 throw InputError(file: indexPath, tensor: name, problem: "is mapped to \(index.weightMap[name]!) but that shard does not contain it")
             }
             shardFiles = index.shardFiles
-            names = ordered
+            storedNames = ordered
             shardOfTensor = shardOf
             infoOfTensor = infos
             indexMetadata = index.metadata
@@ -77,7 +108,7 @@ public final class Checkpoint: @unchecked Sendable {
         } else if FileManager.default.fileExists(atPath: singlePath) {
             let file = try SafetensorsFile(path: singlePath)
             shardFiles = [Self.singleFileName]
-            names = file.names
+            storedNames = file.names
             shardOfTensor = Dictionary(uniqueKeysWithValues: file.names.map { ($0, 0) })
             infoOfTensor = Dictionary(uniqueKeysWithValues: file.infos.map { ($0.name, $0) })
             openShards[0] = file
@@ -87,15 +118,19 @@ public final class Checkpoint: @unchecked Sendable {
         }
     }
 
-    public var infos: [TensorInfo] { names.map { infoOfTensor[$0]! } }
+    public var infos: [TensorInfo] { names.map { info($0)! } }
 
-    public func info(_ name: String) -> TensorInfo? { infoOfTensor[name] }
+    public func info(_ name: String) -> TensorInfo? {
+        if let visibleNames, !visibleNames.contains(name) { return nil }
+        if quantizedNames.contains(name) { return try? dequantizer?.tensorInfo(name) }
+        return infoOfTensor[name]
+    }
 
     /// The shard file (relative to `folder`) holding a tensor.
     public func shardOf(_ name: String) -> String? { shardOfTensor[name].map { shardFiles[$0] } }
 
     public func file(forTensor name: String) throws -> SafetensorsFile {
-        guard let position = shardOfTensor[name] else {
+        guard info(name) != nil || quantizedNames.contains(name), let position = shardOfTensor[name] else {
             throw InputError(file: folder, tensor: name, problem: "no such tensor")
         }
         lock.lock()
@@ -103,12 +138,16 @@ public final class Checkpoint: @unchecked Sendable {
         return openShards[position]!
     }
 
+    /// A quantized weight's bytes are its dequantized values in its logical dtype, made whole for
+    /// the call.
     public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
-        try file(forTensor: name).withBytes(name, body)
+        if quantizedNames.contains(name) { return try tensor(name).bytes.withUnsafeBytes(body) }
+        return try file(forTensor: name).withBytes(name, body)
     }
 
     public func tensor(_ name: String) throws -> HostTensor {
-        try file(forTensor: name).tensor(name)
+        if quantizedNames.contains(name), let tensor = try dequantizer?.tensor(name) { return tensor }
+        return try file(forTensor: name).tensor(name)
     }
 
     /// The text of `config.json` next to the weights, when there is one.
@@ -168,7 +207,15 @@ extension Checkpoint {
     /// A tensor's bytes window by window, pages dropped behind (see SafetensorsFile.streamBytes).
     public func streamBytes(_ name: String, window: Int = SafetensorsFile.streamWindow,
                             _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        try file(forTensor: name).streamBytes(name, window: window, body)
+        guard quantizedNames.contains(name) else { return try file(forTensor: name).streamBytes(name, window: window, body) }
+        try withBytes(name) { bytes in
+            var start = 0
+            repeat {
+                let end = min(start + window, bytes.count)
+                try body(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+                start = end
+            } while start < bytes.count
+        }
     }
 
     /// Drops the mapped pages of bytes `range` of a tensor.

@@ -12,13 +12,14 @@ public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
 
     /// Whether the checkpoint holds any bitsandbytes-quantized weight (a quant state or SCB tensor).
     public static func isQuantized(_ checkpoint: Checkpoint) -> Bool {
-        checkpoint.names.contains { isQuantStateName($0) || $0.hasSuffix(BitsandbytesFormat.int8ScalesSuffix) }
+        checkpoint.storedNames.contains { isQuantStateName($0) || $0.hasSuffix(BitsandbytesFormat.int8ScalesSuffix) }
     }
 
-    public init(checkpoint: Checkpoint) throws {
+    public init(checkpoint opened: Checkpoint) throws {
+        let checkpoint = opened.stored
         self.checkpoint = checkpoint
         var layouts: [String: QuantizedWeightLayout] = [:]
-        for name in checkpoint.names {
+        for name in checkpoint.storedNames {
             let layout: QuantizedWeightLayout
             if Self.isQuantStateName(name) {
                 layout = try .fourBit(stateName: name, in: checkpoint)
@@ -33,15 +34,18 @@ public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
             layouts[layout.name] = layout
         }
         var hidden = Set(layouts.values.flatMap(\.companions))
-        for name in checkpoint.names where Self.isQuantStateName(name) { hidden.insert(name) }
-        for name in checkpoint.names where !hidden.contains(name) && layouts[name] == nil && Self.looksLikeCompanion(name) {
+        for name in checkpoint.storedNames where Self.isQuantStateName(name) { hidden.insert(name) }
+        for name in checkpoint.storedNames where !hidden.contains(name) && layouts[name] == nil && Self.looksLikeCompanion(name) {
             let file = checkpoint.shardOf(name).map { checkpoint.folder + "/" + $0 } ?? checkpoint.folder
             throw InputError(file: file, tensor: name, problem: "is a bitsandbytes companion tensor without the quant state or SCB of its weight")
         }
         self.layouts = layouts
-        names = checkpoint.names.filter { !hidden.contains($0) }
+        names = checkpoint.storedNames.filter { !hidden.contains($0) }
         visible = Set(names)
     }
+
+    /// The weights stored quantized.
+    public var quantizedNames: [String] { layouts.keys.sorted() }
 
     public func tensorInfo(_ name: String) throws -> TensorInfo? {
         if let layout = layouts[name] { return layout.info }
