@@ -60,4 +60,13 @@ import Testing
         let nested = "{\"a\": {\"quantization_config\": 1}, \"b\": 2}"
         #expect(DequantizedConfig.removingQuantizationConfig(nested) == nested)
     }
+
+    /// inspect says how the weights are stored; sizes and dtypes are the dequantized ones.
+    @Test func inspectNamesTheQuantization() throws {
+        let result = try CLI.run(["inspect", Self.base])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("quantized (bitsandbytes): 14 nf4+double quant weights"))
+        let int8 = try CLI.run(["inspect", Fixtures.path("bnb/llama-tiny-int8"), "--json"])
+        #expect(int8.stdout.contains("\"int8\" : 14"))
+    }
 }

@@ -103,8 +103,10 @@ public enum Inspect {
                 TensorSummary(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, rawBytes: $0.byteCount ?? 0, codec: checkpoint.shardOf($0.name))
             } : nil
             let metadata = try infos.first.map { try checkpoint.file(forTensor: $0.name).metadata } ?? nil
+            let model = ModelSummary(checkpoint: checkpoint, identity: base?.identity, configText: base?.checkpoint.configText)
+            let stored = model.quantization?.storedBytes ?? raw
             return Report(path: path, kind: kind, metadata: metadata, adapters: [], tensorCount: infos.count, rawBytes: raw,
-                          storedBytes: raw, ratio: 1, model: ModelSummary(checkpoint: checkpoint, identity: base?.identity, configText: base?.checkpoint.configText), tensors: tensors)
+                          storedBytes: stored, ratio: raw > 0 ? Double(stored) / Double(raw) : 1, model: model, tensors: tensors)
         }
     }
 

@@ -17,6 +17,16 @@ public struct ModelSummary: Encodable, Equatable {
     public var shards: Int
     /// Stored buffers that are not parameters (transformers ignores them on load).
     public var buffers: [String]
+    /// For a quantized checkpoint: how its weights are stored (dtypes and parameters above are
+    /// the logical, dequantized ones).
+    public var quantization: QuantizationSummary?
+
+    public struct QuantizationSummary: Encodable, Equatable {
+        public var format: String
+        /// Storage kind ("nf4+double quant", "int8", …) → number of weights stored so.
+        public var weights: [String: Int]
+        public var storedBytes: Int
+    }
 
     /// `configText`: the model folder's config.json (nil for a bare safetensors file).
     public init(checkpoint: Checkpoint, identity: BaseModelIdentity?, configText: String?) {
@@ -46,5 +56,10 @@ public struct ModelSummary: Encodable, Equatable {
             parameters -= head.elementCount ?? 0
         }
         self.parameters = parameters
+        if let dequantizer = checkpoint.dequantizer {
+            let stored = checkpoint.stored
+            quantization = QuantizationSummary(format: "bitsandbytes", weights: dequantizer.storageKinds,
+                                               storedBytes: stored.storedNames.reduce(0) { $0 + (stored.info($1)?.byteCount ?? 0) })
+        }
     }
 }

@@ -81,6 +81,10 @@ struct InspectCommand: ParsableCommand {
             print("  metadata: " + metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
         }
         if let model = report.model { print("  model: " + Self.describe(model)) }
+        if let quantization = report.model?.quantization {
+            let kinds = quantization.weights.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+            print("  quantized (\(quantization.format)): \(kinds) weights, \(formatBytes(quantization.storedBytes)) stored; sizes and dtypes above are dequantized")
+        }
         if report.verified == true { print("  verified: every checksum matches and every chunk decodes") }
         for tensor in report.tensors ?? [] {
             var line = "  \(tensor.name)  \(tensor.dtype) \(Shape.describe(tensor.shape))  \(formatBytes(tensor.rawBytes))"

@@ -47,6 +47,19 @@ public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
     /// The weights stored quantized.
     public var quantizedNames: [String] { layouts.keys.sorted() }
 
+    /// How each quantized weight is stored: "nf4", "fp4" (with "+double quant" when its absmax is
+    /// itself quantized) or "int8", with how many weights each.
+    public var storageKinds: [String: Int] {
+        var kinds: [String: Int] = [:]
+        for layout in layouts.values {
+            switch layout {
+            case .fourBit(let weight): kinds[weight.state.quantType.rawValue + (weight.nestedAbsmax == nil ? "" : "+double quant"), default: 0] += 1
+            case .int8: kinds["int8", default: 0] += 1
+            }
+        }
+        return kinds
+    }
+
     public func tensorInfo(_ name: String) throws -> TensorInfo? {
         if let layout = layouts[name] { return layout.info }
         return visible.contains(name) ? checkpoint.info(name) : nil
