@@ -1,0 +1,212 @@
+import CDTypeKernels
+
+/// ggml's block formats, dequantized as gguf-py 0.19's `gguf.quants.dequantize` does, bit for
+/// bit: every scale stored as fp16 is widened to fp32 first, then the arithmetic runs in fp32 in
+/// gguf-py's order — a K-quant's sub-block scale is `d · sc` rounded before it multiplies the
+/// quant, and minimums are subtracted (`(d·sc)·q − dmin·m`) or added (`d·q + m`) after the product
+/// is rounded, never fused. Blocks run along a tensor's innermost dimension, which must therefore
+/// be a whole number of blocks (ggml's own rule).
+extension GGUF.ElementType {
+    /// Elements per block and bytes per block (ggml's `blck_size` and `type_size`).
+    var block: (elements: Int, bytes: Int) {
+        switch self {
+        case .f32: (1, 4)
+        case .f16, .bf16: (1, 2)
+        case .q4_0: (32, 18)
+        case .q4_1: (32, 20)
+        case .q5_0: (32, 22)
+        case .q5_1: (32, 24)
+        case .q8_0: (32, 34)
+        case .q4_K: (256, 144)
+        case .q5_K: (256, 176)
+        case .q6_K: (256, 210)
+        }
+    }
+
+    /// ggml's name of the type, as llama.cpp and gguf-py print it.
+    public var ggmlName: String {
+        switch self {
+        case .f32: "F32"
+        case .f16: "F16"
+        case .bf16: "BF16"
+        case .q4_0: "Q4_0"
+        case .q4_1: "Q4_1"
+        case .q5_0: "Q5_0"
+        case .q5_1: "Q5_1"
+        case .q8_0: "Q8_0"
+        case .q4_K: "Q4_K"
+        case .q5_K: "Q5_K"
+        case .q6_K: "Q6_K"
+        }
+    }
+
+    /// The types peftpack reads, in ggml's numbering order, for messages that list them.
+    static var readableNames: String {
+        [GGUF.ElementType.f32, .f16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K, .bf16].map(\.ggmlName).joined(separator: ", ")
+    }
+
+    /// ggml's names of the types peftpack does not read (gguf-py's GGMLQuantizationType), so a
+    /// refusal names what the file holds.
+    static let unreadableNames: [UInt32: String] = [
+        9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
+        20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64",
+        29: "IQ1_M", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4", 40: "NVFP4", 41: "Q1_0",
+    ]
+
+    /// How a refusal names a type code: ggml's name when it has one.
+    static func describe(code: UInt32) -> String {
+        unreadableNames[code].map { "\($0) (ggml type \(code))" } ?? "ggml type \(code), which ggml does not define"
+    }
+
+    /// Bytes of a tensor of `shape` (row-major, innermost last), or nil when its innermost
+    /// dimension is not a whole number of blocks or the size overflows.
+    func byteCount(shape: [Int]) -> Int? {
+        guard let inner = shape.last, let count = Shape.elementCount(shape), inner % block.elements == 0 else { return nil }
+        let (blocks, overflow) = (count / block.elements).multipliedReportingOverflow(by: block.bytes)
+        return overflow ? nil : blocks
+    }
+
+    /// Widens whole blocks: `source` holds `destination.count / block.elements` blocks.
+    func dequantize(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) {
+        let (elements, bytes) = block
+        precondition(destination.count % elements == 0 && source.count == destination.count / elements * bytes)
+        switch self {
+        case .f32, .f16, .bf16:
+            // gguf-py views F32 as is, widens F16 exactly and shifts BF16 into the high half.
+            DTypeConversion.toFloat32(source, dtype: self == .f32 ? .f32 : (self == .f16 ? .f16 : .bf16), into: destination)
+            return
+        default:
+            break
+        }
+        for index in 0..<(destination.count / elements) {
+            let block = UnsafeRawBufferPointer(rebasing: source[(index * bytes)..<((index + 1) * bytes)])
+            let out = UnsafeMutableBufferPointer(rebasing: destination[(index * elements)..<((index + 1) * elements)])
+            switch self {
+            case .q4_0: GGMLBlocks.q4_0(block, out)
+            case .q4_1: GGMLBlocks.q4_1(block, out)
+            case .q5_0: GGMLBlocks.q5_0(block, out)
+            case .q5_1: GGMLBlocks.q5_1(block, out)
+            case .q8_0: GGMLBlocks.q8_0(block, out)
+            case .q4_K: GGMLBlocks.q4_K(block, out)
+            case .q5_K: GGMLBlocks.q5_K(block, out)
+            case .q6_K: GGMLBlocks.q6_K(block, out)
+            case .f32, .f16, .bf16: preconditionFailure("handled above")
+            }
+        }
+    }
+}
+
+/// One block of each quantized type. The 32-element types put element j (j < 16) in the low
+/// nibble of byte j and element j + 16 in its high nibble; Q5's fifth bit of element j is bit j of
+/// a little-endian uint32.
+enum GGMLBlocks {
+    static func half(_ block: UnsafeRawBufferPointer, at offset: Int) -> Float {
+        var bits = block.loadUnaligned(fromByteOffset: offset, as: UInt16.self).littleEndian
+        var value: Float = 0
+        peftpack_f16_to_f32(&bits, &value, 1)
+        return value
+    }
+
+    /// The 4-bit quant of element j of a 32-element block whose nibbles start at `offset`.
+    static func nibble(_ block: UnsafeRawBufferPointer, at offset: Int, element j: Int) -> UInt8 {
+        j < 16 ? block[offset + j] & 0x0F : block[offset + j - 16] >> 4
+    }
+
+    static func q4_0(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
+        let d = half(block, at: 0)
+        for j in 0..<32 { out[j] = d * Float(Int(nibble(block, at: 2, element: j)) - 8) }
+    }
+
+    static func q4_1(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
+        let d = half(block, at: 0), m = half(block, at: 2)
+        for j in 0..<32 {
+            let scaled = d * Float(nibble(block, at: 4, element: j))
+            out[j] = scaled + m
+        }
+    }
+
+    static func q5_0(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
+        let d = half(block, at: 0)
+        let high = block.loadUnaligned(fromByteOffset: 2, as: UInt32.self).littleEndian
+        for j in 0..<32 {
+            let q = Int(nibble(block, at: 6, element: j)) | Int((high >> UInt32(j)) & 1) << 4
+            out[j] = d * Float(q - 16)
+        }
+    }
+
+    static func q5_1(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
+        let d = half(block, at: 0), m = half(block, at: 2)
+        let high = block.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
+        for j in 0..<32 {
+            let q = Int(nibble(block, at: 8, element: j)) | Int((high >> UInt32(j)) & 1) << 4
+            let scaled = d * Float(q)
+            out[j] = scaled + m
+        }
+    }
+
+    static func q8_0(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
+        let d = half(block, at: 0)
+        for j in 0..<32 { out[j] = Float(Int8(bitPattern: block[2 + j])) * d }
+    }
+
+    /// Q4_K and Q5_K's eight 6-bit sub-block scales and minimums in 12 bytes at `offset`: bytes
+    /// 0–3 hold scales 0–3 in their low six bits, bytes 4–7 minimums 0–3 likewise; scales and
+    /// minimums 4–7 take their low four bits from the nibbles of bytes 8–11 (scale low, minimum
+    /// high) and their top two bits from the spare top bits of bytes 0–3 and 4–7.
+    static func scalesAndMinimums(_ block: UnsafeRawBufferPointer, at offset: Int) -> (scales: [UInt8], minimums: [UInt8]) {
+        var scales = [UInt8](repeating: 0, count: 8), minimums = [UInt8](repeating: 0, count: 8)
+        for i in 0..<4 {
+            let s = block[offset + i], m = block[offset + 4 + i], low = block[offset + 8 + i]
+            scales[i] = s & 0x3F
+            minimums[i] = m & 0x3F
+            scales[4 + i] = (low & 0x0F) | ((s >> 2) & 0x30)
+            minimums[4 + i] = (low >> 4) | ((m >> 2) & 0x30)
+        }
+        return (scales, minimums)
+    }
+
+    /// Q4_K: d, dmin (fp16), the 12 scale bytes, then 128 bytes of nibbles: sub-block 2c takes the
+    /// low nibbles of bytes 32c…32c+31 and sub-block 2c+1 their high nibbles.
+    static func q4_K(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
+        let d = half(block, at: 0), dmin = half(block, at: 2)
+        let (scales, minimums) = scalesAndMinimums(block, at: 4)
+        for sub in 0..<8 {
+            let scale = d * Float(scales[sub]), minimum = dmin * Float(minimums[sub])
+            let bytes = 16 + sub / 2 * 32, shift = UInt8(sub % 2 * 4)
+            for i in 0..<32 {
+                let scaled = scale * Float((block[bytes + i] >> shift) & 0x0F)
+                out[sub * 32 + i] = scaled - minimum
+            }
+        }
+    }
+
+    /// Q5_K: as Q4_K with 32 bytes of fifth bits before the nibbles: bit `sub` of byte i is the
+    /// fifth bit of element i of sub-block `sub`.
+    static func q5_K(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
+        let d = half(block, at: 0), dmin = half(block, at: 2)
+        let (scales, minimums) = scalesAndMinimums(block, at: 4)
+        for sub in 0..<8 {
+            let scale = d * Float(scales[sub]), minimum = dmin * Float(minimums[sub])
+            let bytes = 48 + sub / 2 * 32, shift = UInt8(sub % 2 * 4)
+            for i in 0..<32 {
+                let q = (block[bytes + i] >> shift) & 0x0F | ((block[16 + i] >> UInt8(sub)) & 1) << 4
+                let scaled = scale * Float(q)
+                out[sub * 32 + i] = scaled - minimum
+            }
+        }
+    }
+
+    /// Q6_K: 128 bytes of low nibbles, 64 bytes of two-bit high parts, 16 int8 scales (one per 16
+    /// elements), then d (fp16). Each half h of 128 elements: element r takes nibble r / 64 of
+    /// low byte 64h + r % 64 and bits 2·(r / 32) of high byte 32h + r % 32; quants are offset by 32.
+    static func q6_K(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
+        let d = half(block, at: 208)
+        for e in 0..<256 {
+            let h = e / 128, r = e % 128
+            let low = (block[h * 64 + r % 64] >> UInt8(r / 64 * 4)) & 0x0F
+            let high = (block[128 + h * 32 + r % 32] >> UInt8(r / 32 * 2)) & 0x03
+            let scale = d * Float(Int8(bitPattern: block[192 + e / 16]))
+            out[e] = scale * Float(Int(low | high << 4) - 32)
+        }
+    }
+}
