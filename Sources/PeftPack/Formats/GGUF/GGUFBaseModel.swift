@@ -1,0 +1,121 @@
+/// A llama.cpp GGUF model as a base: its tensors under the checkpoint names transformers saves
+/// (`GGUFTensorNames`), in row-major shapes (GGUF lists dims innermost first), dequantized as
+/// gguf-py does, with the q/k rows convert_hf_to_gguf.py permuted for llama.cpp's rope put back
+/// in transformers' order; and the config its metadata gives. Llama family only for now.
+///
+/// F32, F16 and BF16 tensors keep their dtype; quantized ones present as fp32, the precision
+/// their dequantized values are exact in. Values are read from the map as the runtime widens them,
+/// a block-aligned range at a time (a permuted q/k matrix whole), so a model is never dequantized
+/// in memory at once.
+public final class GGUFBaseModel: WeightProvider {
+    public let path: String
+    public let config: ModelConfig
+    public let names: [String]
+    private let file: GGUF.File
+    private let stored: [String: StoredTensor]
+
+    struct StoredTensor {
+        let entry: GGUF.TensorEntry
+        /// The head count whose rotary pairs the converter interleaved in this tensor's rows.
+        let permutedHeads: Int?
+
+        var dtype: DType {
+            switch entry.type {
+            case .f16: .f16
+            case .bf16: .bf16
+            default: .f32
+            }
+        }
+    }
+
+    public init(path: String) throws {
+        self.path = path
+        file = try GGUF.File(path: path)
+        let fileType = file.value("general.type")?.stringValue ?? "model"
+        guard fileType == "model" else {
+            throw InputError(file: path, problem: "is a GGUF \(fileType) (general.type), not a model")
+        }
+        let architecture = file.value("general.architecture")?.stringValue ?? "none"
+        let readable = ArchitectureRegistry.all.filter { $0.llamaCpp?.modelTensors != nil }
+        guard let family = readable.first(where: { $0.llamaCpp?.architecture == architecture }) else {
+            let names = Set(readable.compactMap { $0.llamaCpp?.architecture }).sorted().joined(separator: ", ")
+            throw InputError(file: path, problem: "is a GGUF model of architecture \(architecture); peftpack reads \(names) models")
+        }
+        var mapped: [String: (entry: GGUF.TensorEntry, module: LayerModule?)] = [:]
+        var names: [String] = []
+        for entry in file.tensors {
+            if entry.name == "rope_freqs.weight" {
+                throw InputError(file: path, tensor: entry.name, problem: "holds Llama 3 rope frequency factors, which peftpack does not read from GGUF yet")
+            }
+            let (name, module) = GGUFTensorNames.checkpointName(gguf: entry.name, family: family) ?? (entry.name, nil)
+            mapped[name] = (entry, module)
+            names.append(name)
+        }
+        let embedding = family.tokenEmbeddingWeight
+        guard let embeddingShape = mapped[embedding]?.entry.shape, embeddingShape.count == 2 else {
+            throw InputError(file: path, problem: "has no 2-D token_embd.weight, the token embedding")
+        }
+        let firstLayer = { (suffix: String) in "\(family.checkpointPrefix).\(family.layerModulePath(0, suffix)).bias" }
+        let facts = GGUFModelConfig.TensorFacts(
+            vocabSize: embeddingShape[0], tiedHead: family.outputHead.map { mapped["\($0).weight"] == nil } ?? false,
+            attentionBias: mapped[firstLayer("self_attn.q_proj")] != nil, mlpBias: mapped[firstLayer("mlp.up_proj")] != nil)
+        let config = try GGUFModelConfig.read(file, family: family, architecture: architecture, facts: facts)
+        var stored: [String: StoredTensor] = [:]
+        for (name, (entry, module)) in mapped {
+            var heads: Int?
+            if family.llamaCpp!.permutesRotaryRows, let rows = module?.rotaryRows {
+                let count = rows == .queryHeads ? config.numAttentionHeads : config.numKeyValueHeads
+                guard entry.shape[0] % (2 * count) == 0 else {
+                    throw InputError(file: path, tensor: entry.name, problem: "has \(entry.shape[0]) rows, which do not split into \(count) rotary heads of pairs")
+                }
+                heads = count
+            }
+            stored[name] = StoredTensor(entry: entry, permutedHeads: heads)
+        }
+        self.config = config
+        self.names = names
+        self.stored = stored
+    }
+
+    public func tensorInfo(_ name: String) throws -> TensorInfo? {
+        stored[name].map { TensorInfo(name: name, dtype: $0.dtype, shape: $0.entry.shape) }
+    }
+
+    public func tensor(_ name: String) throws -> HostTensor? {
+        guard let tensor = stored[name] else { return nil }
+        let count = Shape.elementCount(tensor.entry.shape)!
+        var values = [Float](repeating: 0, count: count)
+        try values.withUnsafeMutableBufferPointer { try widen(name, elements: 0..<count, into: $0) }
+        // Narrowing to F16/BF16 gives back the stored values: they came from that dtype.
+        return HostTensor(floats: values, shape: tensor.entry.shape, dtype: tensor.dtype)
+    }
+
+    public func widen(_ name: String, elements range: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard let tensor = stored[name] else { throw InputError(file: path, tensor: name, problem: "no such tensor") }
+        let entry = tensor.entry
+        let count = Shape.elementCount(entry.shape)!
+        precondition(range.lowerBound >= 0 && range.upperBound <= count && destination.count == range.count)
+        if let heads = tensor.permutedHeads {
+            let rows = entry.shape[0]
+            let values = GGUFLoRA.permuteRows(file.floats(entry), rows: rows, columns: count / rows, heads: heads, inverse: true)
+            values.withUnsafeBufferPointer { _ = destination.initialize(from: $0[range]) }
+            return
+        }
+        let (blockElements, blockBytes) = entry.type.block
+        let firstBlock = range.lowerBound / blockElements
+        let endBlock = (range.upperBound + blockElements - 1) / blockElements
+        file.withBytes(entry) { bytes in
+            let source = UnsafeRawBufferPointer(rebasing: bytes[(firstBlock * blockBytes)..<(endBlock * blockBytes)])
+            if firstBlock * blockElements == range.lowerBound, endBlock * blockElements == range.upperBound {
+                entry.type.dequantize(source, into: destination)
+                return
+            }
+            let whole = [Float](unsafeUninitializedCapacity: (endBlock - firstBlock) * blockElements) { buffer, initialized in
+                entry.type.dequantize(source, into: buffer)
+                initialized = buffer.count
+            }
+            let skip = range.lowerBound - firstBlock * blockElements
+            whole.withUnsafeBufferPointer { _ = destination.initialize(from: $0[skip..<(skip + range.count)]) }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+@testable import PeftPack
+
+/// llama.cpp GGUF models of models/llama-tiny (fixtures/data/gguf_base: convert_hf_to_gguf.py's
+/// f32, f16, bf16 and q8_0, gguf-py's requantization to Q4_0 … Q5_1) as runtime bases, against
+/// the logits torch computes with each file's dequantized weights.
+///
+/// Tolerance: 1e-5 of the reference's largest logit, as RuntimeReferenceTests states it: both
+/// sides compute in fp32 and differ only in summation order. Quantization moves the logits by
+/// 2e-3 (f16) to 1.1 (Q4_0) from the unquantized model's, so a wrong block layout, scale or row
+/// order cannot hide inside the tolerance.
+@Suite struct GGUFBaseModelTests {
+    static let types = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
+    static let reference = Fixtures.path("gguf_base/reference.safetensors")
+
+    static func base(_ type: String) throws -> GGUFBaseModel {
+        try GGUFBaseModel(path: Fixtures.path("gguf_base/llama-tiny-\(type).gguf"))
+    }
+
+    @Test(arguments: types)
+    func runsAsTorchRunsItsDequantizedWeights(type: String) throws {
+        let base = try Self.base(type)
+        let model = try TransformerModel.load(config: base.config, weights: base)
+        #expect(model.unusedWeights.isEmpty)
+        let reference = try ReferenceFile(path: Self.reference)
+        let output = try model.forward(inputIds: try reference.inputRows())
+        let error = RuntimeFixtures.relativeError(output, try reference.output("logits_\(type)"))
+        print("gguf base \(type): relative error \(error)")
+        #expect(error <= RuntimeReferenceTests.tolerance)
+        if type != "f32" {
+            #expect(RuntimeFixtures.relativeError(output, try reference.output("logits_transformers")) > 1e-4)
+        }
+    }
+
+    @Test func anF32FileRunsAsTheTransformersModel() throws {
+        let base = try Self.base("f32")
+        let model = try TransformerModel.load(config: base.config, weights: base)
+        let reference = try ReferenceFile(path: Self.reference)
+        let error = RuntimeFixtures.relativeError(try model.forward(inputIds: try reference.inputRows()), try reference.output("logits_transformers"))
+        #expect(error <= RuntimeReferenceTests.tolerance)
+    }
+
+    @Test func theMetadataGivesTheConfigOfConfigJSON() throws {
+        var expected = try RuntimeFixtures.config("llama-tiny")
+        let config = try Self.base("q4_0").config
+        expected.architecture = config.architecture
+        #expect(config == expected)
+    }
+
+    /// convert_hf_to_gguf.py interleaves each head's rotary halves in q/k rows; undone, the
+    /// weights are transformers' bit for bit.
+    @Test func qAndKRowsComeBackInTransformersOrder() throws {
+        let base = try Self.base("f32")
+        let original = try RuntimeFixtures.weights("models/llama-tiny")
+        for name in ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight", "model.layers.0.mlp.down_proj.weight", "lm_head.weight"] {
+            let got = try #require(try base.tensor(name)), want = try #require(try original.tensor(name))
+            #expect(got.shape == want.shape && got.floats().map(\.bitPattern) == want.floats().map(\.bitPattern), "\(name)")
+        }
+    }
+
+    @Test func aRangeInsideBlocksReadsAsTheWholeTensorDoes() throws {
+        let base = try Self.base("q5_1")
+        let name = "model.layers.1.mlp.down_proj.weight"
+        let whole = try #require(try base.tensor(name)).floats()
+        var part = [Float](repeating: .nan, count: 91)
+        try part.withUnsafeMutableBufferPointer { try base.widen(name, elements: 37..<128, into: $0) }
+        #expect(part.map(\.bitPattern) == whole[37..<128].map(\.bitPattern))
+        #expect(try base.tensorInfo(name)?.dtype == .f32 && base.tensorInfo("model.norm.weight")?.shape == [64])
+        #expect(try Self.base("bf16").tensorInfo(name)?.dtype == .bf16)
+    }
+
+    @Test func aLoRAAdapterFileIsNotABase() throws {
+        let pack = try PipelineVerifyTests.pack("llama_lora")
+        let output = Fixtures.temporaryDirectory() + "/adapter.gguf"
+        _ = try PackExport.run(pack: pack, output: output, format: .gguf, name: nil, force: false)
+        #expect { _ = try GGUFBaseModel(path: output) } throws: { error in
+            (error as? InputError)?.description.contains("is a GGUF adapter (general.type), not a model") == true
+        }
+    }
+
+    @Test func anotherArchitectureIsNamed() throws {
+        let bytes = GGUF.write(metadata: [("general.architecture", .string("mamba"))], tensors: [])
+        let path = Fixtures.temporaryDirectory() + "/mamba.gguf"
+        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        #expect { _ = try GGUFBaseModel(path: path) } throws: { error in
+            (error as? InputError)?.description.contains("architecture mamba; peftpack reads llama models") == true
+        }
+    }
+}
