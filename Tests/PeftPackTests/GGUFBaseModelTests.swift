@@ -87,4 +87,33 @@ import Testing
             (error as? InputError)?.description.contains("architecture mamba; peftpack reads llama models") == true
         }
     }
+
+    static let firstShard = Fixtures.path("gguf_base/split/llama-tiny-q8_0-00001-of-00003.gguf")
+
+    @Test func aSplitModelRunsAsTheUnsplitFile() throws {
+        let split = try GGUFBaseModel(path: Self.firstShard), whole = try Self.base("q8_0")
+        #expect(split.config == whole.config && Set(split.names) == Set(whole.names))
+        let inputs = try ReferenceFile(path: Self.reference).inputRows()
+        let outputs = try [split, whole].map { try TransformerModel.load(config: $0.config, weights: $0).forward(inputIds: inputs) }
+        #expect(outputs[0].values.map(\.bitPattern) == outputs[1].values.map(\.bitPattern))
+    }
+
+    @Test func aSplitModelIsNamedByItsFirstShardAndMustBeComplete() throws {
+        let folder = Fixtures.temporaryDirectory()
+        for shard in 1...3 {
+            let name = "llama-tiny-q8_0-0000\(shard)-of-00003.gguf"
+            try FileManager.default.copyItem(atPath: Fixtures.path("gguf_base/split/\(name)"), toPath: "\(folder)/\(name)")
+        }
+        #expect { _ = try GGUFBaseModel(path: "\(folder)/llama-tiny-q8_0-00002-of-00003.gguf") } throws: { error in
+            (error as? InputError)?.description.contains("is shard 2 of 3 of a split model; give the first") == true
+        }
+        try FileManager.default.removeItem(atPath: "\(folder)/llama-tiny-q8_0-00003-of-00003.gguf")
+        #expect { _ = try GGUFBaseModel(path: "\(folder)/llama-tiny-q8_0-00001-of-00003.gguf") } throws: { error in
+            (error as? InputError)?.description.contains("shard 3, \(folder)/llama-tiny-q8_0-00003-of-00003.gguf, is missing") == true
+        }
+        try FileManager.default.moveItem(atPath: "\(folder)/llama-tiny-q8_0-00001-of-00003.gguf", toPath: "\(folder)/renamed.gguf")
+        #expect { _ = try GGUFBaseModel(path: "\(folder)/renamed.gguf") } throws: { error in
+            (error as? InputError)?.description.contains("is not named NAME-00001-of-00003.gguf") == true
+        }
+    }
 }

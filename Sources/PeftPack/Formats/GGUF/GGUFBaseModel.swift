@@ -1,7 +1,8 @@
 /// A llama.cpp GGUF model as a base: its tensors under the checkpoint names transformers saves
 /// (`GGUFTensorNames`), in row-major shapes (GGUF lists dims innermost first), dequantized as
 /// gguf-py does, with the q/k rows convert_hf_to_gguf.py permuted for llama.cpp's rope put back
-/// in transformers' order; and the config its metadata gives. Llama family only for now.
+/// in transformers' order; and the config its metadata gives. A split model reads as one
+/// (`GGUFShards`), named by its first shard. Llama family only for now.
 ///
 /// F32, F16 and BF16 tensors keep their dtype; quantized ones present as fp32, the precision
 /// their dequantized values are exact in. Values are read from the map as the runtime widens them,
@@ -11,10 +12,10 @@ public final class GGUFBaseModel: WeightProvider {
     public let path: String
     public let config: ModelConfig
     public let names: [String]
-    private let file: GGUF.File
     private let stored: [String: StoredTensor]
 
     struct StoredTensor {
+        let file: GGUF.File
         let entry: GGUF.TensorEntry
         /// The head count whose rotary pairs the converter interleaved in this tensor's rows.
         let permutedHeads: Int?
@@ -30,7 +31,8 @@ public final class GGUFBaseModel: WeightProvider {
 
     public init(path: String) throws {
         self.path = path
-        file = try GGUF.File(path: path)
+        let shards = try GGUFShards.open(path)
+        let file = shards[0]
         let fileType = file.value("general.type")?.stringValue ?? "model"
         guard fileType == "model" else {
             throw InputError(file: path, problem: "is a GGUF \(fileType) (general.type), not a model")
@@ -41,15 +43,20 @@ public final class GGUFBaseModel: WeightProvider {
             let names = Set(readable.compactMap { $0.llamaCpp?.architecture }).sorted().joined(separator: ", ")
             throw InputError(file: path, problem: "is a GGUF model of architecture \(architecture); peftpack reads \(names) models")
         }
-        var mapped: [String: (entry: GGUF.TensorEntry, module: LayerModule?)] = [:]
+        var mapped: [String: (file: GGUF.File, entry: GGUF.TensorEntry, module: LayerModule?)] = [:]
         var names: [String] = []
-        for entry in file.tensors {
-            if entry.name == "rope_freqs.weight" {
-                throw InputError(file: path, tensor: entry.name, problem: "holds Llama 3 rope frequency factors, which peftpack does not read from GGUF yet")
+        for shard in shards {
+            for entry in shard.tensors {
+                if entry.name == "rope_freqs.weight" {
+                    throw InputError(file: shard.path, tensor: entry.name, problem: "holds Llama 3 rope frequency factors, which peftpack does not read from GGUF yet")
+                }
+                let (name, module) = GGUFTensorNames.checkpointName(gguf: entry.name, family: family) ?? (entry.name, nil)
+                guard mapped[name] == nil else {
+                    throw InputError(file: shard.path, tensor: entry.name, problem: "appears in two shards of the model")
+                }
+                mapped[name] = (shard, entry, module)
+                names.append(name)
             }
-            let (name, module) = GGUFTensorNames.checkpointName(gguf: entry.name, family: family) ?? (entry.name, nil)
-            mapped[name] = (entry, module)
-            names.append(name)
         }
         let embedding = family.tokenEmbeddingWeight
         guard let embeddingShape = mapped[embedding]?.entry.shape, embeddingShape.count == 2 else {
@@ -61,7 +68,7 @@ public final class GGUFBaseModel: WeightProvider {
             attentionBias: mapped[firstLayer("self_attn.q_proj")] != nil, mlpBias: mapped[firstLayer("mlp.up_proj")] != nil)
         let config = try GGUFModelConfig.read(file, family: family, architecture: architecture, facts: facts)
         var stored: [String: StoredTensor] = [:]
-        for (name, (entry, module)) in mapped {
+        for (name, (shard, entry, module)) in mapped {
             var heads: Int?
             if family.llamaCpp!.permutesRotaryRows, let rows = module?.rotaryRows {
                 let count = rows == .queryHeads ? config.numAttentionHeads : config.numKeyValueHeads
@@ -70,7 +77,7 @@ public final class GGUFBaseModel: WeightProvider {
                 }
                 heads = count
             }
-            stored[name] = StoredTensor(entry: entry, permutedHeads: heads)
+            stored[name] = StoredTensor(file: shard, entry: entry, permutedHeads: heads)
         }
         self.config = config
         self.names = names
@@ -97,14 +104,14 @@ public final class GGUFBaseModel: WeightProvider {
         precondition(range.lowerBound >= 0 && range.upperBound <= count && destination.count == range.count)
         if let heads = tensor.permutedHeads {
             let rows = entry.shape[0]
-            let values = GGUFLoRA.permuteRows(file.floats(entry), rows: rows, columns: count / rows, heads: heads, inverse: true)
+            let values = GGUFLoRA.permuteRows(tensor.file.floats(entry), rows: rows, columns: count / rows, heads: heads, inverse: true)
             values.withUnsafeBufferPointer { _ = destination.initialize(from: $0[range]) }
             return
         }
         let (blockElements, blockBytes) = entry.type.block
         let firstBlock = range.lowerBound / blockElements
         let endBlock = (range.upperBound + blockElements - 1) / blockElements
-        file.withBytes(entry) { bytes in
+        tensor.file.withBytes(entry) { bytes in
             let source = UnsafeRawBufferPointer(rebasing: bytes[(firstBlock * blockBytes)..<(endBlock * blockBytes)])
             if firstBlock * blockElements == range.lowerBound, endBlock * blockElements == range.upperBound {
                 entry.type.dequantize(source, into: destination)

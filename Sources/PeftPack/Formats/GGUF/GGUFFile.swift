@@ -11,6 +11,7 @@ public enum GGUF {
     public static let defaultAlignment = 32
 
     public enum Value: Equatable {
+        case uint16(UInt16)
         case uint32(UInt32)
         case int32(Int32)
         case float32(Float)
@@ -21,6 +22,7 @@ public enum GGUF {
 
         var typeCode: UInt32 {
             switch self {
+            case .uint16: 2
             case .uint32: 4
             case .int32: 5
             case .float32: 6
@@ -36,6 +38,7 @@ public enum GGUF {
         public var doubleValue: Double? {
             switch self {
             case .float32(let value): Double(value)
+            case .uint16(let value): Double(value)
             case .uint32(let value): Double(value)
             case .int32(let value): Double(value)
             case .uint64(let value): Double(value)
@@ -81,6 +84,7 @@ public enum GGUF {
             appendString(&out, key)
             append(&out, value.typeCode)
             switch value {
+            case .uint16(let v): append(&out, v)
             case .uint32(let v): append(&out, v)
             case .int32(let v): append(&out, UInt32(bitPattern: v))
             case .float32(let v): append(&out, v.bitPattern)
@@ -279,7 +283,8 @@ public enum GGUF {
             let type = try u32()
             switch type {
             case 0, 1, 7: let byte = try self.bytes(1)[0]; return type == 7 ? .bool(byte != 0) : .other(type: type)
-            case 2, 3: _ = try self.bytes(2); return .other(type: type)
+            case 2: return .uint16(try integer(UInt16.self))
+            case 3: _ = try self.bytes(2); return .other(type: type)
             case 4: return .uint32(try u32())
             case 5: return .int32(Int32(bitPattern: try u32()))
             case 6: return .float32(Float(bitPattern: try u32()))

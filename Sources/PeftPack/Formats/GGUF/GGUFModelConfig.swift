@@ -78,6 +78,7 @@ extension GGUF.Value {
     /// An integer of any of GGUF's integer types, when it fits an Int.
     var integerValue: Int? {
         switch self {
+        case .uint16(let value): Int(value)
         case .uint32(let value): Int(value)
         case .int32(let value): Int(value)
         case .uint64(let value): Int(exactly: value)
