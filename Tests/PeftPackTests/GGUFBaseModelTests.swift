@@ -116,4 +116,25 @@ import Testing
             (error as? InputError)?.description.contains("is not named NAME-00001-of-00003.gguf") == true
         }
     }
+
+    static let metadataCases: [(String, [(String, GGUF.Value)], String)] = [
+        ("no layer count", [], "has no llama.block_count (the layer count)"),
+        ("partial rotary", [("llama.block_count", .uint32(1)), ("llama.rope.dimension_count", .uint32(8))], "rotates 8 of each head's 16 dimensions"),
+        ("rope scaling", [("llama.block_count", .uint32(1)), ("llama.rope.scaling.type", .string("yarn"))], "uses yarn rope scaling"),
+        ("float layer count", [("llama.block_count", .float32(2))], "has llama.block_count = float32(2.0), not a positive integer"),
+        ("vocabulary", [("llama.block_count", .uint32(1)), ("llama.vocab_size", .uint32(9))], "declares llama.vocab_size 9 but token_embd has 8 rows"),
+    ]
+
+    @Test(arguments: metadataCases)
+    func metadataThatMakesNoLlamaConfigIsOneLine(label: String, metadata: [(String, GGUF.Value)], expected: String) throws {
+        let common: [(String, GGUF.Value)] = [("general.architecture", .string("llama")), ("llama.embedding_length", .uint32(64)),
+                                              ("llama.attention.head_count", .uint32(4)), ("llama.feed_forward_length", .uint32(128))]
+        let embedding = (name: "token_embd.weight", shape: [8, 64], type: GGUF.ElementType.f32, data: [UInt8](repeating: 0, count: 8 * 64 * 4))
+        let path = Fixtures.temporaryDirectory() + "/model.gguf"
+        FileManager.default.createFile(atPath: path, contents: Data(GGUF.write(metadata: common + metadata, tensors: [embedding])))
+        #expect { _ = try GGUFBaseModel(path: path) } throws: { error in
+            let line = (error as? InputError)?.description ?? "\(error)"
+            return line.contains(expected) && !line.contains("\n")
+        }
+    }
 }

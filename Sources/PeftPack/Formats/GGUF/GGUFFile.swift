@@ -10,7 +10,7 @@ public enum GGUF {
     public static let version: UInt32 = 3
     public static let defaultAlignment = 32
 
-    public enum Value: Equatable {
+    public enum Value: Equatable, Sendable {
         case uint16(UInt16)
         case uint32(UInt32)
         case int32(Int32)

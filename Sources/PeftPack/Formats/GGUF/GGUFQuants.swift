@@ -4,8 +4,10 @@ import CDTypeKernels
 /// bit: every scale stored as fp16 is widened to fp32 first, then the arithmetic runs in fp32 in
 /// gguf-py's order — a K-quant's sub-block scale is `d · sc` rounded before it multiplies the
 /// quant, and minimums are subtracted (`(d·sc)·q − dmin·m`) or added (`d·q + m`) after the product
-/// is rounded, never fused. Blocks run along a tensor's innermost dimension, which must therefore
-/// be a whole number of blocks (ggml's own rule).
+/// is rounded. (A product of an fp16 scale and a quant or 6-bit scale has at most 11 + 8
+/// significant bits, so it is exact in fp32 and only the final add or subtract rounds: fused or
+/// not, the result is the same, but the order is gguf-py's regardless.) Blocks run along a
+/// tensor's innermost dimension, which must therefore be a whole number of blocks (ggml's rule).
 extension GGUF.ElementType {
     /// Elements per block and bytes per block (ggml's `blck_size` and `type_size`).
     var block: (elements: Int, bytes: Int) {
@@ -149,29 +151,24 @@ enum GGMLBlocks {
         for j in 0..<32 { out[j] = Float(Int8(bitPattern: block[2 + j])) * d }
     }
 
-    /// Q4_K and Q5_K's eight 6-bit sub-block scales and minimums in 12 bytes at `offset`: bytes
-    /// 0–3 hold scales 0–3 in their low six bits, bytes 4–7 minimums 0–3 likewise; scales and
-    /// minimums 4–7 take their low four bits from the nibbles of bytes 8–11 (scale low, minimum
-    /// high) and their top two bits from the spare top bits of bytes 0–3 and 4–7.
-    static func scalesAndMinimums(_ block: UnsafeRawBufferPointer, at offset: Int) -> (scales: [UInt8], minimums: [UInt8]) {
-        var scales = [UInt8](repeating: 0, count: 8), minimums = [UInt8](repeating: 0, count: 8)
-        for i in 0..<4 {
-            let s = block[offset + i], m = block[offset + 4 + i], low = block[offset + 8 + i]
-            scales[i] = s & 0x3F
-            minimums[i] = m & 0x3F
-            scales[4 + i] = (low & 0x0F) | ((s >> 2) & 0x30)
-            minimums[4 + i] = (low >> 4) | ((m >> 2) & 0x30)
-        }
-        return (scales, minimums)
+    /// Sub-block `sub`'s 6-bit scale and minimum of Q4_K and Q5_K, packed for eight sub-blocks
+    /// in 12 bytes at `offset`: bytes 0–3 hold scales 0–3 in their low six bits, bytes 4–7
+    /// minimums 0–3 likewise; scales and minimums 4–7 take their low four bits from the nibbles of
+    /// bytes 8–11 (scale low, minimum high) and their top two bits from the spare top bits of
+    /// bytes 0–3 and 4–7.
+    static func scaleAndMinimum(_ block: UnsafeRawBufferPointer, at offset: Int, sub: Int) -> (scale: UInt8, minimum: UInt8) {
+        if sub < 4 { return (block[offset + sub] & 0x3F, block[offset + 4 + sub] & 0x3F) }
+        let i = sub - 4, low = block[offset + 8 + i]
+        return ((low & 0x0F) | ((block[offset + i] >> 2) & 0x30), (low >> 4) | ((block[offset + 4 + i] >> 2) & 0x30))
     }
 
     /// Q4_K: d, dmin (fp16), the 12 scale bytes, then 128 bytes of nibbles: sub-block 2c takes the
     /// low nibbles of bytes 32c…32c+31 and sub-block 2c+1 their high nibbles.
     static func q4_K(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
         let d = half(block, at: 0), dmin = half(block, at: 2)
-        let (scales, minimums) = scalesAndMinimums(block, at: 4)
         for sub in 0..<8 {
-            let scale = d * Float(scales[sub]), minimum = dmin * Float(minimums[sub])
+            let (packedScale, packedMinimum) = scaleAndMinimum(block, at: 4, sub: sub)
+            let scale = d * Float(packedScale), minimum = dmin * Float(packedMinimum)
             let bytes = 16 + sub / 2 * 32, shift = UInt8(sub % 2 * 4)
             for i in 0..<32 {
                 let scaled = scale * Float((block[bytes + i] >> shift) & 0x0F)
@@ -184,9 +181,9 @@ enum GGMLBlocks {
     /// fifth bit of element i of sub-block `sub`.
     static func q5_K(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
         let d = half(block, at: 0), dmin = half(block, at: 2)
-        let (scales, minimums) = scalesAndMinimums(block, at: 4)
         for sub in 0..<8 {
-            let scale = d * Float(scales[sub]), minimum = dmin * Float(minimums[sub])
+            let (packedScale, packedMinimum) = scaleAndMinimum(block, at: 4, sub: sub)
+            let scale = d * Float(packedScale), minimum = dmin * Float(packedMinimum)
             let bytes = 48 + sub / 2 * 32, shift = UInt8(sub % 2 * 4)
             for i in 0..<32 {
                 let q = (block[bytes + i] >> shift) & 0x0F | ((block[16 + i] >> UInt8(sub)) & 1) << 4
