@@ -33,6 +33,21 @@ import Testing
         }
     }
 
+    /// Q4_K, Q5_K and Q6_K mixed as in a Q4_K_M file, on a Llama whose norms are not all ones (so
+    /// attn_norm and ffn_norm mapped to each other's place would show).
+    @Test func aKQuantModelRunsAsTorchRunsItsDequantizedWeights() throws {
+        let base = try GGUFBaseModel(path: Fixtures.path("gguf_base/llama-k-quants.gguf"))
+        #expect(base.config.hiddenSize == 256 && base.config.headDim == 64 && base.config.numKeyValueHeads == 2)
+        let model = try TransformerModel.load(config: base.config, weights: base)
+        #expect(model.unusedWeights.isEmpty)
+        let reference = try ReferenceFile(path: Self.reference)
+        let output = try model.forward(inputIds: try reference.inputRows())
+        let error = RuntimeFixtures.relativeError(output, try reference.output("logits_k_quants"))
+        print("gguf base k-quants: relative error \(error)")
+        #expect(error <= RuntimeReferenceTests.tolerance)
+        #expect(RuntimeFixtures.relativeError(output, try reference.output("logits_k_quants_transformers")) > 1e-2)
+    }
+
     @Test func anF32FileRunsAsTheTransformersModel() throws {
         let base = try Self.base("f32")
         let model = try TransformerModel.load(config: base.config, weights: base)
