@@ -32,56 +32,79 @@ public final class GGUFBaseModel: WeightProvider {
     public init(path: String) throws {
         self.path = path
         let shards = try GGUFShards.open(path)
-        let file = shards[0]
+        let (family, architecture) = try Self.family(of: shards[0])
+        let mapped = try Self.checkpointTensors(shards, family: family)
+        let config = try GGUFModelConfig.read(shards[0], family: family, architecture: architecture, facts: try Self.facts(mapped, family: family, path: path))
+        var stored: [String: StoredTensor] = [:]
+        for tensor in mapped {
+            stored[tensor.name] = StoredTensor(file: tensor.file, entry: tensor.entry,
+                                               permutedHeads: try Self.permutedHeads(tensor.entry, tensor.module, family: family, config: config, path: tensor.file.path))
+        }
+        self.config = config
+        names = mapped.map(\.name)
+        self.stored = stored
+    }
+
+    private typealias MappedTensor = (name: String, file: GGUF.File, entry: GGUF.TensorEntry, module: LayerModule?)
+
+    /// The registered family whose llama.cpp graph the file names and whose GGUF models peftpack reads.
+    private static func family(of file: GGUF.File) throws -> (Architecture, String) {
         let fileType = file.value("general.type")?.stringValue ?? "model"
         guard fileType == "model" else {
-            throw InputError(file: path, problem: "is a GGUF \(fileType) (general.type), not a model")
+            throw InputError(file: file.path, problem: "is a GGUF \(fileType) (general.type), not a model")
         }
         let architecture = file.value("general.architecture")?.stringValue ?? "none"
         let readable = ArchitectureRegistry.all.filter { $0.llamaCpp?.modelTensors != nil }
         guard let family = readable.first(where: { $0.llamaCpp?.architecture == architecture }) else {
             let names = Set(readable.compactMap { $0.llamaCpp?.architecture }).sorted().joined(separator: ", ")
-            throw InputError(file: path, problem: "is a GGUF model of architecture \(architecture); peftpack reads \(names) models")
+            throw InputError(file: file.path, problem: "is a GGUF model of architecture \(architecture); peftpack reads \(names) models")
         }
-        var mapped: [String: (file: GGUF.File, entry: GGUF.TensorEntry, module: LayerModule?)] = [:]
-        var names: [String] = []
+        return (family, architecture)
+    }
+
+    /// Every tensor of every shard under its checkpoint name (a tensor without one keeps its
+    /// llama.cpp name, and the runtime reports it unused).
+    private static func checkpointTensors(_ shards: [GGUF.File], family: Architecture) throws -> [MappedTensor] {
+        var tensors: [MappedTensor] = []
+        var seen = Set<String>()
         for shard in shards {
             for entry in shard.tensors {
                 if entry.name == "rope_freqs.weight" {
                     throw InputError(file: shard.path, tensor: entry.name, problem: "holds Llama 3 rope frequency factors, which peftpack does not read from GGUF yet")
                 }
                 let (name, module) = GGUFTensorNames.checkpointName(gguf: entry.name, family: family) ?? (entry.name, nil)
-                guard mapped[name] == nil else {
+                guard seen.insert(name).inserted else {
                     throw InputError(file: shard.path, tensor: entry.name, problem: "appears in two shards of the model")
                 }
-                mapped[name] = (shard, entry, module)
-                names.append(name)
+                tensors.append((name, shard, entry, module))
             }
         }
-        let embedding = family.tokenEmbeddingWeight
-        guard let embeddingShape = mapped[embedding]?.entry.shape, embeddingShape.count == 2 else {
+        return tensors
+    }
+
+    /// What the config takes from the tensors: the vocabulary (token_embd's rows), whether the
+    /// head is tied (no `output` tensor) and whether projections carry biases (Llama's
+    /// attention_bias and mlp_bias, read off layer 0).
+    private static func facts(_ tensors: [MappedTensor], family: Architecture, path: String) throws -> GGUFModelConfig.TensorFacts {
+        let shapes = Dictionary(tensors.map { ($0.name, $0.entry.shape) }, uniquingKeysWith: { first, _ in first })
+        guard let embedding = shapes[family.tokenEmbeddingWeight], embedding.count == 2 else {
             throw InputError(file: path, problem: "has no 2-D token_embd.weight, the token embedding")
         }
-        let firstLayer = { (suffix: String) in "\(family.checkpointPrefix).\(family.layerModulePath(0, suffix)).bias" }
-        let facts = GGUFModelConfig.TensorFacts(
-            vocabSize: embeddingShape[0], tiedHead: family.outputHead.map { mapped["\($0).weight"] == nil } ?? false,
-            attentionBias: mapped[firstLayer("self_attn.q_proj")] != nil, mlpBias: mapped[firstLayer("mlp.up_proj")] != nil)
-        let config = try GGUFModelConfig.read(file, family: family, architecture: architecture, facts: facts)
-        var stored: [String: StoredTensor] = [:]
-        for (name, (shard, entry, module)) in mapped {
-            var heads: Int?
-            if family.llamaCpp!.permutesRotaryRows, let rows = module?.rotaryRows {
-                let count = rows == .queryHeads ? config.numAttentionHeads : config.numKeyValueHeads
-                guard entry.shape[0] % (2 * count) == 0 else {
-                    throw InputError(file: path, tensor: entry.name, problem: "has \(entry.shape[0]) rows, which do not split into \(count) rotary heads of pairs")
-                }
-                heads = count
-            }
-            stored[name] = StoredTensor(file: shard, entry: entry, permutedHeads: heads)
+        let biasOfLayer0 = { (suffix: String) in shapes["\(family.checkpointPrefix).\(family.layerModulePath(0, suffix)).bias"] != nil }
+        return GGUFModelConfig.TensorFacts(
+            vocabSize: embedding[0], tiedHead: family.outputHead.map { shapes["\($0).weight"] == nil } ?? false,
+            attentionBias: biasOfLayer0("self_attn.q_proj"), mlpBias: biasOfLayer0("mlp.up_proj"))
+    }
+
+    /// The head count whose rotary halves convert_hf_to_gguf.py interleaved in this tensor's rows
+    /// (LlamaModel.permute on q_proj with the query heads, k_proj with the key/value heads).
+    private static func permutedHeads(_ entry: GGUF.TensorEntry, _ module: LayerModule?, family: Architecture, config: ModelConfig, path: String) throws -> Int? {
+        guard family.llamaCpp?.permutesRotaryRows == true, let rows = module?.rotaryRows else { return nil }
+        let heads = rows == .queryHeads ? config.numAttentionHeads : config.numKeyValueHeads
+        guard entry.shape[0] % (2 * heads) == 0 else {
+            throw InputError(file: path, tensor: entry.name, problem: "has \(entry.shape[0]) rows, which do not split into \(heads) rotary heads of pairs")
         }
-        self.config = config
-        self.names = names
-        self.stored = stored
+        return heads
     }
 
     public func tensorInfo(_ name: String) throws -> TensorInfo? {
