@@ -17,6 +17,8 @@ import PeftPack
 ///                                     fine-tune of it: both read at memcpy bandwidth, plus the
 ///                                     sketch FLOPs ((4 + 4q)·m·n·l per 2-D non-embedding weight)
 ///                                     at measured sgemm speed with k = l (OpenBLAS on all cores)
+///   peftpack-bench dequantize FILE    every tensor of a GGUF file dequantized to fp32 into one
+///                                     warm buffer, one thread (bytes = stored bytes; elements_per_s)
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
     try body()
@@ -175,6 +177,24 @@ case "extract-floor":
     let gemmRate = 2 * Double(largest.rows * largest.cols * width) / gemmTime
     let floor = Double(bytes) / copyRate + flops / gemmRate
     print("{\"operation\":\"extract-floor\",\"bytes\":\(bytes),\"memcpy_gb_per_s\":\(copyRate / 1e9),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"floor_seconds\":\(floor)}")
+    exit(0)
+case "dequantize":
+    let file = try GGUF.File(path: path)
+    var elements = 0
+    // One output buffer, touched before timing, so page faults are not counted as dequantization.
+    var output = [Float](repeating: 0, count: file.tensors.map { Shape.elementCount($0.shape)! }.max() ?? 0)
+    time = best(runs) {
+        bytes = 0
+        elements = 0
+        for entry in file.tensors {
+            let count = Shape.elementCount(entry.shape)!
+            output.withUnsafeMutableBufferPointer { file.dequantize(entry, into: UnsafeMutableBufferPointer(rebasing: $0[0..<count])) }
+            checksum ^= UInt64(output[count / 2].bitPattern)  // keeps the work from being elided
+            bytes += entry.byteCount
+            elements += count
+        }
+    }
+    print("{\"operation\":\"dequantize\",\"bytes\":\(bytes),\"elements\":\(elements),\"seconds\":\(time),\"gb_per_s\":\(Double(bytes) / time / 1e9),\"elements_per_s\":\(Double(elements) / time),\"checksum\":\(checksum)}")
     exit(0)
 default:
     FileHandle.standardError.write(Data("unknown operation \(operation)\n".utf8))

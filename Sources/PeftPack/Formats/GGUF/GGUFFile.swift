@@ -238,9 +238,15 @@ public enum GGUF {
         public func floats(_ entry: TensorEntry) -> [Float] {
             let count = Shape.elementCount(entry.shape)!
             return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-                withBytes(entry) { entry.type.dequantize($0, into: buffer) }
+                dequantize(entry, into: buffer)
                 initialized = count
             }
+        }
+
+        /// The same into `destination`, which holds exactly the tensor's elements.
+        public func dequantize(_ entry: TensorEntry, into destination: UnsafeMutableBufferPointer<Float>) {
+            precondition(destination.count == Shape.elementCount(entry.shape)!)
+            withBytes(entry) { entry.type.dequantize($0, into: destination) }
         }
     }
 

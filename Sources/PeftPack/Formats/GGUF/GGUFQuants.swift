@@ -196,14 +196,21 @@ enum GGMLBlocks {
     /// Q6_K: 128 bytes of low nibbles, 64 bytes of two-bit high parts, 16 int8 scales (one per 16
     /// elements), then d (fp16). Each half h of 128 elements: element r takes nibble r / 64 of
     /// low byte 64h + r % 64 and bits 2·(r / 32) of high byte 32h + r % 32; quants are offset by 32.
+    /// Walked as ggml does, four elements per high byte.
     static func q6_K(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
         let d = half(block, at: 208)
-        for e in 0..<256 {
-            let h = e / 128, r = e % 128
-            let low = (block[h * 64 + r % 64] >> UInt8(r / 64 * 4)) & 0x0F
-            let high = (block[128 + h * 32 + r % 32] >> UInt8(r / 32 * 2)) & 0x03
-            let scale = d * Float(Int8(bitPattern: block[192 + e / 16]))
-            out[e] = scale * Float(Int(low | high << 4) - 32)
+        for h in 0..<2 {
+            let low = h * 64, high = 128 + h * 32, first = h * 128
+            for l in 0..<32 {
+                let bits = block[high + l], near = block[low + l], far = block[low + 32 + l]
+                let quants = [(near & 0x0F) | (bits & 0x03) << 4, (far & 0x0F) | (bits >> 2 & 0x03) << 4,
+                              near >> 4 | (bits >> 4 & 0x03) << 4, far >> 4 | (bits >> 6) << 4]
+                for (quarter, q) in quants.enumerated() {
+                    let e = first + quarter * 32 + l
+                    let scale = d * Float(Int8(bitPattern: block[192 + e / 16]))
+                    out[e] = scale * Float(Int(q) - 32)
+                }
+            }
         }
     }
 }
