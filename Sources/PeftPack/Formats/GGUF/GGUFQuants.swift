@@ -109,20 +109,26 @@ enum GGMLBlocks {
         return value
     }
 
-    /// The 4-bit quant of element j of a 32-element block whose nibbles start at `offset`.
-    static func nibble(_ block: UnsafeRawBufferPointer, at offset: Int, element j: Int) -> UInt8 {
-        j < 16 ? block[offset + j] & 0x0F : block[offset + j - 16] >> 4
+    /// Calls `body(j, quant)` for the 32 4-bit quants of a block whose nibbles start at `offset`,
+    /// a byte at a time (low nibble: element j, high nibble: element j + 16).
+    @inline(__always)
+    static func forEachNibble(_ block: UnsafeRawBufferPointer, at offset: Int, _ body: (Int, UInt8) -> Void) {
+        for j in 0..<16 {
+            let byte = block[offset + j]
+            body(j, byte & 0x0F)
+            body(j + 16, byte >> 4)
+        }
     }
 
     static func q4_0(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
         let d = half(block, at: 0)
-        for j in 0..<32 { out[j] = d * Float(Int(nibble(block, at: 2, element: j)) - 8) }
+        forEachNibble(block, at: 2) { j, q in out[j] = d * Float(Int(q) - 8) }
     }
 
     static func q4_1(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
         let d = half(block, at: 0), m = half(block, at: 2)
-        for j in 0..<32 {
-            let scaled = d * Float(nibble(block, at: 4, element: j))
+        forEachNibble(block, at: 4) { j, q in
+            let scaled = d * Float(q)
             out[j] = scaled + m
         }
     }
@@ -130,8 +136,8 @@ enum GGMLBlocks {
     static func q5_0(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
         let d = half(block, at: 0)
         let high = block.loadUnaligned(fromByteOffset: 2, as: UInt32.self).littleEndian
-        for j in 0..<32 {
-            let q = Int(nibble(block, at: 6, element: j)) | Int((high >> UInt32(j)) & 1) << 4
+        forEachNibble(block, at: 6) { j, low in
+            let q = Int(low) | Int((high &>> UInt32(j)) & 1) << 4
             out[j] = d * Float(q - 16)
         }
     }
@@ -139,8 +145,8 @@ enum GGMLBlocks {
     static func q5_1(_ block: UnsafeRawBufferPointer, _ out: UnsafeMutableBufferPointer<Float>) {
         let d = half(block, at: 0), m = half(block, at: 2)
         let high = block.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
-        for j in 0..<32 {
-            let q = Int(nibble(block, at: 8, element: j)) | Int((high >> UInt32(j)) & 1) << 4
+        forEachNibble(block, at: 8) { j, low in
+            let q = Int(low) | Int((high &>> UInt32(j)) & 1) << 4
             let scaled = d * Float(q)
             out[j] = scaled + m
         }
@@ -171,7 +177,7 @@ enum GGMLBlocks {
             let scale = d * Float(packedScale), minimum = dmin * Float(packedMinimum)
             let bytes = 16 + sub / 2 * 32, shift = UInt8(sub % 2 * 4)
             for i in 0..<32 {
-                let scaled = scale * Float((block[bytes + i] >> shift) & 0x0F)
+                let scaled = scale * Float((block[bytes + i] &>> shift) & 0x0F)
                 out[sub * 32 + i] = scaled - minimum
             }
         }
@@ -186,7 +192,7 @@ enum GGMLBlocks {
             let scale = d * Float(packedScale), minimum = dmin * Float(packedMinimum)
             let bytes = 48 + sub / 2 * 32, shift = UInt8(sub % 2 * 4)
             for i in 0..<32 {
-                let q = (block[bytes + i] >> shift) & 0x0F | ((block[16 + i] >> UInt8(sub)) & 1) << 4
+                let q = (block[bytes + i] &>> shift) & 0x0F | ((block[16 + i] &>> UInt8(sub)) & 1) << 4
                 let scaled = scale * Float(q)
                 out[sub * 32 + i] = scaled - minimum
             }
