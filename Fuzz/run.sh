@@ -5,8 +5,8 @@
 # the preamble and header checksums recomputed and chunk checksums skipped, so mutations reach the
 # index parser and the decoders), safetensors (header + every tensor), pickle (torch.save
 # zip + restricted unpickler), config (PEFT and AdapterHub adapter_config.json), gguf (header,
-# metadata, tensors, LoRA mapping), bnb (a bitsandbytes-quantized checkpoint: quant states, companions,
-# dequantization). The seed corpus is made from the fixtures; the working corpus
+# metadata, tensors, LoRA mapping, model as a base), bnb (a bitsandbytes-quantized checkpoint: quant states,
+# companions, dequantization). The seed corpus is made from the fixtures; the working corpus
 # goes to .build-fuzz/, crash, leak, timeout and slow-unit reproducers to Fuzz/crashes/ (ignored
 # by git: a real one becomes a regression input in Tests/PeftPackTests/Malformed/ or a test). A
 # slow unit is one that took over 10 s; on a busy machine with FUZZ_NICE that can be the nice

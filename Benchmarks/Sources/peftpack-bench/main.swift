@@ -26,6 +26,8 @@ import PeftPack
 ///                                     its SVD, the two products back to full size) at the sgemm
 ///                                     speed of stack's own thin shapes on all cores; the bytes to
 ///                                     read are the packs' sizes, left to the caller's disk speed
+///   peftpack-bench dequantize FILE    every tensor of a GGUF file dequantized to fp32 into one
+///                                     warm buffer, one thread (bytes = stored bytes; elements_per_s)
 func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
     try body()
@@ -245,6 +247,24 @@ case "stack-floor":
     }
     let gemmRate = Double(cores * repeats) * 2 * Double(sample.m * sample.k * sample.r) / gemmTime
     print("{\"operation\":\"stack-floor\",\"modules\":\(targets.count),\"flops\":\(flops),\"sgemm_gflops\":\(gemmRate / 1e9),\"compute_seconds\":\(flops / gemmRate)}")
+    exit(0)
+case "dequantize":
+    let file = try GGUF.File(path: path)
+    var elements = 0
+    // One output buffer, touched before timing, so page faults are not counted as dequantization.
+    var output = [Float](repeating: 0, count: file.tensors.map { Shape.elementCount($0.shape)! }.max() ?? 0)
+    time = best(runs) {
+        bytes = 0
+        elements = 0
+        for entry in file.tensors {
+            let count = Shape.elementCount(entry.shape)!
+            output.withUnsafeMutableBufferPointer { file.dequantize(entry, into: UnsafeMutableBufferPointer(rebasing: $0[0..<count])) }
+            checksum ^= UInt64(output[count / 2].bitPattern)  // keeps the work from being elided
+            bytes += entry.byteCount
+            elements += count
+        }
+    }
+    print("{\"operation\":\"dequantize\",\"bytes\":\(bytes),\"elements\":\(elements),\"seconds\":\(time),\"gb_per_s\":\(Double(bytes) / time / 1e9),\"elements_per_s\":\(Double(elements) / time),\"checksum\":\(checksum)}")
     exit(0)
 default:
     FileHandle.standardError.write(Data("unknown operation \(operation)\n".utf8))

@@ -62,6 +62,9 @@ enum FuzzTargets {
                 let file = try GGUF.File(path: path)
                 for entry in file.tensors { _ = file.floats(entry) }
                 _ = try? GGUFLoRA.importAdapter(path: path, name: nil, base: nil)
+                if let base = try? GGUFBaseModel(path: path) {
+                    for name in base.names { _ = try base.tensor(name) }
+                }
             }
         case "bnb":
             // A bitsandbytes checkpoint: quant states, companions and their sizes, then every value.

@@ -96,6 +96,20 @@ public struct LlamaCppNaming: Sendable, Equatable {
     /// Whether the converter permutes q/k output rows so rotary pairs sit side by side
     /// (LlamaModel.permute); families whose llama.cpp graph uses NeoX-style rope do not.
     public let permutesRotaryRows: Bool
+    /// The tensors outside the adaptable modules, llama.cpp name → path under the checkpoint
+    /// prefix, and the per-layer norms, llama.cpp name (inside `blk.N.`) → path inside the layer;
+    /// nil for a family whose GGUF models peftpack does not read.
+    public var modelTensors: [String: String]? = nil
+    public var layerNorms: [String: String]? = nil
+}
+
+extension LlamaCppNaming {
+    /// llama.cpp's llama graph (gguf-py's TensorNameMap for MODEL_ARCH.LLAMA): its GGUF models
+    /// read as bases.
+    static let llama = LlamaCppNaming(
+        architecture: "llama", permutesRotaryRows: true,
+        modelTensors: ["token_embd": "embed_tokens", "output_norm": "norm"],
+        layerNorms: ["attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"])
 }
 
 /// Where AdapterHub's bottleneck adapters sit in a layer: the sub-layer paths (inside a layer) of

@@ -5,7 +5,7 @@ extension Architecture {
     static let llama = Architecture.rotaryDecoder(
         modelType: "llama", classNames: ["LlamaForCausalLM", "LlamaForSequenceClassification"],
         configDefaults: ConfigDefaults(),
-        llamaCpp: LlamaCppNaming(architecture: "llama", permutesRotaryRows: true),
+        llamaCpp: .llama,
         readConfig: { config, c in
             try config.readAttentionShape(c)
             let attentionBias = try c.bool(.attentionBias) ?? false

@@ -35,6 +35,8 @@ public struct InputError: UserFacingError, Equatable {
         case denseDelta
         /// An AdapterHub folder that also holds a prediction head, which a pack cannot carry yet.
         case predictionHead
+        /// A tensor stored in a type (a ggml quantization) peftpack has no reader for.
+        case unsupportedTensorType
     }
 
     public var file: String

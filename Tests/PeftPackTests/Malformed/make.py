@@ -163,6 +163,19 @@ case(write("gguf_truncated.gguf", b"GGUF" + struct.pack("<I", 3)), IMPORT, "trun
 case(write("gguf_huge_count.gguf", b"GGUF" + struct.pack("<IQQ", 3, 1 << 60, 0)), IMPORT, "more than the file could hold")
 case(write("gguf_huge_string.gguf", b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 1 << 50)), IMPORT, "past the end")
 
+
+def gguf_tensors(tensors):
+    """A GGUF with no metadata and (name, dims innermost first, ggml type, data offset) tensors, 32 zero bytes of data each."""
+    index = b"".join(struct.pack("<Q", len(name)) + name.encode() + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims)
+                     + struct.pack("<IQ", qtype, offset) for name, dims, qtype, offset in tensors)
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), 0) + index
+    return header + b"\0" * (-len(header) % 32) + b"\0" * (32 * len(tensors))
+
+
+case(write("gguf_q2_k.gguf", gguf_tensors([("w", [256], 10, 0)])), IMPORT, "Q2_K (ggml type 10), which peftpack does not read")
+case(write("gguf_q4_0_size.gguf", gguf_tensors([("w", [32, 2], 2, 0), ("v", [8], 0, 32)])), IMPORT, "tensor w: is Q4_0 of shape [2, 32], which takes 36 bytes")
+case(write("gguf_q4_k_rows.gguf", gguf_tensors([("w", [128], 12, 0)])), IMPORT, "not whole Q4_K blocks of 256")
+
 # commands given inputs that do not fit
 case(write("not_a_pack.peftpack", b"just some text\n"), ["merge", "--base", "{fixtures}/models/llama-tiny", "{input}", "-o", "{output}"], "")
 case(write("text.peftpack", b"\x89PEFTPK\n"), ["stack", "{input}", "-o", "{output}"], "")

@@ -10,7 +10,8 @@ public enum GGUF {
     public static let version: UInt32 = 3
     public static let defaultAlignment = 32
 
-    public enum Value: Equatable {
+    public enum Value: Equatable, Sendable {
+        case uint16(UInt16)
         case uint32(UInt32)
         case int32(Int32)
         case float32(Float)
@@ -21,6 +22,7 @@ public enum GGUF {
 
         var typeCode: UInt32 {
             switch self {
+            case .uint16: 2
             case .uint32: 4
             case .int32: 5
             case .float32: 6
@@ -36,6 +38,7 @@ public enum GGUF {
         public var doubleValue: Double? {
             switch self {
             case .float32(let value): Double(value)
+            case .uint16(let value): Double(value)
             case .uint32(let value): Double(value)
             case .int32(let value): Double(value)
             case .uint64(let value): Double(value)
@@ -44,21 +47,20 @@ public enum GGUF {
         }
     }
 
-    /// The ggml element types peftpack writes and reads.
-    public enum ElementType: UInt32, Sendable {
+    /// The ggml element types peftpack reads (ggml's numbering); it writes f32, f16, bf16 and
+    /// q8_0. Block layouts and dequantization are in GGUFQuants.swift.
+    public enum ElementType: UInt32, Sendable, CaseIterable {
         case f32 = 0
         case f16 = 1
+        case q4_0 = 2
+        case q4_1 = 3
+        case q5_0 = 6
+        case q5_1 = 7
         case q8_0 = 8
+        case q4_K = 12
+        case q5_K = 13
+        case q6_K = 14
         case bf16 = 30
-
-        /// Bytes for `count` elements (q8_0: blocks of 32, an f16 scale and 32 int8).
-        func byteCount(_ count: Int) -> Int? {
-            switch self {
-            case .f32: count * 4
-            case .f16, .bf16: count * 2
-            case .q8_0: count % 32 == 0 ? count / 32 * 34 : nil
-            }
-        }
     }
 
     public struct TensorEntry {
@@ -82,6 +84,7 @@ public enum GGUF {
             appendString(&out, key)
             append(&out, value.typeCode)
             switch value {
+            case .uint16(let v): append(&out, v)
             case .uint32(let v): append(&out, v)
             case .int32(let v): append(&out, UInt32(bitPattern: v))
             case .float32(let v): append(&out, v.bitPattern)
@@ -138,29 +141,8 @@ public enum GGUF {
                 for value in slice { out.append(UInt8(bitPattern: Int8((value * inverse).rounded(.toNearestOrAwayFromZero)))) }
             }
             return out
-        }
-    }
-
-    static func decode(_ bytes: UnsafeRawBufferPointer, type: ElementType, count: Int) -> [Float] {
-        switch type {
-        case .f32, .f16, .bf16:
-            let dtype: DType = type == .f32 ? .f32 : (type == .f16 ? .f16 : .bf16)
-            return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-                DTypeConversion.toFloat32(bytes, dtype: dtype, into: buffer)
-                initialized = count
-            }
-        case .q8_0:
-            var out = [Float](repeating: 0, count: count)
-            for block in 0..<(count / 32) {
-                let base = block * 34
-                var d: Float = 0
-                var half = bytes.loadUnaligned(fromByteOffset: base, as: UInt16.self).littleEndian
-                peftpack_f16_to_f32(&half, &d, 1)
-                for index in 0..<32 {
-                    out[block * 32 + index] = d * Float(Int8(bitPattern: bytes[base + 2 + index]))
-                }
-            }
-            return out
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K:
+            preconditionFailure("peftpack writes GGUF tensors as f32, f16, bf16 or q8_0 only")
         }
     }
 
@@ -215,28 +197,56 @@ public enum GGUF {
             dataStart = (cursor.position + alignment - 1) / alignment * alignment
             var tensors: [TensorEntry] = []
             var names = Set<String>()
+            // ggml (gguf_init_from_file) lays tensors out in index order, each starting where the
+            // one before ends rounded up to the alignment: an offset that differs means some
+            // tensor's bytes do not match its type and shape.
+            var expectedOffset = 0
             for entry in entries {
                 guard names.insert(entry.name).inserted else { throw cursor.fail("tensor \(entry.name) appears twice") }
                 guard let type = ElementType(rawValue: entry.type) else {
-                    throw cursor.fail("tensor \(entry.name) has ggml type \(entry.type); peftpack reads f32, f16, bf16 and q8_0")
+                    throw InputError(file: path, tensor: entry.name, problem: "is stored as \(ElementType.describe(code: entry.type)), which peftpack does not read (it reads \(ElementType.readableNames))", kind: .unsupportedTensorType)
                 }
-                guard let count = Shape.elementCount(entry.shape), let size = type.byteCount(count) else {
-                    throw cursor.fail("tensor \(entry.name) has a shape \(Shape.describe(entry.shape)) its type \(type) cannot hold")
+                guard let size = type.byteCount(shape: entry.shape) else {
+                    if Shape.elementCount(entry.shape) == nil || entry.shape.last! % type.block.elements == 0 {
+                        throw InputError(file: path, tensor: entry.name, problem: "has shape \(Shape.describe(entry.shape)), more bytes than any file holds")
+                    }
+                    throw InputError(file: path, tensor: entry.name, problem: "has shape \(Shape.describe(entry.shape)), whose rows of \(entry.shape.last!) are not whole \(type.ggmlName) blocks of \(type.block.elements)")
                 }
-                guard entry.offset % UInt64(alignment) == 0, entry.offset <= UInt64(mapped.bytes.count),
-                      dataStart + Int(entry.offset) + size <= mapped.bytes.count else {
-                    throw cursor.fail("tensor \(entry.name) lies outside the file (truncated?)")
+                guard entry.offset == UInt64(expectedOffset) else {
+                    guard let before = tensors.last else {
+                        throw InputError(file: path, tensor: entry.name, problem: "starts at data offset \(entry.offset); the first tensor starts at 0")
+                    }
+                    throw InputError(file: path, tensor: before.name, problem: "is \(before.type.ggmlName) of shape \(Shape.describe(before.shape)), which takes \(before.byteCount) bytes and ends at data offset \(expectedOffset) with padding, but the next tensor \(entry.name) starts at \(entry.offset)")
                 }
-                tensors.append(TensorEntry(name: entry.name, shape: entry.shape, type: type, offset: Int(entry.offset), byteCount: size))
+                guard size <= mapped.bytes.count - dataStart - expectedOffset else {
+                    throw InputError(file: path, tensor: entry.name, problem: "needs \(size) bytes (\(type.ggmlName), shape \(Shape.describe(entry.shape))) but the file ends \(max(0, mapped.bytes.count - dataStart - expectedOffset)) bytes after its start (truncated?)")
+                }
+                tensors.append(TensorEntry(name: entry.name, shape: entry.shape, type: type, offset: expectedOffset, byteCount: size))
+                expectedOffset += (size + alignment - 1) / alignment * alignment
             }
             self.tensors = tensors
         }
 
         public func value(_ key: String) -> Value? { metadata.first { $0.key == key }?.value }
 
+        /// The stored bytes of a tensor (blocks, for quantized types), straight from the map.
+        public func withBytes<R>(_ entry: TensorEntry, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+            try body(UnsafeRawBufferPointer(rebasing: mapped.bytes[(dataStart + entry.offset)..<(dataStart + entry.offset + entry.byteCount)]))
+        }
+
+        /// The tensor's values widened to fp32 as gguf-py's `dequantize` computes them.
         public func floats(_ entry: TensorEntry) -> [Float] {
-            let bytes = UnsafeRawBufferPointer(rebasing: mapped.bytes[(dataStart + entry.offset)..<(dataStart + entry.offset + entry.byteCount)])
-            return GGUF.decode(bytes, type: entry.type, count: Shape.elementCount(entry.shape)!)
+            let count = Shape.elementCount(entry.shape)!
+            return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                dequantize(entry, into: buffer)
+                initialized = count
+            }
+        }
+
+        /// The same into `destination`, which holds exactly the tensor's elements.
+        public func dequantize(_ entry: TensorEntry, into destination: UnsafeMutableBufferPointer<Float>) {
+            precondition(destination.count == Shape.elementCount(entry.shape)!)
+            withBytes(entry) { entry.type.dequantize($0, into: destination) }
         }
     }
 
@@ -279,7 +289,8 @@ public enum GGUF {
             let type = try u32()
             switch type {
             case 0, 1, 7: let byte = try self.bytes(1)[0]; return type == 7 ? .bool(byte != 0) : .other(type: type)
-            case 2, 3: _ = try self.bytes(2); return .other(type: type)
+            case 2: return .uint16(try integer(UInt16.self))
+            case 3: _ = try self.bytes(2); return .other(type: type)
             case 4: return .uint32(try u32())
             case 5: return .int32(Int32(bitPattern: try u32()))
             case 6: return .float32(Float(bitPattern: try u32()))

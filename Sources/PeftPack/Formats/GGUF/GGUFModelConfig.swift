@@ -1,0 +1,88 @@
+import Foundation
+
+/// A llama.cpp model's config from its GGUF metadata (the keys convert_hf_to_gguf.py writes under
+/// `<architecture>.`), spelled as the config.json transformers would hold and decoded by the same
+/// reader as every config.json, so its defaults and checks apply unchanged.
+enum GGUFModelConfig {
+    /// What the metadata does not say but the tensors do.
+    struct TensorFacts {
+        var vocabSize: Int
+        /// No `output` tensor: llama.cpp then reuses token_embd as the head.
+        var tiedHead: Bool
+        var attentionBias: Bool
+        var mlpBias: Bool
+    }
+
+    static func read(_ file: GGUF.File, family: Architecture, architecture: String, facts: TensorFacts) throws -> ModelConfig {
+        func fail(_ problem: String) -> InputError { InputError(file: file.path, problem: problem) }
+        func integer(_ key: String) throws -> Int? {
+            guard let value = file.value("\(architecture).\(key)") else { return nil }
+            guard let number = value.integerValue, number > 0 else { throw fail("has \(architecture).\(key) = \(value), not a positive integer") }
+            return number
+        }
+        func required(_ key: String, _ meaning: String) throws -> Int {
+            guard let number = try integer(key) else { throw fail("has no \(architecture).\(key) (\(meaning))") }
+            return number
+        }
+        func real(_ key: String) throws -> Double? {
+            guard let value = file.value("\(architecture).\(key)") else { return nil }
+            // The shortest decimal that reads back as the stored fp32 (1e-06, not 9.99999997e-07):
+            // what the converter was given, and what transformers' config would hold.
+            guard case .float32(let float) = value, float.isFinite, let decimal = Double("\(float)") else {
+                throw fail("has \(architecture).\(key) = \(value), not a finite float32")
+            }
+            return decimal
+        }
+        if let scaling = file.value("\(architecture).rope.scaling.type")?.stringValue, scaling != "none" {
+            throw fail("uses \(scaling) rope scaling, which peftpack does not read from GGUF yet")
+        }
+        let hidden = try required("embedding_length", "the hidden size")
+        let heads = try required("attention.head_count", "the attention head count")
+        let headDim = try integer("attention.key_length") ?? hidden / heads
+        if let valueLength = try integer("attention.value_length"), valueLength != headDim {
+            throw fail("has value heads of \(valueLength) but key heads of \(headDim); a \(architecture) model has one head size")
+        }
+        if let rotary = try integer("rope.dimension_count"), rotary != headDim {
+            throw fail("rotates \(rotary) of each head's \(headDim) dimensions; a \(architecture) model rotates them all")
+        }
+        if let declared = try integer("vocab_size"), declared != facts.vocabSize {
+            throw fail("declares \(architecture).vocab_size \(declared) but token_embd has \(facts.vocabSize) rows")
+        }
+        var fields: [String: Any] = [
+            "model_type": family.modelType,
+            "architectures": [family.classNames[0]],
+            "vocab_size": facts.vocabSize,
+            "hidden_size": hidden,
+            "num_hidden_layers": try required("block_count", "the layer count"),
+            "intermediate_size": try required("feed_forward_length", "the feed-forward size"),
+            "num_attention_heads": heads,
+            "num_key_value_heads": try integer("attention.head_count_kv") ?? heads,
+            "head_dim": headDim,
+            "tie_word_embeddings": facts.tiedHead,
+            "attention_bias": facts.attentionBias,
+            "mlp_bias": facts.mlpBias,
+        ]
+        fields["max_position_embeddings"] = try integer("context_length")
+        fields["rms_norm_eps"] = try real("attention.layer_norm_rms_epsilon")
+        fields["rope_theta"] = try real("rope.freq_base")
+        let json = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+        do {
+            return try ModelConfig.decode(json)
+        } catch let error as RuntimeError {
+            throw fail("has metadata that makes no valid \(family.classNames[0]) config: \(error)")
+        }
+    }
+}
+
+extension GGUF.Value {
+    /// An integer of any of GGUF's integer types, when it fits an Int.
+    var integerValue: Int? {
+        switch self {
+        case .uint16(let value): Int(value)
+        case .uint32(let value): Int(value)
+        case .int32(let value): Int(value)
+        case .uint64(let value): Int(exactly: value)
+        default: nil
+        }
+    }
+}
