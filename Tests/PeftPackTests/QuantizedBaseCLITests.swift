@@ -70,3 +70,52 @@ import Testing
         #expect(int8.stdout.contains("\"int8\" : 14"))
     }
 }
+
+/// A llama.cpp GGUF model as a base (issue 19), against fixtures/data/gguf_base (fixturegen:
+/// llama.cpp's convert_hf_to_gguf.py of models/llama-tiny, gguf-py requantizations).
+@Suite struct GGUFBaseCLITests {
+    static let ggufBase = Fixtures.path("gguf_base")
+
+    /// inspect reads a GGUF model as a model (not as a LoRA file): its family from the metadata
+    /// and how its tensors are stored.
+    @Test func inspectReadsAGGUFModel() throws {
+        let result = try CLI.run(["inspect", Self.ggufBase + "/llama-tiny-q8_0.gguf"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("LlamaForCausalLM (llama), 2 layers, 106816 parameters"))
+        #expect(result.stdout.contains("quantized (gguf): 5 F32, 16 Q8_0 weights"))
+    }
+
+    /// The f32 GGUF of llama-tiny is llama-tiny (q/k rows put back): a LoRA made for the
+    /// safetensors base passes its base check by content and matches PEFT's reference.
+    @Test func verifyOnTheF32GGUFMatchesPEFT() throws {
+        let pack = Fixtures.temporaryDirectory() + "/lora.peftpack"
+        #expect(try CLI.run(["import", Fixtures.path("cases/llama_lora/adapter"), "-o", pack, "--base", Fixtures.path("models/llama-tiny")]).status == 0)
+        let result = try CLI.run(["verify", pack, "--base", Self.ggufBase + "/llama-tiny-f32.gguf",
+                                  "--reference", Fixtures.path("cases/llama_lora/llama_lora.ref.safetensors")])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+    }
+
+    /// A quantized GGUF of that base holds other values: the base check says it is quantized
+    /// (not "another checkpoint"), exit 2; `--skip-base-check` runs it, and PEFT's fp32 output is
+    /// then off by Q8_0's rounding, which verify reports (exit 1).
+    @Test func aQuantizedGGUFOfTheBaseIsNamedQuantized() throws {
+        let pack = Fixtures.temporaryDirectory() + "/lora.peftpack"
+        #expect(try CLI.run(["import", Fixtures.path("cases/llama_lora/adapter"), "-o", pack, "--base", Fixtures.path("models/llama-tiny")]).status == 0)
+        let arguments = ["verify", pack, "--base", Self.ggufBase + "/llama-tiny-q8_0.gguf", "--reference", Fixtures.path("cases/llama_lora/llama_lora.ref.safetensors")]
+        let refused = try CLI.run(arguments)
+        #expect(refused.status == 2 && refused.stderr.contains("stores it quantized (gguf)"), "\(refused.stderr)")
+        #expect(try CLI.run(arguments + ["--skip-base-check"]).status == 1)
+    }
+
+    /// import --base takes a quantized GGUF; merge into one is refused in one line, nothing written.
+    @Test func mergeIntoAGGUFBaseIsRefused() throws {
+        let base = Self.ggufBase + "/llama-tiny-q4_0.gguf"
+        let pack = Fixtures.temporaryDirectory() + "/lora.peftpack"
+        let imported = try CLI.run(["import", Fixtures.path("cases/llama_lora/adapter"), "-o", pack, "--base", base])
+        #expect(imported.status == 0, "\(imported.stderr)")
+        let output = Fixtures.temporaryDirectory() + "/merged"
+        let merge = try CLI.run(["merge", "--base", base, pack, "-o", output])
+        #expect(merge.status == 2 && merge.stderr.contains("merging into a GGUF base is not supported yet"))
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+}

@@ -132,8 +132,12 @@ public final class BaseBinding {
                 contentDifferences.append((file, name))
                 continue
             }
+            // A quantized base holds other values by nature: say so rather than "another checkpoint".
+            let why = base.checkpoint.isQuantized(name)
+                ? "\(base.folder) stores it quantized (\(base.checkpoint.decoded?.storageFormat ?? "quantized")), so its dequantized values differ from the base the pack was made for (as they must if it is that base quantized)"
+                : "it is another checkpoint of this architecture (another fine-tune, or base instead of instruct)"
             throw BaseMismatchError(kind: .content, file: file, tensor: name,
-                                    problem: "was made for a base whose \(name) holds other values (XXH3 \(hash); \(base.folder) has \(actual)): it is another checkpoint of this architecture (another fine-tune, or base instead of instruct)")
+                                    problem: "was made for a base whose \(name) holds other values (XXH3 \(hash); \(base.folder) has \(actual)): \(why)")
         }
     }
 
@@ -141,7 +145,7 @@ public final class BaseBinding {
     public func checkRemainingContent() throws {
         for name in pendingTensors {
             try checkContent(name)
-            try base.checkpoint.file(forTensor: name).releasePages(name)
+            base.checkpoint.releasePages(name)
         }
     }
 

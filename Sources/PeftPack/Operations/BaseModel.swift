@@ -165,7 +165,7 @@ public final class BaseModel {
         for name in Set(names.map(storedName)) {
             hashes[name] = XXH3.hex(try checkpoint.withBytes(name) { XXH3.hash64($0) })
             // Hashing maps the whole base; dropping each tensor's pages keeps RSS at one tensor.
-            try checkpoint.file(forTensor: name).releasePages(name)
+            checkpoint.releasePages(name)
         }
         return hashes
     }

@@ -80,6 +80,7 @@ public enum Inspect {
                           storedBytes: stored, ratio: raw > 0 ? Double(stored) / Double(raw) : 0, tensors: tensors)
         case .gguf:
             let file = try GGUF.File(path: path)
+            if file.value("general.type")?.stringValue == "model" { return try modelReport(path, kind: kind, listTensors: listTensors) }
             let (imported, identity) = try GGUFLoRA.importAdapter(path: path, name: nil, base: nil)
             let raw = file.tensors.reduce(0) { $0 + $1.byteCount }
             let stored = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? raw
@@ -94,20 +95,26 @@ public enum Inspect {
                           tensorCount: file.tensors.count, rawBytes: raw, storedBytes: stored, ratio: raw > 0 ? Double(stored) / Double(raw) : 0,
                           tensors: tensors)
         case .safetensors:
-            var isFolder: ObjCBool = false
-            let base = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && isFolder.boolValue ? try BaseModel(folder: path) : nil
-            let checkpoint = try base?.checkpoint ?? Checkpoint(path: path)
-            let infos = checkpoint.infos
-            let raw = infos.reduce(0) { $0 + ($1.byteCount ?? 0) }
-            let tensors = listTensors ? infos.map {
-                TensorSummary(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, rawBytes: $0.byteCount ?? 0, codec: checkpoint.shardOf($0.name))
-            } : nil
-            let metadata = try infos.first.map { try checkpoint.file(forTensor: $0.name).metadata } ?? nil
-            let model = ModelSummary(checkpoint: checkpoint, identity: base?.identity, configText: base?.checkpoint.configText)
-            let stored = model.quantization?.storedBytes ?? raw
-            return Report(path: path, kind: kind, metadata: metadata, adapters: [], tensorCount: infos.count, rawBytes: raw,
-                          storedBytes: stored, ratio: raw > 0 ? Double(stored) / Double(raw) : 1, model: model, tensors: tensors)
+            return try modelReport(path, kind: kind, listTensors: listTensors)
         }
+    }
+
+    /// A model checkpoint: safetensors (a bitsandbytes one dequantized) or a GGUF model.
+    static func modelReport(_ path: String, kind: AdapterSourceKind, listTensors: Bool) throws -> Report {
+        var isFolder: ObjCBool = false
+        let isModel = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) && isFolder.boolValue || path.hasSuffix(".gguf")
+        let base = isModel ? try BaseModel(folder: path) : nil
+        let checkpoint = try base?.checkpoint ?? Checkpoint(path: path)
+        let infos = checkpoint.infos
+        let raw = infos.reduce(0) { $0 + ($1.byteCount ?? 0) }
+        let tensors = listTensors ? infos.map {
+            TensorSummary(name: $0.name, dtype: $0.dtype.rawValue, shape: $0.shape, rawBytes: $0.byteCount ?? 0, codec: checkpoint.shardOf($0.name))
+        } : nil
+        let metadata = try infos.first.flatMap { try checkpoint.metadata(ofFileHolding: $0.name) }
+        let model = ModelSummary(checkpoint: checkpoint, identity: base?.identity, configText: base?.checkpoint.configText)
+        let stored = model.quantization?.storedBytes ?? raw
+        return Report(path: path, kind: kind, metadata: metadata, adapters: [], tensorCount: infos.count, rawBytes: raw,
+                      storedBytes: stored, ratio: raw > 0 ? Double(stored) / Double(raw) : 1, model: model, tensors: tensors)
     }
 
     static func summary(_ adapter: Adapter) -> AdapterSummary {

@@ -70,7 +70,11 @@ public enum Merge {
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
         defer { BLAS.threadCount = blasThreads }
-        let plan = try Plan(base: try BaseModel(folder: baseFolder), selection: selection, options: options)
+        let base = try BaseModel(folder: baseFolder)
+        if base.checkpoint.decoded is GGUFBaseModel {
+            throw InputError(file: baseFolder, problem: "is a GGUF model: merging into a GGUF base is not supported yet (import, inspect and verify read it as a base); merge into the Hugging Face checkpoint it was converted from")
+        }
+        let plan = try Plan(base: base, selection: selection, options: options)
         let stream = TensorStream(plan, progress: progress)
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
             try stream.write(into: folder, baseFolder: baseFolder)

@@ -109,13 +109,13 @@ extension Merge {
         /// Writes the output folder's tensors, then the base's other files.
         func write(into folder: String, baseFolder: String) throws {
             let checkpoint = plan.base.checkpoint
-            let metadata = try checkpoint.infos.first.map { try checkpoint.file(forTensor: $0.name).metadata } ?? nil
+            let metadata = try checkpoint.infos.first.flatMap { try checkpoint.metadata(ofFileHolding: $0.name) }
             // Another checkpoint of the same architecture usually differs in the first tensor already:
             // refused before anything is copied, at the cost of one tensor the merge reads next anyway.
             if let first = plan.binding.pendingTensors.first { try plan.binding.checkContent(first) }
             try CheckpointWriter.write(folder: folder, shards: plan.shards, metadata: metadata) { info, sink in
                 defer {
-                    (try? checkpoint.file(forTensor: info.name))?.releasePages(info.name)
+                    checkpoint.releasePages(info.name)
                     done += 1
                     progress?(done, plan.outputInfos.count)
                 }

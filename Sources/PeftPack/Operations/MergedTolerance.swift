@@ -47,7 +47,7 @@ enum MergedTolerance {
         let selected = adapters.map { (adapter: $0, weight: 1.0) }
         var (changes, _) = try MergePlanner.plan(adapters: selected, base: base, skipUnmergeable: false, file: { _ in pack })
         let dtype: (String) -> DType? = { merged.info($0)?.dtype ?? narrowDType(of: merged) }
-        var config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: baseFolder).appendingPathComponent("config.json"))
+        var config = try base.checkpoint.modelConfig()
         // On a tied base the correct merge is the untied one, whatever the merged model did:
         // keeping the tie moves the other side too, and a bound taken from that would hide it.
         var tiedOutputs: [String: HostTensor] = [:]

@@ -56,10 +56,8 @@ public struct ModelSummary: Encodable, Equatable {
             parameters -= head.elementCount ?? 0
         }
         self.parameters = parameters
-        if let dequantizer = checkpoint.dequantizer {
-            let stored = checkpoint.stored
-            quantization = QuantizationSummary(format: "bitsandbytes", weights: dequantizer.storageKinds,
-                                               storedBytes: stored.storedNames.reduce(0) { $0 + (stored.info($1)?.byteCount ?? 0) })
+        if let decoded = checkpoint.decoded {
+            quantization = QuantizationSummary(format: decoded.storageFormat, weights: decoded.storageKinds, storedBytes: decoded.storedBytes)
         }
     }
 }

@@ -62,7 +62,7 @@ public enum Verify {
 
     public static func loadModel(_ folder: String) throws -> (TransformerModel, Checkpoint) {
         let checkpoint = try Checkpoint(path: folder)
-        let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: folder).appendingPathComponent("config.json"))
+        let config = try checkpoint.modelConfig()
         return (try TransformerModel.load(config: config, weights: checkpoint), checkpoint)
     }
 

@@ -47,7 +47,7 @@ extension Checkpoint: WeightProvider {
     /// Straight from the map; the pages read are dropped afterwards, so widening a model tensor by
     /// tensor keeps one tensor's bytes resident, not the checkpoint.
     public func widen(_ name: String, elements range: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        if isQuantized(name), let dequantizer { return try dequantizer.widen(name, elements: range, into: destination) }
+        if isQuantized(name), let decoded { return try decoded.widen(name, elements: range, into: destination) }
         guard let info = info(name) else { throw InputError(file: folder, tensor: name, problem: "no such tensor") }
         let size = info.dtype.byteSize
         let bytes = (range.lowerBound * size)..<(range.upperBound * size)

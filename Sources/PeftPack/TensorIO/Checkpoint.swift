@@ -20,32 +20,80 @@ public final class Checkpoint: @unchecked Sendable {
     private var openShards: [Int: SafetensorsFile] = [:]
     private let lock = NSLock()
     public let indexMetadata: [String: String]?
-    /// Set when the checkpoint holds bitsandbytes-quantized weights.
-    public private(set) var dequantizer: BitsandbytesWeights?
+    /// Set when tensors are stored in a form of their own: bitsandbytes-quantized weights, or a
+    /// GGUF model (all of whose tensors are decoded).
+    public private(set) var decoded: DecodedWeights?
     private var quantizedNames: Set<String> = []
     private var logicalNames: [String]?
+    private var visibleNames: Set<String>?
+
+    /// The bitsandbytes reader of a bnb-quantized checkpoint.
+    public var dequantizer: BitsandbytesWeights? { decoded as? BitsandbytesWeights }
 
     /// The tensors as a model reads them: quantized weights under their own names, companions hidden.
     public var names: [String] { logicalNames ?? storedNames }
 
-    /// Opens the checkpoint; a bitsandbytes-quantized one is read through its dequantizer.
+    /// Opens the checkpoint: a safetensors file or model folder (a bitsandbytes-quantized one read
+    /// through its dequantizer), or a GGUF model (a .gguf file, the first shard of a split one, or
+    /// a folder holding one).
     public convenience init(path: String) throws {
+        if let gguf = try Self.ggufModel(at: path) {
+            let model = try GGUFBaseModel(path: gguf)
+            self.init(decodedAt: (gguf as NSString).deletingLastPathComponent, files: model.files.map { ($0 as NSString).lastPathComponent })
+            decode(model, names: model.names)
+            return
+        }
         try self.init(storedAt: path)
         guard BitsandbytesWeights.isQuantized(self) else { return }
         let dequantizer = try BitsandbytesWeights(checkpoint: try Checkpoint(storedAt: path))
-        self.dequantizer = dequantizer
-        quantizedNames = Set(dequantizer.quantizedNames)
-        logicalNames = dequantizer.names
-        visibleNames = Set(dequantizer.names)
+        decode(dequantizer, names: dequantizer.names)
     }
 
-    private var visibleNames: Set<String>?
+    private func decode(_ weights: DecodedWeights, names: [String]) {
+        decoded = weights
+        quantizedNames = Set(weights.decodedNames)
+        logicalNames = names
+        visibleNames = Set(names)
+    }
 
-    /// The checkpoint as stored: itself, or for a quantized one the view its dequantizer reads.
+    /// The GGUF model `path` names: the file itself, or the one model a folder holds when it has
+    /// no safetensors weights (a split model counts once, by its first shard).
+    private static func ggufModel(at path: String) throws -> String? {
+        if path.hasSuffix(".gguf") { return path }
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue,
+              !FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(singleFileName)),
+              !FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(indexFileName)) else { return nil }
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        let models = files.filter { $0.hasSuffix(".gguf") && !$0.contains("-of-") || $0.hasSuffix("-00001-of-" + ($0.split(separator: "-").last.map(String.init) ?? "")) }.sorted()
+        guard !models.isEmpty else { return nil }
+        guard models.count == 1 else {
+            throw InputError(file: path, problem: "holds several GGUF models (\(models.joined(separator: ", "))); name the file")
+        }
+        return (path as NSString).appendingPathComponent(models[0])
+    }
+
+    /// A checkpoint all of whose tensors a decoder reads (nothing stored as safetensors).
+    private init(decodedAt folder: String, files: [String]) {
+        self.folder = folder
+        shardFiles = files
+        storedNames = []
+        shardOfTensor = [:]
+        infoOfTensor = [:]
+        indexMetadata = nil
+    }
+
+    /// The checkpoint as stored: itself, or for a bnb-quantized one the view its dequantizer reads.
     public var stored: Checkpoint { dequantizer?.checkpoint ?? self }
 
-    /// Whether `name` is stored quantized (and read dequantized).
+    /// Whether `name` is stored in a form of its own (and read decoded).
     public func isQuantized(_ name: String) -> Bool { quantizedNames.contains(name) }
+
+    /// The safetensors metadata of the file holding `name` (nil for a decoded tensor).
+    public func metadata(ofFileHolding name: String) throws -> [String: String]? {
+        guard shardOfTensor[name] != nil, !(decoded is GGUFBaseModel) else { return nil }
+        return try file(forTensor: name).metadata
+    }
 
     /// The checkpoint exactly as stored, without dequantizing.
     public init(storedAt path: String) throws {
@@ -122,7 +170,7 @@ public final class Checkpoint: @unchecked Sendable {
 
     public func info(_ name: String) -> TensorInfo? {
         if let visibleNames, !visibleNames.contains(name) { return nil }
-        if quantizedNames.contains(name) { return try? dequantizer?.tensorInfo(name) }
+        if quantizedNames.contains(name) { return try? decoded?.tensorInfo(name) }
         return infoOfTensor[name]
     }
 
@@ -146,12 +194,14 @@ public final class Checkpoint: @unchecked Sendable {
     }
 
     public func tensor(_ name: String) throws -> HostTensor {
-        if quantizedNames.contains(name), let tensor = try dequantizer?.tensor(name) { return tensor }
+        if quantizedNames.contains(name), let tensor = try decoded?.tensor(name) { return tensor }
         return try file(forTensor: name).tensor(name)
     }
 
-    /// The text of `config.json` next to the weights, when there is one.
+    /// The text of `config.json` next to the weights, when there is one (a GGUF model's from its
+    /// metadata).
     public var configText: String? {
+        if let text = decoded?.configText { return text }
         let path = (folder as NSString).appendingPathComponent("config.json")
         return try? String(contentsOfFile: path, encoding: .utf8)
     }
@@ -218,13 +268,21 @@ extension Checkpoint {
         }
     }
 
-    /// Drops the mapped pages of bytes `range` of a tensor.
+    /// Drops the mapped pages of bytes `range` of a tensor (a decoded one's are its decoder's).
     public func releasePages(_ name: String, bytes range: Range<Int>) {
+        guard !quantizedNames.contains(name) else { return }
         (try? file(forTensor: name))?.releasePages(name, bytes: range)
     }
 
     /// Drops a tensor's mapped pages from this process (see SafetensorsFile.releasePages).
     public func releasePages(_ name: String) {
+        guard !quantizedNames.contains(name) else { return }
         (try? file(forTensor: name))?.releasePages(name)
+    }
+
+    /// The model config of config.json next to the weights (or a GGUF model's metadata).
+    public func modelConfig() throws -> ModelConfig {
+        guard let text = configText else { throw RuntimeError.invalidConfig("cannot read \((folder as NSString).appendingPathComponent("config.json"))") }
+        return try ModelConfig.decode(Data(text.utf8))
     }
 }

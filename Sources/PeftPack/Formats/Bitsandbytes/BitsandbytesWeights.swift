@@ -4,7 +4,7 @@
 /// companions (`.absmax`, `.quant_map`, `.nested_*`, `.quant_state.*`, `.SCB`, `.weight_format`)
 /// hidden. Every other tensor passes through unchanged. Values are dequantized when read, a range
 /// at a time, so a model is never held dequantized in memory.
-public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
+public final class BitsandbytesWeights: DecodedWeights, @unchecked Sendable {
     public let checkpoint: Checkpoint
     public let names: [String]
     private let visible: Set<String>
@@ -46,6 +46,10 @@ public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
 
     /// The weights stored quantized.
     public var quantizedNames: [String] { layouts.keys.sorted() }
+    public var decodedNames: [String] { quantizedNames }
+    public var storageFormat: String { "bitsandbytes" }
+    public var configText: String? { nil }
+    public var storedBytes: Int { checkpoint.storedNames.reduce(0) { $0 + (checkpoint.info($1)?.byteCount ?? 0) } }
 
     /// How each quantized weight is stored: "nf4", "fp4" (with "+double quant" when its absmax is
     /// itself quantized) or "int8", with how many weights each.

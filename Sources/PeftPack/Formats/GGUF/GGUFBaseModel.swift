@@ -8,9 +8,11 @@
 /// their dequantized values are exact in. Values are read from the map as the runtime widens them,
 /// a block-aligned range at a time (a permuted q/k matrix whole), so a model is never dequantized
 /// in memory at once.
-public final class GGUFBaseModel: WeightProvider {
+public final class GGUFBaseModel: DecodedWeights {
     public let path: String
     public let config: ModelConfig
+    /// The config.json transformers would hold for this model, from the metadata.
+    public let configText: String?
     public let names: [String]
     private let stored: [String: StoredTensor]
 
@@ -34,13 +36,14 @@ public final class GGUFBaseModel: WeightProvider {
         let shards = try GGUFShards.open(path)
         let (family, architecture) = try Self.family(of: shards[0])
         let mapped = try Self.checkpointTensors(shards, family: family)
-        let config = try GGUFModelConfig.read(shards[0], family: family, architecture: architecture, facts: try Self.facts(mapped, family: family, path: path))
+        let (config, configText) = try GGUFModelConfig.read(shards[0], family: family, architecture: architecture, facts: try Self.facts(mapped, family: family, path: path))
         var stored: [String: StoredTensor] = [:]
         for tensor in mapped {
             stored[tensor.name] = StoredTensor(file: tensor.file, entry: tensor.entry,
                                                permutedHeads: try Self.permutedHeads(tensor.entry, tensor.module, family: family, config: config, path: tensor.file.path))
         }
         self.config = config
+        self.configText = configText
         names = mapped.map(\.name)
         self.stored = stored
     }
@@ -106,6 +109,15 @@ public final class GGUFBaseModel: WeightProvider {
         }
         return heads
     }
+
+    public var decodedNames: [String] { names }
+    public var storageFormat: String { "gguf" }
+    public var storageKinds: [String: Int] {
+        Dictionary(grouping: stored.values, by: { $0.entry.type.ggmlName }).mapValues(\.count)
+    }
+    public var storedBytes: Int { stored.values.reduce(0) { $0 + $1.entry.byteCount } }
+    /// The files the model is stored in (its shards, in order).
+    public var files: [String] { Array(Set(stored.values.map(\.file.path))).sorted() }
 
     public func tensorInfo(_ name: String) throws -> TensorInfo? {
         stored[name].map { TensorInfo(name: name, dtype: $0.dtype, shape: $0.entry.shape) }

@@ -13,7 +13,7 @@ enum GGUFModelConfig {
         var mlpBias: Bool
     }
 
-    static func read(_ file: GGUF.File, family: Architecture, architecture: String, facts: TensorFacts) throws -> ModelConfig {
+    static func read(_ file: GGUF.File, family: Architecture, architecture: String, facts: TensorFacts) throws -> (config: ModelConfig, text: String) {
         func fail(_ problem: String) -> InputError { InputError(file: file.path, problem: problem) }
         func integer(_ key: String) throws -> Int? {
             guard let value = file.value("\(architecture).\(key)") else { return nil }
@@ -65,9 +65,9 @@ enum GGUFModelConfig {
         fields["max_position_embeddings"] = try integer("context_length")
         fields["rms_norm_eps"] = try real("attention.layer_norm_rms_epsilon")
         fields["rope_theta"] = try real("rope.freq_base")
-        let json = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+        let json = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .prettyPrinted])
         do {
-            return try ModelConfig.decode(json)
+            return (try ModelConfig.decode(json), String(decoding: json, as: UTF8.self) + "\n")
         } catch let error as RuntimeError {
             throw fail("has metadata that makes no valid \(family.classNames[0]) config: \(error)")
         }
