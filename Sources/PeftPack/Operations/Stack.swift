@@ -246,16 +246,25 @@ public enum Stack {
     /// B_cat = [f₁B₁ … fₖBₖ] (out × Σr), each B scaled by its factor, or its transpose (Σr × out).
     static func concatenate(_ blocks: [(values: [Float], rank: Int, factor: Float)], outFeatures: Int, transposed: Bool) -> Matrix {
         let total = blocks.reduce(0) { $0 + $1.rank }
-        // Every element is written, so the buffer starts uninitialised (and, unlike the
-        // subscripted loops before, this runs at memory speed: 4 % of a 2B stack).
+        // Every element is written, so the buffer starts uninitialised.
         let values = [Float](unsafeUninitializedCapacity: outFeatures * total) { buffer, initialized in
             var offset = 0
             for block in blocks {
                 block.values.withUnsafeBufferPointer { source in
-                    for row in 0..<outFeatures {
-                        for k in 0..<block.rank {
-                            let value = block.factor * source[row * block.rank + k]
-                            if transposed { buffer[(offset + k) * outFeatures + row] = value } else { buffer[row * total + offset + k] = value }
+                    if transposed {
+                        // A tile of rows at a time, so the source lines read for one column are
+                        // still in L1 for the next (column by column over all rows they were not:
+                        // this copy was 9 % of a 2B stack).
+                        for first in stride(from: 0, to: outFeatures, by: 256) {
+                            let rows = first..<min(first + 256, outFeatures)
+                            for k in 0..<block.rank {
+                                let column = (offset + k) * outFeatures
+                                for row in rows { buffer[column + row] = block.factor * source[row * block.rank + k] }
+                            }
+                        }
+                    } else {
+                        for row in 0..<outFeatures {
+                            for k in 0..<block.rank { buffer[row * total + offset + k] = block.factor * source[row * block.rank + k] }
                         }
                     }
                 }
