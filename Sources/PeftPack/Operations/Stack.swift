@@ -175,7 +175,13 @@ public enum Stack {
         let recompressing = recompression != .none
         // Recompression factors B as a column-major matrix, so it is concatenated as Bᵀ.
         let b = concatenate(factors.blocksB, outFeatures: factors.outFeatures, transposed: recompressing)
-        let (newA, newB, error) = recompressing ? try recompress(a: a, bTransposed: b, rule: recompression) : (a, b, 0)
+        guard recompressing else {
+            return StackedModule(target: target, layout: pieces[0].settings.layout, inputs: pieces.count, a: a, b: b,
+                                 biasSum: factors.biasSum, relativeError: 0)
+        }
+        // Handed over, not shared: recompress factors them in place, and a copy-on-write copy of
+        // both (1.8 % of a 2B stack) would be all that sharing bought.
+        let (newA, newB, error) = try recompress(a: consume a, bTransposed: consume b, rule: recompression)
         return StackedModule(target: target, layout: pieces[0].settings.layout, inputs: pieces.count, a: newA, b: newB,
                              biasSum: factors.biasSum, relativeError: error)
     }
@@ -281,9 +287,8 @@ public enum Stack {
     /// column-major Aᵀ, the row-major k × out Bᵀ the column-major B: both are factored as they
     /// lie, both Q stay implicit and are applied to the small factors of the SVD, writing the new
     /// factors straight into row-major buffers, with no transposed copies.
-    static func recompress(a: Matrix, bTransposed: Matrix, rule: Recompression) throws -> (a: Matrix, b: Matrix, relativeError: Double) {
+    static func recompress(a: consuming Matrix, bTransposed: consuming Matrix, rule: Recompression) throws -> (a: Matrix, b: Matrix, relativeError: Double) {
         let k = a.rows, inFeatures = a.cols, outFeatures = bTransposed.cols
-        var a = a, bTransposed = bTransposed
         let qrB = try bTransposed.values.withUnsafeMutableBufferPointer { try LAPACK.qrInPlace($0.baseAddress!, rows: outFeatures, cols: k) }
         let qrA = try a.values.withUnsafeMutableBufferPointer { try LAPACK.qrInPlace($0.baseAddress!, rows: inFeatures, cols: k) }
         let (u, s, vt) = try LAPACK.svd(core(qrB: bTransposed.values, qrA: a.values, k: k, outFeatures: outFeatures, inFeatures: inFeatures))
