@@ -58,6 +58,30 @@ import Testing
         for i in 0..<40 { for j in 0..<40 { #expect(abs(gram[i, j] - (i == j ? 1 : 0)) < 1e-5) } }
     }
 
+    /// The in-place column-major QR gives back the matrix when Q's leading columns multiply its
+    /// own R, tall or wide, written row-major or column-major; a wrong T, reflector layout or
+    /// stride would be O(1) off.
+    @Test(arguments: [(150, 40, true), (150, 40, false), (30, 40, true), (30, 40, false)])
+    func compactWYLeadingColumnsRebuildTheMatrix(rows: Int, cols: Int, rowMajorResult: Bool) throws {
+        let original = Self.random(rows, cols, seed: 5)
+        var columnMajor = original.transposed.values
+        let count = min(rows, cols)
+        let factors = try columnMajor.withUnsafeMutableBufferPointer { try LAPACK.qrInPlace($0.baseAddress!, rows: rows, cols: cols) }
+        var r = Matrix(zeros: count, cols)
+        for i in 0..<count {
+            for l in i..<cols { r[i, l] = columnMajor[i + l * rows] }
+        }
+        var rebuilt = [Float](repeating: .nan, count: rows * cols)
+        columnMajor.withUnsafeBufferPointer { reflectors in
+            rebuilt.withUnsafeMutableBufferPointer { out in
+                factors.leadingColumns(times: r, reflectors: reflectors.baseAddress!, rows: rows, rowMajorResult: rowMajorResult, into: out.baseAddress!)
+            }
+        }
+        let rowMajor = rowMajorResult ? rebuilt : Matrix(rows: cols, cols: rows, values: rebuilt).transposed.values
+        let error = Matrix(rows: rows, cols: cols, values: zip(rowMajor, original.values).map { $0 - $1 }).frobeniusNorm
+        #expect(error / original.frobeniusNorm < 1e-5)
+    }
+
     @Test func threadCountCanBeSet() {
         let before = BLAS.threadCount
         BLAS.threadCount = 1

@@ -61,11 +61,11 @@ extension HostTensor {
     /// The values as fp32 (exact for F16/BF16/F32; F64 rounds to nearest). Only for float dtypes.
     public func floats() -> [Float] {
         precondition(dtype.isFloatingPoint, "floats() of a \(dtype) tensor")
-        var values = [Float](repeating: 0, count: elementCount)
-        bytes.withUnsafeBytes { raw in
-            values.withUnsafeMutableBufferPointer { DTypeConversion.toFloat32(raw, dtype: dtype, into: $0) }
+        // toFloat32 writes every element, so the array need not be zeroed first.
+        return [Float](unsafeUninitializedCapacity: elementCount) { values, initialized in
+            bytes.withUnsafeBytes { DTypeConversion.toFloat32($0, dtype: dtype, into: values) }
+            initialized = elementCount
         }
-        return values
     }
 
     /// A tensor of `dtype` holding `floats` rounded once (round to nearest, ties to even).
