@@ -76,7 +76,7 @@ import Testing
 
     @Test func everyInt8VectorQuantizesBitExactly() throws {
         let (checkpoint, cases) = try Self.vectors("vectors_quantize_int8.safetensors")
-        #expect(cases.count == 3)
+        #expect(cases.count == 4)
         for name in cases {
             let input: HostTensor = try checkpoint.tensor(name + ".input")
             let result = Int8Quantizer.quantize(input.floats(), columns: input.shape[1])

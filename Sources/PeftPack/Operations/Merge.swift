@@ -19,10 +19,15 @@ public enum Merge {
         public var skipUnmergeable: Bool
         public var tiedEmbeddings: TiedEmbeddingsPolicy
         public var baseCheck: BaseCheckLevel
+        /// A bitsandbytes base stays quantized: merged weights are requantized as bnb does when PEFT
+        /// merges into a quantized layer (QuantizedOutput). Ignored for an unquantized base.
+        public var keepsQuantization: Bool
 
         public init(dtype: DType? = nil, maxShardSize: Int? = nil, force: Bool = false, skipUnmergeable: Bool = false,
-                    tiedEmbeddings: TiedEmbeddingsPolicy = .untie, baseCheck: BaseCheckLevel = .content) {
+                    tiedEmbeddings: TiedEmbeddingsPolicy = .untie, baseCheck: BaseCheckLevel = .content,
+                    keepsQuantization: Bool = false) {
             self.dtype = dtype
+            self.keepsQuantization = keepsQuantization
             self.maxShardSize = maxShardSize
             self.force = force
             self.skipUnmergeable = skipUnmergeable
@@ -70,10 +75,19 @@ public enum Merge {
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
         defer { BLAS.threadCount = blasThreads }
-        let plan = try Plan(base: try BaseModel(folder: baseFolder), selection: selection, options: options)
+        let base = try BaseModel(folder: baseFolder)
+        let keepsQuantization = options.keepsQuantization && base.checkpoint.dequantizer != nil
+        var planOptions = options
+        // The requantized weights are quantized from the fp32 merge, as bnb quantizes PEFT's fp32 sum.
+        if keepsQuantization { planOptions.dtype = .f32 }
+        let plan = try Plan(base: base, selection: selection, options: planOptions)
         let stream = TensorStream(plan, progress: progress)
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
-            try stream.write(into: folder, baseFolder: baseFolder)
+            if keepsQuantization {
+                try QuantizedOutput.write(stream, plan: plan, baseFolder: baseFolder, maxShardSize: options.maxShardSize, into: folder)
+            } else {
+                try stream.write(into: folder, baseFolder: baseFolder)
+            }
         }
         return Report(output: output, tensorsTouched: plan.changes.count, tensorsCopied: plan.outputInfos.count - plan.changes.count,
                       bytesRead: stream.bytesRead, bytesWritten: stream.bytesWritten, seconds: Date().timeIntervalSince(start),

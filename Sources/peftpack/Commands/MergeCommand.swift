@@ -30,6 +30,13 @@ struct MergeCommand: ParsableCommand {
             wrong base of the same shapes is named). --force no longer skips this check: it only \
             replaces an existing output.
 
+            A bitsandbytes base (NF4/FP4, double quantization, LLM.int8) is read as its dequantized \
+            weights; by default the output is that plain model plus ΔW, rounded once, without \
+            quantization_config. --dtype same keeps it quantized as PEFT's merge_and_unload does: \
+            each merged weight is quantized again with its own settings, bit-exact with bitsandbytes' \
+            CPU quantizers, from W + ΔW rounded once to fp32; every other tensor is copied byte for \
+            byte and config.json keeps its quantization_config. On an unquantized base, same is auto.
+
             A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
             (--trust-base, as its content is no longer the base's) restores the base to within one \
             rounding step.
@@ -59,7 +66,7 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
     var weights: [Double] = []
 
-    @Option(help: "Output dtype (auto: the base's).")
+    @Option(help: "Output dtype (auto: the base's; same: a bitsandbytes base stays quantized).")
     var dtype: MergeOutputDType = .auto
 
     @Option(name: .customLong("max-shard-size"), help: "Reshard the output (e.g. 500MB, 2GB); default: the base's shards.", transform: OptionValue.byteSize)
@@ -88,7 +95,7 @@ struct MergeCommand: ParsableCommand {
             let inputs = MergeInput.parse(packs, weights: weights)
             let options = Merge.Options(dtype: dtype.dtype, maxShardSize: maxShardSize,
                                         force: force, skipUnmergeable: skipUnmergeable, tiedEmbeddings: tiedEmbeddings,
-                                        baseCheck: baseCheck.level)
+                                        baseCheck: baseCheck.level, keepsQuantization: dtype.keepsQuantization)
             let progress = ProgressLine(label: "merge", enabled: !outputOptions.quiet)
             let report = try baseCheck.hinting {
                 try Merge.run(base: base, inputs: inputs, output: output, options: options) { progress.update(done: $0, total: $1) }

@@ -47,6 +47,9 @@ public final class BitsandbytesWeights: WeightProvider, @unchecked Sendable {
     /// The weights stored quantized.
     public var quantizedNames: [String] { layouts.keys.sorted() }
 
+    /// How a quantized weight is stored (nil for any other tensor).
+    func layout(_ name: String) -> QuantizedWeightLayout? { layouts[name] }
+
     public func tensorInfo(_ name: String) throws -> TensorInfo? {
         if let layout = layouts[name] { return layout.info }
         return visible.contains(name) ? checkpoint.info(name) : nil
