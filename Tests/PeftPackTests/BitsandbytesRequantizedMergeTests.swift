@@ -9,14 +9,16 @@ import Testing
 @Suite struct BitsandbytesRequantizedMergeTests {
     static let base = BitsandbytesTests.folder + "/llama-tiny-nf4"
 
-    static func merge(keepsQuantization: Bool, dtype: DType? = nil) throws -> String {
+    @discardableResult
+    static func merge(keepsQuantization: Bool, dtype: DType? = nil, report: ((Merge.Report) -> Void)? = nil) throws -> String {
         let directory = Fixtures.temporaryDirectory()
         let pack = directory + "/qlora.peftpack"
         _ = try PackImport.run(sources: [.init(path: BitsandbytesTests.folder + "/llama-tiny-nf4-qlora/adapter", name: "qlora")],
                                output: pack, baseFolder: nil, level: 3)
         let output = directory + "/merged"
-        _ = try Merge.run(base: base, inputs: [MergeInput(pack: pack, adapter: nil, weight: 1)], output: output,
-                          options: .init(dtype: dtype, keepsQuantization: keepsQuantization))
+        let result = try Merge.run(base: base, inputs: [MergeInput(pack: pack, adapter: nil, weight: 1)], output: output,
+                                   options: .init(dtype: dtype, keepsQuantization: keepsQuantization))
+        report?(result)
         return output
     }
 
@@ -48,5 +50,22 @@ import Testing
                 #expect(try quantized.stored.tensor(storedName).bytes == tensor.bytes, "\(storedName)")
             }
         }
+    }
+
+    /// Figures recomputed from the same tensors by tests/python/check_quantized_bases.py; here
+    /// only their presence and range.
+    @Test func reportsWhatSurvivedRequantizationPerMergedWeight() throws {
+        var report: Merge.Report?
+        try Self.merge(keepsQuantization: true) { report = $0 }
+        let survival = try #require(report?.requantized)
+        #expect(survival.map(\.tensor) == ["q_proj", "v_proj"].flatMap { p in [0, 1].map { "model.layers.\($0).self_attn.\(p).weight" } }.sorted())
+        for entry in survival {
+            #expect(entry.normRatio > 0.5 && entry.normRatio < 2, "\(entry.tensor): \(entry.normRatio)")
+            #expect(entry.cosine > 0.5 && entry.cosine <= 1, "\(entry.tensor): \(entry.cosine)")
+            #expect(entry.unchangedCodeShare >= 0 && entry.unchangedCodeShare < 1, "\(entry.tensor): \(entry.unchangedCodeShare)")
+        }
+        var plain: Merge.Report?
+        try Self.merge(keepsQuantization: false) { plain = $0 }
+        #expect(plain?.requantized == nil)
     }
 }

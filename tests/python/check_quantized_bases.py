@@ -24,7 +24,8 @@ For each base:
   element that close to a decision bound may take the neighbouring code; to separate that from a
   quantizer error, bnb's own quantizer is also run on peftpack's fp32 sum, and its bytes must equal
   peftpack's exactly. transformers then loads the output from its config (load_in_4bit /
-  load_in_8bit) and its logits are compared with PEFT's merged model.
+  load_in_8bit) and its logits are compared with PEFT's merged model. merge's report of what survived
+  requantization (norm ratio, cosine with ΔW, codes unchanged, per weight) is recomputed here.
 
 Runs in .venv/bnb (bitsandbytes 0.50)."""
 import json
@@ -192,7 +193,7 @@ def check_same(kind, tally):
     pack = work / f"{kind}.peftpack"
     run_peftpack("import", str(work / f"{kind}-lora"), "-o", str(pack), "--base", str(work / kind))
     ours_folder = work / f"{kind}-same"
-    run_peftpack("merge", "--base", str(work / kind), str(pack), "-o", str(ours_folder), "--dtype", "same")
+    report = json.loads(run_peftpack("merge", "--base", str(work / kind), str(pack), "-o", str(ours_folder), "--dtype", "same", "--json").stdout)
     expect(tally, "quantization_config" in json.loads((ours_folder / "config.json").read_text()),
            f"{kind} same: config.json keeps its quantization_config")
 
@@ -263,6 +264,31 @@ def check_same(kind, tally):
     scale = reference.abs().max().item()
     print(f"  {kind} same: logits of the loaded output vs PEFT's merged tensors loaded alike: max abs {error:.3g} (scale {scale:.3g})")
     expect(tally, error <= 1e-5 + 1e-3 * scale, f"{kind} same: logits of the loaded output vs PEFT's merged tensors: max abs {error:.3g}")
+    # After a forward pass LLM.int8 moves SCB into its matmul state: its Q(W + ΔW) from the file.
+    after = ({name: bnbf.int8_vectorwise_dequant(ours[name], ours[name.removesuffix("weight") + "SCB"]) for name in dequantized}
+             if kind == "int8" else dequantized_weights(loaded))
+    check_survival(kind, tally, work, pack, report, dequantized, after, read_all(work / kind), ours)
+
+
+def check_survival(kind, tally, work, pack, report, before, after, base_stored, ours):
+    """merge's survival figures recomputed from the same tensors: Q(W) bnb's dequantization of the
+    base, Q(W + ΔW) of the output, ΔW = peftpack's fp32 merge (--dtype fp32) − Q(W), in fp64."""
+    plain_folder = work / f"{kind}-fp32"
+    run_peftpack("merge", "--base", str(work / kind), str(pack), "-o", str(plain_folder), "--dtype", "fp32")
+    merged = read_all(plain_folder)
+    figures = {entry["tensor"]: entry for entry in report.get("requantized") or []}
+    expect(tally, set(figures) == {name for name in merged if name in before and not torch.equal(merged[name], before[name])},
+           f"{kind} same: the report covers every merged quantized weight ({sorted(figures)[:2]}…)")
+    worst = 0.0
+    for name, entry in figures.items():
+        delta = merged[name].double() - before[name].double()
+        survived = after[name].double() - before[name].double()
+        ratio = (survived.norm() / delta.norm()).item()
+        cosine = (survived * delta).sum().item() / (survived.norm() * delta.norm()).item()
+        unchanged = (codes_of(base_stored[name], name) == codes_of(ours[name], name)).double().mean().item()
+        worst = max(worst, abs(ratio - entry["normRatio"]), abs(cosine - entry["cosine"]), abs(unchanged - entry["unchangedCodeShare"]))
+        print(f"  {kind} same: {name}: norm ratio {ratio:.4f}, cosine {cosine:.4f}, codes unchanged {unchanged:.3f}")
+    expect(tally, worst <= 1e-9, f"{kind} same: merge's survival figures equal the ones computed here (worst difference {worst:.2g})")
 
 
 def main():

@@ -61,6 +61,8 @@ public enum Merge {
         public var tiedEmbeddings: TiedEmbeddingsReport?
         public var baseCheck: BaseBinding.Report
         public var files: [String]
+        /// Per merged quantized weight when the base stays quantized (nil otherwise).
+        public var requantized: [QuantizationSurvival]?
     }
 
     /// Plan (adapters chosen and checked, every tensor's operations) → compute and write (tensor
@@ -82,17 +84,20 @@ public enum Merge {
         if keepsQuantization { planOptions.dtype = .f32 }
         let plan = try Plan(base: base, selection: selection, options: planOptions)
         let stream = TensorStream(plan, progress: progress)
+        var survival: [QuantizationSurvival]?
+        var quantizedBytes: Int?
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
             if keepsQuantization {
-                try QuantizedOutput.write(stream, plan: plan, baseFolder: baseFolder, maxShardSize: options.maxShardSize, into: folder)
+                (quantizedBytes, survival) = try QuantizedOutput.write(stream, plan: plan, baseFolder: baseFolder,
+                                                                       maxShardSize: options.maxShardSize, into: folder)
             } else {
                 try stream.write(into: folder, baseFolder: baseFolder)
             }
         }
         return Report(output: output, tensorsTouched: plan.changes.count, tensorsCopied: plan.outputInfos.count - plan.changes.count,
-                      bytesRead: stream.bytesRead, bytesWritten: stream.bytesWritten, seconds: Date().timeIntervalSince(start),
+                      bytesRead: stream.bytesRead, bytesWritten: quantizedBytes ?? stream.bytesWritten, seconds: Date().timeIntervalSince(start),
                       maxAbsDelta: stream.maxAbsDelta, adapters: stream.adapterReports, skippedAdapters: plan.skipped,
-                      tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: files)
+                      tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: files, requantized: survival)
     }
 
     /// A merged tensor and what merging it did: elements changed in fp64, how many of them

@@ -16,7 +16,10 @@ extension Merge {
     enum QuantizedOutput {
         static let scratchName = ".merged-fp32"
 
-        static func write(_ stream: TensorStream, plan: Plan, baseFolder: String, maxShardSize: Int?, into folder: String) throws {
+        /// Returns the tensor bytes written and what survived requantization of each merged
+        /// quantized weight, in name order.
+        static func write(_ stream: TensorStream, plan: Plan, baseFolder: String, maxShardSize: Int?,
+                          into folder: String) throws -> (bytesWritten: Int, survival: [QuantizationSurvival]) {
             let scratch = (folder as NSString).appendingPathComponent(scratchName)
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false)
             defer { try? FileManager.default.removeItem(atPath: scratch) }
@@ -49,6 +52,11 @@ extension Merge {
                 }
             }
             try copyOtherFiles(from: scratch, to: folder)
+            let requantized = try Checkpoint(path: folder)
+            let survival = try plan.changes.keys.sorted().filter { base.isQuantized($0) }.map { name in
+                try QuantizationSurvival.measure(name, base: base, requantized: requantized, merged: try merged.tensor(name).floats())
+            }
+            return (shards.joined().reduce(0) { $0 + ($1.byteCount ?? 0) }, survival)
         }
 
         /// Every changed tensor's stored replacements: a quantized weight's requantized group, any

@@ -124,6 +124,12 @@ struct MergeCommand: ParsableCommand {
                     }
                     if tie.storedHeadCopy { print("  \(tie.head): the base stores a copy of the tied head, written with its merged value (transformers loads the copy)") }
                 }
+                if let survival = report.requantized, !survival.isEmpty {
+                    func figure(_ value: Double) -> String { String(format: "%.3f", value) }
+                    let worst = survival.min { $0.cosine < $1.cosine }!
+                    let unchanged = survival.map(\.unchangedCodeShare).reduce(0, +) / Double(survival.count)
+                    print("  requantized \(survival.count) weights: ‖Q(W+ΔW)−Q(W)‖/‖ΔW‖ \(figure(survival.map(\.normRatio).min()!))–\(figure(survival.map(\.normRatio).max()!)), cosine with ΔW \(figure(worst.cosine))–\(figure(survival.map(\.cosine).max()!)) (lowest \(worst.tensor)), \(String(format: "%.1f", unchanged * 100))% of codes unchanged on average")
+                }
                 if !report.skippedAdapters.isEmpty { print("  skipped (not mergeable): \(report.skippedAdapters.joined(separator: ", "))") }
             }
         }
