@@ -69,7 +69,7 @@ import Testing
 
     /// Help lists every closed set of values, as the parser knows them.
     @Test(arguments: [
-        (["merge"], "values: bf16, fp16, fp32, auto; default: auto"),
+        (["merge"], "values: bf16, fp16, fp32, auto, same; default: auto"),
         (["merge"], "values: untie, keep; default: untie"),
         (["export"], "values: peft, adapterhub, gguf"),
         (["export"], "values: f32, f16, bf16, q8_0; default: f32"),

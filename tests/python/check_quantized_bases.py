@@ -15,14 +15,26 @@ For each base:
   rounded once to the quant state's dtype (fp32): the exact merge, bit for bit but for fp64
   summation-order ties (at most 1 ulp, counted).
 - `verify --merged` on the output passes.
+- `merge --dtype same` keeps the base quantized. Its tensors are compared byte for byte with
+  PEFT's `merge_and_unload()` state dict (what `save_pretrained` writes; transformers 5 cannot
+  save a model loaded pre-quantized) on the same base and adapter: every untouched
+  tensor and every companion must be equal; for a merged weight the elements (4-bit codes, int8
+  codes) and blocks (absmax, SCB) that differ are counted and reported. PEFT quantizes
+  fp32(fp32(W) + fp32(B·A)·s) with an fp32 matmul, peftpack W + ΔW rounded once from fp64, so an
+  element that close to a decision bound may take the neighbouring code; to separate that from a
+  quantizer error, bnb's own quantizer is also run on peftpack's fp32 sum, and its bytes must equal
+  peftpack's exactly. transformers then loads the output from its config (load_in_4bit /
+  load_in_8bit) and its logits are compared with PEFT's merged model. merge's report of what survived
+  requantization (norm ratio, cosine with ΔW, codes unchanged, per weight) is recomputed here.
 
 Runs in .venv/bnb (bitsandbytes 0.50)."""
 import json
+import shutil
 import sys
 
 import bitsandbytes.functional as bnbf
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
 
@@ -145,10 +157,145 @@ def check(kind, tally):
     expect(tally, result.returncode == 0, f"{kind}: verify --merged on the output: {result.stdout.strip()}")
 
 
+def read_all(folder):
+    tensors = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(str(path)))
+    return tensors
+
+
+def codes_of(tensor, name):
+    """A merged weight's elements as comparable codes: 4-bit nibbles unpacked, int8 as is."""
+    if tensor.dtype == torch.uint8 and not name.endswith(("absmax", "quant_map")):
+        flat = tensor.reshape(-1)
+        return torch.stack([flat >> 4, flat & 0xF], dim=1).reshape(-1)
+    return tensor.reshape(-1)
+
+
+def bnb_quantized(kind, sums, ours, name):
+    """bnb's quantizer on peftpack's fp32 W + ΔW, as Params4bit / Int8Params run it on CPU."""
+    value = sums[name]
+    if kind == "int8":
+        codes, scales, _ = bnbf.int8_vectorwise_quant(value.to(torch.float16))
+        return {name: codes, name.removesuffix("weight") + "SCB": scales}
+    state = json.loads(bytes(ours[next(k for k in ours if k.startswith(name + ".quant_state."))].tolist()))
+    packed, quant_state = bnbf.quantize_4bit(value, blocksize=state["blocksize"], quant_type=state["quant_type"],
+                                             compress_statistics="nested_offset" in state)
+    result = {name: packed}
+    for key, tensor in quant_state.as_dict(packed=True).items():
+        result[f"{name}.{key}"] = tensor
+    return result
+
+
+def check_same(kind, tally):
+    work = scratch_dir()
+    dequantized, deltas = make_artifacts(work, kind)
+    pack = work / f"{kind}.peftpack"
+    run_peftpack("import", str(work / f"{kind}-lora"), "-o", str(pack), "--base", str(work / kind))
+    ours_folder = work / f"{kind}-same"
+    report = json.loads(run_peftpack("merge", "--base", str(work / kind), str(pack), "-o", str(ours_folder), "--dtype", "same", "--json").stdout)
+    expect(tally, "quantization_config" in json.loads((ours_folder / "config.json").read_text()),
+           f"{kind} same: config.json keeps its quantization_config")
+
+    base = LlamaForCausalLM.from_pretrained(work / kind, device_map="cpu").eval()
+    peft_merged = PeftModel.from_pretrained(base, work / f"{kind}-lora").merge_and_unload().eval()
+    # save_pretrained of a model loaded pre-quantized fails in transformers 5 (its weight
+    # conversion has no reverse); the state dict is what it would write: bnb's Linear4bit /
+    # Linear8bitLt put the packed weight and every companion in it.
+    theirs = {name: tensor.detach().contiguous() for name, tensor in peft_merged.state_dict().items()}
+    ours = read_all(ours_folder)
+    expect(tally, set(ours) == set(theirs), f"{kind} same: the tensor names equal PEFT's ({sorted(set(ours) ^ set(theirs))[:4]})")
+
+    merged_prefixes = tuple(name.removesuffix("weight") for name in deltas)
+    untouched_differ = [n for n in ours if n in theirs and not n.startswith(merged_prefixes)
+                        and not torch.equal(ours[n].view(torch.uint8) if ours[n].dtype != torch.uint8 else ours[n],
+                                            theirs[n].view(torch.uint8) if theirs[n].dtype != torch.uint8 else theirs[n])]
+    expect(tally, not untouched_differ, f"{kind} same: untouched tensors byte-identical to PEFT's ({untouched_differ[:3]})")
+
+    sums = {name: (dequantized[name].double() + deltas[name]).float() for name in deltas}
+    quantizer_mismatches, elements, differing, blocks, differing_blocks, other = 0, 0, 0, 0, 0, []
+    states, offsets_differ = 0, 0
+    for name in deltas:
+        for key, tensor in bnb_quantized(kind, sums, ours, name).items():
+            if not torch.equal(tensor.reshape(-1).view(torch.uint8), ours[key].reshape(-1).view(torch.uint8)):
+                quantizer_mismatches += 1
+        group = [n for n in ours if n.startswith(name.removesuffix("weight"))]
+        for key in group:
+            a, b = ours[key], theirs[key]
+            if key == name:
+                ca, cb = codes_of(a, key), codes_of(b, key)
+                elements += ca.numel()
+                differing += int((ca != cb).sum())
+            elif key.endswith(("absmax", "SCB")):
+                blocks += a.numel()
+                differing_blocks += int((a.reshape(-1) != b.reshape(-1)).sum())
+            elif ".quant_state." in key:
+                states += 1
+                ours_state, their_state = json.loads(bytes(a.tolist())), json.loads(bytes(b.tolist()))
+                if ours_state != their_state:
+                    offsets_differ += 1
+                    ours_state.pop("nested_offset", None), their_state.pop("nested_offset", None)
+                    if ours_state != their_state:
+                        other.append(key)
+                elif not torch.equal(a, b):
+                    other.append(key)
+            elif not torch.equal(a, b):
+                other.append(key)
+    expect(tally, quantizer_mismatches == 0,
+           f"{kind} same: peftpack's requantized tensors equal bnb's quantizer on the same fp32 W + ΔW ({quantizer_mismatches} tensors differ)")
+    expect(tally, not other, f"{kind} same: code tables, weight_format and quant states (but the nested offset) equal PEFT's, byte for byte where the offset agrees ({other[:3]})")
+    print(f"  {kind} same vs PEFT merge_and_unload: {differing} of {elements} codes, {differing_blocks} of {blocks} "
+          f"absmax/SCB values and {offsets_differ} of {states} quant states (nested offset) differ "
+          f"(PEFT's fp32 W + fp32 ΔW vs W + ΔW rounded once)")
+    expect(tally, differing <= max(1, elements // 1000), f"{kind} same: at most 0.1% of the merged codes differ from PEFT's ({differing} of {elements})")
+
+    # PEFT's tensors saved the way save_pretrained would, so both are loaded alike: an LLM.int8
+    # model fresh from disk runs differently from the one merge_and_unload left in memory.
+    peft_folder = work / f"{kind}-peft-merged"
+    shutil.copytree(ours_folder, peft_folder)
+    save_file(theirs, str(peft_folder / "model.safetensors"), metadata={"format": "pt"})
+    loaded = LlamaForCausalLM.from_pretrained(ours_folder, device_map="cpu").eval()
+    quantized_type = "Linear8bitLt" if kind == "int8" else "Linear4bit"
+    expect(tally, any(type(m).__name__ == quantized_type for m in loaded.modules()),
+           f"{kind} same: transformers loads the output quantized ({quantized_type}) from its config")
+    input_ids = torch.randint(0, 320, (2, 9), generator=torch.Generator().manual_seed(5))
+    reference = logits(LlamaForCausalLM.from_pretrained(peft_folder, device_map="cpu").eval(), input_ids)
+    error = (logits(loaded, input_ids) - reference).abs().max().item()
+    scale = reference.abs().max().item()
+    print(f"  {kind} same: logits of the loaded output vs PEFT's merged tensors loaded alike: max abs {error:.3g} (scale {scale:.3g})")
+    expect(tally, error <= 1e-5 + 1e-3 * scale, f"{kind} same: logits of the loaded output vs PEFT's merged tensors: max abs {error:.3g}")
+    # After a forward pass LLM.int8 moves SCB into its matmul state: its Q(W + ΔW) from the file.
+    after = ({name: bnbf.int8_vectorwise_dequant(ours[name], ours[name.removesuffix("weight") + "SCB"]) for name in dequantized}
+             if kind == "int8" else dequantized_weights(loaded))
+    check_survival(kind, tally, work, pack, report, dequantized, after, read_all(work / kind), ours)
+
+
+def check_survival(kind, tally, work, pack, report, before, after, base_stored, ours):
+    """merge's survival figures recomputed from the same tensors: Q(W) bnb's dequantization of the
+    base, Q(W + ΔW) of the output, ΔW = peftpack's fp32 merge (--dtype fp32) − Q(W), in fp64."""
+    plain_folder = work / f"{kind}-fp32"
+    run_peftpack("merge", "--base", str(work / kind), str(pack), "-o", str(plain_folder), "--dtype", "fp32")
+    merged = read_all(plain_folder)
+    figures = {entry["tensor"]: entry for entry in report.get("requantized") or []}
+    expect(tally, set(figures) == {name for name in merged if name in before and not torch.equal(merged[name], before[name])},
+           f"{kind} same: the report covers every merged quantized weight ({sorted(figures)[:2]}…)")
+    worst = 0.0
+    for name, entry in figures.items():
+        delta = merged[name].double() - before[name].double()
+        survived = after[name].double() - before[name].double()
+        ratio = (survived.norm() / delta.norm()).item()
+        cosine = (survived * delta).sum().item() / (survived.norm() * delta.norm()).item()
+        unchanged = (codes_of(base_stored[name], name) == codes_of(ours[name], name)).double().mean().item()
+        worst = max(worst, abs(ratio - entry["normRatio"]), abs(cosine - entry["cosine"]), abs(unchanged - entry["unchangedCodeShare"]))
+        print(f"  {kind} same: {name}: norm ratio {ratio:.4f}, cosine {cosine:.4f}, codes unchanged {unchanged:.3f}")
+    expect(tally, worst <= 1e-9, f"{kind} same: merge's survival figures equal the ones computed here (worst difference {worst:.2g})")
+
+
 def main():
     tally = Tally("quantized bases (bitsandbytes)")
     for kind in QUANTIZATIONS:
         check(kind, tally)
+        check_same(kind, tally)
     sys.exit(tally.finish())
 
 

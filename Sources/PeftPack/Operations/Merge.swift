@@ -19,10 +19,15 @@ public enum Merge {
         public var skipUnmergeable: Bool
         public var tiedEmbeddings: TiedEmbeddingsPolicy
         public var baseCheck: BaseCheckLevel
+        /// A bitsandbytes base stays quantized: merged weights are requantized as bnb does when PEFT
+        /// merges into a quantized layer (QuantizedOutput). Ignored for an unquantized base.
+        public var keepsQuantization: Bool
 
         public init(dtype: DType? = nil, maxShardSize: Int? = nil, force: Bool = false, skipUnmergeable: Bool = false,
-                    tiedEmbeddings: TiedEmbeddingsPolicy = .untie, baseCheck: BaseCheckLevel = .content) {
+                    tiedEmbeddings: TiedEmbeddingsPolicy = .untie, baseCheck: BaseCheckLevel = .content,
+                    keepsQuantization: Bool = false) {
             self.dtype = dtype
+            self.keepsQuantization = keepsQuantization
             self.maxShardSize = maxShardSize
             self.force = force
             self.skipUnmergeable = skipUnmergeable
@@ -56,6 +61,8 @@ public enum Merge {
         public var tiedEmbeddings: TiedEmbeddingsReport?
         public var baseCheck: BaseBinding.Report
         public var files: [String]
+        /// Per merged quantized weight when the base stays quantized (nil otherwise).
+        public var requantized: [QuantizationSurvival]?
     }
 
     /// Plan (adapters chosen and checked, every tensor's operations) → compute and write (tensor
@@ -74,15 +81,26 @@ public enum Merge {
         if base.checkpoint.decoded is GGUFBaseModel {
             throw InputError(file: baseFolder, problem: "is a GGUF model: merging into a GGUF base is not supported yet (import, inspect and verify read it as a base); merge into the Hugging Face checkpoint it was converted from")
         }
-        let plan = try Plan(base: base, selection: selection, options: options)
+        let keepsQuantization = options.keepsQuantization && base.checkpoint.dequantizer != nil
+        var planOptions = options
+        // The requantized weights are quantized from the fp32 merge, as bnb quantizes PEFT's fp32 sum.
+        if keepsQuantization { planOptions.dtype = .f32 }
+        let plan = try Plan(base: base, selection: selection, options: planOptions)
         let stream = TensorStream(plan, progress: progress)
+        var survival: [QuantizationSurvival]?
+        var quantizedBytes: Int?
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
-            try stream.write(into: folder, baseFolder: baseFolder)
+            if keepsQuantization {
+                (quantizedBytes, survival) = try QuantizedOutput.write(stream, plan: plan, baseFolder: baseFolder,
+                                                                       maxShardSize: options.maxShardSize, into: folder)
+            } else {
+                try stream.write(into: folder, baseFolder: baseFolder)
+            }
         }
         return Report(output: output, tensorsTouched: plan.changes.count, tensorsCopied: plan.outputInfos.count - plan.changes.count,
-                      bytesRead: stream.bytesRead, bytesWritten: stream.bytesWritten, seconds: Date().timeIntervalSince(start),
+                      bytesRead: stream.bytesRead, bytesWritten: quantizedBytes ?? stream.bytesWritten, seconds: Date().timeIntervalSince(start),
                       maxAbsDelta: stream.maxAbsDelta, adapters: stream.adapterReports, skippedAdapters: plan.skipped,
-                      tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: files)
+                      tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: files, requantized: survival)
     }
 
     /// A merged tensor and what merging it did: elements changed in fp64, how many of them

@@ -19,10 +19,13 @@ extension Merge {
         let tied: TiedMerge.Plan?
         let outputInfos: [TensorInfo]
         let shards: [[TensorInfo]]
+        /// The output keeps the base's quantization_config (QuantizedOutput writes it quantized).
+        let keepsQuantization: Bool
 
         init(base: BaseModel, selection: SelectedAdapters, options: Options) throws {
             self.base = base
             self.selection = selection
+            keepsQuantization = options.keepsQuantization && base.checkpoint.dequantizer != nil
             binding = BaseBinding(base: base, level: options.baseCheck)
             let selected = selection.entries.map { (adapter: base.withModuleLayouts($0.adapter), weight: $0.weight) }
             let owners = selection.entries.map(\.pack)
@@ -125,7 +128,7 @@ extension Merge {
             try plan.binding.checkRemainingContent()
             try copyOtherFiles(from: baseFolder, to: folder)
             if plan.tied?.untie == true { try TiedMerge.untieConfig(in: folder) }
-            if plan.base.checkpoint.dequantizer != nil { try Self.dropQuantizationConfig(in: folder) }
+            if plan.base.checkpoint.dequantizer != nil && !plan.keepsQuantization { try Self.dropQuantizationConfig(in: folder) }
         }
 
         /// The merged weights of a bitsandbytes base are written dequantized.

@@ -30,6 +30,13 @@ struct MergeCommand: ParsableCommand {
             wrong base of the same shapes is named). --force no longer skips this check: it only \
             replaces an existing output.
 
+            A bitsandbytes base (NF4/FP4, double quantization, LLM.int8) is read as its dequantized \
+            weights; by default the output is that plain model plus ΔW, rounded once, without \
+            quantization_config. --dtype same keeps it quantized as PEFT's merge_and_unload does: \
+            each merged weight is quantized again with its own settings, bit-exact with bitsandbytes' \
+            CPU quantizers, from W + ΔW rounded once to fp32; every other tensor is copied byte for \
+            byte and config.json keeps its quantization_config. On an unquantized base, same is auto.
+
             A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
             (--trust-base, as its content is no longer the base's) restores the base to within one \
             rounding step.
@@ -59,7 +66,7 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
     var weights: [Double] = []
 
-    @Option(help: "Output dtype (auto: the base's).")
+    @Option(help: "Output dtype (auto: the base's; same: a bitsandbytes base stays quantized).")
     var dtype: MergeOutputDType = .auto
 
     @Option(name: .customLong("max-shard-size"), help: "Reshard the output (e.g. 500MB, 2GB); default: the base's shards.", transform: OptionValue.byteSize)
@@ -88,7 +95,7 @@ struct MergeCommand: ParsableCommand {
             let inputs = MergeInput.parse(packs, weights: weights)
             let options = Merge.Options(dtype: dtype.dtype, maxShardSize: maxShardSize,
                                         force: force, skipUnmergeable: skipUnmergeable, tiedEmbeddings: tiedEmbeddings,
-                                        baseCheck: baseCheck.level)
+                                        baseCheck: baseCheck.level, keepsQuantization: dtype.keepsQuantization)
             let progress = ProgressLine(label: "merge", enabled: !outputOptions.quiet)
             let report = try baseCheck.hinting {
                 try Merge.run(base: base, inputs: inputs, output: output, options: options) { progress.update(done: $0, total: $1) }
@@ -116,6 +123,12 @@ struct MergeCommand: ParsableCommand {
                     default: print("  \(tie.head) stays tied to \(tie.embedding): the adapters change both alike")
                     }
                     if tie.storedHeadCopy { print("  \(tie.head): the base stores a copy of the tied head, written with its merged value (transformers loads the copy)") }
+                }
+                if let survival = report.requantized, !survival.isEmpty {
+                    func figure(_ value: Double) -> String { String(format: "%.3f", value) }
+                    let worst = survival.min { $0.cosine < $1.cosine }!
+                    let unchanged = survival.map(\.unchangedCodeShare).reduce(0, +) / Double(survival.count)
+                    print("  requantized \(survival.count) weights: ‖Q(W+ΔW)−Q(W)‖/‖ΔW‖ \(figure(survival.map(\.normRatio).min()!))–\(figure(survival.map(\.normRatio).max()!)), cosine with ΔW \(figure(worst.cosine))–\(figure(survival.map(\.cosine).max()!)) (lowest \(worst.tensor)), \(String(format: "%.1f", unchanged * 100))% of codes unchanged on average")
                 }
                 if !report.skippedAdapters.isEmpty { print("  skipped (not mergeable): \(report.skippedAdapters.joined(separator: ", "))") }
             }

@@ -10,15 +10,19 @@ struct OptionValueError: Error, CustomStringConvertible {
     var description: String
 }
 
-/// merge --dtype: the base's own dtype, or one the merge can round to. DType's user names
-/// (fp16, float16, half, …) are accepted as before; help lists the canonical ones.
+/// merge --dtype: the base's own dtype, one the merge can round to, or `same`: a quantized base
+/// stays quantized. DType's user names (fp16, float16, half, …) are accepted as before; help
+/// lists the canonical ones.
 enum MergeOutputDType: ExpressibleByArgument {
     case auto
+    case same
     case dtype(DType)
 
     init?(argument: String) {
         if argument == "auto" {
             self = .auto
+        } else if argument == "same" {
+            self = .same
         } else if let dtype = DType(userName: argument), [DType.bf16, .f16, .f32].contains(dtype) {
             self = .dtype(dtype)
         } else {
@@ -26,7 +30,7 @@ enum MergeOutputDType: ExpressibleByArgument {
         }
     }
 
-    static var allValueStrings: [String] { ["bf16", "fp16", "fp32", "auto"] }
+    static var allValueStrings: [String] { ["bf16", "fp16", "fp32", "auto", "same"] }
 
     var defaultValueDescription: String { "auto" }
 
@@ -34,6 +38,11 @@ enum MergeOutputDType: ExpressibleByArgument {
     var dtype: DType? {
         if case .dtype(let dtype) = self { return dtype }
         return nil
+    }
+
+    var keepsQuantization: Bool {
+        if case .same = self { return true }
+        return false
     }
 }
 

@@ -341,7 +341,7 @@ case("cli_reference_two_outputs", ["verify", "{input}/lora.peftpack", "--base", 
 case(write("cli_budget_below_whole.txt", b"x"), ["extract", "--base", LLAMA, "--finetuned", "{fixtures}/models/llama-tiny-ft", "-o", "{output}", "--budget", "10"],
      "a budget of 10 parameters is smaller than the")
 for name, command, expect in [
-    ("dtype", ["merge", "--base", LLAMA, "{input}", "-o", "{output}", "--dtype", "fp8"], "The value 'fp8' is invalid for '--dtype <dtype>'. Please provide one of 'bf16', 'fp16', 'fp32' or 'auto'."),
+    ("dtype", ["merge", "--base", LLAMA, "{input}", "-o", "{output}", "--dtype", "fp8"], "The value 'fp8' is invalid for '--dtype <dtype>'. Please provide one of 'bf16', 'fp16', 'fp32', 'auto' or 'same'."),
     ("gguf_dtype", ["export", "{input}", "-o", "{output}", "--format", "gguf", "--dtype", "q4_0"], "Please provide one of 'f32', 'f16', 'bf16' or 'q8_0'."),
     ("max_shard_size", ["merge", "--base", LLAMA, "{input}", "-o", "{output}", "--max-shard-size", "0"], "--max-shard-size must be a size such as 500MB or 2GB"),
     ("max_shard_syntax", ["merge", "--base", LLAMA, "{input}", "-o", "{output}", "--max-shard-size", "big"], "is invalid for '--max-shard-size <max-shard-size>': not a size"),

@@ -61,6 +61,15 @@ public enum BitsandbytesFormat {
         }
     }
 
+    /// The name a quant state gives `dtype` (one `outputDType(named:)` accepts).
+    static func outputDTypeName(_ dtype: DType) -> String {
+        switch dtype {
+        case .bf16: "bfloat16"
+        case .f16: "float16"
+        default: "float32"
+        }
+    }
+
     /// The output dtypes a quant state may name (`str(torch.dtype)` without "torch.").
     static func outputDType(named name: String) -> DType? {
         switch name {

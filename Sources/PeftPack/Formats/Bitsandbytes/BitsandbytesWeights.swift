@@ -64,6 +64,9 @@ public final class BitsandbytesWeights: DecodedWeights, @unchecked Sendable {
         return kinds
     }
 
+    /// How a quantized weight is stored (nil for any other tensor).
+    func layout(_ name: String) -> QuantizedWeightLayout? { layouts[name] }
+
     public func tensorInfo(_ name: String) throws -> TensorInfo? {
         if let layout = layouts[name] { return layout.info }
         return visible.contains(name) ? checkpoint.info(name) : nil

@@ -17,6 +17,8 @@ enum QuantizedWeightLayout {
         var companions: [String] {
             [absmax, quantMap, nestedAbsmax, nestedQuantMap].compactMap { $0 }
         }
+
+        var stateName: String { name + BitsandbytesFormat.quantStateInfix + state.quantType.rawValue }
     }
 
     struct Int8 {
