@@ -81,16 +81,12 @@ public enum Merge {
         if base.checkpoint.decoded is GGUFBaseModel {
             throw InputError(file: baseFolder, problem: "is a GGUF model: merging into a GGUF base is not supported yet (import, inspect and verify read it as a base); merge into the Hugging Face checkpoint it was converted from")
         }
-        let keepsQuantization = options.keepsQuantization && base.checkpoint.dequantizer != nil
-        var planOptions = options
-        // The requantized weights are quantized from the fp32 merge, as bnb quantizes PEFT's fp32 sum.
-        if keepsQuantization { planOptions.dtype = .f32 }
-        let plan = try Plan(base: base, selection: selection, options: planOptions)
+        let plan = try Plan(base: base, selection: selection, options: options)
         let stream = TensorStream(plan, progress: progress)
         var survival: [QuantizationSurvival]?
         var quantizedBytes: Int?
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
-            if keepsQuantization {
+            if plan.keepsQuantization {
                 (quantizedBytes, survival) = try QuantizedOutput.write(stream, plan: plan, baseFolder: baseFolder,
                                                                        maxShardSize: options.maxShardSize, into: folder)
             } else {

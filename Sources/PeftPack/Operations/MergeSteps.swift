@@ -22,10 +22,13 @@ extension Merge {
         /// The output keeps the base's quantization_config (QuantizedOutput writes it quantized).
         let keepsQuantization: Bool
 
-        init(base: BaseModel, selection: SelectedAdapters, options: Options) throws {
+        init(base: BaseModel, selection: SelectedAdapters, options given: Options) throws {
             self.base = base
             self.selection = selection
-            keepsQuantization = options.keepsQuantization && base.checkpoint.dequantizer != nil
+            keepsQuantization = given.keepsQuantization && base.checkpoint.dequantizer != nil
+            var options = given
+            // The requantized weights are quantized from the fp32 merge, as bnb quantizes PEFT's fp32 sum.
+            if keepsQuantization { options.dtype = .f32 }
             binding = BaseBinding(base: base, level: options.baseCheck)
             let selected = selection.entries.map { (adapter: base.withModuleLayouts($0.adapter), weight: $0.weight) }
             let owners = selection.entries.map(\.pack)
