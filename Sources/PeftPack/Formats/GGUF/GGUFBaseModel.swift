@@ -119,6 +119,20 @@ public final class GGUFBaseModel: DecodedWeights {
     /// The files the model is stored in (its shards, in order).
     public var files: [String] { Array(Set(stored.values.map(\.file.path))).sorted() }
 
+    /// The GGUF tensor a checkpoint tensor is stored as (file, entry), for writing a model back.
+    func storedEntry(_ name: String) -> (file: GGUF.File, entry: GGUF.TensorEntry)? {
+        stored[name].map { ($0.file, $0.entry) }
+    }
+
+    /// Checkpoint-order values of `name` put back the way the converter stores them (the inverse
+    /// of what reading undid: q/k rows permuted for llama.cpp's rope), so a merged tensor is
+    /// written as the file it replaces would hold it.
+    func storedOrder(_ name: String, checkpointValues values: [Float]) -> [Float] {
+        guard let tensor = stored[name], let heads = tensor.permutedHeads else { return values }
+        let rows = tensor.entry.shape[0]
+        return GGUFLoRA.permuteRows(values, rows: rows, columns: values.count / rows, heads: heads, inverse: false)
+    }
+
     public func tensorInfo(_ name: String) throws -> TensorInfo? {
         stored[name].map { TensorInfo(name: name, dtype: $0.dtype, shape: $0.entry.shape) }
     }
