@@ -66,222 +66,133 @@ enum GGMLKQuantizer {
     @inline(__always)
     static func scaleMinimumBlock(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, nmax: Int32, rmin: Float, steps: Int,
                                   pack: (UnsafeMutablePointer<UInt8>) -> Void) {
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: elements + 32) { quantBuffer in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 32 + 8 + 8) { floatBuffer in
-                let quants = quantBuffer.baseAddress!, scratch = quants + elements
-                let weights = floatBuffer.baseAddress!, scales = weights + 32, minimums = scales + 8
-                var maxScale: Float = 0, maxMinimum: Float = 0
-                for j in 0..<8 {
-                    let sub = x + 32 * j
-                    var sumSquares: Float = 0
-                    for l in 0..<32 { sumSquares += sub[l] * sub[l] }
-                    let averageMagnitude = (sumSquares / 32).squareRoot()
-                    for l in 0..<32 { weights[l] = averageMagnitude + abs(sub[l]) }
-                    scales[j] = fitScaleAndMinimum(sub, weights: weights, nmax: nmax, quants: quants + 32 * j, scratch: scratch,
-                                                   minimum: &minimums[j], rmin: rmin, rdelta: 0.1, steps: steps)
-                    if scales[j] > maxScale { maxScale = scales[j] }
-                    if minimums[j] > maxMinimum { maxMinimum = minimums[j] }
-                }
-                let inverseScale: Float = maxScale > 0 ? 63 / maxScale : 0
-                let inverseMinimum: Float = maxMinimum > 0 ? 63 / maxMinimum : 0
-                let packed = (y + 4).assumingMemoryBound(to: UInt8.self)
-                for j in 0..<8 {
-                    // ggml stores nearest_int into a uint8 (modulo 256) before clamping to 63.
-                    let ls = min(63, UInt8(truncatingIfNeeded: nearestInt(inverseScale * scales[j])))
-                    let lm = min(63, UInt8(truncatingIfNeeded: nearestInt(inverseMinimum * minimums[j])))
-                    if j < 4 {
-                        packed[j] = ls
-                        packed[j + 4] = lm
-                    } else {
-                        packed[j + 4] = (ls & 0x0F) | (lm & 0x0F) << 4
-                        packed[j - 4] |= (ls >> 4) << 6
-                        packed[j] |= (lm >> 4) << 6
-                    }
-                }
-                let d = half(maxScale / 63), dmin = half(maxMinimum / 63)
-                y.storeBytes(of: d.littleEndian, toByteOffset: 0, as: UInt16.self)
-                y.storeBytes(of: dmin.littleEndian, toByteOffset: 2, as: UInt16.self)
-                let header = UnsafeRawBufferPointer(start: y, count: 16)
-                for j in 0..<8 {
-                    let (sc, m) = GGMLBlocks.scaleAndMinimum(header, at: 4, sub: j)
-                    let scale = widen(d) * Float(sc)
-                    if scale == 0 { continue }
-                    let offset = widen(dmin) * Float(m)
-                    for i in 0..<32 {
-                        let l = nearestInt((x[32 * j + i] + offset) / scale)
-                        quants[32 * j + i] = UInt8(max(0, min(nmax, l)))
-                    }
-                }
-                pack(quants)
+        Workspace.with { space in
+            let columns = space.columns, weights = space.weights, quants = space.quants
+            var sumSquares = GGMLLaneFits.Lanes8.zero
+            for i in 0..<32 {
+                for j in 0..<8 { columns[i][j] = x[32 * j + i] }
+                sumSquares += columns[i] * columns[i]
             }
+            let averageMagnitude = (sumSquares / 32).squareRoot()
+            for i in 0..<32 { weights[i] = averageMagnitude + GGMLLaneFits.magnitude(columns[i]) }
+            let (scales, minimums) = GGMLLaneFits.scaleAndMinimum(columns, weights: weights, nmax: nmax, quants: space.laneQuants,
+                                                                  scratch: space.trialQuants, rmin: rmin, rdelta: 0.1, steps: steps)
+            var maxScale: Float = 0, maxMinimum: Float = 0
+            for j in 0..<8 {
+                if scales[j] > maxScale { maxScale = scales[j] }
+                if minimums[j] > maxMinimum { maxMinimum = minimums[j] }
+                for i in 0..<32 { quants[32 * j + i] = UInt8(truncatingIfNeeded: space.laneQuants[i][j]) }
+            }
+            let inverseScale: Float = maxScale > 0 ? 63 / maxScale : 0
+            let inverseMinimum: Float = maxMinimum > 0 ? 63 / maxMinimum : 0
+            let packed = (y + 4).assumingMemoryBound(to: UInt8.self)
+            for j in 0..<8 {
+                // ggml stores nearest_int into a uint8 (modulo 256) before clamping to 63.
+                let ls = min(63, UInt8(truncatingIfNeeded: nearestInt(inverseScale * scales[j])))
+                let lm = min(63, UInt8(truncatingIfNeeded: nearestInt(inverseMinimum * minimums[j])))
+                if j < 4 {
+                    packed[j] = ls
+                    packed[j + 4] = lm
+                } else {
+                    packed[j + 4] = (ls & 0x0F) | (lm & 0x0F) << 4
+                    packed[j - 4] |= (ls >> 4) << 6
+                    packed[j] |= (lm >> 4) << 6
+                }
+            }
+            let d = half(maxScale / 63), dmin = half(maxMinimum / 63)
+            y.storeBytes(of: d.littleEndian, toByteOffset: 0, as: UInt16.self)
+            y.storeBytes(of: dmin.littleEndian, toByteOffset: 2, as: UInt16.self)
+            let header = UnsafeRawBufferPointer(start: y, count: 16)
+            for j in 0..<8 {
+                let (sc, m) = GGMLBlocks.scaleAndMinimum(header, at: 4, sub: j)
+                let scale = widen(d) * Float(sc)
+                if scale == 0 { continue }
+                let offset = widen(dmin) * Float(m)
+                for i in 0..<32 {
+                    let l = nearestInt((x[32 * j + i] + offset) / scale)
+                    quants[32 * j + i] = UInt8(max(0, min(nmax, l)))
+                }
+            }
+            pack(quants)
         }
     }
 
-    /// `make_qkx2_quants` (use_mad false): quants L in 0…nmax and a scale and minimum with
-    /// x ≈ scale · L − minimum, the minimum never negative (the fit may not add an offset); the
-    /// grid starts at nmax / (max − min) and tries (rmin + rdelta · step + nmax) / (max − min) for
-    /// steps 0…`steps`, keeping a weighted least-squares fit whose weighted squared error is
-    /// strictly smaller. Returns the scale; `minimum` receives −min.
-    @inline(__always)
-    static func fitScaleAndMinimum(_ x: UnsafePointer<Float>, weights: UnsafePointer<Float>, nmax: Int32,
-                                   quants: UnsafeMutablePointer<UInt8>, scratch: UnsafeMutablePointer<UInt8>,
-                                   minimum: inout Float, rmin: Float, rdelta: Float, steps: Int) -> Float {
-        let n = 32
-        var lowest = x[0], highest = x[0]
-        var sumW = weights[0]
-        var sumX = sumW * x[0]
-        for i in 1..<n {
-            if x[i] < lowest { lowest = x[i] }
-            if x[i] > highest { highest = x[i] }
-            let w = weights[i]
-            sumW += w
-            sumX += w * x[i]
-        }
-        if lowest > 0 { lowest = 0 }
-        if highest == lowest {
-            for i in 0..<n { quants[i] = 0 }
-            minimum = -lowest
-            return 0
-        }
-        let levels = Float(nmax)
-        var iscale = levels / (highest - lowest)
-        var scale = 1 / iscale
-        var bestError: Float = 0
-        for i in 0..<n {
-            let l = nearestInt(iscale * (x[i] - lowest))
-            quants[i] = UInt8(max(0, min(nmax, l)))
-            let diff = scale * Float(quants[i]) + lowest - x[i]
-            bestError += weights[i] * (diff * diff)
-        }
-        for step in 0...steps {
-            iscale = (rmin + rdelta * Float(step) + levels) / (highest - lowest)
-            var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
-            for i in 0..<n {
-                let l = max(0, min(nmax, nearestInt(iscale * (x[i] - lowest))))
-                scratch[i] = UInt8(l)
-                let w = weights[i], q = Float(l)
-                sumL += w * q
-                sumL2 += w * q * q
-                sumXL += w * q * x[i]
-            }
-            let determinant = sumW * sumL2 - sumL * sumL
-            guard determinant > 0 else { continue }
-            var thisScale = (sumW * sumXL - sumX * sumL) / determinant
-            var thisMin = (sumL2 * sumX - sumL * sumXL) / determinant
-            if thisMin > 0 {
-                thisMin = 0
-                thisScale = sumXL / sumL2
-            }
-            var error: Float = 0
-            for i in 0..<n {
-                let diff = thisScale * Float(scratch[i]) + thisMin - x[i]
-                error += weights[i] * (diff * diff)
-            }
-            if error < bestError {
-                for i in 0..<n { quants[i] = scratch[i] }
-                bestError = error
-                scale = thisScale
-                lowest = thisMin
-            }
-        }
-        minimum = -lowest
-        return scale
-    }
-
-    /// Q6_K: sixteen sub-blocks of 16, each fitted by `make_qx_quants` (nmax 32, weights x²); the
-    /// sub-block scales quantized to int8 against the one of largest magnitude (d = its scale /
-    /// −128 … as 1 / (−128 / scale), in fp16), then every quant recomputed from the stored scales
-    /// as x / (d · scale) in −32…31, stored offset by 32.
+    /// Q6_K: sixteen sub-blocks of 16, each fitted by `make_qx_quants` (nmax 32, weights x²), in two
+    /// passes of eight lanes; the sub-block scales quantized to int8 against the one of largest
+    /// magnitude (d = 1 / (−128 / that scale), in fp16), then every quant recomputed from the
+    /// stored scales as x / (d · scale) in −32…31, stored offset by 32.
     static func q6_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: elements) { quantBuffer in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 16) { scaleBuffer in
-                let quants = quantBuffer.baseAddress!, scales = scaleBuffer.baseAddress!
-                var maxScale: Float = 0, maxAbsScale: Float = 0
-                for sub in 0..<16 {
-                    let scale = fitSymmetricScale(x + 16 * sub, nmax: 32, quants: quants + 16 * sub)
-                    scales[sub] = scale
-                    if abs(scale) > maxAbsScale {
-                        maxAbsScale = abs(scale)
-                        maxScale = scale
-                    }
+        Workspace.with { space in
+            let columns = space.columns, quants = space.quants, scales = space.scales
+            var maxScale: Float = 0, maxAbsScale: Float = 0
+            for pass in 0..<2 {
+                for i in 0..<16 {
+                    for lane in 0..<8 { columns[i][lane] = x[16 * (8 * pass + lane) + i] }
                 }
-                if maxAbsScale < groupMaxEpsilon {
-                    y.initializeMemory(as: UInt8.self, repeating: 0, count: 210)
-                    return
-                }
-                let iscale = -128 / maxScale
-                let d = half(1 / iscale)
-                y.storeBytes(of: d.littleEndian, toByteOffset: 208, as: UInt16.self)
-                for sub in 0..<16 {
-                    let stored = Int8(truncatingIfNeeded: min(127, nearestInt(iscale * scales[sub])))
-                    y.storeBytes(of: stored, toByteOffset: 192 + sub, as: Int8.self)
-                    let scale = widen(d) * Float(stored)
-                    if scale == 0 { continue }
-                    for i in 0..<16 {
-                        let l = nearestInt(x[16 * sub + i] / scale)
-                        quants[16 * sub + i] = UInt8(max(-32, min(31, l)) + 32)
+                let fitted = GGMLLaneFits.symmetricScale(columns, nmax: 32, quants: space.laneQuants)
+                for lane in 0..<8 {
+                    let sub = 8 * pass + lane
+                    scales[sub] = fitted[lane]
+                    if abs(fitted[lane]) > maxAbsScale {
+                        maxAbsScale = abs(fitted[lane])
+                        maxScale = fitted[lane]
                     }
+                    for i in 0..<16 { quants[16 * sub + i] = UInt8(truncatingIfNeeded: space.laneQuants[i][lane]) }
                 }
-                // Each half of 128: low nibbles of elements r and r + 64 share byte r of its 64;
-                // the two high bits of elements l, l + 32, l + 64, l + 96 share byte l of its 32.
-                for part in 0..<2 {
-                    let q = quants + 128 * part
-                    let low = y + 64 * part, high = y + 128 + 32 * part
-                    for l in 0..<32 {
-                        low.storeBytes(of: (q[l] & 0x0F) | (q[l + 64] & 0x0F) << 4, toByteOffset: l, as: UInt8.self)
-                        low.storeBytes(of: (q[l + 32] & 0x0F) | (q[l + 96] & 0x0F) << 4, toByteOffset: l + 32, as: UInt8.self)
-                        let bits = q[l] >> 4 | (q[l + 32] >> 4) << 2 | (q[l + 64] >> 4) << 4 | (q[l + 96] >> 4) << 6
-                        high.storeBytes(of: bits, toByteOffset: l, as: UInt8.self)
-                    }
+            }
+            if maxAbsScale < groupMaxEpsilon {
+                y.initializeMemory(as: UInt8.self, repeating: 0, count: 210)
+                return
+            }
+            let iscale = -128 / maxScale
+            let d = half(1 / iscale)
+            y.storeBytes(of: d.littleEndian, toByteOffset: 208, as: UInt16.self)
+            for sub in 0..<16 {
+                let stored = Int8(truncatingIfNeeded: min(127, nearestInt(iscale * scales[sub])))
+                y.storeBytes(of: stored, toByteOffset: 192 + sub, as: Int8.self)
+                let scale = widen(d) * Float(stored)
+                if scale == 0 { continue }
+                for i in 0..<16 {
+                    let l = nearestInt(x[16 * sub + i] / scale)
+                    quants[16 * sub + i] = UInt8(max(-32, min(31, l)) + 32)
+                }
+            }
+            // Each half of 128: low nibbles of elements r and r + 64 share byte r of its 64;
+            // the two high bits of elements l, l + 32, l + 64, l + 96 share byte l of its 32.
+            for part in 0..<2 {
+                let q = quants + 128 * part
+                let low = y + 64 * part, high = y + 128 + 32 * part
+                for l in 0..<32 {
+                    low.storeBytes(of: (q[l] & 0x0F) | (q[l + 64] & 0x0F) << 4, toByteOffset: l, as: UInt8.self)
+                    low.storeBytes(of: (q[l + 32] & 0x0F) | (q[l + 96] & 0x0F) << 4, toByteOffset: l + 32, as: UInt8.self)
+                    let bits = q[l] >> 4 | (q[l + 32] >> 4) << 2 | (q[l + 64] >> 4) << 4 | (q[l + 96] >> 4) << 6
+                    high.storeBytes(of: bits, toByteOffset: l, as: UInt8.self)
                 }
             }
         }
     }
 
-    /// `make_qx_quants` with rmse_type 1 (weights x², no early return): quants in −nmax…nmax−1
-    /// (stored + nmax) for iscale = −nmax / max, where max is the value of largest magnitude, then
-    /// (nmax + 0.1 · k) for k = −9…9, k ≠ 0, keeping the least-squares scale Σwxl / Σwl² of the one
-    /// whose (Σwxl)² / Σwl² is strictly largest. A group whose magnitude is below GROUP_MAX_EPS
-    /// gets quants 0 and scale 0.
-    @inline(__always)
-    static func fitSymmetricScale(_ x: UnsafePointer<Float>, nmax: Int32, quants: UnsafeMutablePointer<UInt8>) -> Float {
-        let n = 16
-        var largest: Float = 0, largestMagnitude: Float = 0
-        for i in 0..<n where abs(x[i]) > largestMagnitude {
-            largestMagnitude = abs(x[i])
-            largest = x[i]
-        }
-        if largestMagnitude < groupMaxEpsilon {
-            for i in 0..<n { quants[i] = 0 }
-            return 0
-        }
-        @inline(__always) func level(_ iscale: Float, _ i: Int) -> Int32 { max(-nmax, min(nmax - 1, nearestInt(iscale * x[i]))) }
-        var iscale = Float(-nmax) / largest
-        var sumLX: Float = 0, sumL2: Float = 0
-        for i in 0..<n {
-            let l = level(iscale, i)
-            quants[i] = UInt8(l + nmax)
-            let w = x[i] * x[i], q = Float(l)
-            sumLX += w * x[i] * q
-            sumL2 += w * q * q
-        }
-        var scale = sumL2 != 0 ? sumLX / sumL2 : 0
-        var best = scale * sumLX
-        for k in -9...9 where k != 0 {
-            iscale = -(Float(nmax) + 0.1 * Float(k)) / largest
-            sumLX = 0
-            sumL2 = 0
-            for i in 0..<n {
-                let w = x[i] * x[i], q = Float(level(iscale, i))
-                sumLX += w * x[i] * q
-                sumL2 += w * q * q
-            }
-            if sumL2 > 0 && sumLX * sumLX > best * sumL2 {
-                for i in 0..<n { quants[i] = UInt8(level(iscale, i) + nmax) }
-                scale = sumLX / sumL2
-                best = scale * sumLX
+    /// One super-block's working memory, carved from one stack allocation: the sub-blocks'
+    /// elements and weights in lane order, the lane fits' quants and trial quants, the final
+    /// quants and the sub-block scales.
+    struct Workspace {
+        let columns, weights: UnsafeMutablePointer<GGMLLaneFits.Lanes8>
+        let laneQuants, trialQuants: UnsafeMutablePointer<GGMLLaneFits.Ints8>
+        let quants: UnsafeMutablePointer<UInt8>
+        let scales: UnsafeMutablePointer<Float>
+
+        @inline(__always)
+        static func with<R>(_ body: (Workspace) -> R) -> R {
+            let lanes = 32 * MemoryLayout<GGMLLaneFits.Lanes8>.stride
+            return withUnsafeTemporaryAllocation(byteCount: 4 * lanes + elements + 16 * 4, alignment: 32) { raw in
+                let base = raw.baseAddress!
+                return body(Workspace(columns: base.bindMemory(to: GGMLLaneFits.Lanes8.self, capacity: 32),
+                                      weights: (base + lanes).bindMemory(to: GGMLLaneFits.Lanes8.self, capacity: 32),
+                                      laneQuants: (base + 2 * lanes).bindMemory(to: GGMLLaneFits.Ints8.self, capacity: 32),
+                                      trialQuants: (base + 3 * lanes).bindMemory(to: GGMLLaneFits.Ints8.self, capacity: 32),
+                                      quants: (base + 4 * lanes).bindMemory(to: UInt8.self, capacity: elements),
+                                      scales: (base + 4 * lanes + elements).bindMemory(to: Float.self, capacity: 16)))
             }
         }
-        return scale
     }
 }
