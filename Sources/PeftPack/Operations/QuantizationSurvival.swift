@@ -43,7 +43,8 @@ public struct QuantizationSurvival: Encodable, Sendable {
         var after = [Float](repeating: 0, count: merged.count)
         quantized.withUnsafeBytes { source in after.withUnsafeMutableBufferPointer { type.dequantize(source, into: $0) } }
         var unchanged = 0
-        for index in base.indices where base[index].bitPattern == after[index].bitPattern { unchanged += 1 }
+        // By value: a block that dequantizes a zero as −0 has not changed it.
+        for index in base.indices where base[index] == after[index] { unchanged += 1 }
         return QuantizationSurvival(tensor: name, type: type.ggmlName, before: base, merged: merged, after: after, unchanged: unchanged)
     }
 
