@@ -36,7 +36,11 @@ enum GGUFModelConfig {
         if let scaling = file.value("\(architecture).rope.scaling.type")?.stringValue, scaling != "none" {
             throw fail("uses \(scaling) rope scaling, which peftpack does not read from GGUF yet")
         }
+        if file.value("\(architecture).attention.sliding_window_pattern") != nil {
+            throw fail("gives \(architecture).attention.sliding_window_pattern, which peftpack does not read from GGUF yet")
+        }
         let hidden = try required("embedding_length", "the hidden size")
+        let layers = try required("block_count", "the layer count")
         let heads = try required("attention.head_count", "the attention head count")
         let headDim = try integer("attention.key_length") ?? hidden / heads
         if let valueLength = try integer("attention.value_length"), valueLength != headDim {
@@ -53,7 +57,7 @@ enum GGUFModelConfig {
             "architectures": [family.classNames[0]],
             "vocab_size": facts.vocabSize,
             "hidden_size": hidden,
-            "num_hidden_layers": try required("block_count", "the layer count"),
+            "num_hidden_layers": layers,
             "intermediate_size": try required("feed_forward_length", "the feed-forward size"),
             "num_attention_heads": heads,
             "num_key_value_heads": try integer("attention.head_count_kv") ?? heads,
@@ -64,7 +68,16 @@ enum GGUFModelConfig {
         ]
         fields["max_position_embeddings"] = try integer("context_length")
         fields["rms_norm_eps"] = try real("attention.layer_norm_rms_epsilon")
-        fields["rope_theta"] = try real("rope.freq_base")
+        // llama.cpp's default when the converter writes none (GemmaModel, Gemma2Model).
+        fields["rope_theta"] = try real("rope.freq_base") ?? 10_000
+        guard let naming = family.llamaCpp else { preconditionFailure("a GGUF family has llama.cpp naming") }
+        for (key, field) in naming.configKeys {
+            guard let value = file.value("\(architecture).\(key)") else { continue }
+            if case .float32 = value { fields[field] = try real(key) } else { fields[field] = try integer(key) }
+        }
+        if let scale = naming.queryScale {
+            fields["query_pre_attn_scalar"] = scale.queryPreAttentionScalar(layers: layers, hidden: hidden, heads: heads, headDim: headDim)
+        }
         let json = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .prettyPrinted])
         do {
             return (try ModelConfig.decode(json), String(decoding: json, as: UTF8.self) + "\n")
