@@ -3,17 +3,18 @@ import Testing
 @testable import PeftPack
 
 /// llama.cpp GGUF models of the families beyond Llama (fixtures/data/gguf_families:
-/// convert_hf_to_gguf.py's f32 and q8_0 of tiny Qwen2, Qwen3, Mistral, Gemma and Gemma 2 models)
+/// convert_hf_to_gguf.py's f32 and q8_0 of tiny Qwen2, Qwen3, Mistral, Gemma, Gemma 2 and Gemma 3
+/// models)
 /// as runtime bases, against the logits torch computes from each file's dequantized weights
 /// mapped back by gguf-py's own name tables.
 ///
 /// Tolerance: 1e-5 of the reference's largest logit, as GGUFBaseModelTests and
 /// RuntimeReferenceTests state it: both sides compute in fp32 from the same weights and differ
-/// only in summation order. Q8_0 moves these logits by 0.045–0.12 (of 2.8–4.7) from the
+/// only in summation order. Q8_0 moves these logits by 0.045–0.13 (of 2.8–4.7) from the
 /// unquantized model's, and a misplaced norm or an untransformed Gemma norm (off by one
 /// everywhere) by far more, so neither can hide inside it.
 @Suite struct GGUFFamiliesTests {
-    static let families = ["qwen2", "qwen3", "mistral", "gemma", "gemma2"]
+    static let families = ["qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3"]
     static let types = ["f32", "q8_0"]
     static let reference = Fixtures.path("gguf_families/reference.safetensors")
     static let cases = families.flatMap { family in types.map { (family, $0) } }
@@ -41,10 +42,12 @@ import Testing
     }
 
     /// The metadata gives the config.json the source model has, read by the same reader: a
-    /// tied or untied head from the tensors, head_dim from key_length, Qwen2's q/k/v biases.
+    /// tied or untied head from the tensors, head_dim from key_length, Qwen2's q/k/v biases,
+    /// Gemma 3's two rope bases, linear scaling of the full layers, window, pattern and soft-cap.
     /// pad_token_id is the config's alone (the file's tokenizer has its own): only a sequence
     /// classifier reads it, and a GGUF model is a causal LM.
-    @Test(arguments: [("qwen2", "gguf_families/qwen2/model"), ("qwen3", "families/qwen3/model"), ("gemma", "families/gemma/model")])
+    @Test(arguments: [("qwen2", "gguf_families/qwen2/model"), ("qwen3", "families/qwen3/model"), ("gemma", "families/gemma/model"),
+                       ("gemma3", "gguf_families/gemma3/model")])
     func theMetadataGivesTheSourceModelsConfig(family: String, model: String) throws {
         var expected = try ModelConfig.load(contentsOf: RuntimeFixtures.url(model + "/config.json"))
         let config = try Self.base(family, "q8_0").config
@@ -77,10 +80,10 @@ import Testing
     /// Gemma's norms are stored w + 1: they read back as stored − 1 in fp32 (within the rounding
     /// of w + 1, 6e-8 here, of the checkpoint's), a range of one reads as the whole does, and
     /// storedOrder gives the file's values back bit for bit. Other tensors are untouched.
-    @Test(arguments: ["gemma", "gemma2"])
-    func gemmaNormsReadAsStoredMinusOne(family: String) throws {
+    @Test(arguments: [("gemma", "families/gemma/model"), ("gemma2", "families/gemma2/model"), ("gemma3", "gguf_families/gemma3/model")])
+    func gemmaNormsReadAsStoredMinusOne(family: String, model: String) throws {
         let base = try Self.base(family, "f32")
-        let original = try RuntimeFixtures.weights("families/\(family)/model")
+        let original = try RuntimeFixtures.weights(model)
         let file = try GGUF.File(path: base.path)
         for (name, gguf) in [("model.layers.1.input_layernorm.weight", "blk.1.attn_norm.weight"), ("model.norm.weight", "output_norm.weight")] {
             let got = try #require(try base.tensor(name)).floats(), want = try #require(try original.tensor(name)).floats()
@@ -101,21 +104,44 @@ import Testing
         let path = Fixtures.temporaryDirectory() + "/phi3.gguf"
         FileManager.default.createFile(atPath: path, contents: Data(bytes))
         #expect { _ = try GGUFBaseModel(path: path) } throws: { error in
-            (error as? InputError)?.description.hasSuffix("is a GGUF model of architecture phi3; peftpack reads gemma, gemma2, llama, qwen2, qwen3 models") == true
+            (error as? InputError)?.description.hasSuffix("is a GGUF model of architecture phi3; peftpack reads gemma, gemma2, gemma3, llama, qwen2, qwen3 models") == true
+        }
+    }
+
+    static func metadataOnlyModel(_ metadata: [(String, GGUF.Value)]) -> String {
+        let embedding = (name: "token_embd.weight", shape: [8, 64], type: GGUF.ElementType.f32, data: [UInt8](repeating: 0, count: 8 * 64 * 4))
+        let path = Fixtures.temporaryDirectory() + "/model.gguf"
+        FileManager.default.createFile(atPath: path, contents: Data(GGUF.write(metadata: metadata, tensors: [embedding])))
+        return path
+    }
+
+    static func shape(_ architecture: String) -> [(String, GGUF.Value)] {
+        [("general.architecture", .string(architecture)), ("\(architecture).embedding_length", .uint32(64)), ("\(architecture).block_count", .uint32(6)),
+         ("\(architecture).attention.head_count", .uint32(4)), ("\(architecture).feed_forward_length", .uint32(128))]
+    }
+
+    /// llama.cpp's gemma3 graph slides only when the file gives a window: without one every
+    /// layer attends fully (Gemma3TextConfig would otherwise default to a 4096 window).
+    @Test func aGemma3FileWithoutAWindowHasNoSlidingLayers() throws {
+        let config = try GGUFBaseModel(path: Self.metadataOnlyModel(Self.shape("gemma3"))).config
+        #expect(config.slidingWindowLayers.isEmpty)
+        let windowed = try GGUFBaseModel(path: Self.metadataOnlyModel(Self.shape("gemma3") + [("gemma3.attention.sliding_window", .uint32(8))])).config
+        #expect(windowed.slidingWindow == 8 && windowed.slidingWindowLayers == [0, 1, 2, 3, 4])
+    }
+
+    @Test func ropeScalingOtherThanLinearIsRefused() throws {
+        #expect { _ = try GGUFBaseModel(path: Self.metadataOnlyModel(Self.shape("qwen2") + [("qwen2.rope.scaling.type", .string("yarn"))])) } throws: { error in
+            (error as? InputError)?.description.contains("uses yarn rope scaling, which peftpack does not read from GGUF yet") == true
+        }
+        #expect { _ = try GGUFBaseModel(path: Self.metadataOnlyModel(Self.shape("qwen2") + [("qwen2.rope.scaling.type", .string("linear"))])) } throws: { error in
+            (error as? InputError)?.description.contains("uses linear rope scaling without qwen2.rope.scaling.factor") == true
         }
     }
 
     /// A sliding-window pattern key (llama.cpp reads one; the pinned converter writes none for
     /// these families) is refused rather than guessed at.
     @Test func aSlidingWindowPatternIsRefused() throws {
-        let metadata: [(String, GGUF.Value)] = [
-            ("general.architecture", .string("gemma2")), ("gemma2.embedding_length", .uint32(64)), ("gemma2.block_count", .uint32(1)),
-            ("gemma2.attention.head_count", .uint32(4)), ("gemma2.feed_forward_length", .uint32(128)),
-            ("gemma2.attention.sliding_window_pattern", .uint32(3)),
-        ]
-        let embedding = (name: "token_embd.weight", shape: [8, 64], type: GGUF.ElementType.f32, data: [UInt8](repeating: 0, count: 8 * 64 * 4))
-        let path = Fixtures.temporaryDirectory() + "/model.gguf"
-        FileManager.default.createFile(atPath: path, contents: Data(GGUF.write(metadata: metadata, tensors: [embedding])))
+        let path = Self.metadataOnlyModel(Self.shape("gemma2") + [("gemma2.attention.sliding_window_pattern", .uint32(3))])
         #expect { _ = try GGUFBaseModel(path: path) } throws: { error in
             (error as? InputError)?.description.contains("gives gemma2.attention.sliding_window_pattern, which peftpack does not read from GGUF yet") == true
         }
@@ -137,7 +163,7 @@ import Testing
     }
 
     /// A PEFT LoRA of the HF model imports onto the GGUF (its targets bind by name and shape).
-    @Test(arguments: ["qwen3", "mistral", "gemma", "gemma2"])
+    @Test(arguments: ["qwen3", "mistral", "gemma", "gemma2", "gemma3"])
     func anAdapterOfTheHFModelImportsOntoTheGGUF(family: String) throws {
         let pack = Fixtures.temporaryDirectory() + "/lora.peftpack"
         let result = try CLI.run(["import", Fixtures.path("families/\(family)/cases/\(family)_lora/adapter"), "-o", pack, "--base", Self.gguf(family, "q8_0")])

@@ -107,6 +107,9 @@ public struct LlamaCppNaming: Sendable, Equatable {
     public var configKeys: [String: String] = [:]
     /// The query scale llama.cpp fixes for the family instead of reading it from the file.
     public var queryScale: LlamaCppQueryScale? = nil
+    /// Whether llama.cpp runs sliding layers only when the file gives a window (Gemma 3: without
+    /// `attention.sliding_window`, or with 0, every layer attends to everything).
+    public var slidesOnlyWithWindowKey = false
 }
 
 /// Gemma 2/3's query_pre_attn_scalar, which the converter does not store: llama.cpp scales

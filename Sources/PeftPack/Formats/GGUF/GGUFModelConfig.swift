@@ -33,9 +33,7 @@ enum GGUFModelConfig {
             }
             return decimal
         }
-        if let scaling = file.value("\(architecture).rope.scaling.type")?.stringValue, scaling != "none" {
-            throw fail("uses \(scaling) rope scaling, which peftpack does not read from GGUF yet")
-        }
+        let ropeScaling = try linearRopeScaling(file, architecture: architecture, real: real)
         if file.value("\(architecture).attention.sliding_window_pattern") != nil {
             throw fail("gives \(architecture).attention.sliding_window_pattern, which peftpack does not read from GGUF yet")
         }
@@ -70,8 +68,12 @@ enum GGUFModelConfig {
         fields["rms_norm_eps"] = try real("attention.layer_norm_rms_epsilon")
         // llama.cpp's default when the converter writes none (GemmaModel, Gemma2Model).
         fields["rope_theta"] = try real("rope.freq_base") ?? 10_000
+        fields["rope_scaling"] = ropeScaling
         guard let naming = family.llamaCpp else { preconditionFailure("a GGUF family has llama.cpp naming") }
-        for (key, field) in naming.configKeys {
+        let windowKey = "attention.sliding_window"
+        let windowless = naming.slidesOnlyWithWindowKey && (file.value("\(architecture).\(windowKey)")?.integerValue ?? 0) == 0
+        if windowless { fields["layer_types"] = Array(repeating: "full_attention", count: layers) }
+        for (key, field) in naming.configKeys where !(windowless && key == windowKey) {
             guard let value = file.value("\(architecture).\(key)") else { continue }
             if case .float32 = value { fields[field] = try real(key) } else { fields[field] = try integer(key) }
         }
@@ -83,6 +85,23 @@ enum GGUFModelConfig {
             return (try ModelConfig.decode(json), String(decoding: json, as: UTF8.self) + "\n")
         } catch let error as RuntimeError {
             throw fail("has metadata that makes no valid \(family.classNames[0]) config: \(error)")
+        }
+    }
+
+    /// rope_scaling as transformers spells linear scaling (llama.cpp: positions × 1 / factor, on
+    /// Gemma 3's full layers only, as Gemma3TextConfig applies it); any other kind is refused.
+    private static func linearRopeScaling(_ file: GGUF.File, architecture: String, real: (String) throws -> Double?) throws -> [String: Any]? {
+        let type = file.value("\(architecture).rope.scaling.type")?.stringValue ?? "none"
+        let factor = try real("rope.scaling.factor")
+        switch type {
+        case "none":
+            guard factor == nil else { throw InputError(file: file.path, problem: "gives \(architecture).rope.scaling.factor without a rope.scaling.type") }
+            return nil
+        case "linear":
+            guard let factor else { throw InputError(file: file.path, problem: "uses linear rope scaling without \(architecture).rope.scaling.factor") }
+            return ["rope_type": "linear", "factor": factor]
+        default:
+            throw InputError(file: file.path, problem: "uses \(type) rope scaling, which peftpack does not read from GGUF yet")
         }
     }
 }
