@@ -99,7 +99,7 @@ import Testing
         let path = Fixtures.temporaryDirectory() + "/mamba.gguf"
         FileManager.default.createFile(atPath: path, contents: Data(bytes))
         #expect { _ = try GGUFBaseModel(path: path) } throws: { error in
-            (error as? InputError)?.description.contains("architecture mamba; peftpack reads gemma, gemma2, gemma3, llama, qwen2, qwen3 models") == true
+            (error as? InputError)?.description.contains("architecture mamba; peftpack reads gemma, gemma2, gemma3, llama, phi3, qwen2, qwen3 models") == true
         }
     }
 

@@ -3,8 +3,8 @@ import Testing
 @testable import PeftPack
 
 /// llama.cpp GGUF models of the families beyond Llama (fixtures/data/gguf_families:
-/// convert_hf_to_gguf.py's f32 and q8_0 of tiny Qwen2, Qwen3, Mistral, Gemma, Gemma 2 and Gemma 3
-/// models)
+/// convert_hf_to_gguf.py's f32 and q8_0 of tiny Qwen2, Qwen3, Mistral, Gemma, Gemma 2, Gemma 3 and
+/// Phi-3 models)
 /// as runtime bases, against the logits torch computes from each file's dequantized weights
 /// mapped back by gguf-py's own name tables.
 ///
@@ -14,7 +14,7 @@ import Testing
 /// unquantized model's, and a misplaced norm or an untransformed Gemma norm (off by one
 /// everywhere) by far more, so neither can hide inside it.
 @Suite struct GGUFFamiliesTests {
-    static let families = ["qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3"]
+    static let families = ["qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3", "phi3"]
     static let types = ["f32", "q8_0"]
     static let reference = Fixtures.path("gguf_families/reference.safetensors")
     static let cases = families.flatMap { family in types.map { (family, $0) } }
@@ -43,11 +43,12 @@ import Testing
 
     /// The metadata gives the config.json the source model has, read by the same reader: a
     /// tied or untied head from the tensors, head_dim from key_length, Qwen2's q/k/v biases,
-    /// Gemma 3's two rope bases, linear scaling of the full layers, window, pattern and soft-cap.
+    /// Gemma 3's two rope bases, linear scaling of the full layers, window, pattern and soft-cap,
+    /// Phi-3's partial rotary factor from rope.dimension_count.
     /// pad_token_id is the config's alone (the file's tokenizer has its own): only a sequence
     /// classifier reads it, and a GGUF model is a causal LM.
     @Test(arguments: [("qwen2", "gguf_families/qwen2/model"), ("qwen3", "families/qwen3/model"), ("gemma", "families/gemma/model"),
-                       ("gemma3", "gguf_families/gemma3/model")])
+                       ("gemma3", "gguf_families/gemma3/model"), ("phi3", "gguf_families/phi3/model")])
     func theMetadataGivesTheSourceModelsConfig(family: String, model: String) throws {
         var expected = try ModelConfig.load(contentsOf: RuntimeFixtures.url(model + "/config.json"))
         let config = try Self.base(family, "q8_0").config
@@ -100,11 +101,11 @@ import Testing
     }
 
     @Test func anUnknownArchitectureListsTheReadableOnes() throws {
-        let bytes = GGUF.write(metadata: [("general.architecture", .string("phi3"))], tensors: [])
-        let path = Fixtures.temporaryDirectory() + "/phi3.gguf"
+        let bytes = GGUF.write(metadata: [("general.architecture", .string("mamba"))], tensors: [])
+        let path = Fixtures.temporaryDirectory() + "/mamba.gguf"
         FileManager.default.createFile(atPath: path, contents: Data(bytes))
         #expect { _ = try GGUFBaseModel(path: path) } throws: { error in
-            (error as? InputError)?.description.hasSuffix("is a GGUF model of architecture phi3; peftpack reads gemma, gemma2, gemma3, llama, qwen2, qwen3 models") == true
+            (error as? InputError)?.description.hasSuffix("is a GGUF model of architecture mamba; peftpack reads gemma, gemma2, gemma3, llama, phi3, qwen2, qwen3 models") == true
         }
     }
 
@@ -127,6 +128,27 @@ import Testing
         #expect(config.slidingWindowLayers.isEmpty)
         let windowed = try GGUFBaseModel(path: Self.metadataOnlyModel(Self.shape("gemma3") + [("gemma3.attention.sliding_window", .uint32(8))])).config
         #expect(windowed.slidingWindow == 8 && windowed.slidingWindowLayers == [0, 1, 2, 3, 4])
+    }
+
+    /// Phi-3's LongRoPE factors sit in tensors the converter adds; they are refused, not dropped.
+    @Test func longRopeFactorsAreRefused() throws {
+        let embedding = (name: "token_embd.weight", shape: [8, 64], type: GGUF.ElementType.f32, data: [UInt8](repeating: 0, count: 8 * 64 * 4))
+        let factors = (name: "rope_factors_long.weight", shape: [6], type: GGUF.ElementType.f32, data: [UInt8](repeating: 0, count: 6 * 4))
+        let path = Fixtures.temporaryDirectory() + "/model.gguf"
+        FileManager.default.createFile(atPath: path, contents: Data(GGUF.write(metadata: Self.shape("phi3"), tensors: [embedding, factors])))
+        #expect { _ = try GGUFBaseModel(path: path) } throws: { error in
+            (error as? InputError)?.description.contains("tensor rope_factors_long.weight: holds LongRoPE frequency factors, which peftpack does not read from GGUF yet") == true
+        }
+    }
+
+    /// A partial rotary count only where the family's graph has one (Phi-3), and only one that
+    /// transformers' int(head_dim · factor) gives back.
+    @Test func partialRotationReadsOnlyForPhi3() throws {
+        let phi3 = try GGUFBaseModel(path: Self.metadataOnlyModel(Self.shape("phi3") + [("phi3.rope.dimension_count", .uint32(12))])).config
+        #expect(phi3.rope?.partialRotaryFactor == 0.75)
+        #expect { _ = try GGUFBaseModel(path: Self.metadataOnlyModel(Self.shape("qwen2") + [("qwen2.rope.dimension_count", .uint32(12))])) } throws: { error in
+            (error as? InputError)?.description.contains("rotates 12 of each head's 16 dimensions; a qwen2 model rotates them all") == true
+        }
     }
 
     @Test func ropeScalingOtherThanLinearIsRefused() throws {
@@ -163,7 +185,7 @@ import Testing
     }
 
     /// A PEFT LoRA of the HF model imports onto the GGUF (its targets bind by name and shape).
-    @Test(arguments: ["qwen3", "mistral", "gemma", "gemma2", "gemma3"])
+    @Test(arguments: ["qwen3", "mistral", "gemma", "gemma2", "gemma3", "phi3"])
     func anAdapterOfTheHFModelImportsOntoTheGGUF(family: String) throws {
         let pack = Fixtures.temporaryDirectory() + "/lora.peftpack"
         let result = try CLI.run(["import", Fixtures.path("families/\(family)/cases/\(family)_lora/adapter"), "-o", pack, "--base", Self.gguf(family, "q8_0")])

@@ -110,6 +110,9 @@ public struct LlamaCppNaming: Sendable, Equatable {
     /// Whether llama.cpp runs sliding layers only when the file gives a window (Gemma 3: without
     /// `attention.sliding_window`, or with 0, every layer attends to everything).
     public var slidesOnlyWithWindowKey = false
+    /// Whether the graph rotates only `rope.dimension_count` of each head's dimensions (Phi-3's
+    /// partial_rotary_factor); elsewhere a smaller count is refused.
+    public var rotatesPartialHeads = false
 }
 
 /// Gemma 2/3's query_pre_attn_scalar, which the converter does not store: llama.cpp scales

@@ -77,6 +77,9 @@ public final class GGUFBaseModel: DecodedWeights {
                 if entry.name == "rope_freqs.weight" {
                     throw InputError(file: shard.path, tensor: entry.name, problem: "holds Llama 3 rope frequency factors, which peftpack does not read from GGUF yet")
                 }
+                if entry.name.hasPrefix("rope_factors_") {
+                    throw InputError(file: shard.path, tensor: entry.name, problem: "holds LongRoPE frequency factors, which peftpack does not read from GGUF yet")
+                }
                 let (name, module) = GGUFTensorNames.checkpointName(gguf: entry.name, family: family) ?? (entry.name, nil)
                 guard seen.insert(name).inserted else {
                     throw InputError(file: shard.path, tensor: entry.name, problem: "appears in two shards of the model")

@@ -44,8 +44,16 @@ enum GGUFModelConfig {
         if let valueLength = try integer("attention.value_length"), valueLength != headDim {
             throw fail("has value heads of \(valueLength) but key heads of \(headDim); a \(architecture) model has one head size")
         }
+        guard let naming = family.llamaCpp else { preconditionFailure("a GGUF family has llama.cpp naming") }
+        var partialRotaryFactor: Double?
         if let rotary = try integer("rope.dimension_count"), rotary != headDim {
-            throw fail("rotates \(rotary) of each head's \(headDim) dimensions; a \(architecture) model rotates them all")
+            // transformers rotates int(head_dim · partial_rotary_factor) dimensions: the factor
+            // must give back exactly the file's count.
+            let factor = Double(rotary) / Double(headDim)
+            guard naming.rotatesPartialHeads, rotary < headDim, Int(Double(headDim) * factor) == rotary else {
+                throw fail("rotates \(rotary) of each head's \(headDim) dimensions; a \(architecture) model rotates them all")
+            }
+            partialRotaryFactor = factor
         }
         if let declared = try integer("vocab_size"), declared != facts.vocabSize {
             throw fail("declares \(architecture).vocab_size \(declared) but token_embd has \(facts.vocabSize) rows")
@@ -69,7 +77,7 @@ enum GGUFModelConfig {
         // llama.cpp's default when the converter writes none (GemmaModel, Gemma2Model).
         fields["rope_theta"] = try real("rope.freq_base") ?? 10_000
         fields["rope_scaling"] = ropeScaling
-        guard let naming = family.llamaCpp else { preconditionFailure("a GGUF family has llama.cpp naming") }
+        fields["partial_rotary_factor"] = partialRotaryFactor
         let windowKey = "attention.sliding_window"
         let windowless = naming.slidesOnlyWithWindowKey && (file.value("\(architecture).\(windowKey)")?.integerValue ?? 0) == 0
         if windowless { fields["layer_types"] = Array(repeating: "full_attention", count: layers) }
