@@ -21,5 +21,6 @@ status=0
 .venv/bnb/bin/python tests/python/check_quantized_bases.py || status=1
 bash Fuzz/run.sh 10 || status=1
 LLAMACPP_SRC="$(bash scripts/llamacpp-source.sh)" .venv/peft/bin/python tests/python/check_gguf_exports.py || status=1
+.venv/peft/bin/python tests/python/check_gguf_merges.py || status=1
 .venv/adapters/bin/python tests/python/check_adapterhub_exports.py || status=1
 exit $status

@@ -22,11 +22,24 @@ public enum Merge {
         /// A bitsandbytes base stays quantized: merged weights are requantized as bnb does when PEFT
         /// merges into a quantized layer (QuantizedOutput). Ignored for an unquantized base.
         public var keepsQuantization: Bool
+        /// Merged tensors requantized to this type: a ggml type (q8_0, q4_k…) for a GGUF base, or
+        /// the bitsandbytes type (nf4, fp4, int8) the base already has.
+        public var quantizedType: String?
+        /// Modules whose requantized change keeps less than this share of ΔW
+        /// (QuantizationSurvival.survival) are named in the report, and promoted if asked.
+        public var minSurvival: Double
+        public var promotion: Promotion?
+        /// What a GGUF base's merged tensors are written as, derived from the above by `run`.
+        var ggufPrecision = GGUFPrecision.automatic
 
         public init(dtype: DType? = nil, maxShardSize: Int? = nil, force: Bool = false, skipUnmergeable: Bool = false,
                     tiedEmbeddings: TiedEmbeddingsPolicy = .untie, baseCheck: BaseCheckLevel = .content,
-                    keepsQuantization: Bool = false) {
+                    keepsQuantization: Bool = false, quantizedType: String? = nil, minSurvival: Double = 0.5,
+                    promotion: Promotion? = nil) {
             self.dtype = dtype
+            self.quantizedType = quantizedType
+            self.minSurvival = minSurvival
+            self.promotion = promotion
             self.keepsQuantization = keepsQuantization
             self.maxShardSize = maxShardSize
             self.force = force
@@ -63,6 +76,9 @@ public enum Merge {
         public var files: [String]
         /// Per merged quantized weight when the base stays quantized (nil otherwise).
         public var requantized: [QuantizationSurvival]?
+        /// The requantized weights whose survival is below `minSurvival` (promoted or not).
+        public var belowMinSurvival: [String]?
+        public var minSurvival: Double?
     }
 
     /// Plan (adapters chosen and checked, every tensor's operations) → compute and write (tensor
@@ -78,8 +94,20 @@ public enum Merge {
         BLAS.threadCount = 1
         defer { BLAS.threadCount = blasThreads }
         let base = try BaseModel(folder: baseFolder)
-        if base.checkpoint.decoded is GGUFBaseModel {
-            throw InputError(file: baseFolder, problem: "is a GGUF model: merging into a GGUF base is not supported yet (import, inspect and verify read it as a base); merge into the Hugging Face checkpoint it was converted from")
+        if let model = base.checkpoint.decoded as? GGUFBaseModel {
+            return try mergeGGUF(model, base: base, selection: selection, output: output, options: options, start: start,
+                                 protecting: [baseFolder] + inputs.map(\.pack), progress: progress)
+        }
+        var options = options
+        if let type = options.quantizedType {
+            guard let layout = base.checkpoint.dequantizer, layout.quantTypeNames == [type] else {
+                let has = base.checkpoint.dequantizer.map { "stores \($0.quantTypeNames.sorted().joined(separator: " and ")) weights" } ?? "is not quantized"
+                throw InputError(file: baseFolder, problem: "\(has): merged weights can be requantized to \(type) only on a base that stores \(type) weights, as merging keeps a bitsandbytes base's own quantization (a ggml type needs a GGUF base)")
+            }
+            options.keepsQuantization = true
+        }
+        if options.promotion != nil && options.keepsQuantization && base.checkpoint.dequantizer != nil {
+            throw InputError(file: baseFolder, problem: "is a bitsandbytes model: promoting modules out of its quantization is not supported yet (a GGUF base supports it); merge to a float dtype to keep every module's change")
         }
         let plan = try Plan(base: base, selection: selection, options: options)
         let stream = TensorStream(plan, progress: progress)
@@ -96,7 +124,41 @@ public enum Merge {
         return Report(output: output, tensorsTouched: plan.changes.count, tensorsCopied: plan.outputInfos.count - plan.changes.count,
                       bytesRead: stream.bytesRead, bytesWritten: quantizedBytes ?? stream.bytesWritten, seconds: Date().timeIntervalSince(start),
                       maxAbsDelta: stream.maxAbsDelta, adapters: stream.adapterReports, skippedAdapters: plan.skipped,
-                      tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: files, requantized: survival)
+                      tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: files, requantized: survival,
+                      belowMinSurvival: survival.map { below(options.minSurvival, $0) }, minSurvival: survival.map { _ in options.minSurvival })
+    }
+
+    static func below(_ minimum: Double, _ survival: [QuantizationSurvival]) -> [String] {
+        survival.filter { $0.survival < minimum }.map(\.tensor)
+    }
+
+    /// A GGUF base: the output is one GGUF file (GGUFOutput), its merged tensors in the precision
+    /// the options give (a float dtype, the base's own types, or one ggml type).
+    private static func mergeGGUF(_ model: GGUFBaseModel, base: BaseModel, selection: SelectedAdapters, output: String, options given: Options,
+                                  start: Date, protecting inputs: [String], progress: ((Int, Int) -> Void)?) throws -> Report {
+        var options = given
+        if let name = options.quantizedType {
+            guard let type = GGUF.ElementType.writable.first(where: { $0.ggmlName.lowercased() == name.lowercased() }) else {
+                throw InputError(file: model.path, problem: "is a GGUF model: \(name) is not a ggml type peftpack writes (it writes \(GGUF.ElementType.writable.map(\.ggmlName).joined(separator: ", ")))")
+            }
+            options.ggufPrecision = .fixed(type)
+        } else if options.keepsQuantization {
+            options.ggufPrecision = .same
+        } else if let dtype = options.dtype {
+            options.ggufPrecision = .fixed(dtype == .f32 ? .f32 : dtype == .f16 ? .f16 : .bf16)
+        }
+        // Tied outputs are computed in fp32 and rounded or quantized from there.
+        options.dtype = .f32
+        options.keepsQuantization = false
+        let plan = try Plan(base: base, selection: selection, options: options)
+        let written = try GGUFOutput.write(plan: plan, model: model, output: output, options: options, protecting: inputs, progress: progress)
+        let survival = written.survival.isEmpty ? nil : written.survival
+        return Report(output: output, tensorsTouched: plan.changes.count, tensorsCopied: model.names.count - plan.changes.count,
+                      bytesRead: model.storedBytes, bytesWritten: written.bytesWritten, seconds: Date().timeIntervalSince(start),
+                      maxAbsDelta: written.maxAbsDelta, adapters: written.adapterReports(plan), skippedAdapters: plan.skipped,
+                      tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: [(output as NSString).lastPathComponent],
+                      requantized: survival, belowMinSurvival: survival.map { below(options.minSurvival, $0) },
+                      minSurvival: survival.map { _ in options.minSurvival })
     }
 
     /// A merged tensor and what merging it did: elements changed in fp64, how many of them

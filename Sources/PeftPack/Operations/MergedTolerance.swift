@@ -34,6 +34,15 @@ enum MergedTolerance {
         return [DType.bf16, .f16].first(where: floats.contains)
     }
 
+    /// What the merged model's rounding is named by in the report: its quantized types (a
+    /// requantized merge: Q4_K, nf4…) and its narrow float dtype, or nil when it holds only fp32
+    /// and wider values (then no bound is needed).
+    static func roundingLabel(of checkpoint: Checkpoint) -> String? {
+        let quantized = Set(checkpoint.names.compactMap(checkpoint.quantizedTypeName)).sorted()
+        let parts = quantized + (narrowDType(of: checkpoint).map { [$0.rawValue] } ?? [])
+        return parts.isEmpty ? nil : parts.joined(separator: "+")
+    }
+
     /// The correct merge of the pack's adapters (those named) into `base`, as checkpoint weights
     /// with each tensor in the dtype `merged` stores it in. Nil when an adapter adds computation no
     /// merge can hold (prefix, prompt, bottleneck): the "bound" would then be that adapter's whole
@@ -59,7 +68,7 @@ enum MergedTolerance {
             if tied.untie { config.tieWordEmbeddings = false }
         }
         let weights = RoundedMergeWeights(base: base.checkpoint, changes: changes, computed: tiedOutputs, reader: reader,
-                                          selected: selected, dtype: dtype)
+                                          selected: selected, dtype: dtype, requantizedAs: merged)
         return CorrectMerge(weights: weights, config: config)
     }
 }
@@ -88,6 +97,9 @@ struct RoundedMergeWeights: WeightProvider {
     let reader: PackReader
     let selected: [(adapter: Adapter, weight: Double)]
     let dtype: (String) -> DType?
+    /// The merged model: a changed tensor it stores quantized is the exact merge requantized as
+    /// it stores it (from fp32, as the quantizers take it), not rounded to a float dtype.
+    let requantizedAs: Checkpoint?
     /// The last changed tensor computed: a pass reads a large tensor in consecutive tiles or
     /// rows (a head, an embedding's looked-up rows), and each would otherwise redo its merge.
     private let lastComputed = LastComputedTensor()
@@ -129,6 +141,10 @@ struct RoundedMergeWeights: WeightProvider {
         guard let exact = try exactMerge(name) else {
             if target == stored.dtype { return try base.tensor(name) as HostTensor }
             return HostTensor(correctlyRounding: try base.tensor(name).floats().map(Double.init), shape: stored.shape, dtype: target)
+        }
+        if let merged = requantizedAs, merged.isQuantized(name),
+           let values = try merged.decoded?.requantized(name, values: exact.map { Float($0) }) {
+            return HostTensor(floats: values, shape: stored.shape, dtype: merged.info(name)?.dtype ?? .f32)
         }
         return HostTensor(correctlyRounding: exact, shape: stored.shape, dtype: target)
     }

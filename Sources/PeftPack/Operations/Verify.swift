@@ -188,8 +188,8 @@ public enum Verify {
             let rows = randomRows()
             let tiling = tilesLogits(passes: 3)
             let ours = try traced(model, rows, adapters, "adapters", tiling: tiling)
-            var correct: (dtype: DType, pass: (output: PassOutput, layers: [TokenMatrix]))?
-            if let narrow = MergedTolerance.narrowDType(of: target.checkpoint), let correctMerge {
+            var correct: (dtype: String, pass: (output: PassOutput, layers: [TokenMatrix]))?
+            if let narrow = MergedTolerance.roundingLabel(of: target.checkpoint), let correctMerge {
                 correct = (narrow, try traced(try correctMerge.roundedModel(), rows, nil, "rounded merge", tiling: tiling))
             }
             let expected = try traced(target.model, rows, nil, "merged", tiling: tiling)
@@ -199,7 +199,7 @@ public enum Verify {
             (comparison.layerErrors, comparison.firstDivergentLayer) = layerDivergence(
                 ours: ours.layers, expected: expected.layers, bound: correct.map { ($0.pass.layers, multiple) }, tolerance: tolerance)
             if let correct, let bound {
-                comparison.rounding = MergedRoundingBound(dtype: correct.dtype.rawValue, bound: bound, multiple: MergedTolerance.multiple,
+                comparison.rounding = MergedRoundingBound(dtype: correct.dtype, bound: bound, multiple: MergedTolerance.multiple,
                                                           ratio: bound > 0 ? comparison.maxAbsError / bound : .infinity)
             }
             // Given tolerances decide alone (the weights are still compared and reported).

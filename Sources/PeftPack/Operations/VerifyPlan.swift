@@ -44,7 +44,8 @@ extension Verify.Comparing {
             return .reference(reference)
         case .merged(let folder):
             let checkpoint = try Checkpoint(path: folder)
-            let config = try ModelConfig.load(contentsOf: URL(fileURLWithPath: folder).appendingPathComponent("config.json"))
+            // A GGUF model's config comes from its metadata, a folder's from its config.json.
+            let config = try checkpoint.modelConfig()
             let merged = PlannedMerged(folder: folder, checkpoint: checkpoint,
                                        model: try TransformerModel.load(config: config, weights: checkpoint))
             try checkMemory(batch: random.shape.batch, tokens: random.shape.tokens, passes: 3, keepingLayers: true,

@@ -89,6 +89,9 @@ public final class Checkpoint: @unchecked Sendable {
     /// Whether `name` is stored in a form of its own (and read decoded).
     public func isQuantized(_ name: String) -> Bool { quantizedNames.contains(name) }
 
+    /// How a quantized tensor is stored (nf4, Q4_K…), nil for one stored as plain values.
+    public func quantizedTypeName(_ name: String) -> String? { isQuantized(name) ? decoded?.quantizedType(name) : nil }
+
     /// The safetensors metadata of the file holding `name` (nil for a decoded tensor).
     public func metadata(ofFileHolding name: String) throws -> [String: String]? {
         guard shardOfTensor[name] != nil, !(decoded is GGUFBaseModel) else { return nil }

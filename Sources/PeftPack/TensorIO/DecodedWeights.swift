@@ -11,4 +11,9 @@ public protocol DecodedWeights: WeightProvider, AnyObject {
     var storedBytes: Int { get }
     /// The config.json text the stored form gives, when it carries the config itself (GGUF).
     var configText: String? { get }
+    /// `values` (a tensor's logical values, fp32) stored as this form stores `name` and read
+    /// back: what a correct requantizing merge would hold. nil when `name` is stored unquantized.
+    func requantized(_ name: String, values: [Float]) throws -> [Float]?
+    /// How `name` is stored (nf4, int8, Q4_K…); nil when it is stored unquantized.
+    func quantizedType(_ name: String) -> String?
 }

@@ -37,6 +37,23 @@ struct MergeCommand: ParsableCommand {
             CPU quantizers, from W + ΔW rounded once to fp32; every other tensor is copied byte for \
             byte and config.json keeps its quantization_config. On an unquantized base, same is auto.
 
+            A GGUF base (a .gguf file, or the first shard of a split model) gives one GGUF file: its \
+            key/value entries and untouched tensors copied byte for byte (a split model's split.* \
+            keys dropped), each merged tensor computed in fp64 from the dequantized base and put back \
+            in the converter's row order. By default a quantized merged tensor is written as F16 (as \
+            llama-export-lora does) and a float one in its own type, rounded once; --dtype \
+            bf16|fp16|fp32 writes every merged tensor in that type; --dtype same requantizes each to \
+            the type the base stores it in, and --dtype q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k to \
+            that type, from W + ΔW rounded once to fp32 (gguf-py's quantizers for the 32-element \
+            types, ggml's reference quantizers for the K-quants).
+
+            Requantizing (--dtype same or a quantized type) reports, per merged weight, what \
+            survived: ‖Q(W+ΔW)−Q(W)‖/‖ΔW‖, the cosine of Q(W+ΔW)−Q(W) with ΔW, the share of values \
+            left unchanged, and survival, the share of ΔW carried along ΔW (norm ratio × cosine). \
+            Weights whose survival is below --min-survival (default 0.5) are named in a warning; \
+            on a GGUF base --promote q8_0|bf16|fp16|fp32 writes them in that type instead \
+            (--promote-all: every merged weight).
+
             A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
             (--trust-base, as its content is no longer the base's) restores the base to within one \
             rounding step.
@@ -52,22 +69,32 @@ struct MergeCommand: ParsableCommand {
               peftpack merge --base llama/ lora.peftpack -o llama-merged/
               peftpack merge --base llama/ a.peftpack b.peftpack:task --weight 0.7 --weight 0.3 -o mix/ --dtype fp32
               peftpack merge --base llama-merged/ lora.peftpack --weight -1 --trust-base -o llama-restored/
+              peftpack merge --base model-Q4_K_M.gguf lora.peftpack -o merged-Q4_K_M.gguf --dtype same --promote q8_0
             """)
 
-    @Option(help: "Base model folder (config.json + safetensors, single or sharded).")
+    @Option(help: "Base model folder (config.json + safetensors, single or sharded; bitsandbytes-quantized), or a GGUF model file.")
     var base: String
 
     @Argument(help: "Packs to merge, each PACK or PACK:ADAPTER (default: every adapter of the pack).")
     var packs: [String]
 
-    @Option(name: .shortAndLong, help: "Output model folder (must not exist unless --force).")
+    @Option(name: .shortAndLong, help: "Output model folder, or GGUF file for a GGUF base (must not exist unless --force).")
     var output: String
 
     @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
     var weights: [Double] = []
 
-    @Option(help: "Output dtype (auto: the base's; same: a bitsandbytes base stays quantized).")
+    @Option(help: "Output dtype (auto: the base's, F16 for a GGUF base's quantized tensors; same: a quantized base stays quantized; a ggml type for a GGUF base).")
     var dtype: MergeOutputDType = .auto
+
+    @Option(name: .customLong("min-survival"), help: "Requantized weights keeping less of their change than this share are named (and promoted with --promote); default 0.5.")
+    var minSurvival: Double = 0.5
+
+    @Option(help: "On a GGUF base, write the weights below --min-survival in this wider type: q8_0, bf16, fp16 or fp32.")
+    var promote: Promotion.Precision?
+
+    @Flag(name: .customLong("promote-all"), help: "With --promote: promote every merged weight, not only those below --min-survival.")
+    var promoteAll = false
 
     @Option(name: .customLong("max-shard-size"), help: "Reshard the output (e.g. 500MB, 2GB); default: the base's shards.", transform: OptionValue.byteSize)
     var maxShardSize: Int?
@@ -88,6 +115,9 @@ struct MergeCommand: ParsableCommand {
         guard !packs.isEmpty else { throw ValidationError("give at least one PACK") }
         try validateWeights(weights, packs: packs.count)
         if let maxShardSize, maxShardSize <= 0 { throw ValidationError("--max-shard-size must be a size such as 500MB or 2GB") }
+        guard minSurvival.isFinite, minSurvival >= 0 else { throw ValidationError("--min-survival must be a share, 0 or more (0.5 = half of each change)") }
+        if promoteAll && promote == nil { throw ValidationError("--promote-all needs --promote TYPE") }
+        if promote != nil && !dtype.requantizes { throw ValidationError("--promote applies when merged weights are requantized: give --dtype same or a quantized type") }
     }
 
     func run() throws {
@@ -95,7 +125,9 @@ struct MergeCommand: ParsableCommand {
             let inputs = MergeInput.parse(packs, weights: weights)
             let options = Merge.Options(dtype: dtype.dtype, maxShardSize: maxShardSize,
                                         force: force, skipUnmergeable: skipUnmergeable, tiedEmbeddings: tiedEmbeddings,
-                                        baseCheck: baseCheck.level, keepsQuantization: dtype.keepsQuantization)
+                                        baseCheck: baseCheck.level, keepsQuantization: dtype.keepsQuantization,
+                                        quantizedType: dtype.quantizedType, minSurvival: minSurvival,
+                                        promotion: promote.map { Promotion(precision: $0, allMerged: promoteAll) })
             let progress = ProgressLine(label: "merge", enabled: !outputOptions.quiet)
             let report = try baseCheck.hinting {
                 try Merge.run(base: base, inputs: inputs, output: output, options: options) { progress.update(done: $0, total: $1) }
@@ -108,6 +140,12 @@ struct MergeCommand: ParsableCommand {
             if let tie = report.tiedEmbeddings, tie.outcome == "kept" {
                 func number(_ value: Double?) -> String { String(format: "%.3g", value ?? 0) }
                 printWarning("the tie of \(tie.head) and \(tie.embedding) is kept, so each carries the other's changes: the head is \(number(tie.headMaxAbsError)) max-abs (\(number(tie.headRelativeError)) relative) and the embedding \(number(tie.embeddingMaxAbsError)) max-abs (\(number(tie.embeddingRelativeError)) relative) from what the adapters compute; merge with --tied-embeddings untie to keep their function")
+            }
+            if let below = report.belowMinSurvival, !below.isEmpty {
+                let promoted = report.requantized?.contains { $0.promotedTo != nil } ?? false
+                let listed = below.prefix(4).joined(separator: ", ") + (below.count > 4 ? " and \(below.count - 4) more" : "")
+                printWarning("\(below.count) requantized weights keep less than \(minSurvival) of their change (\(listed))" +
+                             (promoted ? "; they were written at the promoted type" : ": the merged model computes less of the adapter there; merge with --promote q8_0 (GGUF) or a float --dtype to keep it"))
             }
             if outputOptions.json {
                 try printJSON(report)
@@ -126,9 +164,11 @@ struct MergeCommand: ParsableCommand {
                 }
                 if let survival = report.requantized, !survival.isEmpty {
                     func figure(_ value: Double) -> String { String(format: "%.3f", value) }
-                    let worst = survival.min { $0.cosine < $1.cosine }!
+                    let worst = survival.min { $0.survival < $1.survival }!
                     let unchanged = survival.map(\.unchangedCodeShare).reduce(0, +) / Double(survival.count)
-                    print("  requantized \(survival.count) weights: ‖Q(W+ΔW)−Q(W)‖/‖ΔW‖ \(figure(survival.map(\.normRatio).min()!))–\(figure(survival.map(\.normRatio).max()!)), cosine with ΔW \(figure(worst.cosine))–\(figure(survival.map(\.cosine).max()!)) (lowest \(worst.tensor)), \(String(format: "%.1f", unchanged * 100))% of codes unchanged on average")
+                    print("  requantized \(survival.count) weights: survival \(figure(worst.survival))–\(figure(survival.map(\.survival).max()!)) (lowest \(worst.tensor)), ‖Q(W+ΔW)−Q(W)‖/‖ΔW‖ \(figure(survival.map(\.normRatio).min()!))–\(figure(survival.map(\.normRatio).max()!)), cosine with ΔW \(figure(survival.map(\.cosine).min()!))–\(figure(survival.map(\.cosine).max()!)), \(String(format: "%.1f", unchanged * 100))% of values unchanged on average")
+                    let promoted = survival.filter { $0.promotedTo != nil }
+                    if !promoted.isEmpty { print("  promoted \(promoted.count) weights to \(promoted[0].promotedTo!)") }
                 }
                 if !report.skippedAdapters.isEmpty { print("  skipped (not mergeable): \(report.skippedAdapters.joined(separator: ", "))") }
             }

@@ -104,10 +104,13 @@ struct VerifyCommand: ParsableCommand {
     /// tensors that are not.
     static func describe(_ weights: MergedWeightsReport, decides: Bool) -> String {
         func show(_ tensor: MergedTensorDeviation) -> String {
-            "\(tensor.tensor) (\(tensor.dtype.lowercased()): \(String(format: "%.1f", tensor.ratio))× a correct rounding's RMS error, \(String(format: "%.3g", tensor.wrongShare * 100))% of the change wrong, max \(String(format: "%.1f", tensor.maxSteps)) steps)"
+            let detail = tensor.mismatchShare.map { "\(String(format: "%.3g", $0 * 100))% of values not the exact merge requantized" }
+                ?? "max \(String(format: "%.1f", tensor.maxSteps)) steps"
+            return "\(tensor.tensor) (\(tensor.dtype.lowercased()): \(String(format: "%.1f", tensor.ratio))× a correct rounding's RMS error, \(String(format: "%.3g", tensor.wrongShare * 100))% of the change wrong, \(detail))"
         }
         let skipped = weights.notCompared.isEmpty ? "" : "; \(weights.notCompared.count) not compared (\(weights.notCompared.prefix(3).joined(separator: ", "))\(weights.notCompared.count > 3 ? ", …" : ""))"
-        let allowed = "allowed \(String(format: "%g", weights.allowedRatio))× and \(String(format: "%g", weights.allowedSteps)) steps\(decides ? "" : "; not deciding, --atol/--rtol given")"
+        let quantized = weights.worst?.mismatchShare != nil || weights.failing.contains { $0.mismatchShare != nil }
+        let allowed = "allowed \(String(format: "%g", weights.allowedRatio))× and \(String(format: "%g", weights.allowedSteps)) steps\(quantized ? ", requantized weights \(String(format: "%g", weights.allowedMismatchShare * 100))% of values off" : "")\(decides ? "" : "; not deciding, --atol/--rtol given")"
         guard weights.passed else {
             let listed = weights.failing.map(show).joined(separator: "; ")
             let more = weights.failingCount > weights.failing.count ? "; and \(weights.failingCount - weights.failing.count) more" : ""

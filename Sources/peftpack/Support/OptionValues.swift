@@ -17,12 +17,18 @@ enum MergeOutputDType: ExpressibleByArgument {
     case auto
     case same
     case dtype(DType)
+    /// A quantized type: a ggml one (GGUF base) or the bitsandbytes base's own.
+    case quantized(String)
+
+    static let quantizedNames = ["nf4", "fp4", "int8", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"]
 
     init?(argument: String) {
         if argument == "auto" {
             self = .auto
         } else if argument == "same" {
             self = .same
+        } else if Self.quantizedNames.contains(argument.lowercased()) {
+            self = .quantized(argument.lowercased())
         } else if let dtype = DType(userName: argument), [DType.bf16, .f16, .f32].contains(dtype) {
             self = .dtype(dtype)
         } else {
@@ -30,7 +36,7 @@ enum MergeOutputDType: ExpressibleByArgument {
         }
     }
 
-    static var allValueStrings: [String] { ["bf16", "fp16", "fp32", "auto", "same"] }
+    static var allValueStrings: [String] { ["bf16", "fp16", "fp32", "auto", "same"] + quantizedNames }
 
     var defaultValueDescription: String { "auto" }
 
@@ -43,6 +49,20 @@ enum MergeOutputDType: ExpressibleByArgument {
     var keepsQuantization: Bool {
         if case .same = self { return true }
         return false
+    }
+
+    var quantizedType: String? {
+        if case .quantized(let name) = self { return name }
+        return nil
+    }
+
+    var requantizes: Bool { keepsQuantization || quantizedType != nil }
+}
+
+/// merge --promote: the wider precision modules that kept too little of their change are written in.
+extension Promotion.Precision: ExpressibleByArgument {
+    public init?(argument: String) {
+        self.init(rawValue: argument.lowercased() == "fp16" ? "f16" : argument.lowercased() == "fp32" ? "f32" : argument.lowercased())
     }
 }
 

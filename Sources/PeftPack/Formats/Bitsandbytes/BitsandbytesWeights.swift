@@ -64,6 +64,9 @@ public final class BitsandbytesWeights: DecodedWeights, @unchecked Sendable {
         return kinds
     }
 
+    /// The quantizations its weights use (nf4, fp4, int8).
+    var quantTypeNames: Set<String> { Set(layouts.values.map(\.quantTypeName)) }
+
     /// How a quantized weight is stored (nil for any other tensor).
     func layout(_ name: String) -> QuantizedWeightLayout? { layouts[name] }
 
@@ -100,32 +103,68 @@ public final class BitsandbytesWeights: DecodedWeights, @unchecked Sendable {
     /// bnb's fp32 values before any cast to the output dtype.
     private func products(_ layout: QuantizedWeightLayout, elements range: Range<Int>,
                           into destination: UnsafeMutableBufferPointer<Float>) throws {
+        try Self.products(layout, elements: range, into: destination, from: StoredBytes.checkpoint(checkpoint))
+    }
+
+    /// Where a quantized weight's stored tensors are read from: the checkpoint, or tensors just
+    /// made by requantizing (`requantized`).
+    private enum StoredBytes {
+        case checkpoint(Checkpoint)
+        case tensors([String: HostTensor])
+
+        func with<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+            switch self {
+            case .checkpoint(let checkpoint): return try checkpoint.withBytes(name, body)
+            case .tensors(let tensors): return try tensors[name]!.bytes.withUnsafeBytes(body)
+            }
+        }
+    }
+
+    private static func products(_ layout: QuantizedWeightLayout, elements range: Range<Int>,
+                                 into destination: UnsafeMutableBufferPointer<Float>, from source: StoredBytes) throws {
         switch layout {
         case .fourBit(let weight):
-            let scales = try blockScales(weight, blocks: FourBitDequantizer.blocks(of: range, blocksize: weight.state.blocksize))
-            try checkpoint.withBytes(weight.name) { packed in
+            let scales = try blockScales(weight, blocks: FourBitDequantizer.blocks(of: range, blocksize: weight.state.blocksize), from: source)
+            try source.with(weight.name) { packed in
                 FourBitDequantizer.products(packed: packed, scales: scales, state: weight.state, elements: range, into: destination)
             }
         case .int8(let weight):
-            try checkpoint.withBytes(weight.name) { codes in
-                try checkpoint.withBytes(weight.scales) { scales in
+            try source.with(weight.name) { codes in
+                try source.with(weight.scales) { scales in
                     Int8Dequantizer.values(codes: codes, scales: scales, columns: weight.columns, elements: range, into: destination)
                 }
             }
         }
     }
 
-    private func blockScales(_ weight: QuantizedWeightLayout.FourBit, blocks: Range<Int>) throws -> [Float] {
+    private static func blockScales(_ weight: QuantizedWeightLayout.FourBit, blocks: Range<Int>, from source: StoredBytes) throws -> [Float] {
         guard let nested = weight.state.nested, let nestedAbsmax = weight.nestedAbsmax, let nestedCode = weight.nestedQuantMap else {
-            return try checkpoint.withBytes(weight.absmax) { FourBitDequantizer.plainScales($0, blocks: blocks) }
+            return try source.with(weight.absmax) { FourBitDequantizer.plainScales($0, blocks: blocks) }
         }
-        return try checkpoint.withBytes(weight.absmax) { codes in
-            try checkpoint.withBytes(nestedCode) { code in
-                try checkpoint.withBytes(nestedAbsmax) { absmax in
+        return try source.with(weight.absmax) { codes in
+            try source.with(nestedCode) { code in
+                try source.with(nestedAbsmax) { absmax in
                     FourBitDequantizer.nestedScales(codes: codes, nestedCode: code, nestedAbsmax: absmax, nested: nested, blocks: blocks)
                 }
             }
         }
+    }
+
+    public func quantizedType(_ name: String) -> String? { layouts[name]?.quantTypeName }
+
+    /// `values` requantized as bitsandbytes stores `name` (BitsandbytesRequantizer) and read back
+    /// as its dequantized values are; nil for a tensor stored unquantized.
+    public func requantized(_ name: String, values: [Float]) throws -> [Float]? {
+        guard let layout = layouts[name] else { return nil }
+        let tensors = try BitsandbytesRequantizer.tensors(for: layout, values: values, stored: checkpoint)
+        var result = [Float](repeating: 0, count: values.count)
+        try result.withUnsafeMutableBufferPointer { destination in
+            try Self.products(layout, elements: 0..<values.count, into: destination,
+                              from: .tensors(Dictionary(tensors, uniquingKeysWith: { first, _ in first })))
+        }
+        let dtype = layout.info.dtype
+        guard dtype != .f32 else { return result }
+        return HostTensor(floats: result, shape: [result.count], dtype: dtype).floats()
     }
 
     private static func isQuantStateName(_ name: String) -> Bool {

@@ -36,6 +36,14 @@ enum QuantizedWeightLayout {
         }
     }
 
+    /// bitsandbytes' name of the quantization (nf4, fp4, int8).
+    var quantTypeName: String {
+        switch self {
+        case .fourBit(let weight): weight.state.quantType.rawValue
+        case .int8: "int8"
+        }
+    }
+
     var info: TensorInfo {
         switch self {
         case .fourBit(let weight): TensorInfo(name: weight.name, dtype: weight.state.dtype, shape: weight.state.shape)

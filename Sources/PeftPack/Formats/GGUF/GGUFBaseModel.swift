@@ -119,6 +119,20 @@ public final class GGUFBaseModel: DecodedWeights {
         return .permutedRows(heads: heads)
     }
 
+    public func requantized(_ name: String, values: [Float]) throws -> [Float]? {
+        guard let tensor = stored[name], tensor.entry.type.isQuantized else { return nil }
+        let type = tensor.entry.type
+        let blocks = Merge.GGUFOutput.encode(storedOrder(name, checkpointValues: values), as: type)
+        var read = [Float](repeating: 0, count: values.count)
+        blocks.withUnsafeBytes { source in read.withUnsafeMutableBufferPointer { type.dequantize(source, into: $0) } }
+        tensor.transform.toCheckpoint(&read, rows: tensor.entry.shape[0])
+        return read
+    }
+
+    public func quantizedType(_ name: String) -> String? {
+        stored[name].flatMap { $0.entry.type.isQuantized ? $0.entry.type.ggmlName : nil }
+    }
+
     public var decodedNames: [String] { names }
     public var storageFormat: String { "gguf" }
     public var storageKinds: [String: Int] {

@@ -152,6 +152,10 @@ public enum GGUF {
     public final class File {
         public let path: String
         public let metadata: [(key: String, value: Value)]
+        /// Where each key/value pair lies in the file (key, type and value), so a model written
+        /// back carries every entry byte for byte, tokenizer arrays included.
+        let metadataRanges: [(key: String, bytes: Range<Int>)]
+        public let alignment: Int
         public let tensors: [TensorEntry]
         private let mapped: MappedFile
         private let dataStart: Int
@@ -169,11 +173,15 @@ public enum GGUF {
                 throw cursor.fail("claims \(tensorCount) tensors and \(keyCount) metadata entries, more than the file could hold")
             }
             var metadata: [(String, Value)] = []
+            var ranges: [(String, Range<Int>)] = []
             for _ in 0..<keyCount {
+                let start = cursor.position
                 let key = try cursor.string()
                 metadata.append((key, try cursor.value(depth: 0)))
+                ranges.append((key, start..<cursor.position))
             }
             self.metadata = metadata
+            metadataRanges = ranges
             var alignment = GGUF.defaultAlignment
             if let value = metadata.first(where: { $0.0 == "general.alignment" })?.1 {
                 guard case .uint32(let declared) = value, declared > 0, declared.nonzeroBitCount == 1, declared <= 1 << 16 else {
@@ -194,6 +202,7 @@ public enum GGUF {
                 }
                 entries.append((name, shape, try cursor.u32(), try cursor.u64()))
             }
+            self.alignment = alignment
             dataStart = (cursor.position + alignment - 1) / alignment * alignment
             var tensors: [TensorEntry] = []
             var names = Set<String>()
@@ -228,6 +237,11 @@ public enum GGUF {
         }
 
         public func value(_ key: String) -> Value? { metadata.first { $0.key == key }?.value }
+
+        /// The key/value pair's bytes as the file stores them.
+        func rawMetadataEntry(at index: Int) -> [UInt8] {
+            Array(mapped.bytes[metadataRanges[index].bytes])
+        }
 
         /// The stored bytes of a tensor (blocks, for quantized types), straight from the map.
         public func withBytes<R>(_ entry: TensorEntry, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
