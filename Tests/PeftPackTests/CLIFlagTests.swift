@@ -69,7 +69,8 @@ import Testing
 
     /// Help lists every closed set of values, as the parser knows them.
     @Test(arguments: [
-        (["merge"], "values: bf16, fp16, fp32, auto, same; default: auto"),
+        (["merge"], "values: bf16, fp16, fp32, auto, same, nf4, fp4, int8, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k; default: auto"),
+        (["merge"], "values: q8_0, bf16, fp16, fp32)"),
         (["merge"], "values: untie, keep; default: untie"),
         (["export"], "values: peft, adapterhub, gguf"),
         (["export"], "values: f32, f16, bf16, q8_0; default: f32"),

@@ -107,15 +107,22 @@ import Testing
         #expect(try CLI.run(arguments + ["--skip-base-check"]).status == 1)
     }
 
-    /// import --base takes a quantized GGUF; merge into one is refused in one line, nothing written.
-    @Test func mergeIntoAGGUFBaseIsRefused() throws {
+    /// merge into a quantized GGUF writes one GGUF file (F16 merged tensors by default) that
+    /// verify --merged passes; an existing output is refused without --force, nothing changed.
+    @Test func mergeIntoAGGUFBaseWritesAGGUFThatVerifies() throws {
         let base = Self.ggufBase + "/llama-tiny-q4_0.gguf"
         let pack = Fixtures.temporaryDirectory() + "/lora.peftpack"
         let imported = try CLI.run(["import", Fixtures.path("cases/llama_lora/adapter"), "-o", pack, "--base", base])
         #expect(imported.status == 0, "\(imported.stderr)")
-        let output = Fixtures.temporaryDirectory() + "/merged"
-        let merge = try CLI.run(["merge", "--base", base, pack, "-o", output])
-        #expect(merge.status == 2 && merge.stderr.contains("merging into a GGUF base is not supported yet"))
-        #expect(!FileManager.default.fileExists(atPath: output))
+        let output = Fixtures.temporaryDirectory() + "/merged.gguf"
+        let merge = try CLI.run(["merge", "--base", base, pack, "-o", output, "--dtype", "same", "--json"])
+        #expect(merge.status == 0, "\(merge.stderr)")
+        #expect(merge.stdout.contains("\"survival\""))
+        let verify = try CLI.run(["verify", pack, "--base", base, "--merged", output])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        let before = try Data(contentsOf: URL(fileURLWithPath: output))
+        let again = try CLI.run(["merge", "--base", base, pack, "-o", output])
+        #expect(again.status == 2 && again.stderr.contains("already exists"), "\(again.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: output)) == before)
     }
 }

@@ -31,7 +31,7 @@ extension Merge {
         static func write(plan: Plan, model: GGUFBaseModel, output: String, options: Options, protecting inputs: [String],
                           progress: ((Int, Int) -> Void)?) throws -> Result {
             if let head = plan.tied?.addedHead {
-                throw InputError(file: model.path, problem: "ties its head to token_embd and the adapters change \(head.name) and the embedding differently; writing an untied GGUF model is not supported yet: merge with --tied-embeddings keep (a reported cost) or into the Hugging Face checkpoint")
+                throw InputError(file: model.path, problem: "ties its head to token_embd and the adapters change \(head.name) and the embedding differently; writing an untied GGUF model is not supported yet: merge keeping the tie (a reported cost) or into the Hugging Face checkpoint")
             }
             let entries = model.names.map { (name: $0, stored: model.storedEntry($0)!) }
             let isMerged = entries.map { plan.changes[$0.name] != nil || plan.tied?.outputs[$0.name] != nil }

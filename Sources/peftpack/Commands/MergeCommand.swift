@@ -84,7 +84,8 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .customLong("weight"), parsing: .unconditionalSingleValue, help: "Weight per PACK, in order (default 1 each; a finite number).")
     var weights: [Double] = []
 
-    @Option(help: "Output dtype (auto: the base's, F16 for a GGUF base's quantized tensors; same: a quantized base stays quantized; a ggml type for a GGUF base).")
+    @Option(help: "Output dtype (auto: the base's, F16 for a GGUF base's quantized tensors; same: a quantized base stays quantized; a ggml type for a GGUF base). (values: bf16, fp16, fp32, auto, same, nf4, fp4, int8, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k; default: auto)",
+            transform: MergeOutputDType.parse)
     var dtype: MergeOutputDType = .auto
 
     @Option(name: .customLong("min-survival"), help: "Requantized weights keeping less of their change than this share are named (and promoted with --promote); default 0.5.")

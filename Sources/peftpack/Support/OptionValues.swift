@@ -40,6 +40,15 @@ enum MergeOutputDType: ExpressibleByArgument {
 
     var defaultValueDescription: String { "auto" }
 
+    /// The parser's transform: with sixteen values ArgumentParser's own refusal would list them one
+    /// per line, and a refusal is one line.
+    static func parse(_ text: String) throws -> MergeOutputDType {
+        guard let value = MergeOutputDType(argument: text) else {
+            throw OptionValueError(description: "give bf16, fp16, fp32, auto, same or a quantized type (\(quantizedNames.joined(separator: ", ")))")
+        }
+        return value
+    }
+
     /// nil: keep each tensor's dtype.
     var dtype: DType? {
         if case .dtype(let dtype) = self { return dtype }
@@ -64,6 +73,8 @@ extension Promotion.Precision: ExpressibleByArgument {
     public init?(argument: String) {
         self.init(rawValue: argument.lowercased() == "fp16" ? "f16" : argument.lowercased() == "fp32" ? "f32" : argument.lowercased())
     }
+
+    public static var allValueStrings: [String] { ["q8_0", "bf16", "fp16", "fp32"] }
 }
 
 /// export --dtype: the GGUF tensor types peftpack writes.
