@@ -74,6 +74,21 @@ import Testing
         }
     }
 
+    /// storedOrder is the inverse of reading: checkpoint-order q/k rows go back to the file's
+    /// permuted order bit for bit, and an untransformed tensor comes back as it is.
+    @Test func storedOrderGivesBackTheFilesValues() throws {
+        let base = try Self.base("f32")
+        let file = try GGUF.File(path: base.path)
+        for (name, gguf) in [("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight"), ("model.layers.1.self_attn.k_proj.weight", "blk.1.attn_k.weight"),
+                             ("model.layers.0.mlp.down_proj.weight", "blk.0.ffn_down.weight")] {
+            let checkpoint = try #require(try base.tensor(name)).floats()
+            let stored = file.floats(try #require(file.tensors.first { $0.name == gguf }))
+            #expect(base.storedOrder(name, checkpointValues: checkpoint).map(\.bitPattern) == stored.map(\.bitPattern), "\(name)")
+        }
+        let query = try #require(try base.tensor("model.layers.0.self_attn.q_proj.weight")).floats()
+        #expect(query != file.floats(file.tensors.first { $0.name == "blk.0.attn_q.weight" }!))
+    }
+
     @Test func aRangeInsideBlocksReadsAsTheWholeTensorDoes() throws {
         let base = try Self.base("q5_1")
         let name = "model.layers.1.mlp.down_proj.weight"
@@ -99,7 +114,7 @@ import Testing
         let path = Fixtures.temporaryDirectory() + "/mamba.gguf"
         FileManager.default.createFile(atPath: path, contents: Data(bytes))
         #expect { _ = try GGUFBaseModel(path: path) } throws: { error in
-            (error as? InputError)?.description.contains("architecture mamba; peftpack reads llama models") == true
+            (error as? InputError)?.description.contains("architecture mamba; peftpack reads gemma, gemma2, gemma3, llama, phi3, qwen2, qwen3 models") == true
         }
     }
 

@@ -101,6 +101,30 @@ public struct LlamaCppNaming: Sendable, Equatable {
     /// nil for a family whose GGUF models peftpack does not read.
     public var modelTensors: [String: String]? = nil
     public var layerNorms: [String: String]? = nil
+    /// Whether the converter stores every `…norm.weight` as w + 1 (Gemma's (1 + w) RMSNorms).
+    public var storesNormsPlusOne = false
+    /// Family-specific metadata keys (under `<architecture>.`) → the config.json field each is.
+    public var configKeys: [String: String] = [:]
+    /// The query scale llama.cpp fixes for the family instead of reading it from the file.
+    public var queryScale: LlamaCppQueryScale? = nil
+    /// Whether llama.cpp runs sliding layers only when the file gives a window (Gemma 3: without
+    /// `attention.sliding_window`, or with 0, every layer attends to everything).
+    public var slidesOnlyWithWindowKey = false
+    /// Whether the graph rotates only `rope.dimension_count` of each head's dimensions (Phi-3's
+    /// partial_rotary_factor); elsewhere a smaller count is refused.
+    public var rotatesPartialHeads = false
+}
+
+/// Gemma 2/3's query_pre_attn_scalar, which the converter does not store: llama.cpp scales
+/// queries by 1/√head_dim, or by 1/√(hidden / heads) in the model of `hiddenPerHeadLayerCount`
+/// layers (the 27B, whose query_pre_attn_scalar is that quotient).
+public struct LlamaCppQueryScale: Sendable, Equatable {
+    public let hiddenPerHeadLayerCount: Int
+
+    /// query_pre_attn_scalar as llama.cpp's `f_attention_scale` implies it (integer division).
+    func queryPreAttentionScalar(layers: Int, hidden: Int, heads: Int, headDim: Int) -> Int {
+        layers == hiddenPerHeadLayerCount ? hidden / heads : headDim
+    }
 }
 
 extension LlamaCppNaming {
@@ -110,6 +134,13 @@ extension LlamaCppNaming {
         architecture: "llama", permutesRotaryRows: true,
         modelTensors: ["token_embd": "embed_tokens", "output_norm": "norm"],
         layerNorms: ["attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"])
+
+    /// Llama's tensors under another llama.cpp graph whose converter writes them alike (Qwen 2,
+    /// Gemma), rope rows not permuted.
+    static func llamaTensors(architecture: String) -> LlamaCppNaming {
+        LlamaCppNaming(architecture: architecture, permutesRotaryRows: false,
+                       modelTensors: llama.modelTensors, layerNorms: llama.layerNorms)
+    }
 }
 
 /// Where AdapterHub's bottleneck adapters sit in a layer: the sub-layer paths (inside a layer) of

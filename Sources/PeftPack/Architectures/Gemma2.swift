@@ -7,11 +7,11 @@ extension Architecture {
     /// (pre/post attention, pre/post feed-forward), tanh soft-capping of attention scores and final
     /// logits, queries scaled by query_pre_attn_scalar^-½, and a sliding window on alternate layers.
     /// The head is tied by default. llama.cpp's gemma2 graph uses NeoX rope: no row permutation
-    /// (convert_hf_to_gguf.py's Gemma2Model only shifts the norm weights by one).
+    /// (convert_hf_to_gguf.py's Gemma2Model only shifts the norm weights by one, and drops lm_head).
     static let gemma2 = Architecture.rotaryDecoder(
         modelType: "gemma2", classNames: ["Gemma2ForCausalLM"], layout: .gemma2, tiesEmbeddingsByDefault: true,
         configDefaults: .gemma(vocabSize: 256_000, maxPositionEmbeddings: 8192),
-        llamaCpp: LlamaCppNaming(architecture: "gemma2", permutesRotaryRows: false),
+        llamaCpp: .gemma2,
         readConfig: { config, c in
             let g = c.reading(GemmaKey.self)
             try config.readGemmaAttention(c, g)
@@ -22,6 +22,22 @@ extension Architecture {
             // Gemma2Config.__post_init__ alternates, (i + 1) % 2 != 0, and reads no pattern field.
             try config.readGemmaSlidingWindow(c, pattern: 2)
         })
+}
+
+extension LlamaCppNaming {
+    /// Gemma2Model's file: the four norms as attn_norm, post_attention_norm, ffn_norm and
+    /// post_ffw_norm, stored w + 1; the soft-caps and the window under their own keys (absent,
+    /// llama.cpp takes 50, 30 and 4096, Gemma2Config's defaults); no rope base (10000, both
+    /// sides' default); the sliding layers alternate as llama.cpp's default pattern 2 and
+    /// Gemma2Config's __post_init__ both make them; no query_pre_attn_scalar (`queryScale`).
+    static let gemma2 = LlamaCppNaming(
+        architecture: "gemma2", permutesRotaryRows: false, modelTensors: llama.modelTensors,
+        layerNorms: ["attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
+                     "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm"],
+        storesNormsPlusOne: true,
+        configKeys: ["attn_logit_softcapping": "attn_logit_softcapping", "final_logit_softcapping": "final_logit_softcapping",
+                     "attention.sliding_window": "sliding_window"],
+        queryScale: LlamaCppQueryScale(hiddenPerHeadLayerCount: 46))
 }
 
 extension DecoderLayout {

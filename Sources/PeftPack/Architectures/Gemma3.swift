@@ -6,10 +6,12 @@ extension Architecture {
     /// sliding_window_pattern, default 6) and no attention soft-capping: Gemma3TextConfig keeps
     /// attn_logit_softcapping but Gemma3Attention never passes it on, so it is not read. The head
     /// is tied by default. llama.cpp's gemma3 graph uses NeoX rope: no row permutation.
+    /// (convert_hf_to_gguf.py's Gemma3Model shifts the norm weights by one and trims token_embd to
+    /// the tokenizer's vocabulary.)
     static let gemma3 = Architecture.rotaryDecoder(
         modelType: "gemma3_text", classNames: ["Gemma3ForCausalLM"], layout: .gemma3, tiesEmbeddingsByDefault: true,
         configDefaults: .gemma(vocabSize: 262_208, maxPositionEmbeddings: 131_072),
-        llamaCpp: LlamaCppNaming(architecture: "gemma3", permutesRotaryRows: false),
+        llamaCpp: .gemma3,
         readConfig: { config, c in
             let g = c.reading(GemmaKey.self)
             try config.readGemmaAttention(c, g)
@@ -18,6 +20,23 @@ extension Architecture {
             // 4.x configs give the pattern (Gemma3TextConfig reads it from kwargs, default 6).
             try config.readGemmaSlidingWindow(c, pattern: try g.int(.slidingWindowPattern) ?? 6)
         })
+}
+
+extension LlamaCppNaming {
+    /// Gemma3Model's file: Gemma 2's names plus attn_q_norm / attn_k_norm, every norm stored
+    /// w + 1; rope.freq_base for the full layers (with a linear rope.scaling, theirs alone in
+    /// llama.cpp as in transformers) and rope.freq_base_swa for the sliding ones (absent, 10000 on
+    /// both sides); the window only when attention.sliding_window is given, on five layers of six
+    /// (llama.cpp's default pattern 6, Gemma3TextConfig's default sliding_window_pattern); the
+    /// final soft-cap when set; no query_pre_attn_scalar (`queryScale`: the 62-layer 27B's is
+    /// hidden / heads).
+    static let gemma3 = LlamaCppNaming(
+        architecture: "gemma3", permutesRotaryRows: false, modelTensors: gemma2.modelTensors,
+        layerNorms: gemma2.layerNorms!.merging(["attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"]) { $1 },
+        storesNormsPlusOne: true,
+        configKeys: ["final_logit_softcapping": "final_logit_softcapping", "attention.sliding_window": "sliding_window",
+                     "rope.freq_base_swa": "rope_local_base_freq"],
+        queryScale: LlamaCppQueryScale(hiddenPerHeadLayerCount: 62), slidesOnlyWithWindowKey: true)
 }
 
 extension DecoderLayout {

@@ -3,12 +3,14 @@ extension Architecture {
     /// in self_attn.qkv_proj and gate | up in mlp.gate_up_proj, no biases, LongRoPE, a partial
     /// rotary factor (Phi-4-mini rotates 3/4 of each head) and an optional sliding window on every
     /// layer. llama.cpp keeps both fusions (attn_qkv, ffn_up) and its phi3 graph uses NeoX rope,
-    /// so its converter permutes no rows.
+    /// so its converter permutes no rows. LongRoPE goes into rope_factors_long/short tensors,
+    /// which peftpack does not read from GGUF yet; a sliding window is written but llama.cpp's
+    /// phi3 graph disables it (llama_model_phi3::load_arch_hparams), so it is not read.
     static let phi3 = Architecture.rotaryDecoder(
         modelType: "phi3", classNames: ["Phi3ForCausalLM", "Phi3ForSequenceClassification"], layout: .phi3,
         configDefaults: ConfigDefaults(vocabSize: 32064, hiddenSize: 3072, numLayers: 32, numAttentionHeads: 32,
                                        intermediateSize: 8192, maxPositionEmbeddings: 4096, normEpsilon: 1e-5),
-        llamaCpp: LlamaCppNaming(architecture: "phi3", permutesRotaryRows: false),
+        llamaCpp: .phi3,
         readConfig: { config, c in
             try config.readAttentionShape(c)
             config.rope = try phi3Rope(c, maxPositionEmbeddings: config.maxPositionEmbeddings)
@@ -39,4 +41,15 @@ extension Architecture {
 extension DecoderLayout {
     static let phi3 = DecoderLayout(
         attention: .fused("self_attn.qkv_proj"), feedForward: .fusedGated("mlp.gate_up_proj"), rotatesPartialHeads: true)
+}
+
+extension LlamaCppNaming {
+    /// Phi3MiniModel's file: Llama's names with the fusions kept (attn_qkv, ffn_up holding
+    /// gate | up in transformers' order, which llama.cpp's SwiGLU splits alike) and
+    /// rope.dimension_count for the partial rotary factor.
+    static let phi3: LlamaCppNaming = {
+        var naming = LlamaCppNaming.llamaTensors(architecture: "phi3")
+        naming.rotatesPartialHeads = true
+        return naming
+    }()
 }

@@ -1,11 +1,12 @@
 extension Architecture {
     /// Qwen2ForCausalLM (Qwen 2 and 2.5): Llama's layers with biases on q, k and v only, and an
     /// optional sliding window on the layers from `max_window_layers` on (or as `layer_types`
-    /// lists). llama.cpp's qwen2 graph uses NeoX rope: no row permutation.
+    /// lists). llama.cpp's qwen2 graph uses NeoX rope: no row permutation; Qwen2Model writes
+    /// Llama's tensor names and the generic metadata (no sliding window: llama.cpp's graph has none).
     static let qwen2 = Architecture.rotaryDecoder(
         modelType: "qwen2", classNames: ["Qwen2ForCausalLM", "Qwen2ForSequenceClassification"],
         configDefaults: ConfigDefaults(vocabSize: 151936, intermediateSize: 22016, maxPositionEmbeddings: 32768),
-        llamaCpp: LlamaCppNaming(architecture: "qwen2", permutesRotaryRows: false),
+        llamaCpp: .llamaTensors(architecture: "qwen2"),
         readConfig: { config, c in
             try config.readAttentionShape(c)
             (config.queryKeyValueBias, config.attentionOutputBias, config.mlpBias) = (true, false, false)

@@ -1,8 +1,9 @@
 /// A llama.cpp GGUF model as a base: its tensors under the checkpoint names transformers saves
 /// (`GGUFTensorNames`), in row-major shapes (GGUF lists dims innermost first), dequantized as
-/// gguf-py does, with the q/k rows convert_hf_to_gguf.py permuted for llama.cpp's rope put back
-/// in transformers' order; and the config its metadata gives. A split model reads as one
-/// (`GGUFShards`), named by its first shard. Llama family only for now.
+/// gguf-py does, with what convert_hf_to_gguf.py did to the values undone (`GGUFValueTransform`:
+/// q/k rows permuted for llama.cpp's rope, Gemma's norms stored + 1); and the config its metadata
+/// gives. A split model reads as one (`GGUFShards`), named by its first shard. Any family whose
+/// `LlamaCppNaming` names its tensors reads.
 ///
 /// F32, F16 and BF16 tensors keep their dtype; quantized ones present as fp32, the precision
 /// their dequantized values are exact in. Values are read from the map as the runtime widens them,
@@ -19,11 +20,12 @@ public final class GGUFBaseModel: DecodedWeights {
     struct StoredTensor {
         let file: GGUF.File
         let entry: GGUF.TensorEntry
-        /// The head count whose rotary pairs the converter interleaved in this tensor's rows.
-        let permutedHeads: Int?
+        let transform: GGUFValueTransform
 
         var dtype: DType {
-            switch entry.type {
+            // Stored − 1 is not exact in a half-precision dtype.
+            if transform == .plusOne { return .f32 }
+            return switch entry.type {
             case .f16: .f16
             case .bf16: .bf16
             default: .f32
@@ -40,7 +42,7 @@ public final class GGUFBaseModel: DecodedWeights {
         var stored: [String: StoredTensor] = [:]
         for tensor in mapped {
             stored[tensor.name] = StoredTensor(file: tensor.file, entry: tensor.entry,
-                                               permutedHeads: try Self.permutedHeads(tensor.entry, tensor.module, family: family, config: config, path: tensor.file.path))
+                                               transform: try Self.transform(tensor, family: family, config: config))
         }
         self.config = config
         self.configText = configText
@@ -75,6 +77,9 @@ public final class GGUFBaseModel: DecodedWeights {
                 if entry.name == "rope_freqs.weight" {
                     throw InputError(file: shard.path, tensor: entry.name, problem: "holds Llama 3 rope frequency factors, which peftpack does not read from GGUF yet")
                 }
+                if entry.name.hasPrefix("rope_factors_") {
+                    throw InputError(file: shard.path, tensor: entry.name, problem: "holds LongRoPE frequency factors, which peftpack does not read from GGUF yet")
+                }
                 let (name, module) = GGUFTensorNames.checkpointName(gguf: entry.name, family: family) ?? (entry.name, nil)
                 guard seen.insert(name).inserted else {
                     throw InputError(file: shard.path, tensor: entry.name, problem: "appears in two shards of the model")
@@ -99,15 +104,19 @@ public final class GGUFBaseModel: DecodedWeights {
             attentionBias: biasOfLayer0("self_attn.q_proj"), mlpBias: biasOfLayer0("mlp.up_proj"))
     }
 
-    /// The head count whose rotary halves convert_hf_to_gguf.py interleaved in this tensor's rows
-    /// (LlamaModel.permute on q_proj with the query heads, k_proj with the key/value heads).
-    private static func permutedHeads(_ entry: GGUF.TensorEntry, _ module: LayerModule?, family: Architecture, config: ModelConfig, path: String) throws -> Int? {
-        guard family.llamaCpp?.permutesRotaryRows == true, let rows = module?.rotaryRows else { return nil }
+    /// What convert_hf_to_gguf.py did to this tensor's values: LlamaModel.permute on q_proj's rows
+    /// with the query heads and k_proj's with the key/value heads, when the family's graph wants
+    /// rotary pairs side by side; + 1 on every `…norm.weight` of a family whose modify_tensors
+    /// adds it (its test, on the checkpoint name).
+    private static func transform(_ tensor: MappedTensor, family: Architecture, config: ModelConfig) throws -> GGUFValueTransform {
+        guard let naming = family.llamaCpp else { return .none }
+        if naming.storesNormsPlusOne, tensor.module == nil, tensor.name.hasSuffix("norm.weight") { return .plusOne }
+        guard naming.permutesRotaryRows, let rows = tensor.module?.rotaryRows else { return .none }
         let heads = rows == .queryHeads ? config.numAttentionHeads : config.numKeyValueHeads
-        guard entry.shape[0] % (2 * heads) == 0 else {
-            throw InputError(file: path, tensor: entry.name, problem: "has \(entry.shape[0]) rows, which do not split into \(heads) rotary heads of pairs")
+        guard tensor.entry.shape[0] % (2 * heads) == 0 else {
+            throw InputError(file: tensor.file.path, tensor: tensor.entry.name, problem: "has \(tensor.entry.shape[0]) rows, which do not split into \(heads) rotary heads of pairs")
         }
-        return heads
+        return .permutedRows(heads: heads)
     }
 
     public func requantized(_ name: String, values: [Float]) throws -> [Float]? {
@@ -116,9 +125,8 @@ public final class GGUFBaseModel: DecodedWeights {
         let blocks = Merge.GGUFOutput.encode(storedOrder(name, checkpointValues: values), as: type)
         var read = [Float](repeating: 0, count: values.count)
         blocks.withUnsafeBytes { source in read.withUnsafeMutableBufferPointer { type.dequantize(source, into: $0) } }
-        guard let heads = tensor.permutedHeads else { return read }
-        let rows = tensor.entry.shape[0]
-        return GGUFLoRA.permuteRows(read, rows: rows, columns: read.count / rows, heads: heads, inverse: true)
+        tensor.transform.toCheckpoint(&read, rows: tensor.entry.shape[0])
+        return read
     }
 
     public func quantizedType(_ name: String) -> String? {
@@ -139,13 +147,12 @@ public final class GGUFBaseModel: DecodedWeights {
         stored[name].map { ($0.file, $0.entry) }
     }
 
-    /// Checkpoint-order values of `name` put back the way the converter stores them (the inverse
-    /// of what reading undid: q/k rows permuted for llama.cpp's rope), so a merged tensor is
-    /// written as the file it replaces would hold it.
+    /// Checkpoint values of `name` put back the way the converter stores them (the inverse of
+    /// what reading undid, `GGUFValueTransform.toStored`), so a merged tensor is written as the
+    /// file it replaces would hold it.
     func storedOrder(_ name: String, checkpointValues values: [Float]) -> [Float] {
-        guard let tensor = stored[name], let heads = tensor.permutedHeads else { return values }
-        let rows = tensor.entry.shape[0]
-        return GGUFLoRA.permuteRows(values, rows: rows, columns: values.count / rows, heads: heads, inverse: false)
+        guard let tensor = stored[name] else { return values }
+        return tensor.transform.toStored(values, rows: tensor.entry.shape[0])
     }
 
     public func tensorInfo(_ name: String) throws -> TensorInfo? {
@@ -166,12 +173,13 @@ public final class GGUFBaseModel: DecodedWeights {
         let entry = tensor.entry
         let count = Shape.elementCount(entry.shape)!
         precondition(range.lowerBound >= 0 && range.upperBound <= count && destination.count == range.count)
-        if let heads = tensor.permutedHeads {
-            let rows = entry.shape[0]
-            let values = GGUFLoRA.permuteRows(tensor.file.floats(entry), rows: rows, columns: count / rows, heads: heads, inverse: true)
+        guard tensor.transform.isElementwise else {
+            var values = tensor.file.floats(entry)
+            tensor.transform.toCheckpoint(&values, rows: entry.shape[0])
             values.withUnsafeBufferPointer { _ = destination.initialize(from: $0[range]) }
             return
         }
+        defer { tensor.transform.toCheckpoint(destination) }
         let (blockElements, blockBytes) = entry.type.block
         let firstBlock = range.lowerBound / blockElements
         let endBlock = (range.upperBound + blockElements - 1) / blockElements

@@ -33,17 +33,27 @@ enum GGUFModelConfig {
             }
             return decimal
         }
-        if let scaling = file.value("\(architecture).rope.scaling.type")?.stringValue, scaling != "none" {
-            throw fail("uses \(scaling) rope scaling, which peftpack does not read from GGUF yet")
+        let ropeScaling = try linearRopeScaling(file, architecture: architecture, real: real)
+        if file.value("\(architecture).attention.sliding_window_pattern") != nil {
+            throw fail("gives \(architecture).attention.sliding_window_pattern, which peftpack does not read from GGUF yet")
         }
         let hidden = try required("embedding_length", "the hidden size")
+        let layers = try required("block_count", "the layer count")
         let heads = try required("attention.head_count", "the attention head count")
         let headDim = try integer("attention.key_length") ?? hidden / heads
         if let valueLength = try integer("attention.value_length"), valueLength != headDim {
             throw fail("has value heads of \(valueLength) but key heads of \(headDim); a \(architecture) model has one head size")
         }
+        guard let naming = family.llamaCpp else { preconditionFailure("a GGUF family has llama.cpp naming") }
+        var partialRotaryFactor: Double?
         if let rotary = try integer("rope.dimension_count"), rotary != headDim {
-            throw fail("rotates \(rotary) of each head's \(headDim) dimensions; a \(architecture) model rotates them all")
+            // transformers rotates int(head_dim · partial_rotary_factor) dimensions: the factor
+            // must give back exactly the file's count.
+            let factor = Double(rotary) / Double(headDim)
+            guard naming.rotatesPartialHeads, rotary < headDim, Int(Double(headDim) * factor) == rotary else {
+                throw fail("rotates \(rotary) of each head's \(headDim) dimensions; a \(architecture) model rotates them all")
+            }
+            partialRotaryFactor = factor
         }
         if let declared = try integer("vocab_size"), declared != facts.vocabSize {
             throw fail("declares \(architecture).vocab_size \(declared) but token_embd has \(facts.vocabSize) rows")
@@ -53,7 +63,7 @@ enum GGUFModelConfig {
             "architectures": [family.classNames[0]],
             "vocab_size": facts.vocabSize,
             "hidden_size": hidden,
-            "num_hidden_layers": try required("block_count", "the layer count"),
+            "num_hidden_layers": layers,
             "intermediate_size": try required("feed_forward_length", "the feed-forward size"),
             "num_attention_heads": heads,
             "num_key_value_heads": try integer("attention.head_count_kv") ?? heads,
@@ -64,12 +74,42 @@ enum GGUFModelConfig {
         ]
         fields["max_position_embeddings"] = try integer("context_length")
         fields["rms_norm_eps"] = try real("attention.layer_norm_rms_epsilon")
-        fields["rope_theta"] = try real("rope.freq_base")
+        // llama.cpp's default when the converter writes none (GemmaModel, Gemma2Model).
+        fields["rope_theta"] = try real("rope.freq_base") ?? 10_000
+        fields["rope_scaling"] = ropeScaling
+        fields["partial_rotary_factor"] = partialRotaryFactor
+        let windowKey = "attention.sliding_window"
+        let windowless = naming.slidesOnlyWithWindowKey && (file.value("\(architecture).\(windowKey)")?.integerValue ?? 0) == 0
+        if windowless { fields["layer_types"] = Array(repeating: "full_attention", count: layers) }
+        for (key, field) in naming.configKeys where !(windowless && key == windowKey) {
+            guard let value = file.value("\(architecture).\(key)") else { continue }
+            if case .float32 = value { fields[field] = try real(key) } else { fields[field] = try integer(key) }
+        }
+        if let scale = naming.queryScale {
+            fields["query_pre_attn_scalar"] = scale.queryPreAttentionScalar(layers: layers, hidden: hidden, heads: heads, headDim: headDim)
+        }
         let json = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .prettyPrinted])
         do {
             return (try ModelConfig.decode(json), String(decoding: json, as: UTF8.self) + "\n")
         } catch let error as RuntimeError {
             throw fail("has metadata that makes no valid \(family.classNames[0]) config: \(error)")
+        }
+    }
+
+    /// rope_scaling as transformers spells linear scaling (llama.cpp: positions × 1 / factor, on
+    /// Gemma 3's full layers only, as Gemma3TextConfig applies it); any other kind is refused.
+    private static func linearRopeScaling(_ file: GGUF.File, architecture: String, real: (String) throws -> Double?) throws -> [String: Any]? {
+        let type = file.value("\(architecture).rope.scaling.type")?.stringValue ?? "none"
+        let factor = try real("rope.scaling.factor")
+        switch type {
+        case "none":
+            guard factor == nil else { throw InputError(file: file.path, problem: "gives \(architecture).rope.scaling.factor without a rope.scaling.type") }
+            return nil
+        case "linear":
+            guard let factor else { throw InputError(file: file.path, problem: "uses linear rope scaling without \(architecture).rope.scaling.factor") }
+            return ["rope_type": "linear", "factor": factor]
+        default:
+            throw InputError(file: file.path, problem: "uses \(type) rope scaling, which peftpack does not read from GGUF yet")
         }
     }
 }
