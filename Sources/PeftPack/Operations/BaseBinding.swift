@@ -133,7 +133,7 @@ public final class BaseBinding {
                 continue
             }
             // A quantized base holds other values by nature: say so rather than "another checkpoint".
-            let why = base.checkpoint.isQuantized(name)
+            let why = base.checkpoint.quantizedTypeName(name) != nil
                 ? "\(base.folder) stores it quantized (\(base.checkpoint.decoded?.storageFormat ?? "quantized")), so its dequantized values differ from the base the pack was made for (as they must if it is that base quantized)"
                 : "it is another checkpoint of this architecture (another fine-tune, or base instead of instruct)"
             throw BaseMismatchError(kind: .content, file: file, tensor: name,

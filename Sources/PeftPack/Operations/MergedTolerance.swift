@@ -142,7 +142,7 @@ struct RoundedMergeWeights: WeightProvider {
             if target == stored.dtype { return try base.tensor(name) as HostTensor }
             return HostTensor(correctlyRounding: try base.tensor(name).floats().map(Double.init), shape: stored.shape, dtype: target)
         }
-        if let merged = requantizedAs, merged.isQuantized(name),
+        if let merged = requantizedAs, (merged.quantizedTypeName(name) != nil),
            let values = try merged.decoded?.requantized(name, values: exact.map { Float($0) }) {
             return HostTensor(floats: values, shape: stored.shape, dtype: merged.info(name)?.dtype ?? .f32)
         }

@@ -75,13 +75,13 @@ enum MergedWeights {
             progress?(index, names.count)
             guard let stored = merged.info(name), let baseInfo = weights.base.info(name), stored.shape == baseInfo.shape,
                   stored.dtype.isFloatingPoint, stored.dtype != .f64, baseInfo.dtype != .f64,
-                  stored.dtype == weights.mergedDType(name) || merged.isQuantized(name), let exact = try weights.exactMerge(name) else {
+                  stored.dtype == weights.mergedDType(name) || (merged.quantizedTypeName(name) != nil), let exact = try weights.exactMerge(name) else {
                 notCompared.append(name)
                 continue
             }
             // A requantized weight is held to what requantizing the exact merge (rounded to fp32, as
             // the quantizers take it) gives, not to a float rounding it cannot reach.
-            let requantized = merged.isQuantized(name) ? try merged.decoded?.requantized(name, values: exact.map { Float($0) }) : nil
+            let requantized = (merged.quantizedTypeName(name) != nil) ? try merged.decoded?.requantized(name, values: exact.map { Float($0) }) : nil
             deviations.append(try deviation(name, exact: exact, base: weights.base, merged: merged, dtype: stored.dtype, requantized: requantized))
         }
         progress?(names.count, names.count)
