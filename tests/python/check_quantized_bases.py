@@ -26,6 +26,15 @@ For each base:
   peftpack's exactly. transformers then loads the output from its config (load_in_4bit /
   load_in_8bit) and its logits are compared with PEFT's merged model. merge's report of what survived
   requantization (norm ratio, cosine with ΔW, codes unchanged, per weight) is recomputed here.
+- `merge --dtype same --promote` with --min-survival splitting the merged weights in half, on the
+  fp32 NF4 base at fp32 and on a bf16 NF4 base (bf16 compute, QLoRA's setup) at bf16: the promoted
+  weights are bnb's dequantization plus ΔW in fp64 rounded once (0 ulp), stored without
+  companions, every other tensor the `same` output's; config.json's llm_int8_skip_modules lists
+  lm_head (transformers' default for a null list) and the promoted modules; transformers loads
+  them as nn.Linear and the rest as Linear4bit, with logits equal to the plain torch model holding
+  the same weights; verify --merged passes. --promote bf16 on the fp32 base is refused (exit 2):
+  transformers keeps a pre-quantized model's float tensors in their stored dtype, so its forward
+  would fail on bf16 weights among fp32 activations.
 
 Runs in .venv/bnb (bitsandbytes 0.50)."""
 import json
