@@ -35,8 +35,8 @@ public enum DequantizedConfig {
         memberKey(name, in: bytes, objectAt: 0)
     }
 
-    /// The position of `"name"` as a key of the object whose text starts at `start` (or is the
-    /// first one after it), and where its value starts.
+    /// The position of `"name"` as a key of the object whose `{` is at `start` (its members only,
+    /// not those of objects nested in it), and where its value starts.
     static func memberKey(_ name: String, in bytes: [UInt8], objectAt start: Int) -> (start: Int, valueStart: Int)? {
         let quoted = Array("\"\(name)\"".utf8)
         var depth = 0, index = start
