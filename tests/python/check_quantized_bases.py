@@ -26,6 +26,15 @@ For each base:
   peftpack's exactly. transformers then loads the output from its config (load_in_4bit /
   load_in_8bit) and its logits are compared with PEFT's merged model. merge's report of what survived
   requantization (norm ratio, cosine with ΔW, codes unchanged, per weight) is recomputed here.
+- `merge --dtype same --promote` with --min-survival splitting the merged weights in half, on the
+  fp32 NF4 base at fp32 and on a bf16 NF4 base (bf16 compute, QLoRA's setup) at bf16: the promoted
+  weights are bnb's dequantization plus ΔW in fp64 rounded once (0 ulp), stored without
+  companions, every other tensor the `same` output's; config.json's llm_int8_skip_modules lists
+  lm_head (transformers' default for a null list) and the promoted modules; transformers loads
+  them as nn.Linear and the rest as Linear4bit, with logits equal to the plain torch model holding
+  the same weights; verify --merged passes. --promote bf16 on the fp32 base is refused (exit 2):
+  transformers keeps a pre-quantized model's float tensors in their stored dtype, so its forward
+  would fail on bf16 weights among fp32 activations.
 
 Runs in .venv/bnb (bitsandbytes 0.50)."""
 import json
@@ -33,6 +42,7 @@ import shutil
 import sys
 
 import bitsandbytes.functional as bnbf
+import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
@@ -73,10 +83,17 @@ def dequantized_weights(model):
     return weights
 
 
-def make_artifacts(work, kind):
+# QLoRA's usual setup: a bf16 model quantized to NF4 with bf16 compute (merge --promote bf16).
+NF4_BF16 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def make_artifacts(work, kind, dtype=torch.float32, quantization=None):
     torch.manual_seed(21)
-    LlamaForCausalLM(config()).eval().save_pretrained(work / "fp32")
-    quantized = LlamaForCausalLM.from_pretrained(work / "fp32", quantization_config=QUANTIZATIONS[kind], device_map="cpu").eval()
+    plain_folder = work / str(dtype).removeprefix("torch.")
+    LlamaForCausalLM(config()).to(dtype).eval().save_pretrained(plain_folder)
+    quantized = LlamaForCausalLM.from_pretrained(plain_folder, quantization_config=quantization or QUANTIZATIONS[kind], device_map="cpu",
+                                                 dtype=dtype).eval()
     quantized.save_pretrained(work / kind)
     torch.manual_seed(22)
     lora = get_peft_model(quantized, LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False))
@@ -96,7 +113,7 @@ def make_artifacts(work, kind):
             deltas[f"{name}.weight"] = b @ a * scale
     if kind == "int8":
         # The reference: PEFT on the fp32 model holding bnb's int8 dequantization.
-        plain = LlamaForCausalLM.from_pretrained(work / "fp32").eval()
+        plain = LlamaForCausalLM.from_pretrained(plain_folder).eval()
         state = plain.state_dict()
         for name, value in dequantized.items():
             state[name] = value
@@ -291,11 +308,121 @@ def check_survival(kind, tally, work, pack, report, before, after, base_stored, 
     expect(tally, worst <= 1e-9, f"{kind} same: merge's survival figures equal the ones computed here (worst difference {worst:.2g})")
 
 
+def round_bf16(values):
+    """float64 → bfloat16 rounded once, to nearest with ties to even (torch's float64 → bfloat16
+    cast goes through float32 and can round twice)."""
+    mantissa, exponent = np.frexp(values)
+    return torch.from_numpy(np.ldexp(np.rint(np.ldexp(mantissa, 8)), exponent - 8)).to(torch.bfloat16)
+
+
+def check_promoted(name, tally, work, base_folder, pack, dequantized, deltas, dtype):
+    """merge --dtype same --promote DTYPE with --min-survival between the 3rd and 4th lowest
+    survival of the `same` merge, so half the merged weights are promoted, half stay quantized."""
+    same_folder = work / f"{name}-same-for-promote"
+    same_report = json.loads(run_peftpack("merge", "--base", str(base_folder), str(pack), "-o", str(same_folder), "--dtype", "same", "--json").stdout)
+    same = read_all(same_folder)
+    figures = sorted(entry["survival"] for entry in same_report["requantized"])
+    threshold = (figures[2] + figures[3]) / 2
+    flag = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    folder = work / f"{name}-promoted"
+    report = json.loads(run_peftpack("merge", "--base", str(base_folder), str(pack), "-o", str(folder), "--dtype", "same",
+                                     "--promote", flag, "--min-survival", repr(threshold), "--json").stdout)
+    label = {torch.bfloat16: "BF16", torch.float32: "F32"}[dtype]
+    promoted = sorted(entry["tensor"] for entry in report["requantized"] if entry.get("promotedTo"))
+    expected = sorted(entry["tensor"] for entry in same_report["requantized"] if entry["survival"] < threshold)
+    expect(tally, promoted == expected and len(promoted) == 3 and {e.get("promotedTo") for e in report["requantized"]} == {label, None},
+           f"{name} --promote {flag}: the report marks the weights below --min-survival promoted to {label} ({promoted})")
+    ours = read_all(folder)
+    modules = [weight.removesuffix(".weight") for weight in promoted]
+    worst_ulps, ties = 0, 0
+    for weight in promoted:
+        exact = (dequantized[weight].double() + deltas[weight]).numpy()
+        exact = round_bf16(exact) if dtype == torch.bfloat16 else torch.from_numpy(exact.astype(np.float32))
+        actual = ours.get(weight)
+        if actual is None or actual.dtype != dtype or actual.shape != exact.shape:
+            expect(tally, False, f"{name} --promote {flag}: {weight} stored as {None if actual is None else (actual.dtype, tuple(actual.shape))}")
+            continue
+        bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+        ulps = (actual.view(bits).long() - exact.view(bits).long()).abs()
+        worst_ulps = max(worst_ulps, int(ulps.max()))
+        ties += int((ulps > 0).sum())
+    # 16-bit: 0 ulp (a tie at bf16 needs the fp64 sum within ~1e-16 of a midpoint); fp32 allows the
+    # 1-ulp fp64 summation-order ties the plain merge check above counts.
+    allowed = 0 if dtype == torch.bfloat16 else 1
+    expect(tally, worst_ulps <= allowed,
+           f"{name} --promote {flag}: promoted weights equal bnb's dequantization + ΔW (fp64) rounded once to {label} (worst {worst_ulps} ulp, {ties} elements off)")
+    companions = tuple(m + ".weight." for m in modules)
+    leftovers = [n for n in ours if n.startswith(companions)]
+    expect(tally, not leftovers, f"{name} --promote {flag}: promoted weights have no quantization companions ({leftovers[:3]})")
+    others = {n for n in same if not n.startswith(companions) and n not in promoted}
+    differ = sorted(n for n in others if n not in ours or not torch.equal(ours[n].reshape(-1).view(torch.uint8), same[n].reshape(-1).view(torch.uint8)))
+    expect(tally, set(ours) == others | set(promoted) and not differ,
+           f"{name} --promote {flag}: every other tensor is the --dtype same output's, byte for byte ({differ[:3]})")
+    skip = json.loads((folder / "config.json").read_text())["quantization_config"]["llm_int8_skip_modules"]
+    expect(tally, skip == ["lm_head"] + modules,
+           f"{name} --promote {flag}: config.json's llm_int8_skip_modules lists transformers' default (lm_head) and the promoted modules ({skip})")
+
+    import bitsandbytes as bnb
+    loaded = LlamaForCausalLM.from_pretrained(folder, device_map="cpu").eval()
+    kinds = {n: type(m) for n, m in loaded.named_modules() if n.endswith(tuple(TARGETS)) or n == "lm_head"}
+    wrong = [n for n, cls in kinds.items() if cls is not (torch.nn.Linear if n in modules or n == "lm_head" else bnb.nn.Linear4bit)]
+    parameters = dict(loaded.named_parameters())
+    expect(tally, not wrong and all(parameters[w].dtype == dtype for w in promoted),
+           f"{name} --promote {flag}: transformers loads the promoted modules ({label}) and lm_head as nn.Linear, the others as Linear4bit ({wrong})")
+    changed = [w for w in promoted if not torch.equal(parameters[w].detach(), ours[w])]
+    expect(tally, not changed, f"{name} --promote {flag}: the loaded promoted weights are the stored ones ({changed})")
+
+    # The same model built in torch from those weights: the plain Llama the base was quantized from
+    # (loaded as transformers builds it in that dtype, rotary tables included), holding
+    # the promoted weights, bnb's dequantization of the Linear4bit ones and every other tensor as
+    # stored. Linear4bit on CPU dequantizes to the quant state's dtype and runs F.linear in the
+    # compute dtype (the base's here), so the two run the same operations: equal logits are
+    # expected, and the tolerance is verify's fp32 default (1e-5 + 1e-4 × scale) against kernel
+    # order differences.
+    plain = LlamaForCausalLM.from_pretrained(work / str(dtype).removeprefix("torch."), device_map="cpu").eval()
+    state = {n: ours[n] for n in plain.state_dict() if n in ours}
+    state.update({n: w.to(dtype) for n, w in dequantized_weights(loaded).items()})
+    missing = sorted(set(plain.state_dict()) - set(state))
+    plain.load_state_dict(state, strict=False)
+    input_ids = torch.randint(0, 320, (2, 9), generator=torch.Generator().manual_seed(5))
+    reference = logits(plain, input_ids).float()
+    error = (logits(loaded, input_ids).float() - reference).abs().max().item()
+    scale = reference.abs().max().item()
+    print(f"  {name} --promote {flag}: logits of the loaded output vs the torch model on its weights: max abs {error:.3g} (scale {scale:.3g})")
+    expect(tally, not missing and error <= 1e-5 + 1e-4 * scale,
+           f"{name} --promote {flag}: logits of the loaded output vs a torch model on its weights: max abs {error:.3g} ({missing[:3]})")
+    result = run_peftpack("verify", str(pack), "--base", str(base_folder), "--merged", str(folder), check=False)
+    expect(tally, result.returncode == 0, f"{name} --promote {flag}: verify --merged on the output: {result.stdout.strip()}{result.stderr.strip()}")
+
+
+def check_promotion(tally):
+    """--promote on a bnb base: refused to a dtype other than the base's (transformers would load it
+    as stored and fail on the mixed dtypes), checked on the fp32 NF4 base at fp32 and on a bf16 NF4
+    base (QLoRA's usual setup) at bf16."""
+    work = scratch_dir()
+    dequantized, deltas = make_artifacts(work, "nf4")
+    pack = work / "nf4.peftpack"
+    run_peftpack("import", str(work / "nf4-lora"), "-o", str(pack), "--base", str(work / "nf4"))
+    refused = run_peftpack("merge", "--base", str(work / "nf4"), str(pack), "-o", str(work / "refused"), "--dtype", "same",
+                           "--promote", "bf16", check=False)
+    expect(tally, refused.returncode == 2 and "F32" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+           and not (work / "refused").exists(),
+           f"nf4 --promote bf16 on an F32 base: refused in one line, exit 2 ({refused.returncode}: {refused.stderr.strip()})")
+    check_promoted("nf4", tally, work, work / "nf4", pack, dequantized, deltas, torch.float32)
+
+    work = scratch_dir()
+    dequantized, deltas = make_artifacts(work, "nf4", dtype=torch.bfloat16, quantization=NF4_BF16)
+    pack = work / "nf4-bf16.peftpack"
+    run_peftpack("import", str(work / "nf4-lora"), "-o", str(pack), "--base", str(work / "nf4"))
+    check_promoted("nf4 bf16", tally, work, work / "nf4", pack, dequantized, deltas, torch.bfloat16)
+
+
 def main():
     tally = Tally("quantized bases (bitsandbytes)")
     for kind in QUANTIZATIONS:
         check(kind, tally)
         check_same(kind, tally)
+    check_promotion(tally)
     sys.exit(tally.finish())
 
 

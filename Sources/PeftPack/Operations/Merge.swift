@@ -106,8 +106,8 @@ public enum Merge {
             }
             options.keepsQuantization = true
         }
-        if options.promotion != nil && options.keepsQuantization && base.checkpoint.dequantizer != nil {
-            throw InputError(file: baseFolder, problem: "is a bitsandbytes model: promoting modules out of its quantization is not supported yet (a GGUF base supports it); merge to a float dtype to keep every module's change")
+        if let promotion = options.promotion, options.keepsQuantization, base.checkpoint.dequantizer != nil {
+            try QuantizedOutput.check(promotion, base: base)
         }
         let plan = try Plan(base: base, selection: selection, options: options)
         let stream = TensorStream(plan, progress: progress)
@@ -115,8 +115,7 @@ public enum Merge {
         var quantizedBytes: Int?
         let files = try FolderOutput.write(to: output, force: options.force, protecting: [baseFolder] + inputs.map(\.pack)) { folder in
             if plan.keepsQuantization {
-                (quantizedBytes, survival) = try QuantizedOutput.write(stream, plan: plan, baseFolder: baseFolder,
-                                                                       maxShardSize: options.maxShardSize, into: folder)
+                (quantizedBytes, survival) = try QuantizedOutput.write(stream, plan: plan, options: options, baseFolder: baseFolder, into: folder)
             } else {
                 try stream.write(into: folder, baseFolder: baseFolder)
             }

@@ -51,8 +51,10 @@ struct MergeCommand: ParsableCommand {
             survived: ‖Q(W+ΔW)−Q(W)‖/‖ΔW‖, the cosine of Q(W+ΔW)−Q(W) with ΔW, the share of values \
             left unchanged, and survival, the share of ΔW carried along ΔW (norm ratio × cosine). \
             Weights whose survival is below --min-survival (default 0.5) are named in a warning; \
-            on a GGUF base --promote q8_0|bf16|fp16|fp32 writes them in that type instead \
-            (--promote-all: every merged weight).
+            --promote writes them in a wider type instead (--promote-all: every merged weight): \
+            q8_0, bf16, fp16 or fp32 on a GGUF base; bf16, fp16 or fp32 on a bitsandbytes base, as \
+            plain weights rounded once that config.json's quantization_config lists in \
+            llm_int8_skip_modules, so transformers loads them as plain Linear layers.
 
             A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
             (--trust-base, as its content is no longer the base's) restores the base to within one \
@@ -91,7 +93,7 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .customLong("min-survival"), help: "Requantized weights keeping less of their change than this share are named (and promoted with --promote); default 0.5.")
     var minSurvival: Double = 0.5
 
-    @Option(help: "On a GGUF base, write the weights below --min-survival in this wider type: q8_0, bf16, fp16 or fp32.")
+    @Option(help: "Write the weights below --min-survival in this wider type: q8_0 (GGUF bases), bf16, fp16 or fp32.")
     var promote: Promotion.Precision?
 
     @Flag(name: .customLong("promote-all"), help: "With --promote: promote every merged weight, not only those below --min-survival.")
@@ -146,7 +148,7 @@ struct MergeCommand: ParsableCommand {
                 let promoted = report.requantized?.contains { $0.promotedTo != nil } ?? false
                 let listed = below.prefix(4).joined(separator: ", ") + (below.count > 4 ? " and \(below.count - 4) more" : "")
                 printWarning("\(below.count) requantized weights keep less than \(minSurvival) of their change (\(listed))" +
-                             (promoted ? "; they were written at the promoted type" : ": the merged model computes less of the adapter there; merge with --promote q8_0 (GGUF) or a float --dtype to keep it"))
+                             (promoted ? "; they were written at the promoted type" : ": the merged model computes less of the adapter there; merge with --promote (q8_0 on a GGUF base, bf16 on either) or a float --dtype to keep it"))
             }
             if outputOptions.json {
                 try printJSON(report)

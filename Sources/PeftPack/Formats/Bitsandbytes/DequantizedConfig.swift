@@ -28,12 +28,18 @@ public enum DequantizedConfig {
         return String(decoding: bytes[..<start] + bytes[end...], as: UTF8.self)
     }
 
-    private static func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
+    static func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
 
     /// The position of `"name"` as a key of the outermost object, and where its value starts.
-    private static func topLevelKey(_ name: String, in bytes: [UInt8]) -> (start: Int, valueStart: Int)? {
+    static func topLevelKey(_ name: String, in bytes: [UInt8]) -> (start: Int, valueStart: Int)? {
+        memberKey(name, in: bytes, objectAt: 0)
+    }
+
+    /// The position of `"name"` as a key of the object whose `{` is at `start` (its members only,
+    /// not those of objects nested in it), and where its value starts.
+    static func memberKey(_ name: String, in bytes: [UInt8], objectAt start: Int) -> (start: Int, valueStart: Int)? {
         let quoted = Array("\"\(name)\"".utf8)
-        var depth = 0, index = 0
+        var depth = 0, index = start
         while index < bytes.count {
             switch bytes[index] {
             case UInt8(ascii: "\""):
@@ -49,7 +55,9 @@ public enum DequantizedConfig {
                 index = stringEnd(in: bytes, from: index)
                 continue
             case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
-            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                depth -= 1
+                if depth == 0 { return nil }
             default: break
             }
             index += 1
@@ -58,7 +66,7 @@ public enum DequantizedConfig {
     }
 
     /// The index just past the string that starts at `start` (a quote).
-    private static func stringEnd(in bytes: [UInt8], from start: Int) -> Int {
+    static func stringEnd(in bytes: [UInt8], from start: Int) -> Int {
         var index = start + 1
         while index < bytes.count {
             if bytes[index] == UInt8(ascii: "\\") { index += 2; continue }
@@ -69,7 +77,7 @@ public enum DequantizedConfig {
     }
 
     /// The index just past the JSON value that starts at `start`.
-    private static func valueEnd(in bytes: [UInt8], from start: Int) -> Int? {
+    static func valueEnd(in bytes: [UInt8], from start: Int) -> Int? {
         guard start < bytes.count else { return nil }
         if bytes[start] == UInt8(ascii: "\"") { return stringEnd(in: bytes, from: start) }
         var depth = 0, index = start
