@@ -112,6 +112,10 @@ import Testing
         let kept = try verify(.keep)
         #expect(!kept.passed, "\(caseName): kept tie max abs \(kept.maxAbsError) passed within \(kept.allowedAbsError)")
         #expect((kept.rounding?.ratio ?? 0) > MergedTolerance.multiple)
+        // The weights decide it too, where a requantized model's wide output bound could not: both
+        // sides of the pair are compared, the kept tie's in the one tensor it holds.
+        #expect(untied.weights?.passed == true && untied.weights?.notCompared.isEmpty == true, "\(String(describing: untied.weights))")
+        #expect(kept.weights?.passed == false, "\(caseName): the kept tie's weights passed")
     }
 
     /// With ensure_weight_tying PEFT saves the same change for head and embedding: the tie is

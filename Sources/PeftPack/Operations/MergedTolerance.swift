@@ -68,7 +68,7 @@ enum MergedTolerance {
             if tied.untie { config.tieWordEmbeddings = false }
         }
         let weights = RoundedMergeWeights(base: base.checkpoint, changes: changes, computed: tiedOutputs, reader: reader,
-                                          selected: selected, dtype: dtype, requantizedAs: merged)
+                                          selected: selected, dtype: dtype, requantizedAs: merged, tie: base.tie)
         return CorrectMerge(weights: weights, config: config)
     }
 }
@@ -100,6 +100,8 @@ struct RoundedMergeWeights: WeightProvider {
     /// The merged model: a changed tensor it stores quantized is the exact merge requantized as
     /// it stores it (from fp32, as the quantizers take it), not rounded to a float dtype.
     let requantizedAs: Checkpoint?
+    /// A tied base's pair: a head the base does not store is computed from the embedding.
+    let tie: EmbeddingTie?
     /// The last changed tensor computed: a pass reads a large tensor in consecutive tiles or
     /// rows (a head, an embedding's looked-up rows), and each would otherwise redo its merge.
     private let lastComputed = LastComputedTensor()
@@ -150,13 +152,30 @@ struct RoundedMergeWeights: WeightProvider {
     }
 
     /// The tensors the adapters change, a tied pair computed beforehand included.
-    var changedNames: [String] { Set(changes.keys).union(computed.keys).sorted() }
+    /// With either side of a tied pair changed, both: a merged model that keeps the tie moves the
+    /// side no adapter changes, and that is where it shows.
+    var changedNames: [String] {
+        var names = Set(changes.keys).union(computed.keys)
+        if let tie, names.contains(tie.head) || names.contains(tie.embedding) { names.formUnion([tie.head, tie.embedding]) }
+        return names.sorted()
+    }
 
-    /// A changed tensor's exact merge in fp64, before any rounding; nil for a tensor no adapter
-    /// changes and for a tied pair's (computed beforehand and kept only rounded).
+    /// The base tensor `name` is computed from: a tied head the base does not store is its
+    /// embedding.
+    func sourceName(_ name: String) -> String {
+        if let tie, name == tie.head, base.info(name) == nil { return tie.embedding }
+        return name
+    }
+
+    /// A changed tensor's exact merge in fp64, before any rounding (a tied pair's too: each side
+    /// from the one stored weight with its own changes, as the untied merge computes them); nil
+    /// for a tensor no adapter changes.
     func exactMerge(_ name: String) throws -> [Double]? {
-        guard computed[name] == nil, let change = changes[name], let stored = base.info(name) else { return nil }
-        var values = try base.tensor(name).floats().map(Double.init)
+        let source = sourceName(name)
+        let pairChanged = tie.map { changes[$0.head] != nil || changes[$0.embedding] != nil } ?? false
+        let unchangedSideOfPair = pairChanged && (name == tie?.head || name == tie?.embedding) ? TensorChange() : nil
+        guard let change = changes[name] ?? unchangedSideOfPair, let stored = base.info(source) else { return nil }
+        var values = try base.tensor(source).floats().map(Double.init)
         for (operation, weight) in change.operations {
             _ = try Merge.apply(operation, weight: weight, to: &values, stored: stored, readers: [reader],
                                 owners: selected.map { _ in 0 }, selected: selected)
@@ -165,7 +184,7 @@ struct RoundedMergeWeights: WeightProvider {
     }
 
     /// The dtype the merged model stores `name` in (the base's when it holds no such tensor).
-    func mergedDType(_ name: String) -> DType? { base.info(name).map(target) }
+    func mergedDType(_ name: String) -> DType? { base.info(sourceName(name)).map(target) }
 }
 
 /// One computed tensor, kept until another is asked for.

@@ -73,16 +73,22 @@ enum MergedWeights {
         var deviations: [MergedTensorDeviation] = [], notCompared: [String] = []
         for (index, name) in names.enumerated() {
             progress?(index, names.count)
-            guard let stored = merged.info(name), let baseInfo = weights.base.info(name), stored.shape == baseInfo.shape,
+            // A merged model that keeps its head tied holds the head in its embedding: compared
+            // there with the head's own merge, a tie kept at a cost shows as that tensor's error.
+            let mergedName = merged.info(name) == nil && weights.tie?.head == name ? weights.tie!.embedding : name
+            let baseName = weights.sourceName(name)
+            let quantized = merged.quantizedTypeName(mergedName) != nil
+            guard let stored = merged.info(mergedName), let baseInfo = weights.base.info(baseName), stored.shape == baseInfo.shape,
                   stored.dtype.isFloatingPoint, stored.dtype != .f64, baseInfo.dtype != .f64,
-                  stored.dtype == weights.mergedDType(name) || (merged.quantizedTypeName(name) != nil), let exact = try weights.exactMerge(name) else {
+                  stored.dtype == weights.mergedDType(name) || quantized, let exact = try weights.exactMerge(name) else {
                 notCompared.append(name)
                 continue
             }
             // A requantized weight is held to what requantizing the exact merge (rounded to fp32, as
             // the quantizers take it) gives, not to a float rounding it cannot reach.
-            let requantized = (merged.quantizedTypeName(name) != nil) ? try merged.decoded?.requantized(name, values: exact.map { Float($0) }) : nil
-            deviations.append(try deviation(name, exact: exact, base: weights.base, merged: merged, dtype: stored.dtype, requantized: requantized))
+            let requantized = quantized ? try merged.decoded?.requantized(mergedName, values: exact.map { Float($0) }) : nil
+            deviations.append(try deviation(name, exact: exact, base: weights.base, baseName: baseName, merged: merged, mergedName: mergedName,
+                                            dtype: stored.dtype, requantized: requantized))
         }
         progress?(names.count, names.count)
         let ranked = deviations.sorted { $0.ratio > $1.ratio }
@@ -93,8 +99,8 @@ enum MergedWeights {
                                    allowedMismatchShare: allowedMismatchShare, passed: failing.isEmpty)
     }
 
-    static func deviation(_ name: String, exact: [Double], base: Checkpoint, merged: Checkpoint, dtype: DType,
-                          requantized: [Float]? = nil) throws -> MergedTensorDeviation {
+    static func deviation(_ name: String, exact: [Double], base: Checkpoint, baseName: String? = nil, merged: Checkpoint,
+                          mergedName: String? = nil, dtype: DType, requantized: [Float]? = nil) throws -> MergedTensorDeviation {
         var storedSquares = 0.0, roundedSquares = 0.0, changeSquares = 0.0, mismatches = 0
         // Per element: |stored − exact| − allowedSteps · (step at exact + step at the change), so
         // the largest over the tensor is compared once the change's RMS is known.
@@ -104,8 +110,8 @@ enum MergedWeights {
         var start = 0
         while start < exact.count {
             let range = start..<min(start + tile, exact.count)
-            try baseTile.withUnsafeMutableBufferPointer { try base.widen(name, elements: range, into: UnsafeMutableBufferPointer(rebasing: $0[0..<range.count])) }
-            try mergedTile.withUnsafeMutableBufferPointer { try merged.widen(name, elements: range, into: UnsafeMutableBufferPointer(rebasing: $0[0..<range.count])) }
+            try baseTile.withUnsafeMutableBufferPointer { try base.widen(baseName ?? name, elements: range, into: UnsafeMutableBufferPointer(rebasing: $0[0..<range.count])) }
+            try mergedTile.withUnsafeMutableBufferPointer { try merged.widen(mergedName ?? name, elements: range, into: UnsafeMutableBufferPointer(rebasing: $0[0..<range.count])) }
             if let requantized {
                 for offset in 0..<range.count { roundedTile[offset] = requantized[range.lowerBound + offset] }
             } else {
@@ -140,7 +146,7 @@ enum MergedWeights {
             // are not the correct requantization's decides, with the RMS ratio.
             let mismatchShare = Double(mismatches) / count
             let passed = storedRMS <= allowedRatio * roundedRMS + slack && mismatchShare <= allowedMismatchShare
-            return MergedTensorDeviation(tensor: name, dtype: merged.quantizedTypeName(name) ?? dtype.rawValue, ratio: ratio, wrongShare: wrongShare,
+            return MergedTensorDeviation(tensor: name, dtype: merged.quantizedTypeName(mergedName ?? name) ?? dtype.rawValue, ratio: ratio, wrongShare: wrongShare,
                                          maxSteps: 0, mismatchShare: mismatchShare, passed: passed)
         }
         let passed = storedRMS <= allowedRatio * roundedRMS + slack && largestExcess <= slack
