@@ -29,6 +29,17 @@ import Testing
         #expect(names.count == 2 * 5, "\(names.sorted())")
     }
 
+    /// On a tied base (fixtures/data/tied: Qwen2 with tie_word_embeddings) the pack records the
+    /// head under the embedding it is stored as; the saved base layer is found there, and the head
+    /// LoRA exports (llama.cpp applies output.weight's LoRA to the tied token_embd it reads).
+    @Test func headLoRAOnATiedBaseExports() throws {
+        let pack = Fixtures.temporaryDirectory() + "/tied_head.peftpack"
+        _ = try PackImport.run(sources: [.init(path: Fixtures.path("tied/cases/qwen2_tied_lora_head/adapter"), name: nil)], output: pack,
+                               baseFolder: Fixtures.path("tied/models/qwen2-tied-tiny"), level: 3)
+        let file = try GGUF.File(path: try Self.export(pack))
+        #expect(file.tensors.contains { $0.name == "output.weight.lora_b" }, "\(file.tensors.map(\.name))")
+    }
+
     /// Without a recorded base nothing shows the saved base layer unchanged (nor the family):
     /// refused, with the kind the CLI turns into "import with --base".
     @Test func packWithoutBaseIsRefused() throws {

@@ -20,24 +20,31 @@ public enum GGUFLoRA {
         return "with \(key), the base layer's weight PEFT saves beside a LoRA on an embedding or output layer (save_embedding_layers)"
     }
 
-    /// PEFT's saved copy of a base layer (save_embedding_layers) holding exactly the base the pack
+    /// PEFT's saved copy of a base layer (save_embedding_layers) holding the base the pack
     /// recorded: it changes nothing, and llama.cpp's converter drops `.base_layer.weight` too. A
-    /// copy in a wider dtype counts when it narrows back to the base's dtype exactly.
-    static func isUnchangedBaseLayer(_ module: AdapterModule, reader: PackReader, base: BaseModelIdentity) throws -> Bool {
+    /// copy in a wider dtype counts when it rounds to the base's values in the base's dtype: the
+    /// fp32 original of an F16 GGUF base is that base (the only difference is the base's own
+    /// rounding, which the runtime would use anyway). On a tied base the head is recorded under the
+    /// embedding it is stored as.
+    static func isUnchangedBaseLayer(_ module: AdapterModule, reader: PackReader, base: BaseModelIdentity, family: Architecture) throws -> Bool {
         guard isBaseLayer(module), let whole = module.wholeTensor, whole.effect == .replace,
-              let stored = module.tensors[TensorRole.fullValue],
-              let recordedHash = base.contentHashes?[module.target], let record = base.tensors?[module.target],
+              let stored = module.tensors[TensorRole.fullValue] else { return false }
+        let recorded = recordedName(module.target, base: base, family: family)
+        guard let recordedHash = base.contentHashes?[recorded], let record = base.tensors?[recorded],
               let baseDType = DType(rawValue: record.dtype), baseDType.isFloatingPoint
         else { return false }
         var tensor = try reader.readTensor(stored)
         guard tensor.shape == record.shape else { return false }
         if tensor.dtype != baseDType {
-            let values = tensor.floats()
-            let narrowed = HostTensor(floats: values, shape: tensor.shape, dtype: baseDType)
-            guard narrowed.floats() == values else { return false }
-            tensor = narrowed
+            tensor = HostTensor(floats: tensor.floats(), shape: tensor.shape, dtype: baseDType)
         }
         return XXH3.hex(XXH3.hash64(tensor.bytes)) == recordedHash
+    }
+
+    /// The name the pack records a base tensor under: a tied head's is its embedding's.
+    static func recordedName(_ target: String, base: BaseModelIdentity, family: Architecture) -> String {
+        guard base.contentHashes?[target] == nil, let head = family.outputHead, target == "\(head).weight" else { return target }
+        return family.tokenEmbeddingWeight
     }
 
     static func isBaseLayer(_ module: AdapterModule) -> Bool {
@@ -46,11 +53,11 @@ public enum GGUFLoRA {
 
     /// Why a saved base layer could not be dropped: it differs from the base, or the pack has no
     /// record of the base to compare with.
-    static func baseLayerFinding(_ module: AdapterModule, base: BaseModelIdentity) -> String {
+    static func baseLayerFinding(_ module: AdapterModule, base: BaseModelIdentity, family: Architecture) -> String {
         guard isBaseLayer(module) else { return "" }
-        return base.contentHashes?[module.target] == nil
+        return base.contentHashes?[recordedName(module.target, base: base, family: family)] == nil
             ? " (the pack records no base to show it unchanged)"
-            : " (it differs from the base the pack records: resized or trained)"
+            : " (it differs from the base the pack records: resized or trained, or that base is quantized)"
     }
 
     static func ggufName(module: String, family: Architecture) -> (name: String, module: LayerModule)? {
@@ -138,9 +145,9 @@ public enum GGUFLoRA {
                 throw InputError(file: file, problem: "adapter \(adapter.name) replaces rows of \(module.target) (trainable_token_indices), which GGUF LoRA files cannot express; merge it instead")
             }
             if module.isWholeTensor {
-                if try isUnchangedBaseLayer(module, reader: reader, base: base) { continue }
-                let unrecorded = isBaseLayer(module) && base.contentHashes?[module.target] == nil
-                throw InputError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express\(baseLayerFinding(module, base: base)); merge it instead",
+                if try isUnchangedBaseLayer(module, reader: reader, base: base, family: family) { continue }
+                let unrecorded = isBaseLayer(module) && base.contentHashes?[recordedName(module.target, base: base, family: family)] == nil
+                throw InputError(file: file, problem: "adapter \(adapter.name) replaces \(module.target) whole \(wholeTensorOrigin(module)), which GGUF LoRA files cannot express\(baseLayerFinding(module, base: base, family: family)); merge it instead",
                                  kind: unrecorded ? .baseNotRecorded : .malformed)
             }
             if module.tensors[TensorRole.magnitude] != nil {
