@@ -109,9 +109,10 @@ row "\`peftpack merge --dtype same\` (stays NF4)" ours_nf4
 row "\`peftpack import --base NF4\` (once per adapter)" import_nf4
 if [ "$peft_nf4_code" -eq 0 ] && [ "$ours_nf4_code" -eq 0 ]; then
   echo "| speed-up (merge) | $(ratio "$peft_nf4_s" "$ours_nf4_s")× | RSS ratio $("$python" -c "print(f'{$ours_nf4_mb / $peft_nf4_mb:.2f}')") |"
-  "$python" - "$run/ours-nf4" "$run/peft-nf4" "$nf4" <<'PY'
+  "$bnb" - "$run/ours-nf4" "$run/peft-nf4" "$nf4" <<'PY'
 import glob, json, sys
 import torch
+from bitsandbytes.functional import QuantState, dequantize_4bit
 from safetensors.torch import load_file
 def read(folder):
     out = {}
@@ -120,43 +121,59 @@ def read(folder):
     return out
 ours, peft, base = read(sys.argv[1]), read(sys.argv[2]), read(sys.argv[3])
 raw = lambda t: t.contiguous().reshape(-1).view(torch.uint8)
+equal = lambda a, b: a.dtype == b.dtype and a.shape == b.shape and torch.equal(raw(a), raw(b))
 common = sorted(set(ours) & set(peft))
-# A merged weight: a packed 4-bit weight either output changed.
-merged = {n for n in common if n.endswith(".weight") and base[n].dtype == torch.uint8
-          and not (torch.equal(ours[n], base[n]) and torch.equal(peft[n], base[n]))}
-same = [n for n in common if ours[n].dtype == peft[n].dtype and ours[n].shape == peft[n].shape and torch.equal(raw(ours[n]), raw(peft[n]))]
-differ = [n for n in common if n not in same]
-codes = total_codes = 0
-absmax = total_absmax = 0
-states, fields = 0, {}
-other = []
-for name in differ:
-    a, b = ours[name], peft[name]
-    if ".quant_state." in name:
-        states += 1
-        sa, sb = json.loads(bytes(a.tolist())), json.loads(bytes(b.tolist()))
-        for key in sorted(set(sa) | set(sb)):
-            if sa.get(key) != sb.get(key):
-                fields.setdefault(key, set()).add(f"{sa.get(key)} vs PEFT's {sb.get(key)}" if key != "nested_offset" else "")
-    elif a.dtype == torch.uint8 and a.shape == b.shape and name.endswith(".weight"):
-        ua, ub = a.reshape(-1), b.reshape(-1)
-        codes += int(((ua >> 4) != (ub >> 4)).sum() + ((ua & 15) != (ub & 15)).sum())
-    elif name.endswith(".absmax") and a.shape == b.shape:
-        absmax += int((a.reshape(-1) != b.reshape(-1)).sum())
-    else:
-        other.append(name)
-for name in merged:
-    total_codes += 2 * ours[name].numel()
-    total_absmax += ours[name + ".absmax"].numel()
-untouched = [n for n in common if not any(n.startswith(m) for m in merged)]
-print(f"| stored tensors byte-identical to PEFT's | {len(same)} of {len(common)} (untouched: {sum(n in same for n in untouched)} of {len(untouched)}) "
-      f"| {len(merged)} merged weights; names only in one output: {len(set(ours) ^ set(peft))} |")
-print(f"| 4-bit codes of the merged weights that differ | {codes} of {total_codes} | |")
-print(f"| absmax (8-bit double-quant codes) that differ | {absmax} of {total_absmax} | |")
-described = "; ".join(f"{key}" + (f" ({', '.join(sorted(v))})" if any(v) else "") for key, v in fields.items())
-print(f"| quant states (JSON) that differ | {states} | fields: {described or 'none'} |")
+# A merged weight: a packed 4-bit weight one of whose stored tensors either output changed (the
+# codes alone can stay: a change smaller than an NF4 step moves only absmax).
+weights = [n for n in common if n.endswith(".weight") and base[n].dtype == torch.uint8]
+group = lambda w: [n for n in common if n == w or n.startswith(w + ".")]
+merged = [w for w in weights if any(not (equal(ours[n], base[n]) and equal(peft[n], base[n])) for n in group(w))]
+in_merged = {n for w in merged for n in group(w)}
+same = [n for n in common if equal(ours[n], peft[n])]
+counts = {"codes": [0, 0], "absmax": [0, 0], "nested_absmax": [0, 0]}
+fields, states, other = {}, 0, []
+for w in merged:
+    a, b = ours[w].reshape(-1), peft[w].reshape(-1)
+    counts["codes"][0] += int(((a >> 4) != (b >> 4)).sum() + ((a & 15) != (b & 15)).sum())
+    counts["codes"][1] += 2 * a.numel()
+    for key in ("absmax", "nested_absmax"):
+        a, b = ours[f"{w}.{key}"].reshape(-1), peft[f"{w}.{key}"].reshape(-1)
+        counts[key][0] += int((a != b).sum())
+        counts[key][1] += a.numel()
+    for name in group(w):
+        if ".quant_state." in name and not equal(ours[name], peft[name]):
+            states += 1
+            sa, sb = json.loads(bytes(ours[name].tolist())), json.loads(bytes(peft[name].tolist()))
+            for key in sorted(set(sa) | set(sb)):
+                if sa.get(key) != sb.get(key):
+                    fields.setdefault(key, set()).add("" if key == "nested_offset" else f"{sa.get(key)} vs PEFT's {sb.get(key)}")
+        elif name.endswith(("quant_map",)) and not equal(ours[name], peft[name]):
+            other.append(name)
+untouched = [n for n in common if n not in in_merged]
+print(f"| stored tensors byte-identical to PEFT's | {len(same)} of {len(common)} (untouched: {sum(n in same for n in untouched)} of "
+      f"{len(untouched)}) | {len(merged)} merged weights of 6 tensors each; names only in one output: {len(set(ours) ^ set(peft))} |")
+print(f"| 4-bit codes of the merged weights that differ | {counts['codes'][0]} of {counts['codes'][1]} | |")
+print(f"| absmax (8-bit double-quant codes) that differ | {counts['absmax'][0]} of {counts['absmax'][1]} | |")
+print(f"| nested absmax (fp32) that differ | {counts['nested_absmax'][0]} of {counts['nested_absmax'][1]} | |")
+described = "; ".join(key + (f" ({', '.join(sorted(v))})" if any(v) else "") for key, v in fields.items())
+print(f"| quant states (JSON) that differ | {states} of {len(merged)} | fields: {described or 'none'} |")
 if other:
-    print(f"| other tensors that differ | {len(other)} | e.g. {', '.join(other[:3])} |")
+    print(f"| code tables that differ | {len(other)} | e.g. {', '.join(other[:3])} |")
+def dequantized(tensors, weight):
+    """bnb's dequantization of a stored weight, in fp32 whatever dtype its quant state names, so
+    only the stored bytes are compared."""
+    state = QuantState.from_dict({k[len(weight) + 1:]: v for k, v in tensors.items() if k.startswith(weight + ".")}, device=torch.device("cpu"))
+    state.dtype = torch.float32
+    return dequantize_4bit(tensors[weight], state)
+worst = relative = 0.0
+differ = elements = 0
+for w in merged:
+    a, b = dequantized(ours, w), dequantized(peft, w)
+    worst = max(worst, (a - b).abs().max().item())
+    relative = max(relative, ((a - b).abs() / b.abs().clamp_min(1e-30)).max().item())
+    differ += int((a != b).sum())
+    elements += a.numel()
+print(f"| merged weights dequantized (fp32): elements that differ | {differ} of {elements} | max abs diff {worst:.3g}, max relative {relative:.3g} |")
 PY
 fi
 rm -rf "$run/peft-nf4" "$run/ours-nf4"
