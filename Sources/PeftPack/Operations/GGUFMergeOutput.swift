@@ -104,6 +104,7 @@ extension Merge {
             let checkpoint = plan.base.checkpoint
             let info = checkpoint.info(name)!
             func fold(to dtype: DType) throws -> FoldedTensor {
+                if let fused = try lowRank(to: dtype) { return fused }
                 if var tied = plan.tied?.outputs[name] {
                     // Computed by the tie's plan in fp32; a float output rounds it a second time.
                     if tied.result.dtype != dtype { tied.result = HostTensor(floats: tied.result.floats(), shape: info.shape, dtype: dtype) }
@@ -112,6 +113,23 @@ extension Merge {
                 return try Merge.fold(plan.changes[name]!.operations, into: checkpoint.tensor(name), stored: info,
                                       output: TensorInfo(name: name, dtype: dtype, shape: info.shape),
                                       readers: plan.readers, owners: plan.owners, selected: plan.selected)
+            }
+            // LoRA-only changes take merge's fused path (B·A by dgemm, one rounding in C) on the
+            // dequantized base, as a safetensors base does.
+            func lowRank(to dtype: DType) throws -> FoldedTensor? {
+                guard plan.tied?.outputs[name] == nil, let change = plan.changes[name] else { return nil }
+                let output = TensorInfo(name: name, dtype: dtype, shape: info.shape)
+                guard let terms = try Merge.lowRankTerms(change, stored: info, output: output, readers: plan.readers, owners: plan.owners) else { return nil }
+                let orientation = WeightOrientation(storedShape: info.shape, layout: terms.layout)
+                var bytes = [UInt8](repeating: 0, count: output.byteCount ?? 0)
+                let stats = try checkpoint.withBytes(name) { base in
+                    bytes.withUnsafeMutableBytes { out in
+                        LowRankMerge.merge(base: base, baseType: info.dtype, orientation: orientation, terms: terms.terms, outType: dtype, into: out)
+                    }
+                }
+                try FiniteValues.checkMerged(output, madeNonFinite: stats.nonFinite)
+                return FoldedTensor(result: HostTensor(dtype: dtype, shape: info.shape, bytes: bytes), changed: stats.changed, lost: stats.lost,
+                                    largest: stats.maxAbsDelta, adapters: terms.adapters)
             }
             if let dtype = type.floatDType {
                 let folded = try fold(to: dtype)
