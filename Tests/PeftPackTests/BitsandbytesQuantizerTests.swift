@@ -74,6 +74,25 @@ import Testing
         #expect(TorchCPUSum.mean(absmax) == expected)
     }
 
+    /// Long vectors (fixtures/data/torch_sums: torch's own sums with 1-4 threads): from 32,768
+    /// elements torch sums equal chunks, one per thread, and adds them in order. Exact equality:
+    /// the same fp32 additions in the same order. Control: the one-thread order differs from the
+    /// two-thread sum on some vector, so the chunking is what makes them equal.
+    @Test func longSumsSplitAcrossThreadsAsTorchSplitsThem() throws {
+        let file = try SafetensorsFile(path: Fixtures.path("torch_sums/sums.safetensors"))
+        var singleThreadMisses = 0
+        for name in file.names where name.hasPrefix("codes_") {
+            let codes = try file.tensor(name).bytes.withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
+            let vector = codes.map { Float($0) * 0x1p-16 }
+            let expected = try file.tensor("sum_" + name.dropFirst("codes_".count)).floats()
+            for threads in 1...4 {
+                #expect(TorchCPUSum.sum(vector, threads: threads) == expected[threads - 1], "\(name), \(threads) threads")
+            }
+            if TorchCPUSum.sum(vector, threads: 1) != expected[1] { singleThreadMisses += 1 }
+        }
+        #expect(singleThreadMisses > 0)
+    }
+
     @Test func everyInt8VectorQuantizesBitExactly() throws {
         let (checkpoint, cases) = try Self.vectors("vectors_quantize_int8.safetensors")
         #expect(cases.count == 4)

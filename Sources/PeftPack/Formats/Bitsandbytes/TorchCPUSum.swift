@@ -1,22 +1,47 @@
-/// The fp32 sum torch 2.x computes on an AVX2 CPU for a contiguous 1-D float tensor of at most
-/// 32,768 elements (`aten/src/ATen/native/cpu/SumKernel.cpp`, `vectorized_inner_sum` → `row_sum` →
+import Foundation
+
+/// The fp32 sum torch 2.x computes on an AVX2 CPU for a contiguous 1-D float tensor
+/// (`aten/src/ATen/native/cpu/SumKernel.cpp`, `vectorized_inner_sum` → `row_sum` →
 /// `multi_row_sum`): 8-lane vectors, four interleaved accumulators, each a 4-level cascade whose
 /// levels fold every 2^max(4, ⌈log2 n⌉/4) vectors; then the scalar tail and the eight lanes in order.
-/// bitsandbytes' double quantization subtracts `absmax.mean()` (this sum ÷ n in fp32) from every
-/// absmax, so the offset, and through it every nested code, depends on this exact order: a plain or
-/// fp64 sum rounds differently for about half the inputs (measured on 200 random vectors; this
-/// order matched torch on all of them). Beyond 32,768 elements torch splits the sum across threads
-/// (their count is the machine's), which this does not model.
+/// From 32,768 elements (at::internal::GRAIN_SIZE) on, with more than one intra-op thread, torch's
+/// two-pass reduction (TensorIteratorReduce.cpp) splits the tensor into min(threads, ⌈n / 32,768⌉)
+/// equal chunks (⌈n / chunks⌉ elements, the last shorter), sums each so, and adds the chunk sums
+/// in order. bitsandbytes' double quantization subtracts `absmax.mean()` (this sum ÷ n in fp32) from
+/// every absmax, so the offset, and through it every nested code, depends on this exact order: a
+/// plain or fp64 sum rounds differently for about half the inputs. The thread count is the
+/// machine's: torch's default intra-op threads (`torchThreads`), which PEFT's merge ran with.
 enum TorchCPUSum {
     static let lanes = 8
     static let interleave = 4
     static let levels = 4
+    static let grainSize = 32_768
 
-    static func mean(_ values: [Float]) -> Float {
-        sum(values) / Float(values.count)
+    /// torch's default intra-op thread count as peftpack can know it: OMP_NUM_THREADS when set
+    /// (torch reads it), else the active processors (torch counts physical cores, which is the
+    /// same number without simultaneous multithreading).
+    static var torchThreads: Int {
+        if let text = ProcessInfo.processInfo.environment["OMP_NUM_THREADS"], let count = Int(text), count > 0 { return count }
+        return ProcessInfo.processInfo.activeProcessorCount
     }
 
-    static func sum(_ values: [Float]) -> Float {
+    static func mean(_ values: [Float], threads: Int = torchThreads) -> Float {
+        sum(values, threads: threads) / Float(values.count)
+    }
+
+    static func sum(_ values: [Float], threads: Int) -> Float {
+        guard values.count >= grainSize, threads > 1 else { return sum(values[...]) }
+        let chunks = min(threads, (values.count + grainSize - 1) / grainSize)
+        let chunk = (values.count + chunks - 1) / chunks
+        var total: Float = 0
+        for start in stride(from: 0, to: values.count, by: chunk) {
+            total += sum(values[start..<min(start + chunk, values.count)])
+        }
+        return total
+    }
+
+    static func sum(_ slice: ArraySlice<Float>) -> Float {
+        let values = Array(slice)
         let vectorCount = values.count / lanes
         let lanesSum = rowSum(values, vectors: vectorCount)
         var total: Float = 0
