@@ -39,6 +39,9 @@ public enum PackExport {
             // adapter.safetensors with use_safetensors=True.
             files = [("adapter_config.json", out.configText, [], nil), ("adapter.safetensors", nil, out.tensors, nil),
                      ("pytorch_adapter.bin", nil, out.tensors, nil)]
+        case .mlx:
+            let out = try MLXExporter.export(adapter, document: document, reader: reader)
+            files = [(MLXAdapterFormat.configFile, out.configText, [], nil), (MLXAdapterFormat.weightsFile, nil, out.tensors, MLXAdapterFormat.weightsMetadata)]
         case .gguf:
             preconditionFailure("handled above")
         }
