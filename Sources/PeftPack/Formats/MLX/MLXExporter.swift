@@ -118,7 +118,7 @@ public enum MLXExporter {
             throw InputError(file: file, problem: "\(name) module \(module.target) lacks LoRA factors")
         }
         guard settings.layout == .linear else {
-            throw InputError(file: file, problem: "\(name) adapts \(module.target), a \(settings.layout.rawValue) weight; peftpack's MLX export handles the linear layers inside the model's layers", kind: .notExpressible)
+            throw InputError(file: file, problem: "\(name) adapts \(module.target), laid out as \(settings.layout.rawValue); peftpack's MLX export handles the linear layers inside the model's layers", kind: .notExpressible)
         }
         guard let (layer, suffix) = family.layerPosition(of: module.target), family.layerModules.contains(where: { $0.suffix == suffix }) else {
             throw InputError(file: file, problem: "\(name) targets \(module.target), which is not a linear module inside a layer, the only modules an MLX adapter's keys address there", kind: .notExpressible)
