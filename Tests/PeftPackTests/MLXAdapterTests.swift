@@ -46,6 +46,14 @@ import Testing
         #expect(Set(tensors.names) == Set(try SafetensorsFile(path: Fixtures.path("mlx_adapters/mlx_lora/adapter/adapters.safetensors")).names))
     }
 
+    @Test func anAdapterFromMLXExportsToMLXByDefault() throws {
+        let pack = Fixtures.temporaryDirectory() + "/adapter.peftpack"
+        _ = try PackImport.run(sources: [.init(path: Fixtures.path("mlx_adapters/mlx_lora/adapter"), name: nil)], output: pack, baseFolder: Self.base, level: 3)
+        let report = try PackExport.run(pack: pack, output: Fixtures.temporaryDirectory() + "/out", format: nil, name: nil, force: false)
+        #expect(report.format == "mlx")
+        #expect(report.files.contains("adapters.safetensors"))
+    }
+
     /// mlx-lm adapts every key in every layer of its range: a module the adapter leaves alone there
     /// gets zero factors, and for DoRA no `m` (mlx-lm then uses the base weight's norm: a factor of 1).
     @Test func modulesTheAdapterLacksInsideTheRangeGetZeroFactorsAndNoMagnitude() throws {
