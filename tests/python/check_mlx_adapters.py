@@ -1,7 +1,7 @@
 """MLX adapters judged by mlx-lm 0.32 itself (mlx[cpu] on Linux), in .venv/mlx:
 
 - export: PEFT fixture adapters (plain LoRA, rsLoRA with rank and alpha patterns, DoRA; Llama,
-  Mistral and Qwen3 bases) are imported with their base and exported with `--format mlx`;
+  Mistral, Qwen3 and Qwen2 (fixtures/data/mlx_qwen2, with q/k/v biases) bases) are imported with their base and exported with `--format mlx`;
   `mlx_lm.utils.load_model` + `mlx_lm.tuner.utils.load_adapters` (what `mlx_lm.utils.load(…,
   adapter_path=)` does, without a tokenizer the fixtures do not have) loads the folder and its
   logits on the case's input ids must equal PEFT's recorded logits.
@@ -42,6 +42,8 @@ PEFT_CASES = [
     FIXTURES / "families" / "mistral" / "cases" / "mistral_dora",
     FIXTURES / "families" / "qwen3" / "cases" / "qwen3_lora",
     FIXTURES / "families" / "qwen3" / "cases" / "qwen3_dora",
+    FIXTURES / "mlx_qwen2" / "cases" / "mlx_qwen2_lora",
+    FIXTURES / "mlx_qwen2" / "cases" / "mlx_qwen2_dora",
 ]
 MLX_CASES = FIXTURES / "mlx_adapters"
 

@@ -27,6 +27,7 @@ ROUND_TRIP_CASES = [
     CASES / "llama_dora",
     FIXTURES / "families" / "mistral" / "cases" / "mistral_lora",
     FIXTURES / "families" / "qwen3" / "cases" / "qwen3_dora",
+    FIXTURES / "mlx_qwen2" / "cases" / "mlx_qwen2_lora",
 ]
 
 

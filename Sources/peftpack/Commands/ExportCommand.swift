@@ -29,7 +29,7 @@ struct ExportCommand: ParsableCommand {
             most common), lower ranks zero-padded to the largest, keys and num_layers (mlx-lm adapts \
             the LAST num_layers layers) derived from the targets, with zero factors for modules of that \
             range the adapter leaves alone. Needs a pack imported with --base (the layer count). Bases: \
-            Llama, Mistral, Qwen3. IA3, prefix/prompt/bottleneck, trained biases, whole tensors and \
+            Llama, Mistral, Qwen2, Qwen3. IA3, prefix/prompt/bottleneck, trained biases, whole tensors and \
             LoRA outside the layers' linear modules are refused with what to do instead.
             """)
 

@@ -29,7 +29,7 @@ public enum MLXAdapterFormat {
 
     /// The model types whose mlx-lm model names its layers' modules as transformers does
     /// (`model.layers.N.<suffix>`), each checked by tests/python/check_mlx_adapters.py.
-    public static let modelTypes: Set<String> = ["llama", "mistral", "qwen3"]
+    public static let modelTypes: Set<String> = ["llama", "mistral", "qwen2", "qwen3"]
 
     /// Whether a folder's files are an mlx-lm adapter: its config has `fine_tune_type` or
     /// `lora_parameters`, keys PEFT and AdapterHub configs never have.
