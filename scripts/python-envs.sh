@@ -3,6 +3,7 @@
 #   .venv/peft      torch (CPU) + transformers 5 + peft: the PEFT reference and the spec reader
 #   .venv/adapters  torch (CPU) + transformers 4.57 + adapters: AdapterHub pins an older transformers
 #   .venv/bnb       the peft venv + bitsandbytes 0.50: quantized bases (4-bit NF4/FP4, LLM.int8)
+#   .venv/mlx       mlx[cpu] 0.32 + mlx-lm 0.32 (no torch): the MLX adapter checks
 # Each is rebuilt only when its requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +24,4 @@ make_env() {
 make_env peft fixtures/requirements.txt
 make_env adapters fixtures/requirements-adapterhub.txt
 make_env bnb fixtures/requirements-bnb.txt
+make_env mlx fixtures/requirements-mlx.txt

@@ -23,4 +23,6 @@ bash Fuzz/run.sh 10 || status=1
 LLAMACPP_SRC="$(bash scripts/llamacpp-source.sh)" .venv/peft/bin/python tests/python/check_gguf_exports.py || status=1
 .venv/peft/bin/python tests/python/check_gguf_merges.py || status=1
 .venv/adapters/bin/python tests/python/check_adapterhub_exports.py || status=1
+.venv/mlx/bin/python tests/python/check_mlx_adapters.py || status=1
+.venv/peft/bin/python tests/python/check_mlx_round_trip.py || status=1
 exit $status

@@ -3,6 +3,7 @@ public enum AdapterFileFormat: String, CaseIterable, Sendable {
     case peft
     case adapterhub
     case gguf
+    case mlx
 }
 
 /// What one adapter kind is and may do, as data: the operations and exporters ask this table

@@ -7,6 +7,7 @@ public enum AdapterSourceKind: String, Encodable, Sendable {
     case adapterhub
     case safetensors
     case gguf
+    case mlx
 }
 
 public enum AdapterSourceFolder {
@@ -34,7 +35,8 @@ public enum AdapterSourceFolder {
             }
             if json["peft_type"] != nil { return .peft }
             if json["config"] != nil && json["name"] != nil { return .adapterhub }
-            throw InputError(file: configPath, problem: "is neither a PEFT config (no peft_type) nor an AdapterHub config (no config/name)")
+            if MLXAdapterFormat.isAdapterConfig(json) { return .mlx }
+            throw InputError(file: configPath, problem: "is neither a PEFT config (no peft_type), an AdapterHub config (no config/name) nor an MLX one (no fine_tune_type/lora_parameters)")
         }
         if !peftSave(path).subfolders.isEmpty { return .peft }
         let fileManager = FileManager.default

@@ -66,8 +66,9 @@ public enum Inspect {
                           adapters: document.adapters.map(summary), tensorCount: reader.tensors.count, rawBytes: raw,
                           storedBytes: reader.fileSize, ratio: raw > 0 ? Double(reader.fileSize) / Double(raw) : 0,
                           verified: verify ? true : nil, tensors: tensors)
-        case .peft, .adapterhub:
-            let imported = try AdapterSourceFolder.importFolder(path, kind: kind, name: nil)
+        case .peft, .adapterhub, .mlx:
+            let imported = kind == .mlx ? try MLXImporter.importAdapter(folder: path, name: nil, base: nil)
+                : try AdapterSourceFolder.importFolder(path, kind: kind, name: nil)
             let raw = imported.tensors.reduce(0) { $0 + ($1.info.byteCount ?? 0) }
             let stored = (try? FileManager.default.contentsOfDirectory(atPath: path))?.reduce(0) { total, file in
                 total + ((try? FileManager.default.attributesOfItem(atPath: (path as NSString).appendingPathComponent(file))[.size] as? Int) ?? 0)

@@ -12,13 +12,21 @@ public enum PackExport {
         public var tensors: Int
     }
 
+    /// GGUF for a .gguf output; else the tool the adapter came from, when it exports there; else
+    /// the kind's first format.
+    static func defaultFormat(of adapter: Adapter, output: String) -> Format {
+        if output.lowercased().hasSuffix(".gguf") { return .gguf }
+        if let source = adapter.source?.format, let own = Format(rawValue: source), own != .gguf, adapter.kind.exports(to: own) { return own }
+        return adapter.kind.rules.exports.first ?? .peft
+    }
+
     public static func run(pack: String, output: String, format: Format?, name: String?, force: Bool,
                            ggufType: GGUF.ElementType = .f32) throws -> Report {
         try InputProtection.check(output: output, inputs: [pack])
         let reader = try PackReader(path: pack)
         let document = try reader.adapterDocument()
         let adapter = try SelectedAdapters.adapter(named: name, in: document, file: pack)
-        let chosen = format ?? (output.lowercased().hasSuffix(".gguf") ? .gguf : (adapter.kind.rules.exports.first ?? .peft))
+        let chosen = format ?? defaultFormat(of: adapter, output: output)
         if chosen == .gguf {
             try OutputDestination.claim(output, as: .file, force: force, inputs: [pack])
             let bytes = try GGUFLoRA.export(adapter, document: document, reader: reader, options: .init(type: ggufType))
@@ -39,6 +47,9 @@ public enum PackExport {
             // adapter.safetensors with use_safetensors=True.
             files = [("adapter_config.json", out.configText, [], nil), ("adapter.safetensors", nil, out.tensors, nil),
                      ("pytorch_adapter.bin", nil, out.tensors, nil)]
+        case .mlx:
+            let out = try MLXExporter.export(adapter, document: document, reader: reader)
+            files = [(MLXAdapterFormat.configFile, out.configText, [], nil), (MLXAdapterFormat.weightsFile, nil, out.tensors, MLXAdapterFormat.weightsMetadata)]
         case .gguf:
             preconditionFailure("handled above")
         }

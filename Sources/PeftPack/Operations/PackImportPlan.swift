@@ -42,6 +42,9 @@ extension PackImport {
             case .gguf:
                 let (imported, identity) = try GGUFLoRA.importAdapter(path: source.path, name: source.name, base: model)
                 try add(imported, from: source.path, identity: identity)
+            case .mlx:
+                let imported = try MLXImporter.importAdapter(folder: source.path, name: source.name, base: model)
+                try add(imported, from: source.path, identity: nil)
             case .safetensors:
                 throw InputError(file: source.path, problem: "is a plain safetensors checkpoint, not an adapter (import takes PEFT or AdapterHub folders and packs)")
             }

@@ -37,6 +37,8 @@ public struct InputError: UserFacingError, Equatable {
         case predictionHead
         /// A tensor stored in a type (a ggml quantization) peftpack has no reader for.
         case unsupportedTensorType
+        /// An adapter, or a part of one, the requested format has no form for (MLX: IA3, biases).
+        case notExpressible
     }
 
     public var file: String

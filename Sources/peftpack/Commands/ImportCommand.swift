@@ -9,7 +9,10 @@ struct ImportCommand: ParsableCommand {
         discussion: """
             Each SRC is a PEFT adapter folder (adapter_config.json + adapter_model.safetensors or \
             adapter_model.bin), an AdapterHub adapter folder (adapter_config.json + adapter.safetensors \
-            or pytorch_adapter.bin), or an existing pack. A PEFT folder saved from a model with several \
+            or pytorch_adapter.bin), an MLX adapter folder as mlx_lm.lora saves it (adapter_config.json \
+            with fine_tune_type lora or dora and lora_parameters + adapters.safetensors; with --base each \
+            tensor is checked where mlx-lm's load_adapters puts it), a GGUF LoRA adapter, or an existing \
+            pack. A PEFT folder saved from a model with several \
             adapters (save_pretrained after add_adapter) holds "default" at its root and the others in \
             sub-folders named after them: every one is imported, named by its folder (the root's by \
             --name, default "default"); sub-folders that are not such adapters (Trainer checkpoints) are \

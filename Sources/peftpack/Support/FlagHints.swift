@@ -22,7 +22,7 @@ enum FlagHints {
 
     static func hint(for kind: InputError.Kind) -> String? {
         switch kind {
-        case .malformed, .forbiddenContent, .unsupportedTensorType: nil
+        case .malformed, .forbiddenContent, .unsupportedTensorType, .notExpressible: nil
         case .notLoadedByItsTool: "correct adapter_config.json, or pass --drop-unloaded to leave such tensors out as PEFT does"
         case .notMergeable: "pass --skip-unmergeable to leave it out"
         case .severalAdapters: "choose one with --name"

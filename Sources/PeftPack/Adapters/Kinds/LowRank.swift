@@ -20,7 +20,7 @@ extension LowRankModule {
     public static let rules = KindRules(
         requiredRoles: [TensorRole.loraA, TensorRole.loraB],
         optionalRoles: [TensorRole.loraBBias, TensorRole.magnitude, TensorRole.targetBias],
-        mergeable: true, addedComputation: nil, stackable: true, exports: [.peft, .gguf])
+        mergeable: true, addedComputation: nil, stackable: true, exports: [.peft, .gguf, .mlx])
 }
 
 // MARK: Run time: validated once, then applied unmerged by ForwardPass (Runtime/AdapterOperations).

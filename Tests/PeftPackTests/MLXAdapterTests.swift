@@ -1,0 +1,129 @@
+import Foundation
+import Testing
+@testable import PeftPack
+
+/// MLX adapter folders (mlx-lm 0.32). That mlx-lm loads the exports and reproduces PEFT's logits,
+/// and that PEFT reproduces mlx-lm's own adapters, is checked by tests/python/check_mlx_adapters.py
+/// and check_mlx_round_trip.py; here: the folder's layout (layer range, zero modules), the
+/// refusals of what MLX cannot hold, and bad MLX folders refused at import.
+@Suite struct MLXAdapterTests {
+    static let base = Fixtures.path("models/llama-tiny")
+
+    /// A copy of an mlx_adapters fixture folder with its config and tensors edited.
+    static func editedFixture(_ name: String, config edit: (inout [String: Any]) -> Void = { _ in },
+                              tensors change: (inout [String: HostTensor]) -> Void = { _ in }) throws -> String {
+        let source = Fixtures.path("mlx_adapters/\(name)/adapter")
+        let folder = Fixtures.temporaryDirectory() + "/\(name)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: source + "/adapter_config.json"))) as! [String: Any]
+        edit(&config)
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: folder + "/adapter_config.json"))
+        let file = try SafetensorsFile(path: source + "/adapters.safetensors")
+        var tensors: [String: HostTensor] = [:]
+        for name in file.names { tensors[name] = try file.tensor(name) }
+        change(&tensors)
+        try SafetensorsWriter.write(tensors, metadata: ["format": "mlx"], to: folder + "/adapters.safetensors")
+        return folder
+    }
+
+    static func export(_ folder: String) throws -> (config: [String: Any], tensors: SafetensorsFile) {
+        let pack = Fixtures.temporaryDirectory() + "/adapter.peftpack"
+        _ = try PackImport.run(sources: [.init(path: folder, name: nil)], output: pack, baseFolder: base, level: 3)
+        let out = Fixtures.temporaryDirectory() + "/mlx"
+        _ = try PackExport.run(pack: pack, output: out, format: .mlx, name: nil, force: false)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json"))) as! [String: Any]
+        return (config, try SafetensorsFile(path: out + "/adapters.safetensors"))
+    }
+
+    @Test func anAdapterOnTheLastLayerOnlyKeepsNumLayersOneAndItsKeys() throws {
+        let (config, tensors) = try Self.export(Fixtures.path("mlx_adapters/mlx_lora/adapter"))
+        #expect(config["num_layers"] as? Int == 1)
+        let parameters = config["lora_parameters"] as! [String: Any]
+        #expect(parameters["keys"] as? [String] == ["mlp.down_proj", "self_attn.q_proj", "self_attn.v_proj"])
+        #expect(parameters["rank"] as? Int == 4)
+        #expect(parameters["scale"] as? Double == 2.5)
+        #expect(config["model"] as? String == "models/llama-tiny", "the training arguments are kept")
+        #expect(Set(tensors.names) == Set(try SafetensorsFile(path: Fixtures.path("mlx_adapters/mlx_lora/adapter/adapters.safetensors")).names))
+    }
+
+    @Test func anAdapterFromMLXExportsToMLXByDefault() throws {
+        let pack = Fixtures.temporaryDirectory() + "/adapter.peftpack"
+        _ = try PackImport.run(sources: [.init(path: Fixtures.path("mlx_adapters/mlx_lora/adapter"), name: nil)], output: pack, baseFolder: Self.base, level: 3)
+        let report = try PackExport.run(pack: pack, output: Fixtures.temporaryDirectory() + "/out", format: nil, name: nil, force: false)
+        #expect(report.format == "mlx")
+        #expect(report.files.contains("adapters.safetensors"))
+    }
+
+    /// mlx-lm adapts every key in every layer of its range: a module the adapter leaves alone there
+    /// gets zero factors, and for DoRA no `m` (mlx-lm then uses the base weight's norm: a factor of 1).
+    @Test func modulesTheAdapterLacksInsideTheRangeGetZeroFactorsAndNoMagnitude() throws {
+        let absent = "model.layers.1.self_attn.q_proj"
+        let folder = try Self.editedFixture("mlx_dora", tensors: { tensors in
+            for suffix in [".lora_a", ".lora_b", ".m"] { tensors[absent + suffix] = nil }
+        })
+        let (config, tensors) = try Self.export(folder)
+        #expect(config["num_layers"] as? Int == 2)
+        #expect(config["fine_tune_type"] as? String == "dora")
+        let b = try tensors.tensor(absent + ".lora_b")
+        #expect(b.shape == [4, 64])
+        #expect(b.floats().allSatisfy { $0 == 0 })
+        #expect(try tensors.tensor(absent + ".lora_a").floats().allSatisfy { $0 == 0 })
+        #expect(tensors.info(absent + ".m") == nil)
+        #expect(tensors.info("model.layers.0.self_attn.q_proj.m") != nil)
+    }
+
+    @Test(arguments: [("llama_ia3", "IA3"), ("llama_prefix", "prefix"), ("llama_prompt_tuning", "prompt"), ("llama_pfeiffer", "bottleneck"),
+                      ("llama_lora_modules_to_save", "modules_to_save"), ("llama_lora_embedding", "embedding"), ("gpt2_dora", "gpt2")])
+    func whatMLXCannotHoldIsRefusedAndNothingWritten(caseName: String, reason: String) throws {
+        let pack = try PipelineVerifyTests.pack(caseName)
+        let output = Fixtures.temporaryDirectory() + "/mlx"
+        do {
+            _ = try PackExport.run(pack: pack, output: output, format: .mlx, name: nil, force: false)
+            Issue.record("\(caseName) exported")
+        } catch let error as InputError {
+            #expect(error.kind == .notExpressible, "\(error)")
+            #expect(error.description.contains(reason), "\(error)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+
+    @Test func aPackWithoutItsBaseCannotSayNumLayers() throws {
+        let pack = Fixtures.temporaryDirectory() + "/lora.peftpack"
+        _ = try PackImport.run(sources: [.init(path: Fixtures.path("cases/llama_lora/adapter"), name: nil)], output: pack, baseFolder: nil, level: 3)
+        #expect { try PackExport.run(pack: pack, output: Fixtures.temporaryDirectory() + "/mlx", format: .mlx, name: nil, force: false) } throws: {
+            ($0 as? InputError)?.kind == .baseNotRecorded
+        }
+    }
+
+    static var badFolders: [(label: String, make: () throws -> String, says: String)] { [
+        ("no lora_parameters", { try editedFixture("mlx_lora", config: { $0["lora_parameters"] = nil }) }, "no lora_parameters"),
+        ("unknown fine_tune_type", { try editedFixture("mlx_lora", config: { $0["fine_tune_type"] = "qlora" }) }, "fine_tune_type \"qlora\""),
+        ("num_layers beyond the model", { try editedFixture("mlx_lora", config: { $0["num_layers"] = 3 }) }, "num_layers 3 but the base"),
+        ("a module before the last num_layers", { try editedFixture("mlx_dora", config: { $0["num_layers"] = 1 }) }, "before the last num_layers"),
+        ("a module not among the keys", { try editedFixture("mlx_lora", config: { config in
+            var parameters = config["lora_parameters"] as! [String: Any]
+            parameters["keys"] = ["self_attn.q_proj"]
+            config["lora_parameters"] = parameters
+        }) }, "not among lora_parameters.keys"),
+        ("shapes not matching the base", { try editedFixture("mlx_lora", tensors: { tensors in
+            tensors["model.layers.1.self_attn.q_proj.lora_a"] = HostTensor(floats: [Float](repeating: 0.1, count: 32 * 4), shape: [32, 4], dtype: .f32)
+        }) }, "implies a 64×32 linear weight"),
+        ("rank other than the config's", { try editedFixture("mlx_lora", config: { config in
+            var parameters = config["lora_parameters"] as! [String: Any]
+            parameters["rank"] = 8
+            config["lora_parameters"] = parameters
+        }) }, "rank 8"),
+    ] }
+
+    @Test(arguments: 0..<7)
+    func badMLXFoldersAreOneLineExitTwoAndWriteNothing(index: Int) throws {
+        let bad = Self.badFolders[index]
+        let folder = try bad.make()
+        let output = Fixtures.temporaryDirectory() + "/out.peftpack"
+        let result = try CLI.run(["import", folder, "--base", Self.base, "-o", output])
+        #expect(result.status == 2, "\(bad.label): \(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(bad.label): \(result.stderr)")
+        #expect(result.stderr.contains(bad.says), "\(bad.label): \(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: output), "\(bad.label)")
+    }
+}
