@@ -38,7 +38,7 @@ public enum MLXExporter {
         var modules: [ExportedModule] = []
         for module in adapter.modules {
             if module.isWholeTensor {
-                if try GGUFLoRA.isUnchangedBaseLayer(module, reader: reader, base: base) { continue }
+                if try GGUFLoRA.isUnchangedBaseLayer(module, reader: reader, base: base, family: family) { continue }
                 let what = module.replacedRows != nil ? "replaces rows of \(module.target) (trainable_token_indices)" : "replaces \(module.target) whole (modules_to_save)"
                 throw InputError(file: file, problem: "adapter \(adapter.name) \(what), which an MLX LoRA adapter cannot hold; merge it instead (peftpack merge)", kind: .notExpressible)
             }
