@@ -39,4 +39,18 @@ typedef struct {
  * the same element type. */
 void peftpack_merge_add(int base_type, const void *base, const double *delta, int out_type, void *out, size_t count,
                         peftpack_merge_stats *stats);
+/* bitsandbytes 4-bit blockwise quantization (FourBitQuantizer.swift): `bounds` the 15 sorted
+ * decision midpoints, `order` the code of each bucket; `packed` receives (count + 1) / 2 bytes,
+ * high nibble first, `absmax` one value per block. blocksize is at most 4096 and even. */
+void peftpack_quantize_4bit(const float *values, size_t count, size_t blocksize, const float *bounds,
+                            const uint8_t *order, uint8_t *packed, float *absmax);
+/* out[i] = table[code of element first + i] * scales[block of it − block of first], fp32. */
+void peftpack_dequantize_4bit(const uint8_t *packed, size_t first, size_t count, const float *table,
+                              const float *scales, size_t blocksize, float *out);
+/* How many of `elements` 4-bit codes (two per byte, high nibble first) are equal in both; bytes alike. */
+size_t peftpack_equal_nibbles(const uint8_t *first, const uint8_t *second, size_t elements);
+size_t peftpack_equal_bytes(const uint8_t *first, const uint8_t *second, size_t count);
+/* sums = {Σ (after − before)², Σ (merged − before)², Σ (after − before)(merged − before)}, each
+ * difference and product in fp64 (QuantizationSurvival). */
+void peftpack_survival_sums(const float *before, const float *merged, const float *after, size_t count, double *sums);
 #endif

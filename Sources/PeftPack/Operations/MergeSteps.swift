@@ -100,7 +100,7 @@ extension Merge {
 
         deinit { outputBuffer.deallocate() }
 
-        private func record(changed changedHere: Int, lost lostHere: Int, largest: Double, adapters: Set<Int>) {
+        func record(changed changedHere: Int, lost lostHere: Int, largest: Double, adapters: Set<Int>) {
             maxAbsDelta = max(maxAbsDelta, largest)
             for adapter in adapters {
                 changed[adapter] += changedHere
@@ -108,9 +108,14 @@ extension Merge {
             }
         }
 
-        private func record(_ merged: FoldedTensor) {
+        func record(_ merged: FoldedTensor) {
             record(changed: merged.changed, lost: merged.lost, largest: merged.largest, adapters: merged.adapters)
         }
+
+        /// Counts base bytes read by a caller that writes its own output (QuantizedOutput).
+        func recordRead(_ bytes: Int) { bytesRead += bytes }
+
+        func reportProgress(_ done: Int, of total: Int) { progress?(done, total) }
 
         /// Writes the output folder's tensors, then the base's other files.
         func write(into folder: String, baseFolder: String) throws {
@@ -156,15 +161,9 @@ extension Merge {
                 try copy(stored, as: info, sink)
                 return
             }
-            if let terms = try lowRankTerms(change, stored: stored, output: info, readers: plan.readers, owners: plan.owners) {
-                let orientation = WeightOrientation(storedShape: stored.shape, layout: terms.layout)
-                let out = UnsafeMutableRawBufferPointer(rebasing: outputBuffer[0..<(info.byteCount ?? 0)])
-                let stats = try checkpoint.withBytes(info.name) { baseBytes in
-                    LowRankMerge.merge(base: baseBytes, baseType: stored.dtype, orientation: orientation, terms: terms.terms,
-                                       outType: info.dtype, into: out)
-                }
-                try FiniteValues.checkMerged(info, madeNonFinite: stats.nonFinite)
-                record(changed: stats.changed, lost: stats.lost, largest: stats.maxAbsDelta, adapters: terms.adapters)
+            let out = UnsafeMutableRawBufferPointer(rebasing: outputBuffer[0..<(info.byteCount ?? 0)])
+            if let fused = try checkpoint.withBytes(info.name, { try fusedMerge(info, change: change, stored: stored, base: $0, into: out) }) {
+                record(changed: fused.stats.changed, lost: fused.stats.lost, largest: fused.stats.maxAbsDelta, adapters: fused.adapters)
                 try sink(UnsafeRawBufferPointer(out))
                 return
             }
@@ -172,6 +171,46 @@ extension Merge {
                                   readers: plan.readers, owners: plan.owners, selected: plan.selected)
             record(merged)
             try merged.result.bytes.withUnsafeBytes(sink)
+        }
+
+        /// A changed tensor stored in the base as `stored`, merged into `output`'s dtype from the
+        /// base values `base` a caller has already read (a dequantized weight, read once for its
+        /// content check and its merge). Touches none of the stream's state, so callers may run
+        /// several at once; they record the result.
+        func merged(_ output: TensorInfo, stored: TensorInfo, base: HostTensor) throws -> FoldedTensor {
+            let change = plan.changes[output.name]!
+            // Not zeroed first: the fused merge writes every byte, and the fold does not use them.
+            let count = output.byteCount ?? 0
+            var bytes = [UInt8](unsafeUninitializedCapacity: count) { $1 = count }
+            let fused = try base.bytes.withUnsafeBytes { base in
+                try bytes.withUnsafeMutableBytes { try fusedMerge(output, change: change, stored: stored, base: base, into: $0) }
+            }
+            if let fused {
+                return FoldedTensor(result: HostTensor(dtype: output.dtype, shape: output.shape, bytes: bytes), changed: fused.stats.changed,
+                                    lost: fused.stats.lost, largest: fused.stats.maxAbsDelta, adapters: fused.adapters)
+            }
+            return try fold(change.operations, into: base, stored: stored, output: output,
+                            readers: plan.readers, owners: plan.owners, selected: plan.selected)
+        }
+
+        /// The fused low-rank merge (B·A by dgemm, one rounding) into `out`, or nil when the change
+        /// is not LoRA-only.
+        private func fusedMerge(_ info: TensorInfo, change: TensorChange, stored: TensorInfo, base: UnsafeRawBufferPointer,
+                                into out: UnsafeMutableRawBufferPointer) throws -> (stats: LowRankMerge.Statistics, adapters: Set<Int>)? {
+            guard let terms = try lowRankTerms(change, stored: stored, output: info, readers: plan.readers, owners: plan.owners) else { return nil }
+            let orientation = WeightOrientation(storedShape: stored.shape, layout: terms.layout)
+            let stats = LowRankMerge.merge(base: base, baseType: stored.dtype, orientation: orientation, terms: terms.terms,
+                                           outType: info.dtype, into: out)
+            try FiniteValues.checkMerged(info, madeNonFinite: stats.nonFinite)
+            return (stats, terms.adapters)
+        }
+
+        /// A tensor of the output computed as `write` computes it (a changed or added one), whole.
+        func computedBytes(_ info: TensorInfo) throws -> [UInt8] {
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(info.byteCount ?? 0)
+            try tensor(info) { bytes.append(contentsOf: $0) }
+            return bytes
         }
 
         /// An untouched tensor: its bytes, or its values in the output dtype.

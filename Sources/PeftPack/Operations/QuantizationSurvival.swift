@@ -1,3 +1,5 @@
+import CDTypeKernels
+
 /// How much of a merged module's change survives requantizing into a quantized base: with Q(W)
 /// the base's dequantized weight, Q(W + ΔW) the requantized merge's and ΔW = fp32(W + ΔW) − Q(W),
 /// the norm ratio ‖Q(W + ΔW) − Q(W)‖ / ‖ΔW‖, their cosine, the share of quantized values left
@@ -21,14 +23,10 @@ public struct QuantizationSurvival: Encodable, Sendable {
     /// The figures from the base's values, the fp32 merge and the requantized merge's values
     /// (any common element order) and how many quantized values stayed the same.
     init(tensor: String, type: String, before: [Float], merged: [Float], after: [Float], unchanged: Int) {
-        var kept = 0.0, change = 0.0, dot = 0.0
-        for index in merged.indices {
-            let delta = Double(merged[index]) - Double(before[index])
-            let survived = Double(after[index]) - Double(before[index])
-            kept += survived * survived
-            change += delta * delta
-            dot += survived * delta
-        }
+        precondition(before.count == merged.count && after.count == merged.count, "survival of \(tensor): element counts")
+        var sums = [0.0, 0.0, 0.0]
+        peftpack_survival_sums(before, merged, after, merged.count, &sums)
+        let (kept, change, dot) = (sums[0], sums[1], sums[2])
         self.tensor = tensor
         self.type = type
         normRatio = change > 0 ? (kept / change).squareRoot() : 0
@@ -48,21 +46,18 @@ public struct QuantizationSurvival: Encodable, Sendable {
         return QuantizationSurvival(tensor: name, type: type.ggmlName, before: base, merged: merged, after: after, unchanged: unchanged)
     }
 
-    static func measure(_ name: String, base: Checkpoint, requantized: Checkpoint, merged: [Float]) throws -> QuantizationSurvival {
-        let before = try base.tensor(name).floats(), after = try requantized.tensor(name).floats()
-        let oldCodes = try base.stored.tensor(name).bytes, newCodes = try requantized.stored.tensor(name).bytes
-        let layout = base.dequantizer?.layout(name)
+    /// A bitsandbytes weight: `before` the base's dequantized values, `merged` the fp32 merge,
+    /// `after` the requantization's values as they read back, and the stored codes of each (4-bit
+    /// nibbles, high first, or int8 bytes).
+    static func measure(_ name: String, layout: QuantizedWeightLayout, before: [Float], merged: [Float], after: [Float],
+                        oldCodes: UnsafeRawBufferPointer, newCodes: [UInt8]) -> QuantizationSurvival {
         let isFourBit: Bool
-        if case .fourBit? = layout { isFourBit = true } else { isFourBit = false }
-        var unchanged = 0
-        for index in merged.indices {
-            if isFourBit {
-                let shift = index & 1 == 0 ? 4 : 0
-                if (oldCodes[index >> 1] >> shift) & 0x0F == (newCodes[index >> 1] >> shift) & 0x0F { unchanged += 1 }
-            } else if oldCodes[index] == newCodes[index] {
-                unchanged += 1
-            }
+        if case .fourBit = layout { isFourBit = true } else { isFourBit = false }
+        let unchanged = newCodes.withUnsafeBytes { newCodes in
+            precondition(oldCodes.count == newCodes.count && newCodes.count >= (isFourBit ? (merged.count + 1) / 2 : merged.count), "codes of \(name)")
+            let (old, new) = (oldCodes.bindMemory(to: UInt8.self).baseAddress, newCodes.bindMemory(to: UInt8.self).baseAddress)
+            return isFourBit ? peftpack_equal_nibbles(old, new, merged.count) : peftpack_equal_bytes(old, new, merged.count)
         }
-        return QuantizationSurvival(tensor: name, type: layout?.quantTypeName ?? "int8", before: before, merged: merged, after: after, unchanged: unchanged)
+        return QuantizationSurvival(tensor: name, type: layout.quantTypeName, before: before, merged: merged, after: after, unchanged: unchanged)
     }
 }

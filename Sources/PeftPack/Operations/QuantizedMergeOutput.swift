@@ -20,10 +20,8 @@ extension Merge {
     /// without its companions, and named in config.json's `llm_int8_skip_modules`
     /// (SkippedModulesConfig) so transformers loads it as a plain Linear.
     enum QuantizedOutput {
-        static let scratchName = ".merged-fp32"
-        /// Inside the scratch folder: every requantized weight with its companions, read back as
-        /// the output will be to measure what survived before deciding what to promote.
-        static let requantizedScratchName = "requantized"
+        /// Inside the output folder while it is written: the spilled replacement tensors.
+        static let scratchName = ".requantized"
 
         /// Refuses a promotion the output could not hold: a ggml type, or a float dtype other than
         /// the one the base stores its unquantized weights in. transformers 5 loads every float
@@ -46,34 +44,49 @@ extension Merge {
 
         /// Returns the tensor bytes written and what survived requantization of each merged
         /// quantized weight, in name order.
+        ///
+        /// Two passes, memory flat in model size: every computed tensor first (merged quantized
+        /// weights on all cores, each dequantized once for its content check, its merge and its
+        /// survival), its replacements spilled to a scratch file, since the safetensors header
+        /// needs their sizes; then the output, in the base's shards and order, from the spill and
+        /// the base's own bytes.
         static func write(_ stream: TensorStream, plan: Plan, options: Options, baseFolder: String,
                           into folder: String) throws -> (bytesWritten: Int, survival: [QuantizationSurvival]) {
             let scratch = (folder as NSString).appendingPathComponent(scratchName)
-            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false)
-            defer { try? FileManager.default.removeItem(atPath: scratch) }
-            try stream.write(into: scratch, baseFolder: baseFolder)
-            let merged = try Checkpoint(storedAt: scratch)
+            defer { POSIX.unlink(scratch) }
+            let spill = try SpilledTensors(path: scratch)
             let base = plan.base.checkpoint
             let stored = base.stored
-            var replacements = try requantized(Set(plan.changes.keys), base: base, merged: merged)
-            var survival = try measured(plan.changes.keys.sorted().filter { base.isQuantized($0) }, replacements: replacements,
-                                        base: base, merged: merged, scratch: scratch)
+            let computed = plan.outputInfos.filter { plan.changes[$0.name] != nil || plan.tied?.outputs[$0.name] != nil || stored.info($0.name) == nil && !base.names.contains($0.name) }
+            if let first = plan.binding.pendingTensors.first { try plan.binding.checkContent(first) }
+            var survival: [QuantizationSurvival] = []
             var dropped = Set<String>()
-            if let promotion = options.promotion, let dtype = promotion.type.floatDType {
-                for index in survival.indices where promotion.allMerged || survival[index].survival < options.minSurvival {
-                    let name = survival[index].tensor
-                    survival[index].promotedTo = dtype.rawValue
-                    let layout = base.dequantizer!.layout(name)!
-                    for companion in layout.storedCompanions { replacements[companion] = nil }
-                    dropped.formUnion(layout.storedCompanions)
-                    replacements[name] = try promoted(name, to: dtype, plan: plan)
+            try OrderedParallel.forEach(count: computed.count, workers: ProcessInfo.processInfo.activeProcessorCount, work: { index -> Requantized? in
+                let info = computed[index]
+                guard plan.tied?.outputs[info.name] == nil, let layout = base.dequantizer?.layout(info.name) else { return nil }
+                return try requantized(info, layout: layout, stream: stream, plan: plan, options: options)
+            }, emit: { index, result in
+                let info = computed[index]
+                if let result {
+                    try plan.binding.checkContent(info.name, hash: result.contentHash)
+                    stream.record(result.folded)
+                    stream.recordRead(base.info(info.name)?.byteCount ?? 0)
+                    for (name, tensor) in result.tensors { try spill.append(name, tensor) }
+                    survival.append(result.survival)
+                    dropped.formUnion(result.dropped)
+                } else {
+                    // A tensor the base stores unquantized (or a head an untied pair adds): the fp32
+                    // merge, rounded to the dtype the base stores it in.
+                    let merged = HostTensor(dtype: info.dtype, shape: info.shape, bytes: try stream.computedBytes(info))
+                    let dtype = stored.info(info.name)?.dtype ?? info.dtype
+                    try spill.append(info.name, merged.dtype == dtype ? merged : HostTensor(floats: merged.floats(), shape: info.shape, dtype: dtype))
                 }
-            }
-            let added = merged.storedNames.filter { stored.info($0) == nil && !base.names.contains($0) }
-            let infos = stored.storedNames.filter { !dropped.contains($0) }.map { name in
-                replacements[name].map { TensorInfo(name: name, dtype: $0.dtype, shape: $0.shape) } ?? stored.info(name)!
-            }
-            let addedInfos = added.map { merged.info($0)! }
+                stream.reportProgress(index + 1, of: computed.count)
+            })
+            try plan.binding.checkRemainingContent()
+            let added = computed.map(\.name).filter { stored.info($0) == nil }
+            let infos = stored.storedNames.filter { !dropped.contains($0) }.map { spill.info($0) ?? stored.info($0)! }
+            let addedInfos = added.map { spill.info($0)! }
             var shards: [[TensorInfo]]
             if let maxShardSize = options.maxShardSize {
                 shards = CheckpointWriter.planShards(infos + addedInfos, maxShardSize: maxShardSize)
@@ -85,62 +98,70 @@ extension Merge {
             }
             let metadata = try stored.storedNames.first.map { try stored.file(forTensor: $0).metadata } ?? nil
             try CheckpointWriter.write(folder: folder, shards: shards, metadata: metadata) { info, sink in
-                if let tensor = replacements[info.name] {
-                    try tensor.bytes.withUnsafeBytes(sink)
-                } else if added.contains(info.name) {
-                    try merged.streamBytes(info.name, sink)
+                if spill.info(info.name) != nil {
+                    try spill.withBytes(info.name, sink)
                 } else {
+                    stream.recordRead(info.byteCount ?? 0)
                     try stored.streamBytes(info.name, sink)
+                    stored.releasePages(info.name)
                 }
             }
-            try copyOtherFiles(from: scratch, to: folder)
+            try copyOtherFiles(from: baseFolder, to: folder)
+            if plan.tied?.untie == true { try TiedMerge.untieConfig(in: folder) }
+            survival.sort { $0.tensor < $1.tensor }
             let promotedModules = survival.filter { $0.promotedTo != nil }.map { String($0.tensor.dropLast(".weight".count)) }
             if !promotedModules.isEmpty { try listUnquantized(promotedModules, base: plan.base, in: folder) }
             return (shards.joined().reduce(0) { $0 + ($1.byteCount ?? 0) }, survival)
         }
 
-        /// Every changed tensor's stored replacements: a quantized weight's requantized group, any
-        /// other tensor the fp32 merge in its stored dtype.
-        static func requantized(_ changed: Set<String>, base: Checkpoint, merged: Checkpoint) throws -> [String: HostTensor] {
-            let stored = base.stored
-            var replacements: [String: HostTensor] = [:]
-            for name in changed.sorted() {
-                let values: HostTensor = try merged.tensor(name)
-                if let layout = base.dequantizer?.layout(name) {
-                    for (storedName, tensor) in try BitsandbytesRequantizer.tensors(for: layout, values: values.floats(), stored: stored) {
-                        replacements[storedName] = tensor
-                    }
-                } else if let info = stored.info(name) {
-                    replacements[name] = values.dtype == info.dtype ? values : HostTensor(floats: values.floats(), shape: info.shape, dtype: info.dtype)
-                }
-            }
-            return replacements
+        /// One merged quantized weight's replacement tensors and what survived.
+        struct Requantized {
+            var tensors: [(String, HostTensor)]
+            var survival: QuantizationSurvival
+            /// The fp32 merge's counts (its values dropped).
+            var folded: FoldedTensor
+            /// XXH3 of the base's dequantized weight, for the pack's content check.
+            var contentHash: String
+            /// Stored companions a promotion leaves out.
+            var dropped: [String]
         }
 
-        /// What survived of each requantized weight, from its group written to the scratch folder
-        /// and read back through bitsandbytes' dequantization, as the output will be read.
-        private static func measured(_ names: [String], replacements: [String: HostTensor], base: Checkpoint, merged: Checkpoint,
-                                     scratch: String) throws -> [QuantizationSurvival] {
-            guard !names.isEmpty else { return [] }
-            let folder = (scratch as NSString).appendingPathComponent(requantizedScratchName)
-            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
-            let group = names.flatMap { name in [name] + base.dequantizer!.layout(name)!.storedCompanions }
-            let infos = group.map { TensorInfo(name: $0, dtype: replacements[$0]!.dtype, shape: replacements[$0]!.shape) }
-            try CheckpointWriter.write(folder: folder, shards: [infos], metadata: nil) { info, sink in
-                try replacements[info.name]!.bytes.withUnsafeBytes(sink)
+        /// The base's weight dequantized once, merged in fp32, requantized with its own settings
+        /// (BitsandbytesRequantizer) and read back as the output will be; promoted instead when it
+        /// survived too little and a promotion was asked for.
+        private static func requantized(_ info: TensorInfo, layout: QuantizedWeightLayout, stream: TensorStream, plan: Plan,
+                                        options: Options) throws -> Requantized {
+            let checkpoint = plan.base.checkpoint
+            let name = info.name
+            let logical = checkpoint.info(name)!
+            let original: HostTensor = try checkpoint.tensor(name)
+            let contentHash = original.bytes.withUnsafeBytes { XXH3.hex(XXH3.hash64($0)) }
+            let before = original.floats()
+            var folded = try stream.merged(info, stored: logical, base: original)
+            let merged = folded.result.floats()
+            folded.result = HostTensor(dtype: .f32, shape: [0], bytes: [])
+            let weights = checkpoint.decoded as! BitsandbytesWeights
+            var tensors = try BitsandbytesRequantizer.tensors(for: layout, values: merged, stored: checkpoint.stored)
+            let after = try weights.dequantized(name, from: tensors)
+            var measured = try checkpoint.stored.withBytes(name) { oldCodes in
+                QuantizationSurvival.measure(name, layout: layout, before: before, merged: merged, after: after, oldCodes: oldCodes,
+                                             newCodes: tensors.first { $0.0 == name }!.1.bytes)
             }
-            let requantized = try Checkpoint(path: folder)
-            return try names.map { name in
-                try QuantizationSurvival.measure(name, base: base, requantized: requantized, merged: try merged.tensor(name).floats())
+            var dropped: [String] = []
+            if let promotion = options.promotion, let dtype = promotion.type.floatDType,
+               promotion.allMerged || measured.survival < options.minSurvival {
+                measured.promotedTo = dtype.rawValue
+                dropped = layout.storedCompanions
+                tensors = [(name, try promoted(name, to: dtype, original: original, plan: plan))]
             }
+            return Requantized(tensors: tensors, survival: measured, folded: folded, contentHash: contentHash, dropped: dropped)
         }
 
         /// A promoted weight: the base's dequantized weight and every change folded in fp64, then
         /// rounded once to `dtype`.
-        private static func promoted(_ name: String, to dtype: DType, plan: Plan) throws -> HostTensor {
-            let checkpoint = plan.base.checkpoint
-            let info = checkpoint.info(name)!
-            return try Merge.fold(plan.changes[name]!.operations, into: checkpoint.tensor(name), stored: info,
+        private static func promoted(_ name: String, to dtype: DType, original: HostTensor, plan: Plan) throws -> HostTensor {
+            let info = plan.base.checkpoint.info(name)!
+            return try Merge.fold(plan.changes[name]!.operations, into: original, stored: info,
                                   output: TensorInfo(name: name, dtype: dtype, shape: info.shape),
                                   readers: plan.readers, owners: plan.owners, selected: plan.selected).result
         }

@@ -80,8 +80,7 @@ public final class BitsandbytesWeights: DecodedWeights, @unchecked Sendable {
             return visible.contains(name) ? try checkpoint.tensor(name) as HostTensor : nil
         }
         let info = layout.info
-        var values = [Float](repeating: 0, count: info.elementCount!)
-        try values.withUnsafeMutableBufferPointer { try products(layout, elements: 0..<$0.count, into: $0) }
+        let values = try Self.filled(count: info.elementCount!) { try products(layout, elements: 0..<$0.count, into: $0) }
         return HostTensor(floats: values, shape: info.shape, dtype: info.dtype)
     }
 
@@ -156,15 +155,36 @@ public final class BitsandbytesWeights: DecodedWeights, @unchecked Sendable {
     /// as its dequantized values are; nil for a tensor stored unquantized.
     public func requantized(_ name: String, values: [Float]) throws -> [Float]? {
         guard let layout = layouts[name] else { return nil }
-        let tensors = try BitsandbytesRequantizer.tensors(for: layout, values: values, stored: checkpoint)
-        var result = [Float](repeating: 0, count: values.count)
-        try result.withUnsafeMutableBufferPointer { destination in
-            try Self.products(layout, elements: 0..<values.count, into: destination,
-                              from: .tensors(Dictionary(tensors, uniquingKeysWith: { first, _ in first })))
+        return try dequantized(name, from: BitsandbytesRequantizer.tensors(for: layout, values: values, stored: checkpoint))
+    }
+
+    /// The values of quantized weight `name` as this checkpoint's reader would give them were its
+    /// stored tensors `tensors` (a requantization's, held in memory).
+    func dequantized(_ name: String, from tensors: [(String, HostTensor)]) throws -> [Float] {
+        var layout = layouts[name]!
+        // The quant state is the new one (a requantization moves the nested offset), as a reader
+        // of the written tensors parses it.
+        if case .fourBit(var weight) = layout, let json = tensors.first(where: { $0.0 == weight.stateName })?.1.bytes {
+            weight.state = try FourBitQuantState(json: json, typeInName: weight.state.quantType.rawValue, nested: weight.state.nested != nil) {
+                InputError(file: self.checkpoint.folder, tensor: weight.stateName, problem: $0)
+            }
+            layout = .fourBit(weight)
         }
+        let count = layout.info.elementCount!
+        let stored = StoredBytes.tensors(Dictionary(tensors, uniquingKeysWith: { first, _ in first }))
+        let result = try Self.filled(count: count) { try Self.products(layout, elements: 0..<count, into: $0, from: stored) }
         let dtype = layout.info.dtype
         guard dtype != .f32 else { return result }
         return HostTensor(floats: result, shape: [result.count], dtype: dtype).floats()
+    }
+
+    /// An array every element of which `fill` writes: not zeroed first (a weight-sized memset
+    /// is as slow as the dequantization that overwrites it).
+    private static func filled(count: Int, _ fill: (UnsafeMutableBufferPointer<Float>) throws -> Void) rethrows -> [Float] {
+        try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            try fill(UnsafeMutableBufferPointer(rebasing: buffer[0..<count]))
+            initialized = count
+        }
     }
 
     private static func isQuantStateName(_ name: String) -> Bool {

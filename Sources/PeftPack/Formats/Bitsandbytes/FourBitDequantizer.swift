@@ -1,3 +1,5 @@
+import CDTypeKernels
+
 /// bitsandbytes' 4-bit dequantization (`functional.dequantize_4bit` on CPU, bnb 0.50), element for
 /// element: the code of each nibble (the high nibble is the first element of its byte) times its
 /// block's absmax, one fp32 multiplication, then one rounding to the quant state's dtype (nearest,
@@ -34,13 +36,10 @@ enum FourBitDequantizer {
                          elements range: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) {
         precondition(destination.count == range.count, "dequantization buffer size")
         let codes = state.quantType.codes(lastDimensionIsOdd: state.shape.last! % 2 == 1)
-        let firstBlock = range.lowerBound / state.blocksize
-        codes.withUnsafeBufferPointer { table in
-            for (offset, element) in range.enumerated() {
-                let byte = packed[element >> 1]
-                let code = element & 1 == 0 ? byte >> 4 : byte & 0x0F
-                destination[offset] = table[Int(code)] * scales[element / state.blocksize - firstBlock]
-            }
+        precondition(scales.count >= blocks(of: range, blocksize: state.blocksize).count, "absmax of every block")
+        packed.withMemoryRebound(to: UInt8.self) { packed in
+            precondition(range.isEmpty || (range.upperBound + 1) / 2 <= packed.count, "packed codes of every element")
+            peftpack_dequantize_4bit(packed.baseAddress, range.lowerBound, range.count, codes, scales, state.blocksize, destination.baseAddress)
         }
     }
 

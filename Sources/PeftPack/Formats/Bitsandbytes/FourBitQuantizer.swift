@@ -1,3 +1,5 @@
+import CDTypeKernels
+
 /// bitsandbytes' 4-bit quantization on CPU (`functional.quantize_4bit`, bnb 0.50.2, whose CPU backend
 /// runs the torch implementation in `backends/default/ops.py`), the inverse FourBitDequantizer reads.
 ///
@@ -34,37 +36,20 @@ enum FourBitQuantizer {
                          nestedCode: [Float]?) -> Quantized {
         precondition(BitsandbytesFormat.blocksizes.contains(blocksize), "block size \(blocksize)")
         let (bounds, order) = decisionTable(type)
-        var absmax: [Float] = []
-        var codes = [UInt8](repeating: 0, count: values.count + values.count % 2)
-        let wholeBlocks = values.count / blocksize
-        for start in stride(from: 0, to: values.count, by: blocksize) {
-            let block = start..<min(start + blocksize, values.count)
-            let blockMax = values[block].reduce(Float(0)) { max($0, abs($1)) }
-            let scale = max(blockMax, smallestScale)
-            let isWhole = start / blocksize < wholeBlocks
-            absmax.append(isWhole ? blockMax : scale)
-            let reciprocal = 1 / scale
-            for index in block {
-                let scaled = min(max(isWhole ? values[index] * reciprocal : values[index] / scale, -1), 1)
-                codes[index] = order[bucket(scaled, bounds)]
+        let blocks = (values.count + blocksize - 1) / blocksize
+        var absmax = [Float](repeating: 0, count: blocks)
+        var packed = [UInt8](repeating: 0, count: (values.count + 1) / 2)
+        values.withUnsafeBufferPointer { source in
+            packed.withUnsafeMutableBufferPointer { packed in
+                absmax.withUnsafeMutableBufferPointer { absmax in
+                    peftpack_quantize_4bit(source.baseAddress, source.count, blocksize, bounds, order, packed.baseAddress, absmax.baseAddress)
+                }
             }
         }
-        if values.count % 2 == 1 { codes[values.count] = order[bucket(0, bounds)] }
-        let packed = stride(from: 0, to: codes.count, by: 2).map { codes[$0] << 4 | codes[$0 + 1] }
         guard let nestedCode else { return Quantized(packed: packed, absmax: .plain(absmax)) }
         let offset = TorchCPUSum.mean(absmax)
         let nested = DynamicBlockwiseQuantizer.quantize(absmax.map { $0 - offset }, code: nestedCode, blocksize: nestedBlocksize)
         return Quantized(packed: packed, absmax: .nested(codes: nested.codes, nestedAbsmax: nested.absmax, offset: offset))
-    }
-
-    /// The number of bounds strictly below `value` (`torch.bucketize`, right=False).
-    private static func bucket(_ value: Float, _ bounds: [Float]) -> Int {
-        var low = 0, high = bounds.count
-        while low < high {
-            let middle = (low + high) / 2
-            if bounds[middle] < value { low = middle + 1 } else { high = middle }
-        }
-        return low
     }
 
     /// fp32 midpoints of the sorted codes and, per bucket, its code. FP4's order is torch.argsort's
