@@ -133,11 +133,11 @@ extension Merge {
             }
             if let dtype = type.floatDType {
                 let folded = try fold(to: dtype)
-                return MergedTensor(type: type, bytes: encode(model.storedOrder(name, checkpointValues: folded.result.floats()), as: type), folded: folded)
+                return MergedTensor(type: type, bytes: GGUF.encode(model.storedOrder(name, checkpointValues: folded.result.floats()), as: type), folded: folded)
             }
             let folded = try fold(to: .f32)
             let values = model.storedOrder(name, checkpointValues: folded.result.floats())
-            let bytes = encode(values, as: type)
+            let bytes = GGUF.encode(values, as: type)
             var measured = QuantizationSurvival.measure(name, as: type, base: stored.file.floats(stored.entry), merged: values, quantized: bytes)
             guard let promotion = options.promotion, promotion.allMerged || measured.survival < options.minSurvival else {
                 return MergedTensor(type: type, bytes: bytes, survival: measured, folded: folded)
@@ -145,28 +145,7 @@ extension Merge {
             measured.promotedTo = promotion.type.ggmlName
             // A float promotion rounds once from the fp64 merge, as an unquantized output does.
             let promotedValues = try promotion.type.floatDType.map { model.storedOrder(name, checkpointValues: try fold(to: $0).result.floats()) } ?? values
-            return MergedTensor(type: promotion.type, bytes: encode(promotedValues, as: promotion.type), survival: measured, folded: folded)
-        }
-
-        /// Values in stored order as whole blocks of `type`, a chunk of blocks at a time.
-        static func encode(_ values: [Float], as type: GGUF.ElementType) -> [UInt8] {
-            let (elements, blockBytes) = type.block
-            let blocks = values.count / elements
-            var out = [UInt8](repeating: 0, count: blocks * blockBytes)
-            values.withUnsafeBufferPointer { source in
-                out.withUnsafeMutableBytes { destination in
-                    // Chunks of whole blocks; the workers already run tensors in parallel.
-                    let chunk = max(1, (1 << 16) / elements)
-                    var block = 0
-                    while block < blocks {
-                        let end = min(blocks, block + chunk)
-                        type.quantize(UnsafeBufferPointer(rebasing: source[(block * elements)..<(end * elements)]),
-                                      into: UnsafeMutableRawBufferPointer(rebasing: destination[(block * blockBytes)..<(end * blockBytes)]))
-                        block = end
-                    }
-                }
-            }
-            return out
+            return MergedTensor(type: promotion.type, bytes: GGUF.encode(promotedValues, as: promotion.type), survival: measured, folded: folded)
         }
     }
 }

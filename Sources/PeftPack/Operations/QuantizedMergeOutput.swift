@@ -61,9 +61,14 @@ extension Merge {
             if let first = plan.binding.pendingTensors.first { try plan.binding.checkContent(first) }
             var survival: [QuantizationSurvival] = []
             var dropped = Set<String>()
-            try OrderedParallel.forEach(count: computed.count, workers: ProcessInfo.processInfo.activeProcessorCount, work: { index -> Requantized? in
+            let workers = ProcessInfo.processInfo.activeProcessorCount
+            // The disk reads the weights the next workers take while these compute.
+            for info in computed.prefix(2 * workers) { stored.prefetch(info.name) }
+            try OrderedParallel.forEach(count: computed.count, workers: workers, work: { index -> Requantized? in
+                if index + 2 * workers < computed.count { stored.prefetch(computed[index + 2 * workers].name) }
                 let info = computed[index]
                 guard plan.tied?.outputs[info.name] == nil, let layout = base.dequantizer?.layout(info.name) else { return nil }
+                defer { stored.releasePages(info.name) }
                 return try requantized(info, layout: layout, stream: stream, plan: plan, options: options)
             }, emit: { index, result in
                 let info = computed[index]

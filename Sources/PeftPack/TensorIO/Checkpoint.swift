@@ -277,6 +277,11 @@ extension Checkpoint {
         (try? file(forTensor: name))?.releasePages(name, bytes: range)
     }
 
+    /// Starts reading a stored tensor's bytes ahead of use (SafetensorsFile.prefetch).
+    public func prefetch(_ name: String) {
+        (try? file(forTensor: name))?.prefetch(name)
+    }
+
     /// Drops a tensor's mapped pages from this process (see SafetensorsFile.releasePages).
     public func releasePages(_ name: String) {
         guard !quantizedNames.contains(name) else { return }

@@ -73,6 +73,14 @@ public final class SafetensorsFile: @unchecked Sendable {
         mapped.release(offset: header.dataStart + data.lowerBound + clamped.lowerBound, count: clamped.count)
     }
 
+    /// Asks the kernel to start reading the tensor's bytes now (MADV_WILLNEED), so that reading
+    /// it later, after other work, does not wait for the disk.
+    public func prefetch(_ name: String) {
+        guard let position = index[name] else { return }
+        let range = header.entries[position].dataRange
+        mapped.adviseSequential(offset: header.dataStart + range.lowerBound, count: range.count)
+    }
+
     /// Lets the kernel drop the tensor's mapped pages from this process's resident memory.
     public func releasePages(_ name: String) {
         guard let position = index[name] else { return }

@@ -122,7 +122,7 @@ public final class GGUFBaseModel: DecodedWeights {
     public func requantized(_ name: String, values: [Float]) throws -> [Float]? {
         guard let tensor = stored[name], tensor.entry.type.isQuantized else { return nil }
         let type = tensor.entry.type
-        let blocks = Merge.GGUFOutput.encode(storedOrder(name, checkpointValues: values), as: type)
+        let blocks = GGUF.encode(storedOrder(name, checkpointValues: values), as: type)
         var read = [Float](repeating: 0, count: values.count)
         blocks.withUnsafeBytes { source in read.withUnsafeMutableBufferPointer { type.dequantize(source, into: $0) } }
         tensor.transform.toCheckpoint(&read, rows: tensor.entry.shape[0])

@@ -120,30 +120,26 @@ public enum GGUF {
         out += Array(text.utf8)
     }
 
-    /// fp32 values in a ggml element type (narrowing rounds to nearest even; q8_0 as ggml
-    /// quantizes: per block of 32, d = max|x| / 127 stored in f16, q = round(x / d)).
+    /// fp32 values in whole blocks of `type`, by its reference quantizer (ElementType.quantize), a
+    /// chunk of blocks at a time.
     static func encode(_ values: [Float], as type: ElementType) -> [UInt8] {
-        switch type {
-        case .f32, .f16, .bf16:
-            let dtype: DType = type == .f32 ? .f32 : (type == .f16 ? .f16 : .bf16)
-            return HostTensor(floats: values, shape: [values.count], dtype: dtype).bytes
-        case .q8_0:
-            var out: [UInt8] = []
-            out.reserveCapacity(values.count / 32 * 34)
-            for block in stride(from: 0, to: values.count, by: 32) {
-                let slice = values[block..<(block + 32)]
-                let largest = slice.map(abs).max() ?? 0
-                let d = largest / 127
-                let inverse: Float = d != 0 ? 1 / d : 0
-                var half: UInt16 = 0
-                [d].withUnsafeBufferPointer { peftpack_f32_to_f16($0.baseAddress!, &half, 1) }
-                append(&out, half)
-                for value in slice { out.append(UInt8(bitPattern: Int8((value * inverse).rounded(.toNearestOrAwayFromZero)))) }
+        let (elements, blockBytes) = type.block
+        precondition(values.count % elements == 0, "\(values.count) values are not whole \(type.ggmlName) blocks")
+        let blocks = values.count / elements
+        var out = [UInt8](repeating: 0, count: blocks * blockBytes)
+        values.withUnsafeBufferPointer { source in
+            out.withUnsafeMutableBytes { destination in
+                let chunk = max(1, (1 << 16) / elements)
+                var block = 0
+                while block < blocks {
+                    let end = min(blocks, block + chunk)
+                    type.quantize(UnsafeBufferPointer(rebasing: source[(block * elements)..<(end * elements)]),
+                                  into: UnsafeMutableRawBufferPointer(rebasing: destination[(block * blockBytes)..<(end * blockBytes)]))
+                    block = end
+                }
             }
-            return out
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K:
-            preconditionFailure("peftpack writes GGUF tensors as f32, f16, bf16 or q8_0 only")
         }
+        return out
     }
 
     // MARK: reading
