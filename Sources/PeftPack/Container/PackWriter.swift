@@ -14,7 +14,7 @@ public final class PackWriter {
         public var threads: Int
 
         public init(level: Int32 = 3, chunkSize: Int = PackFormat.defaultChunkSize,
-                    threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+                    threads: Int = Cores.active) {
             self.level = level
             self.chunkSize = chunkSize
             self.threads = max(1, threads)

@@ -237,7 +237,7 @@ extension Extract {
         var next = 0, finished = 0, nextToEmit = 0
         var waiting: [Int: Factored] = [:]
         var failure: Error?
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, names.count))
+        let workers = max(1, min(Cores.active, names.count))
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
             while true {
                 lock.lock()

@@ -53,7 +53,7 @@ extension Merge {
                                              alignment: first.alignment)
             var result = Result(bytesWritten: 0, survival: [], changed: Array(repeating: 0, count: plan.selected.count),
                                 lost: Array(repeating: 0, count: plan.selected.count))
-            try OrderedParallel.forEach(count: entries.count, workers: ProcessInfo.processInfo.activeProcessorCount, work: { index -> MergedTensor? in
+            try OrderedParallel.forEach(count: entries.count, workers: Cores.active, work: { index -> MergedTensor? in
                 guard isMerged[index] else { return nil }
                 return try merged(entries[index].name, stored: entries[index].stored, as: targets[index], plan: plan, model: model, options: options)
             }, emit: { index, merged in

@@ -52,7 +52,7 @@ enum LowRankMerge {
         let baseElement = elementType(baseType)!, outElement = elementType(outType)!
         let baseSize = baseType.byteSize, outSize = outType.byteSize
         let blockRows = max(1, min(rows, scratchElements / max(columns, 1)))
-        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, (rows + blockRows - 1) / blockRows))
+        let workers = max(1, min(Cores.active, (rows + blockRows - 1) / blockRows))
         var perWorker = [Statistics](repeating: Statistics(), count: workers)
         perWorker.withUnsafeMutableBufferPointer { results in
             DispatchQueue.concurrentPerform(iterations: workers) { worker in

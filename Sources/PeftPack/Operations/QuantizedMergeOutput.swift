@@ -61,7 +61,7 @@ extension Merge {
             if let first = plan.binding.pendingTensors.first { try plan.binding.checkContent(first) }
             var survival: [QuantizationSurvival] = []
             var dropped = Set<String>()
-            let workers = ProcessInfo.processInfo.activeProcessorCount
+            let workers = Cores.active
             // The disk reads the weights the next workers take while these compute.
             for info in computed.prefix(2 * workers) { stored.prefetch(info.name) }
             try OrderedParallel.forEach(count: computed.count, workers: workers, work: { index -> Requantized? in

@@ -158,7 +158,7 @@ public enum Stack {
                 throw InputError(file: other.source.label, problem: "\(target) is a \(other.settings.layout.rawValue) module here but \(layout.rawValue) in \(pieces[0].source.label)")
             }
         }
-        try OrderedParallel.forEach(count: targets.count, workers: ProcessInfo.processInfo.activeProcessorCount, work: { index in
+        try OrderedParallel.forEach(count: targets.count, workers: Cores.active, work: { index in
             try stackModule(targets[index].target, targets[index].pieces, recompression: options.recompression)
         }, emit: { _, stacked in
             guard stacked.a.rows > 0 else { return }

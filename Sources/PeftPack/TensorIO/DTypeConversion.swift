@@ -8,7 +8,7 @@ public enum DTypeConversion {
     static let parallelThreshold = 1 << 20
 
     static func parallel(_ count: Int, _ body: (Range<Int>) -> Void) {
-        let workers = ProcessInfo.processInfo.activeProcessorCount
+        let workers = Cores.active
         guard count >= parallelThreshold, workers > 1 else {
             body(0..<count)
             return

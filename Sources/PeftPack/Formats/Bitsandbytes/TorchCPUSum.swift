@@ -22,7 +22,7 @@ enum TorchCPUSum {
     /// same number without simultaneous multithreading).
     static var torchThreads: Int {
         if let text = ProcessInfo.processInfo.environment["OMP_NUM_THREADS"], let count = Int(text), count > 0 { return count }
-        return ProcessInfo.processInfo.activeProcessorCount
+        return Cores.active
     }
 
     static func mean(_ values: [Float], threads: Int = torchThreads) -> Float {
