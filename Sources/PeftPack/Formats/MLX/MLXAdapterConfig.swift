@@ -19,7 +19,7 @@ struct MLXAdapterConfig {
             throw InputError(file: file, problem: "has fine_tune_type \"\(typeName)\", which mlx-lm does not know (lora, dora, full)")
         }
         guard type != .full else {
-            throw InputError(file: file, problem: "is a full fine-tune (fine_tune_type full); peftpack imports MLX lora and dora adapters", kind: .notExpressible)
+            throw InputError(file: file, problem: "is a full fine-tune (fine_tune_type full); peftpack imports MLX lora and dora adapters: fuse it into the base with mlx_lm.fuse and store its change as a low-rank pack with peftpack extract (the fused model against the base)", kind: .notExpressible)
         }
         fineTuneType = type
         guard let layers = json["num_layers"]?.integerValue else {
