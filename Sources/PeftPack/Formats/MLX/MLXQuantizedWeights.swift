@@ -68,7 +68,7 @@ public final class MLXQuantizedWeights: DecodedWeights, @unchecked Sendable {
         var groups = logical
         groups[groups.count - 1] = logical.last! / parameters.groupSize
         guard (packed.shape.last! * 32) % parameters.bits == 0, logical.last! % parameters.groupSize == 0 else {
-            throw InputError(file: file, tensor: name, problem: "has \(packed.shape.last!) uint32 per row, which is not whole \(described) groups")
+            throw InputError(file: file, tensor: name, problem: "has \(packed.shape.last!) uint32 per row: \(packed.shape.last! * 32 / parameters.bits) elements at \(parameters.bits) bits, not whole groups of \(parameters.groupSize) (config.json's quantization for it is \(described))")
         }
         for companion in [scaleInfo, biasInfo] where companion.shape != groups {
             throw InputError(file: file, tensor: companion.name, problem: "has shape \(companion.shape) but \(name) \(packed.shape) at \(described) has \(groups) groups")
