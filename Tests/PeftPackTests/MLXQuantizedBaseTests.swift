@@ -7,7 +7,7 @@ import Testing
 /// mlx_lora adapter into the 4-bit g64 model, and mx.quantize of the exact fp32 merge.
 /// tests/python/check_mlx_quantized.py loads peftpack's merges with mlx-lm.
 @Suite struct MLXQuantizedBaseTests {
-    static let variants = ["q4_g64", "q8_g32", "q4_g128", "q4_g64_tied"]
+    static let variants = ["q4_g64", "q8_g32", "q4_g128", "q4_g64_tied", "q2_g64", "q3_g32", "q6_g64"]
     static let q4 = Fixtures.path("mlx_quantized/q4_g64/model")
 
     static func reference(_ variant: String) throws -> SafetensorsFile {
@@ -50,7 +50,7 @@ import Testing
     func everyQuantizedWeightReadsAsMXDequantizeGivesIt(variant: String) throws {
         let checkpoint = try Checkpoint(path: Fixtures.path("mlx_quantized/\(variant)/model"))
         let reference = try Self.reference(variant)
-        let weights = reference.names.filter { $0.hasSuffix(".weight") && !$0.hasPrefix("delta.") && !$0.hasPrefix("exact_quantized.") }
+        let weights = reference.names.filter { $0.hasSuffix(".weight") && !$0.contains("quantize") && !$0.hasPrefix("delta.") }
         #expect(!weights.isEmpty)
         #expect(Set(checkpoint.decoded?.decodedNames ?? []) == Set(weights))
         for name in weights {
@@ -60,6 +60,23 @@ import Testing
             #expect(read.bytes == expected.bytes, "\(name)")
         }
         #expect(!checkpoint.names.contains { $0.hasSuffix(".scales") || $0.hasSuffix(".biases") })
+    }
+
+    /// AffineQuantizer gives mx.quantize's codes, scales and biases bit for bit (fp32 input, each
+    /// layer's group size and bits).
+    @Test(arguments: variants)
+    func quantizingGivesMXQuantizeBytes(variant: String) throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("mlx_quantized/\(variant)/model"))
+        let weights = try #require(checkpoint.decoded as? MLXQuantizedWeights)
+        let reference = try Self.reference(variant)
+        for name in weights.decodedNames {
+            let module = String(name.dropLast(".weight".count))
+            let input = try reference.tensor("quantize_input." + module).floats()
+            let quantized = try #require(weights.quantized(name, values: input))
+            #expect(quantized.codes == (try reference.tensor("quantize.\(module).weight")).bytes, "\(module)")
+            #expect(quantized.scales == (try reference.tensor("quantize.\(module).scales")).bytes, "\(module)")
+            #expect(quantized.biases == (try reference.tensor("quantize.\(module).biases")).bytes, "\(module)")
+        }
     }
 
     /// A layer's own entry in `quantization` overrides the defaults; a layer stored dense (no
