@@ -91,6 +91,20 @@ import Testing
         #expect(g128.info("model.layers.1.mlp.down_proj.weight")?.shape == [64, 128])
     }
 
+    /// An unquantized MLX model folder (HF names, model.safetensors + its index, metadata format
+    /// mlx) is a base like any safetensors folder: imports check against it and merges write it.
+    @Test func anUnquantizedMLXFolderIsAPlainBase() throws {
+        let folder = Fixtures.path("mlx_quantized/bf16/model")
+        let base = try BaseModel(folder: folder)
+        #expect(base.checkpoint.decoded == nil && base.checkpoint.info("model.layers.0.self_attn.q_proj.weight")?.dtype == .bf16)
+        let pack = try Self.pack(base: folder)
+        let output = Fixtures.temporaryDirectory() + "/merged"
+        let report = try Merge.run(base: folder, inputs: [MergeInput(pack: pack, adapter: nil, weight: 1)], output: output, options: Merge.Options())
+        #expect(report.tensorsTouched == 3)
+        let verify = try Verify.run(pack: pack, base: folder, adapterNames: [], targets: [.merged(folder: output)], inputShape: (2, 16), seed: 0)
+        #expect(verify.comparisons[0].passed)
+    }
+
     /// The tied model stores no lm_head: the head is the quantized embedding, as embed_tokens.as_linear.
     @Test func aTiedModelIsABaseWithItsQuantizedEmbedding() throws {
         let base = try BaseModel(folder: Fixtures.path("mlx_quantized/q4_g64_tied/model"))
