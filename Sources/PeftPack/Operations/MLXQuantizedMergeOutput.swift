@@ -14,7 +14,7 @@ extension Merge {
         static func write(plan: Plan, weights: MLXQuantizedWeights, options: Options, baseFolder: String,
                           into folder: String) throws -> GGUFOutput.Result {
             if let head = plan.tied?.addedHead {
-                throw InputError(file: baseFolder, problem: "ties its head to embed_tokens and the adapters change \(head.name) and the embedding differently; writing an untied quantized MLX model is not supported yet: merge keeping the tie (--tied-embeddings) or without --dtype same")
+                throw InputError(file: baseFolder, problem: "ties its head to embed_tokens and the adapters change \(head.name) and the embedding differently; writing an untied quantized MLX model is not supported yet: merge keeping the tie, or to a dequantized model")
             }
             let stored = weights.checkpoint, logical = plan.base.checkpoint
             var replacements: [String: HostTensor] = [:]

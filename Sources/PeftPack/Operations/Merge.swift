@@ -170,7 +170,7 @@ public enum Merge {
                                           options given: Options, start: Date, protecting inputs: [String]) throws -> Report {
         let folder = base.checkpoint.folder
         if let type = given.quantizedType {
-            throw InputError(file: folder, problem: "is an MLX-quantized model: its merged weights are requantized with each layer's own group size and bits (--dtype same), not as \(type)")
+            throw InputError(file: folder, problem: "is an MLX-quantized model: its merged weights are requantized with each layer's own group size and bits, not as \(type)")
         }
         if let promotion = given.promotion { try MLXQuantizedOutput.check(promotion, base: folder) }
         var options = given

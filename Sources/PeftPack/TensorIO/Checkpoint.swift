@@ -44,7 +44,10 @@ public final class Checkpoint: @unchecked Sendable {
             return
         }
         try self.init(storedAt: path)
-        if let quantization = try MLXQuantizedWeights.quantization(of: self) {
+        // Only a folder storing scales is read as MLX-quantized: mlx-lm's loader quantizes a layer
+        // only then, whatever else config.json says.
+        if storedNames.contains(where: { $0.hasSuffix(MLXQuantizedWeights.scalesSuffix) }),
+           let quantization = try MLXQuantizedWeights.quantization(of: self) {
             let weights = try MLXQuantizedWeights(checkpoint: try Checkpoint(storedAt: path), quantization: quantization)
             decode(weights, names: weights.names)
             return

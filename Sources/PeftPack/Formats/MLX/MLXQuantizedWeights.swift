@@ -17,6 +17,9 @@ public final class MLXQuantizedWeights: DecodedWeights, @unchecked Sendable {
         var typeName: String { "affine q\(parameters.bits) g\(parameters.groupSize)" }
     }
 
+    static let scalesSuffix = ".scales"
+    static let biasesSuffix = ".biases"
+
     public let checkpoint: Checkpoint
     public let names: [String]
     private let visible: Set<String>
@@ -34,9 +37,9 @@ public final class MLXQuantizedWeights: DecodedWeights, @unchecked Sendable {
         let config = (checkpoint.folder as NSString).appendingPathComponent("config.json")
         let stored = Set(checkpoint.storedNames)
         var layouts: [String: Layout] = [:]
-        for scales in checkpoint.storedNames where scales.hasSuffix(".scales") {
-            let module = String(scales.dropLast(".scales".count))
-            let name = module + ".weight", biases = module + ".biases"
+        for scales in checkpoint.storedNames where scales.hasSuffix(Self.scalesSuffix) {
+            let module = String(scales.dropLast(Self.scalesSuffix.count))
+            let name = module + ".weight", biases = module + Self.biasesSuffix
             let file = checkpoint.shardOf(scales).map { checkpoint.folder + "/" + $0 } ?? checkpoint.folder
             guard stored.contains(name), stored.contains(biases) else {
                 throw InputError(file: file, tensor: scales, problem: "has no \(stored.contains(name) ? biases : name) beside it (an affine-quantized MLX layer stores weight, scales and biases)")
