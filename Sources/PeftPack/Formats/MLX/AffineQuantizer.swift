@@ -12,15 +12,17 @@ enum AffineQuantizer {
     static func dequantize(codes: UnsafeRawBufferPointer, scales: UnsafeRawBufferPointer, biases: UnsafeRawBufferPointer,
                            dtype: DType, groupSize: Int, bits: Int, elements range: Range<Int>,
                            into destination: UnsafeMutableBufferPointer<Float>) {
-        var groupScale: Float = 0, groupBias: Float = 0, group = -1
-        for (offset, element) in range.enumerated() {
-            if element / groupSize != group {
-                group = element / groupSize
-                groupScale = value(scales, at: group, dtype: dtype)
-                groupBias = value(biases, at: group, dtype: dtype)
+        var element = range.lowerBound, offset = 0
+        while element < range.upperBound {
+            let group = element / groupSize
+            let end = Swift.min(range.upperBound, (group + 1) * groupSize)
+            let scale = value(scales, at: group, dtype: dtype), bias = value(biases, at: group, dtype: dtype)
+            for index in element..<end {
+                let q = Float(code(codes, at: index, bits: bits))
+                destination[offset] = rounded(rounded(q * scale, to: dtype) + bias, to: dtype)
+                offset += 1
             }
-            let q = Float(code(codes, at: element, bits: bits))
-            destination[offset] = rounded(rounded(q * groupScale, to: dtype) + groupBias, to: dtype)
+            element = end
         }
     }
 
@@ -63,6 +65,11 @@ enum AffineQuantizer {
     }
 
     static func code(_ codes: UnsafeRawBufferPointer, at element: Int, bits: Int) -> UInt32 {
+        switch bits {
+        case 4: return UInt32(codes[element >> 1] >> UInt8((element & 1) * 4)) & 0xF
+        case 8: return UInt32(codes[element])
+        default: break
+        }
         let bit = element * bits
         var word: UInt32 = 0
         // At most two bytes hold a code of up to 8 bits.
