@@ -135,6 +135,24 @@ import Testing
         #expect(try Data(contentsOf: URL(fileURLWithPath: output + "/config.json")) == Data(contentsOf: URL(fileURLWithPath: Self.q4 + "/config.json")))
     }
 
+    /// On a partly quantized base a merged dense layer stays dense, the exact merge rounded once to
+    /// its dtype; the mlx_lora adapter touches only dense layers of q4_g128, so nothing is requantized.
+    @Test func sameKeepsAMergedDenseLayerDense() throws {
+        let folder = Fixtures.path("mlx_quantized/q4_g128/model")
+        let pack = try Self.pack(base: folder)
+        let output = Fixtures.temporaryDirectory() + "/merged"
+        let report = try Merge.run(base: folder, inputs: [MergeInput(pack: pack, adapter: nil, weight: 1)], output: output,
+                                   options: Merge.Options(keepsQuantization: true))
+        #expect(report.requantized == nil)
+        let written = try Checkpoint(storedAt: output), base = try Checkpoint(storedAt: folder)
+        for weight in ["model.layers.1.mlp.down_proj.weight", "model.layers.1.self_attn.q_proj.weight"] {
+            let exact = zip((try base.tensor(weight) as HostTensor).floats(), try Self.exactDelta(weight)).map { Double($0) + $1 }
+            let shape = base.info(weight)!.shape
+            #expect((try written.tensor(weight) as HostTensor).bytes == HostTensor(correctlyRounding: exact, shape: shape, dtype: .bf16).bytes, "\(weight)")
+        }
+        #expect((try written.tensor("model.layers.0.mlp.down_proj.weight") as HostTensor).bytes == (try base.tensor("model.layers.0.mlp.down_proj.weight") as HostTensor).bytes)
+    }
+
     /// mlx_lm.fuse quantizes bf16(bf16(W) + bf16(ΔW)) (LoRALinear.fuse adds in the weight's
     /// dtype), not the fp32 merge: AffineQuantizer on that input gives fuse's bytes exactly, so the
     /// only difference from `--dtype same` is the input's two bf16 roundings; the codes they move
@@ -242,6 +260,10 @@ import Testing
         #expect(written.info("model.layers.1.mlp.down_proj.weight")?.dtype == .bf16)
         #expect(written.info("model.layers.1.mlp.down_proj.weight")?.shape == [64, 128])
         #expect(written.info("model.layers.1.mlp.down_proj.scales") == nil && written.info("model.layers.1.mlp.down_proj.biases") == nil)
+        let weight = "model.layers.1.mlp.down_proj.weight"
+        let exact = zip(try Self.reference("q4_g64").tensor(weight).floats(), try Self.exactDelta(weight)).map { Double($0) + $1 }
+        #expect((try written.tensor(weight) as HostTensor).bytes == HostTensor(correctlyRounding: exact, shape: [64, 128], dtype: .bf16).bytes,
+                "a promoted weight is the exact merge rounded once")
         #expect(written.info("model.layers.1.self_attn.q_proj.scales") != nil)
         #expect(throws: InputError.self) {
             try Self.merge(try Self.pack(), options: Merge.Options(keepsQuantization: true, promotion: Promotion(precision: .q8_0, allMerged: true)))

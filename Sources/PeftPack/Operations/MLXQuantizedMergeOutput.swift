@@ -26,16 +26,18 @@ extension Merge {
             for name in logical.names where plan.changes[name] != nil || plan.tied?.outputs[name] != nil {
                 try plan.binding.checkContent(name)
                 let info = logical.info(name)!
-                let folded = try mergedValues(name, info: info, plan: plan)
-                let merged = folded.result.floats()
+                let layout = weights.layout(name)
+                // A tensor stored unquantized (a norm, a layer mlx-lm left dense) keeps its dtype,
+                // rounded once from the fp64 merge; a quantized one is quantized from fp32.
+                let folded = try mergedValues(name, info: info, plan: plan, as: layout == nil ? info.dtype : .f32)
                 result.maxAbsDelta = max(result.maxAbsDelta, folded.largest)
                 for adapter in folded.adapters {
                     result.changed[adapter] += folded.changed
                     result.lost[adapter] += folded.lost
                 }
-                guard let layout = weights.layout(name), let quantized = weights.quantized(name, values: merged) else {
-                    // A tensor stored unquantized (a norm, a layer mlx-lm left dense) keeps its dtype.
-                    replacements[name] = HostTensor(floats: merged, shape: info.shape, dtype: info.dtype)
+                let merged = folded.result.floats()
+                guard let layout, let quantized = weights.quantized(name, values: merged) else {
+                    replacements[name] = folded.result
                     continue
                 }
                 let base = try logical.tensor(name).floats()
@@ -46,7 +48,8 @@ extension Merge {
                 if let promotion = options.promotion, promotion.allMerged || measured.survival < options.minSurvival {
                     let dtype = promotion.precision.mlxDType!
                     measured.promotedTo = dtype.rawValue.lowercased()
-                    replacements[name] = HostTensor(floats: merged, shape: info.shape, dtype: dtype)
+                    // Rounded once from the fp64 merge, as an unquantized output is.
+                    replacements[name] = try mergedValues(name, info: info, plan: plan, as: dtype).result
                     dropped.formUnion(layout.companions)
                 } else {
                     let packed = stored.info(name)!, scales = stored.info(layout.scales)!
@@ -73,11 +76,15 @@ extension Merge {
             return result
         }
 
-        /// A merged tensor in fp32: the fp64 fold rounded once (a tie's plan computes its own).
-        private static func mergedValues(_ name: String, info: TensorInfo, plan: Plan) throws -> FoldedTensor {
-            if let tied = plan.tied?.outputs[name] { return tied }
+        /// A merged tensor in `dtype`: the fp64 fold rounded once (a tie's plan computes its own
+        /// in fp32, which a narrower dtype rounds a second time).
+        private static func mergedValues(_ name: String, info: TensorInfo, plan: Plan, as dtype: DType) throws -> FoldedTensor {
+            if var tied = plan.tied?.outputs[name] {
+                if tied.result.dtype != dtype { tied.result = HostTensor(floats: tied.result.floats(), shape: info.shape, dtype: dtype) }
+                return tied
+            }
             return try Merge.fold(plan.changes[name]!.operations, into: plan.base.checkpoint.tensor(name), stored: info,
-                                  output: TensorInfo(name: name, dtype: .f32, shape: info.shape),
+                                  output: TensorInfo(name: name, dtype: dtype, shape: info.shape),
                                   readers: plan.readers, owners: plan.owners, selected: plan.selected)
         }
 
