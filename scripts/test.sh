@@ -24,5 +24,6 @@ LLAMACPP_SRC="$(bash scripts/llamacpp-source.sh)" .venv/peft/bin/python tests/py
 .venv/peft/bin/python tests/python/check_gguf_merges.py || status=1
 .venv/adapters/bin/python tests/python/check_adapterhub_exports.py || status=1
 .venv/mlx/bin/python tests/python/check_mlx_adapters.py || status=1
+.venv/mlx/bin/python tests/python/check_mlx_quantized.py || status=1
 .venv/peft/bin/python tests/python/check_mlx_round_trip.py || status=1
 exit $status

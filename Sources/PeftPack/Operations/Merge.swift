@@ -98,6 +98,10 @@ public enum Merge {
             return try mergeGGUF(model, base: base, selection: selection, output: output, options: options, start: start,
                                  protecting: [baseFolder] + inputs.map(\.pack), progress: progress)
         }
+        if let weights = base.checkpoint.decoded as? MLXQuantizedWeights, options.keepsQuantization || options.quantizedType != nil {
+            return try mergeMLXQuantized(weights, base: base, selection: selection, output: output, options: options, start: start,
+                                         protecting: [baseFolder] + inputs.map(\.pack))
+        }
         var options = options
         if let type = options.quantizedType {
             guard let layout = base.checkpoint.dequantizer, layout.quantTypeNames == [type] else {
@@ -158,6 +162,33 @@ public enum Merge {
                       tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: [(output as NSString).lastPathComponent],
                       requantized: survival, belowMinSurvival: survival.map { below(options.minSurvival, $0) },
                       minSurvival: survival.map { _ in options.minSurvival })
+    }
+
+    /// An MLX-quantized base kept quantized (MLXQuantizedOutput): each merged weight requantized
+    /// with its layer's own group size and bits.
+    private static func mergeMLXQuantized(_ weights: MLXQuantizedWeights, base: BaseModel, selection: SelectedAdapters, output: String,
+                                          options given: Options, start: Date, protecting inputs: [String]) throws -> Report {
+        let folder = base.checkpoint.folder
+        if let type = given.quantizedType {
+            throw InputError(file: folder, problem: "is an MLX-quantized model: its merged weights are requantized with each layer's own group size and bits, not as \(type)")
+        }
+        if let promotion = given.promotion { try MLXQuantizedOutput.check(promotion, base: folder) }
+        var options = given
+        // The requantized weights are quantized from the fp32 merge, as mx.quantize of an fp32 array.
+        options.dtype = .f32
+        options.keepsQuantization = false
+        let plan = try Plan(base: base, selection: selection, options: options)
+        var written: GGUFOutput.Result?
+        let files = try FolderOutput.write(to: output, force: options.force, protecting: inputs) { into in
+            written = try MLXQuantizedOutput.write(plan: plan, weights: weights, options: options, baseFolder: folder, into: into)
+        }
+        let result = written!
+        let survival = result.survival.isEmpty ? nil : result.survival
+        return Report(output: output, tensorsTouched: plan.changes.count, tensorsCopied: weights.names.count - plan.changes.count,
+                      bytesRead: weights.storedBytes, bytesWritten: result.bytesWritten, seconds: Date().timeIntervalSince(start),
+                      maxAbsDelta: result.maxAbsDelta, adapters: result.adapterReports(plan), skippedAdapters: plan.skipped,
+                      tiedEmbeddings: plan.tied?.report, baseCheck: plan.binding.report, files: files, requantized: survival,
+                      belowMinSurvival: survival.map { below(options.minSurvival, $0) }, minSurvival: survival.map { _ in options.minSurvival })
     }
 
     /// A merged tensor and what merging it did: elements changed in fp64, how many of them

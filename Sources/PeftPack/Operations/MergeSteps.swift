@@ -137,6 +137,17 @@ extension Merge {
             try copyOtherFiles(from: baseFolder, to: folder)
             if plan.tied?.untie == true { try TiedMerge.untieConfig(in: folder) }
             if plan.base.checkpoint.dequantizer != nil && !plan.keepsQuantization { try Self.dropQuantizationConfig(in: folder) }
+            if plan.base.checkpoint.decoded is MLXQuantizedWeights { try Self.dropMLXQuantization(in: folder) }
+        }
+
+        /// The merged weights of an MLX-quantized base are written dequantized: mlx-lm would
+        /// otherwise build QuantizedLinear layers for them (the `quantization` entry, and the copy
+        /// save_config makes of it as `quantization_config`), as `mlx_lm.fuse --dequantize` drops both.
+        private static func dropMLXQuantization(in folder: String) throws {
+            let path = (folder as NSString).appendingPathComponent("config.json")
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+            let plain = DequantizedConfig.removingMember("quantization", from: DequantizedConfig.removingQuantizationConfig(text))
+            try plain.write(toFile: path, atomically: false, encoding: .utf8)
         }
 
         /// The merged weights of a bitsandbytes base are written dequantized.

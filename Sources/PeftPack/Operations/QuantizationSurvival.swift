@@ -3,8 +3,8 @@ import CDTypeKernels
 /// How much of a merged module's change survives requantizing into a quantized base: with Q(W)
 /// the base's dequantized weight, Q(W + ΔW) the requantized merge's and ΔW = fp32(W + ΔW) − Q(W),
 /// the norm ratio ‖Q(W + ΔW) − Q(W)‖ / ‖ΔW‖, their cosine, the share of quantized values left
-/// unchanged (bitsandbytes: 4-bit and int8 codes; GGUF: dequantized values, since a block's scale
-/// can move with its codes) and `survival`, the share of ΔW the written change carries along ΔW
+/// unchanged (bitsandbytes: 4-bit and int8 codes; GGUF and MLX: dequantized values, since a
+/// block's or group's scale can move with its codes) and `survival`, the share of ΔW the written change carries along ΔW
 /// (⟨Q(W + ΔW) − Q(W), ΔW⟩ / ‖ΔW‖², the norm ratio times the cosine: 1 when all of it survived,
 /// 0 when none did). A LoRA update far below the quantization step leaves most values unchanged
 /// and survival well under 1: the merged model then runs another function than the adapter on

@@ -34,7 +34,7 @@ public final class Checkpoint: @unchecked Sendable {
     public var names: [String] { logicalNames ?? storedNames }
 
     /// Opens the checkpoint: a safetensors file or model folder (a bitsandbytes-quantized one read
-    /// through its dequantizer), or a GGUF model (a .gguf file, the first shard of a split one, or
+    /// through its dequantizer, an MLX-quantized one through MLXQuantizedWeights), or a GGUF model (a .gguf file, the first shard of a split one, or
     /// a folder holding one).
     public convenience init(path: String) throws {
         if let gguf = try Self.ggufModel(at: path) {
@@ -44,6 +44,14 @@ public final class Checkpoint: @unchecked Sendable {
             return
         }
         try self.init(storedAt: path)
+        // Only a folder storing scales is read as MLX-quantized: mlx-lm's loader quantizes a layer
+        // only then, whatever else config.json says.
+        if storedNames.contains(where: { $0.hasSuffix(MLXQuantizedWeights.scalesSuffix) }),
+           let quantization = try MLXQuantizedWeights.quantization(of: self) {
+            let weights = try MLXQuantizedWeights(checkpoint: try Checkpoint(storedAt: path), quantization: quantization)
+            decode(weights, names: weights.names)
+            return
+        }
         guard BitsandbytesWeights.isQuantized(self) else { return }
         let dequantizer = try BitsandbytesWeights(checkpoint: try Checkpoint(storedAt: path))
         decode(dequantizer, names: dequantizer.names)
@@ -84,7 +92,7 @@ public final class Checkpoint: @unchecked Sendable {
     }
 
     /// The checkpoint as stored: itself, or for a bnb-quantized one the view its dequantizer reads.
-    public var stored: Checkpoint { dequantizer?.checkpoint ?? self }
+    public var stored: Checkpoint { dequantizer?.checkpoint ?? (decoded as? MLXQuantizedWeights)?.checkpoint ?? self }
 
     /// Whether `name` is stored in a form of its own (and read decoded).
     public func isQuantized(_ name: String) -> Bool { quantizedNames.contains(name) }

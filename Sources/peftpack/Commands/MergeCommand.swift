@@ -47,6 +47,13 @@ struct MergeCommand: ParsableCommand {
             that type, from W + ΔW rounded once to fp32 (gguf-py's quantizers for the 32-element \
             types, ggml's reference quantizers for the K-quants).
 
+            An MLX-quantized model folder (config.json with the quantization entry mlx_lm.convert -q \
+            writes: affine, 2/3/4/6/8 bits, group size 32/64/128) is read as mx.dequantize gives its \
+            weights; by default the output is that plain model plus ΔW, rounded once to the scales' \
+            dtype (bf16), without quantization. --dtype same keeps it an MLX-quantized folder: each \
+            merged weight quantized as mx.quantize does with its layer's group size and bits, from \
+            W + ΔW rounded once to fp32, every other tensor and config.json byte for byte.
+
             Requantizing (--dtype same or a quantized type) reports, per merged weight, what \
             survived: ‖Q(W+ΔW)−Q(W)‖/‖ΔW‖, the cosine of Q(W+ΔW)−Q(W) with ΔW, the share of values \
             left unchanged, and survival, the share of ΔW carried along ΔW (norm ratio × cosine). \
@@ -54,7 +61,8 @@ struct MergeCommand: ParsableCommand {
             --promote writes them in a wider type instead (--promote-all: every merged weight): \
             q8_0, bf16, fp16 or fp32 on a GGUF base; bf16, fp16 or fp32 on a bitsandbytes base, as \
             plain weights rounded once that config.json's quantization_config lists in \
-            llm_int8_skip_modules, so transformers loads them as plain Linear layers.
+            llm_int8_skip_modules, so transformers loads them as plain Linear layers; bf16, fp16 or \
+            fp32 on an MLX base, as dense weights without scales, which mlx-lm loads as plain Linear layers.
 
             A negative weight un-merges: merging the same LoRA with --weight -1 into the merged model \
             (--trust-base, as its content is no longer the base's) restores the base to within one \

@@ -6,8 +6,13 @@ public enum DequantizedConfig {
     /// (key order, spacing and number spellings as written). Text without the member is returned
     /// as it is.
     public static func removingQuantizationConfig(_ text: String) -> String {
+        removingMember("quantization_config", from: text)
+    }
+
+    /// config.json text without its top-level member `name` (as removingQuantizationConfig).
+    static func removingMember(_ name: String, from text: String) -> String {
         let bytes = Array(text.utf8)
-        guard let key = topLevelKey("quantization_config", in: bytes), let valueEnd = valueEnd(in: bytes, from: key.valueStart) else {
+        guard let key = topLevelKey(name, in: bytes), let valueEnd = valueEnd(in: bytes, from: key.valueStart) else {
             return text
         }
         // Remove the member with the comma that separates it from a neighbour: the one after it
