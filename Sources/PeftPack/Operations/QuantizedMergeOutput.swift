@@ -64,6 +64,9 @@ extension Merge {
             let workers = Cores.active
             // The disk reads the weights the next workers take while these compute.
             for info in computed.prefix(2 * workers) { stored.prefetch(info.name) }
+            // …and the tensors copied afterwards, so the copy reads them from memory.
+            let computedNames = Set(computed.map(\.name))
+            for name in stored.storedNames where !computedNames.contains(name) { stored.prefetch(name) }
             try OrderedParallel.forEach(count: computed.count, workers: workers, work: { index -> Requantized? in
                 if index + 2 * workers < computed.count { stored.prefetch(computed[index + 2 * workers].name) }
                 let info = computed[index]
