@@ -17,58 +17,40 @@ extension Merge {
                 throw InputError(file: baseFolder, problem: "ties its head to embed_tokens and the adapters change \(head.name) and the embedding differently; writing an untied quantized MLX model is not supported yet: merge keeping the tie, or to a dequantized model")
             }
             let stored = weights.checkpoint, logical = plan.base.checkpoint
-            var replacements: [String: HostTensor] = [:]
+            // Replacements wait in a scratch file for the header (sizes known only once made).
+            let scratch = (folder as NSString).appendingPathComponent(QuantizedOutput.scratchName)
+            defer { POSIX.unlink(scratch) }
+            let spill = try SpilledTensors(path: scratch)
+            let stream = TensorStream(plan, progress: nil)
             // A promoted layer's scales and biases are left out.
             var dropped = Set<String>()
             var result = GGUFOutput.Result(bytesWritten: 0, survival: [], changed: Array(repeating: 0, count: plan.selected.count),
                                            lost: Array(repeating: 0, count: plan.selected.count))
             if let first = plan.binding.pendingTensors.first { try plan.binding.checkContent(first) }
-            for name in logical.names where plan.changes[name] != nil || plan.tied?.outputs[name] != nil {
-                try plan.binding.checkContent(name)
-                let info = logical.info(name)!
-                let layout = weights.layout(name)
-                // A tensor stored unquantized (a norm, a layer mlx-lm left dense) keeps its dtype,
-                // rounded once from the fp64 merge; a quantized one is quantized from fp32.
-                let folded = try mergedValues(name, info: info, plan: plan, as: layout == nil ? info.dtype : .f32)
-                result.maxAbsDelta = max(result.maxAbsDelta, folded.largest)
-                for adapter in folded.adapters {
-                    result.changed[adapter] += folded.changed
-                    result.lost[adapter] += folded.lost
+            let names = logical.names.filter { plan.changes[$0] != nil || plan.tied?.outputs[$0] != nil }
+            try OrderedParallel.forEach(count: names.count, workers: Cores.active, work: { index in
+                try merged(names[index], plan: plan, stream: stream, weights: weights, options: options)
+            }, emit: { _, merged in
+                try plan.binding.checkContent(merged.name, hash: merged.contentHash)
+                result.maxAbsDelta = max(result.maxAbsDelta, merged.folded.largest)
+                for adapter in merged.folded.adapters {
+                    result.changed[adapter] += merged.folded.changed
+                    result.lost[adapter] += merged.folded.lost
                 }
-                let merged = folded.result.floats()
-                guard let layout, let quantized = weights.quantized(name, values: merged) else {
-                    replacements[name] = folded.result
-                    continue
-                }
-                let base = try logical.tensor(name).floats()
-                let after = try weights.requantized(name, values: merged)!
-                var unchanged = 0
-                for index in base.indices where base[index] == after[index] { unchanged += 1 }
-                var measured = QuantizationSurvival(tensor: name, type: layout.typeName, before: base, merged: merged, after: after, unchanged: unchanged)
-                if let promotion = options.promotion, promotion.allMerged || measured.survival < options.minSurvival {
-                    let dtype = promotion.precision.mlxDType!
-                    measured.promotedTo = dtype.rawValue.lowercased()
-                    // Rounded once from the fp64 merge, as an unquantized output is.
-                    replacements[name] = try mergedValues(name, info: info, plan: plan, as: dtype).result
-                    dropped.formUnion(layout.companions)
-                } else {
-                    let packed = stored.info(name)!, scales = stored.info(layout.scales)!
-                    replacements[name] = HostTensor(dtype: .u32, shape: packed.shape, bytes: quantized.codes)
-                    replacements[layout.scales] = HostTensor(dtype: scales.dtype, shape: scales.shape, bytes: quantized.scales)
-                    replacements[layout.biases] = HostTensor(dtype: scales.dtype, shape: scales.shape, bytes: quantized.biases)
-                }
-                result.survival.append(measured)
-            }
+                for (name, tensor) in merged.tensors { try spill.append(name, tensor) }
+                if let survival = merged.survival { result.survival.append(survival) }
+                dropped.formUnion(merged.dropped)
+            })
             try plan.binding.checkRemainingContent()
             let shards = stored.shardFiles.map { file in
                 stored.storedNames.filter { stored.shardOf($0) == file && !dropped.contains($0) }.map { name in
-                    replacements[name].map { TensorInfo(name: name, dtype: $0.dtype, shape: $0.shape) } ?? stored.info(name)!
+                    spill.info(name) ?? stored.info(name)!
                 }
             }.filter { !$0.isEmpty }
             let metadata = try stored.storedNames.first.flatMap { try stored.metadata(ofFileHolding: $0) }
             try CheckpointWriter.write(folder: folder, shards: shards, metadata: metadata) { info, sink in
                 result.bytesWritten += info.byteCount ?? 0
-                if let replacement = replacements[info.name] { return try replacement.bytes.withUnsafeBytes(sink) }
+                if spill.info(info.name) != nil { return try spill.withBytes(info.name, sink) }
                 try stored.streamBytes(info.name, sink)
             }
             try copyOtherFiles(from: baseFolder, to: folder)
@@ -76,16 +58,64 @@ extension Merge {
             return result
         }
 
-        /// A merged tensor in `dtype`: the fp64 fold rounded once (a tie's plan computes its own
+        /// One merged tensor's replacements and what survived.
+        private struct Merged {
+            var name: String
+            var tensors: [(String, HostTensor)]
+            var survival: QuantizationSurvival?
+            /// The merge's counts (its values dropped).
+            var folded: FoldedTensor
+            /// XXH3 of the base's (dequantized) tensor, for the pack's content check.
+            var contentHash: String
+            var dropped: [String]
+        }
+
+        /// The base tensor read (dequantized) once for its content check, its merge and its
+        /// survival. A tensor stored unquantized (a norm, a layer mlx-lm left dense) keeps its
+        /// dtype, rounded once from the fp64 merge; a quantized one is quantized from fp32.
+        private static func merged(_ name: String, plan: Plan, stream: TensorStream, weights: MLXQuantizedWeights,
+                                   options: Options) throws -> Merged {
+            let logical = plan.base.checkpoint, stored = weights.checkpoint
+            let info = logical.info(name)!
+            let original: HostTensor = try logical.tensor(name)
+            let contentHash = original.bytes.withUnsafeBytes { XXH3.hex(XXH3.hash64($0)) }
+            let layout = weights.layout(name)
+            var folded = try mergedValues(name, info: info, original: original, stream: stream, plan: plan, as: layout == nil ? info.dtype : .f32)
+            guard let layout else {
+                return Merged(name: name, tensors: [(name, folded.result)], folded: folded, contentHash: contentHash, dropped: [])
+            }
+            let merged = folded.result.floats()
+            folded.result = HostTensor(dtype: .f32, shape: [0], bytes: [])
+            let quantized = weights.quantized(name, values: merged)!
+            let base = original.floats()
+            let after = weights.dequantized(name, from: quantized)
+            var unchanged = 0
+            for index in base.indices where base[index] == after[index] { unchanged += 1 }
+            var measured = QuantizationSurvival(tensor: name, type: layout.typeName, before: base, merged: merged, after: after, unchanged: unchanged)
+            if let promotion = options.promotion, promotion.allMerged || measured.survival < options.minSurvival {
+                let dtype = promotion.precision.mlxDType!
+                measured.promotedTo = dtype.rawValue.lowercased()
+                // Rounded once from the fp64 merge, as an unquantized output is.
+                let promoted = try mergedValues(name, info: info, original: original, stream: stream, plan: plan, as: dtype).result
+                return Merged(name: name, tensors: [(name, promoted)], survival: measured, folded: folded, contentHash: contentHash,
+                              dropped: layout.companions)
+            }
+            let packed = stored.info(name)!, scales = stored.info(layout.scales)!
+            return Merged(name: name, tensors: [(name, HostTensor(dtype: .u32, shape: packed.shape, bytes: quantized.codes)),
+                                                (layout.scales, HostTensor(dtype: scales.dtype, shape: scales.shape, bytes: quantized.scales)),
+                                                (layout.biases, HostTensor(dtype: scales.dtype, shape: scales.shape, bytes: quantized.biases))],
+                          survival: measured, folded: folded, contentHash: contentHash, dropped: [])
+        }
+
+        /// A merged tensor in `dtype`: the fp64 merge rounded once (a tie's plan computes its own
         /// in fp32, which a narrower dtype rounds a second time).
-        private static func mergedValues(_ name: String, info: TensorInfo, plan: Plan, as dtype: DType) throws -> FoldedTensor {
+        private static func mergedValues(_ name: String, info: TensorInfo, original: HostTensor, stream: TensorStream, plan: Plan,
+                                         as dtype: DType) throws -> FoldedTensor {
             if var tied = plan.tied?.outputs[name] {
                 if tied.result.dtype != dtype { tied.result = HostTensor(floats: tied.result.floats(), shape: info.shape, dtype: dtype) }
                 return tied
             }
-            return try Merge.fold(plan.changes[name]!.operations, into: plan.base.checkpoint.tensor(name), stored: info,
-                                  output: TensorInfo(name: name, dtype: dtype, shape: info.shape),
-                                  readers: plan.readers, owners: plan.owners, selected: plan.selected)
+            return try stream.merged(TensorInfo(name: name, dtype: dtype, shape: info.shape), stored: info, base: original)
         }
 
         /// A promotion MLX can hold: a dense float layer.

@@ -135,15 +135,22 @@ public final class MLXQuantizedWeights: DecodedWeights, @unchecked Sendable {
 
     /// `values` requantized as `name` is stored and read back as mx.dequantize reads it.
     public func requantized(_ name: String, values: [Float]) throws -> [Float]? {
-        guard let layout = layouts[name], let stored = quantized(name, values: values) else { return nil }
-        var result = [Float](repeating: 0, count: values.count)
+        guard let stored = quantized(name, values: values) else { return nil }
+        return dequantized(name, from: stored)
+    }
+
+    /// What mx.dequantize reads from `stored` (a quantization of `name`'s values).
+    func dequantized(_ name: String, from stored: (codes: [UInt8], scales: [UInt8], biases: [UInt8])) -> [Float] {
+        let layout = layouts[name]!
+        let count = layout.info.elementCount!
+        var result = [Float](repeating: 0, count: count)
         stored.codes.withUnsafeBytes { codes in
             stored.scales.withUnsafeBytes { scales in
                 stored.biases.withUnsafeBytes { biases in
                     result.withUnsafeMutableBufferPointer {
                         AffineQuantizer.dequantize(codes: codes, scales: scales, biases: biases, dtype: layout.info.dtype,
                                                    groupSize: layout.parameters.groupSize, bits: layout.parameters.bits,
-                                                   elements: 0..<values.count, into: $0)
+                                                   elements: 0..<count, into: $0)
                     }
                 }
             }
