@@ -53,9 +53,11 @@ extension Merge {
                                              alignment: first.alignment)
             var result = Result(bytesWritten: 0, survival: [], changed: Array(repeating: 0, count: plan.selected.count),
                                 lost: Array(repeating: 0, count: plan.selected.count))
+            let stream = TensorStream(plan, progress: nil)
             try OrderedParallel.forEach(count: entries.count, workers: Cores.active, work: { index -> MergedTensor? in
                 guard isMerged[index] else { return nil }
-                return try merged(entries[index].name, stored: entries[index].stored, as: targets[index], plan: plan, model: model, options: options)
+                return try merged(entries[index].name, stored: entries[index].stored, as: targets[index], plan: plan, stream: stream,
+                                  model: model, options: options)
             }, emit: { index, merged in
                 try plan.binding.checkContent(entries[index].name)
                 if let merged {
@@ -100,36 +102,20 @@ extension Merge {
 
         /// One merged tensor's bytes in `type` (and the promoted type, when it survived too little).
         private static func merged(_ name: String, stored: (file: GGUF.File, entry: GGUF.TensorEntry), as type: GGUF.ElementType,
-                                   plan: Plan, model: GGUFBaseModel, options: Options) throws -> MergedTensor {
+                                   plan: Plan, stream: TensorStream, model: GGUFBaseModel, options: Options) throws -> MergedTensor {
             let checkpoint = plan.base.checkpoint
             let info = checkpoint.info(name)!
+            var original: HostTensor?
+            // LoRA-only changes take merge's fused path (B·A by dgemm, one rounding in C) on the
+            // dequantized base, as a safetensors base does; others the fp64 fold.
             func fold(to dtype: DType) throws -> FoldedTensor {
-                if let fused = try lowRank(to: dtype) { return fused }
                 if var tied = plan.tied?.outputs[name] {
                     // Computed by the tie's plan in fp32; a float output rounds it a second time.
                     if tied.result.dtype != dtype { tied.result = HostTensor(floats: tied.result.floats(), shape: info.shape, dtype: dtype) }
                     return tied
                 }
-                return try Merge.fold(plan.changes[name]!.operations, into: checkpoint.tensor(name), stored: info,
-                                      output: TensorInfo(name: name, dtype: dtype, shape: info.shape),
-                                      readers: plan.readers, owners: plan.owners, selected: plan.selected)
-            }
-            // LoRA-only changes take merge's fused path (B·A by dgemm, one rounding in C) on the
-            // dequantized base, as a safetensors base does.
-            func lowRank(to dtype: DType) throws -> FoldedTensor? {
-                guard plan.tied?.outputs[name] == nil, let change = plan.changes[name] else { return nil }
-                let output = TensorInfo(name: name, dtype: dtype, shape: info.shape)
-                guard let terms = try Merge.lowRankTerms(change, stored: info, output: output, readers: plan.readers, owners: plan.owners) else { return nil }
-                let orientation = WeightOrientation(storedShape: info.shape, layout: terms.layout)
-                var bytes = [UInt8](repeating: 0, count: output.byteCount ?? 0)
-                let stats = try checkpoint.withBytes(name) { base in
-                    bytes.withUnsafeMutableBytes { out in
-                        LowRankMerge.merge(base: base, baseType: info.dtype, orientation: orientation, terms: terms.terms, outType: dtype, into: out)
-                    }
-                }
-                try FiniteValues.checkMerged(output, madeNonFinite: stats.nonFinite)
-                return FoldedTensor(result: HostTensor(dtype: dtype, shape: info.shape, bytes: bytes), changed: stats.changed, lost: stats.lost,
-                                    largest: stats.maxAbsDelta, adapters: terms.adapters)
+                if original == nil { original = try checkpoint.tensor(name) as HostTensor }
+                return try stream.merged(TensorInfo(name: name, dtype: dtype, shape: info.shape), stored: info, base: original!)
             }
             if let dtype = type.floatDType {
                 let folded = try fold(to: dtype)

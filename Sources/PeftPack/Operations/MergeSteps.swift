@@ -86,19 +86,25 @@ extension Merge {
         private(set) var bytesRead = 0
         private(set) var bytesWritten = 0
         private var done = 0
-        /// One output buffer for every merged tensor: fresh tensor-sized allocations would be
-        /// page-faulted in anew each time.
-        private let outputBuffer: UnsafeMutableRawBufferPointer
+        /// One output buffer for every merged tensor `write` computes: fresh tensor-sized
+        /// allocations would be page-faulted in anew each time. Made on first use (callers of
+        /// `merged` alone never need it).
+        private var buffer: UnsafeMutableRawBufferPointer?
+        private var outputBuffer: UnsafeMutableRawBufferPointer {
+            if let buffer { return buffer }
+            let made = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, plan.largestChanged), alignment: 64)
+            buffer = made
+            return made
+        }
 
         init(_ plan: Plan, progress: ((Int, Int) -> Void)?) {
             self.plan = plan
             self.progress = progress
             changed = [Int](repeating: 0, count: plan.selected.count)
             lost = [Int](repeating: 0, count: plan.selected.count)
-            outputBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, plan.largestChanged), alignment: 64)
         }
 
-        deinit { outputBuffer.deallocate() }
+        deinit { buffer?.deallocate() }
 
         func record(changed changedHere: Int, lost lostHere: Int, largest: Double, adapters: Set<Int>) {
             maxAbsDelta = max(maxAbsDelta, largest)
