@@ -17,7 +17,7 @@ enum MLXFullExport {
         let embedding = family.tokenEmbeddingWeight
         if let head = family.outputHead.map({ "\($0).weight" }), values[embedding] != nil || values[head] != nil {
             guard let tied = base.tieWordEmbeddings else {
-                throw InputError(file: file, problem: "records no tie_word_embeddings of its base (a pack older than format 1.2), which decides what mlx-lm's head reads; import the adapter again with --base", kind: .baseNotRecorded)
+                throw InputError(file: file, problem: "records no tie_word_embeddings of its base (a pack older than format 1.2), which decides what mlx-lm's head reads; import the adapter again with its base", kind: .baseNotRecorded)
             }
             if tied {
                 guard values[head] == values[embedding] else {

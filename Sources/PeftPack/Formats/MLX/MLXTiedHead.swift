@@ -12,7 +12,7 @@ enum MLXTiedHead {
         let head = family.outputHead.flatMap { path in modules.firstIndex { $0.position == .root(path) } }
         guard embedding != nil || head != nil else { return }
         guard let tied = base.tieWordEmbeddings else {
-            throw InputError(file: file, problem: "records no tie_word_embeddings of its base (a pack older than format 1.2), which decides what mlx-lm's head does with an embedding or head LoRA; import the adapter again with --base", kind: .baseNotRecorded)
+            throw InputError(file: file, problem: "records no tie_word_embeddings of its base (a pack older than format 1.2), which decides what mlx-lm's head does with an embedding or head LoRA; import the adapter again with its base", kind: .baseNotRecorded)
         }
         guard tied else { return }
         let name = "adapter \(adapter.name)"
