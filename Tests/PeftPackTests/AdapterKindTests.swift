@@ -52,7 +52,7 @@ import Testing
     static func specMembers(_ module: AdapterModule) -> Set<String> {
         let common: Set<String> = ["target", "tensors"]
         switch module.change {
-        case .lowRank: return common.union(["layout", "rank", "scale"])
+        case .lowRank, .loha, .lokr: return common.union(["layout", "rank", "scale"])
         case .ia3: return common.union(["layout", "side"])
         case .bottleneck: return common.union(["layer", "position"])
         case .prefix: return common.union(["layer"])

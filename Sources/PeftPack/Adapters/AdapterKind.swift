@@ -14,6 +14,10 @@ public enum AdapterKind: String, Codable, Sendable, CaseIterable {
     case prompt
     /// Whole tensors that replace base tensors, or dense deltas added to them.
     case full
+    /// Hadamard product of two low-rank products, ΔW = scale · (W1a·W1b) ⊙ (W2a·W2b) (PEFT LoHa).
+    case loha
+    /// Kronecker product of two (possibly low-rank) factors, ΔW = scale · W1 ⊗ W2 (PEFT LoKr).
+    case lokr
 }
 
 /// Tensor roles, named once so writers and readers agree.
@@ -32,4 +36,14 @@ public enum TensorRole {
     public static let prefixValues = "values"
     public static let promptEmbeddings = "embeddings"
     public static let fullValue = "value"
+    public static let hadamardW1A = "w1_a"
+    public static let hadamardW1B = "w1_b"
+    public static let hadamardW2A = "w2_a"
+    public static let hadamardW2B = "w2_b"
+    public static let kroneckerW1 = "w1"
+    public static let kroneckerW1A = "w1_a"
+    public static let kroneckerW1B = "w1_b"
+    public static let kroneckerW2 = "w2"
+    public static let kroneckerW2A = "w2_a"
+    public static let kroneckerW2B = "w2_b"
 }

@@ -30,6 +30,8 @@ public enum ModuleChange: Sendable, Equatable {
     case prefix(layer: Int)
     case prompt
     case wholeTensor(WholeTensorModule)
+    case loha(LoHaModule)
+    case lokr(LoKrModule)
 }
 
 extension AdapterModule {
@@ -66,7 +68,7 @@ extension AdapterModule {
     /// prompt modules add computation but change no tensor.
     public var targetedTensor: String? {
         switch change {
-        case .lowRank, .ia3: target + ".weight"
+        case .lowRank, .ia3, .loha, .lokr: target + ".weight"
         case .wholeTensor: target
         case .bottleneck, .prefix, .prompt: nil
         }
@@ -77,6 +79,8 @@ extension AdapterModule {
         switch change {
         case .lowRank(let settings): settings.layout
         case .ia3(let settings): settings.layout
+        case .loha(let settings): settings.layout
+        case .lokr(let settings): settings.layout
         default: nil
         }
     }
@@ -100,6 +104,12 @@ extension AdapterModule {
         case .ia3(var settings):
             settings.layout = layout
             module.change = .ia3(settings)
+        case .loha(var settings):
+            settings.layout = layout
+            module.change = .loha(settings)
+        case .lokr(var settings):
+            settings.layout = layout
+            module.change = .lokr(settings)
         default: break
         }
         return module
@@ -126,6 +136,14 @@ extension AdapterModule: Encodable {
         case .ia3(let settings):
             try container.encode(settings.layout, forKey: .layout)
             try container.encode(settings.side, forKey: .side)
+        case .loha(let settings):
+            try container.encode(settings.layout, forKey: .layout)
+            try container.encode(settings.rank, forKey: .rank)
+            try container.encode(settings.scale, forKey: .scale)
+        case .lokr(let settings):
+            try container.encode(settings.layout, forKey: .layout)
+            try container.encode(settings.rank, forKey: .rank)
+            try container.encode(settings.scale, forKey: .scale)
         case .bottleneck(let settings):
             try container.encode(settings.layer, forKey: .layer)
             try container.encode(settings.position, forKey: .position)
@@ -167,6 +185,14 @@ extension AdapterModule: Encodable {
             change = .prompt
         case .full:
             change = try Self.wholeTensor(container, target: target)
+        case .loha:
+            change = .loha(LoHaModule(layout: try container.decode(WeightLayout.self, forKey: .layout),
+                                      rank: try container.decode(Int.self, forKey: .rank),
+                                      scale: try container.decode(Double.self, forKey: .scale)))
+        case .lokr:
+            change = .lokr(LoKrModule(layout: try container.decode(WeightLayout.self, forKey: .layout),
+                                      rank: try container.decode(Int.self, forKey: .rank),
+                                      scale: try container.decode(Double.self, forKey: .scale)))
         }
     }
 

@@ -34,6 +34,8 @@ extension AdapterKind {
         case .prefix: PrefixTuning.rules
         case .prompt: PromptTuning.rules
         case .full: WholeTensorModule.rules
+        case .loha: LoHaModule.rules
+        case .lokr: LoKrModule.rules
         }
     }
 
@@ -50,6 +52,8 @@ extension ModuleChange {
         case .prefix: PrefixTuning.rules
         case .prompt: PromptTuning.rules
         case .wholeTensor: WholeTensorModule.rules
+        case .loha: LoHaModule.rules
+        case .lokr: LoKrModule.rules
         }
     }
 }

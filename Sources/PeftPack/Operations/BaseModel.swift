@@ -134,6 +134,17 @@ public final class BaseModel {
             guard let a = module.tensors[TensorRole.loraA].flatMap(shapes), let b = module.tensors[TensorRole.loraB].flatMap(shapes),
                   a.count == 2, b.count == 2 else { return nil }
             return WeightOrientation(out: b[0], inputs: a[1], layout: settings.layout).storedShape
+        case .loha:
+            guard let w1a = module.tensors[TensorRole.hadamardW1A].flatMap(shapes), let w1b = module.tensors[TensorRole.hadamardW1B].flatMap(shapes),
+                  w1a.count == 2, w1b.count == 2 else { return nil }
+            return [w1a[0], w1b[1]]
+        case .lokr(let settings):
+            let sides = [1, 2].map { side in
+                try? LoKrModule.factorShape(side: side, roles: Set(module.tensors.keys), rank: settings.rank,
+                                            shape: { role in shapes(module.tensors[role]!) ?? [] }, fail: { InputError(file: module.target, problem: $0) })
+            }
+            guard let w1 = sides[0], let w2 = sides[1] else { return nil }
+            return [w1.rows * w2.rows, w1.cols * w2.cols]
         default:
             return nil
         }

@@ -313,6 +313,21 @@ public enum Merge {
         case .addBias(let tensor, let scale, let adapter):
             MergeArithmetic.add(&values, try floats(adapter, tensor), scale: scale * weight)
             return adapter
+        case .denseProduct(let module, let adapter):
+            let reader = readers[owners[adapter]]
+            func fail(_ problem: String) -> Error { InputError(file: reader.path, problem: "module \(module.target): \(problem)") }
+            func factors(_ role: String) throws -> [Double] { try floats(adapter, module.tensors[role]!) }
+            switch module.change {
+            case .loha(let settings):
+                try MergeArithmetic.addLoHa(&values, shape: stored.shape, factors: factors, settings: settings, weight: weight, fail: fail)
+            case .lokr(let settings):
+                try MergeArithmetic.addLoKr(&values, shape: stored.shape, roles: Set(module.tensors.keys),
+                                            tensorShape: { reader.entry(named: module.tensors[$0]!)?.shape ?? [] },
+                                            factors: factors, settings: settings, weight: weight, fail: fail)
+            default:
+                preconditionFailure("only LoHa and LoKr modules become dense products")
+            }
+            return adapter
         }
     }
 

@@ -11,6 +11,8 @@ struct TensorChange {
         case replaceRows(tensor: String, rows: [Int], adapter: Int)
         case delta(tensor: String, adapter: Int)
         case addBias(tensor: String, scale: Double, adapter: Int)
+        /// A kind whose ΔW is formed in full from its factors (LoHa, LoKr).
+        case denseProduct(AdapterModule, adapter: Int)
     }
 
     var operations: [(operation: Operation, weight: Double)] = []
@@ -100,6 +102,8 @@ private struct AdapterChanges {
                 add(.ia3(module, settings, adapter: index), to: bias)
             }
             try addBiasChanges(module, scale: 1)
+        case .loha, .lokr:
+            add(.denseProduct(module, adapter: index), to: try resolve(module.target + ".weight"))
         case .bottleneck, .prefix, .prompt:
             return
         }

@@ -56,6 +56,8 @@ public struct AdapterSet: Sendable {
             case .bottleneck(let site): try addBottleneck(module, site, settings: adapter.settings, source)
             case .prefix(let layer): try addPrefix(module, layer: layer, settings: adapter.settings, source)
             case .prompt: try addPrompt(module, settings: adapter.settings, source)
+            case .loha(let settings): try addLoHa(module, settings, source)
+            case .lokr(let settings): try addLoKr(module, settings, source)
             }
         }
         if adapter.kind == .prefix { try checkPrefixComplete(adapter) }
@@ -115,5 +117,23 @@ struct AdapterTensors {
 
     func fail(_ reason: String) -> RuntimeError {
         RuntimeError.invalidAdapter(adapter: adapter, reason: reason)
+    }
+}
+
+/// Kinds whose ΔW is a dense matrix formed from their factors (LoHa, LoKr): PEFT forms it and
+/// adds F.linear(x, ΔW); the runtime adds it to the weight the layer uses, rounded once to fp32.
+extension AdapterSet {
+    func denseDeltaTarget(_ module: AdapterModule, kind: String, _ source: AdapterTensors) throws -> (ParameterID, LinearModule) {
+        guard let reference = model.module(named: module.target) else {
+            throw RuntimeError.unknownTarget(adapter: source.adapter, target: module.target)
+        }
+        guard case .linear(let index) = reference, !model.linears[index].storedTransposed else {
+            throw source.fail("module \(module.target) is not an nn.Linear; \(kind) adapts linear layers stored [out, in]")
+        }
+        return (model.linears[index].weight, model.linears[index])
+    }
+
+    mutating func addDenseDelta(_ delta: [Double], to id: ParameterID) throws {
+        overrides[id] = zip(try currentValue(id), delta).map { Float(Double($0) + $1) }
     }
 }

@@ -55,7 +55,9 @@ public struct PeftConfig {
             }
         }
         rank = try integer("r") ?? 8
-        loraAlpha = try number(json["lora_alpha"], "lora_alpha") ?? 8
+        // LoHa and LoKr name it alpha (their scale is alpha/r, patterns applied as for LoRA).
+        let alphaKey = ["LOHA", "LOKR"].contains(type) ? "alpha" : "lora_alpha"
+        loraAlpha = try number(json[alphaKey], alphaKey) ?? 8
         useRSLoRA = try bool("use_rslora")
         useDoRA = try bool("use_dora")
         // Checked as PEFT types it, but PEFT ignores its value: the module type decides (ModuleLayoutRule).
@@ -74,7 +76,7 @@ public struct PeftConfig {
         case .array(let items)?: feedforwardModules = items.compactMap(\.stringValue)
         default: feedforwardModules = []
         }
-        if type == "LORA" || type == "IA3" { targetRules = try PeftTargetRules(json: json, fail: fail) }
+        if ["LORA", "IA3", "LOHA", "LOKR"].contains(type) { targetRules = try PeftTargetRules(json: json, fail: fail) }
         trainableTokenIndices = try Self.tokenIndices(json["trainable_token_indices"], fail: fail)
         numVirtualTokens = try integer("num_virtual_tokens")
         numLayers = try integer("num_layers")
@@ -123,10 +125,14 @@ public struct PeftConfig {
 
     /// Rank and scale PEFT gives a LoRA module (alpha/r, or alpha/√r with rsLoRA, after patterns).
     func loraRankAndScale(moduleName: String) -> (rank: Int, scale: Double) {
+        let (r, alpha) = rankAndAlpha(moduleName: moduleName)
+        return (r, useRSLoRA ? alpha / Double(r).squareRoot() : alpha / Double(r))
+    }
+
+    /// A module's r and alpha after rank_pattern and alpha_pattern (the first pattern that matches).
+    func rankAndAlpha(moduleName: String) -> (rank: Int, alpha: Double) {
         let rankKey = Self.patternKey(rankPattern.map(\.key), moduleName: moduleName)
         let alphaKey = Self.patternKey(alphaPattern.map(\.key), moduleName: moduleName)
-        let r = rankPattern.first { $0.key == rankKey }?.value ?? rank
-        let alpha = alphaPattern.first { $0.key == alphaKey }?.value ?? loraAlpha
-        return (r, useRSLoRA ? alpha / Double(r).squareRoot() : alpha / Double(r))
+        return (rankPattern.first { $0.key == rankKey }?.value ?? rank, alphaPattern.first { $0.key == alphaKey }?.value ?? loraAlpha)
     }
 }

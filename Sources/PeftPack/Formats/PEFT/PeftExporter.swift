@@ -14,7 +14,7 @@ public enum PeftExporter {
         }
         var out: [(key: String, tensor: HostTensor)] = []
         switch adapter.kind {
-        case .lora, .ia3, .full:
+        case .lora, .ia3, .full, .loha, .lokr:
             for module in adapter.modules {
                 if let whole = module.wholeTensor {
                     if whole.effect == .delta {
@@ -32,7 +32,9 @@ public enum PeftExporter {
                         value = value.reshaped(module.ia3?.side == .input ? [1, value.elementCount] : [value.elementCount, 1])
                     }
                     let suffix = adapter.settings.magnitudeKeySuffix ?? ".lora_magnitude_vector"
-                    out.append((PeftKeys.key(target: module.target, role: role, layout: module.layout, magnitudeSuffix: suffix), value))
+                    let key = PeftKeys.factorKey(target: module.target, role: role, change: module.change)
+                        ?? PeftKeys.key(target: module.target, role: role, layout: module.layout, magnitudeSuffix: suffix)
+                    out.append((key, value))
                 }
             }
         case .prompt:

@@ -16,16 +16,22 @@ public enum PeftImporter {
         case "IA3":
             return try importLowRank(name: name, kind: .ia3, config: config, source: source, tensors: tensors, file: weightsFile,
                                      dropUnloaded: dropUnloaded)
+        case "LOHA":
+            return try importLowRank(name: name, kind: .loha, config: config, source: source, tensors: tensors, file: weightsFile,
+                                     dropUnloaded: dropUnloaded)
+        case "LOKR":
+            return try importLowRank(name: name, kind: .lokr, config: config, source: source, tensors: tensors, file: weightsFile,
+                                     dropUnloaded: dropUnloaded)
         case "PREFIX_TUNING":
             return try importPrefix(name: name, config: config, source: source, tensors: tensors, file: weightsFile)
         case "PROMPT_TUNING", "P_TUNING":
             return try importPrompt(name: name, config: config, source: source, tensors: tensors, file: weightsFile)
         default:
-            throw InputError(file: configFile, problem: "peft_type \(config.peftType) is not supported (LORA, IA3, PREFIX_TUNING, PROMPT_TUNING, P_TUNING are)")
+            throw InputError(file: configFile, problem: "peft_type \(config.peftType) is not supported (LORA, IA3, LOHA, LOKR, PREFIX_TUNING, PROMPT_TUNING, P_TUNING are)")
         }
     }
 
-    /// LoRA/DoRA and IA3: tensors grouped per target module; anything that is not an adapter
+    /// LoRA/DoRA, IA3, LoHa and LoKr: tensors grouped per target module; anything that is not an adapter
     /// factor (modules_to_save copies, saved embedding layers) becomes a full replacement module.
     static func importLowRank(name: String, kind: AdapterKind, config: PeftConfig, source: AdapterSource,
                               tensors: TensorSource, file: String, dropUnloaded: Bool = false) throws -> ImportedAdapter {
@@ -45,6 +51,9 @@ public enum PeftImporter {
                 throw InputError(file: file, tensor: key, problem: "is not a PEFT \(config.peftType) tensor (expected a base_model.model. prefix)")
             }
             let path = String(key.dropFirst(PeftKeys.modelPrefix.count))
+            if let core = PeftKeys.convolutionCoreSuffixes.first(where: { path.hasSuffix($0) }) {
+                throw InputError(file: file, tensor: key, problem: "is a \(core.dropFirst()) convolution core (use_effective_conv2d), for Conv layers, which peftpack does not adapt")
+            }
             if let reason = loadCheck.whyNotLoaded(path) {
                 guard dropUnloaded else {
                     throw InputError(file: file, tensor: key, problem: "PEFT would not load it: \(reason)", kind: .notLoadedByItsTool)
@@ -64,10 +73,10 @@ public enum PeftImporter {
                 })
                 continue
             }
-            if let match = PeftKeys.loraSuffixes.first(where: { path.hasSuffix($0.suffix) }) {
+            if let match = PeftKeys.factorSuffixes(of: kind).first(where: { path.hasSuffix($0.suffix) }) {
                 let isIA3Role = match.role == TensorRole.ia3Vector
                 let isBias = match.role == TensorRole.targetBias
-                guard isBias || isIA3Role == (kind == .ia3) else {
+                guard isBias || kind == .loha || kind == .lokr || isIA3Role == (kind == .ia3) else {
                     throw InputError(file: file, tensor: key, problem: "does not belong in a \(config.peftType) adapter")
                 }
                 let target = String(path.dropLast(match.suffix.count))
@@ -108,7 +117,12 @@ public enum PeftImporter {
             }
             func shape(_ role: String) -> [Int]? { saved[role].flatMap { tensors.info($0)?.shape } }
 
-            if kind == .ia3 {
+            if kind == .loha || kind == .lokr {
+                let product = try PeftProductModules.module(kind: kind, target: target, config: config, shapes: saved.mapValues { tensors.info($0)!.shape },
+                                                            file: file, keys: saved)
+                change = product.change
+                for role in saved.keys.sorted() { add(role, shape: product.shapes[role]!) }
+            } else if kind == .ia3 {
                 guard let vectorShape = shape(TensorRole.ia3Vector) else {
                     throw InputError(file: file, tensor: saved.values.first, problem: "has no ia3_l vector for \(target)")
                 }

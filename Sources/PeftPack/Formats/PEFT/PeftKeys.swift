@@ -20,6 +20,39 @@ enum PeftKeys {
         (".ia3_l", TensorRole.ia3Vector, nil),
     ]
 
+    /// LoHa's and LoKr's saved-key suffixes (tuners/loha, tuners/lokr: ParameterDicts saved
+    /// without the adapter name) and their roles.
+    static let lohaSuffixes: [(suffix: String, role: String)] = [
+        (".hada_w1_a", TensorRole.hadamardW1A), (".hada_w1_b", TensorRole.hadamardW1B),
+        (".hada_w2_a", TensorRole.hadamardW2A), (".hada_w2_b", TensorRole.hadamardW2B),
+    ]
+    static let lokrSuffixes: [(suffix: String, role: String)] = [
+        (".lokr_w1", TensorRole.kroneckerW1), (".lokr_w1_a", TensorRole.kroneckerW1A), (".lokr_w1_b", TensorRole.kroneckerW1B),
+        (".lokr_w2", TensorRole.kroneckerW2), (".lokr_w2_a", TensorRole.kroneckerW2A), (".lokr_w2_b", TensorRole.kroneckerW2B),
+    ]
+    /// The CP-decomposed convolution cores of `use_effective_conv2d`, for Conv layers only.
+    static let convolutionCoreSuffixes = [".hada_t1", ".hada_t2", ".lokr_t2"]
+
+    /// The saved-key suffixes of an adapter kind's own factors.
+    static func factorSuffixes(of kind: AdapterKind) -> [(suffix: String, role: String, layout: WeightLayout?)] {
+        switch kind {
+        case .loha: lohaSuffixes.map { ($0.suffix, $0.role, nil) }
+        case .lokr: lokrSuffixes.map { ($0.suffix, $0.role, nil) }
+        default: loraSuffixes
+        }
+    }
+
+    /// The saved key of a LoHa or LoKr module's factor; nil for other kinds.
+    static func factorKey(target: String, role: String, change: ModuleChange) -> String? {
+        let table: [(suffix: String, role: String)]
+        switch change {
+        case .loha: table = lohaSuffixes
+        case .lokr: table = lokrSuffixes
+        default: return nil
+        }
+        return table.first { $0.role == role }.map { modelPrefix + target + $0.suffix }
+    }
+
     /// The saved key PEFT uses for a role of a module, the inverse of `loraSuffixes`.
     static func key(target: String, role: String, layout: WeightLayout?, magnitudeSuffix: String = ".lora_magnitude_vector") -> String {
         let suffix: String

@@ -5,15 +5,19 @@
 /// change PEFT never makes.
 struct PeftLoadCheck {
     let rules: PeftTargetRules?
+    /// The saved-key suffixes of the adapter type's own factors.
+    let factorSuffixes: [(suffix: String, role: String, layout: WeightLayout?)]
 
     init(config: PeftConfig) {
         rules = config.targetRules
+        let kinds: [String: AdapterKind] = ["LOHA": .loha, "LOKR": .lokr]
+        factorSuffixes = PeftKeys.factorSuffixes(of: kinds[config.peftType] ?? .lora)
     }
 
     /// nil when PEFT loads the tensor at `path` (its key without `base_model.model.`), else why not.
     func whyNotLoaded(_ path: String) -> String? {
         guard let rules else { return nil }
-        if let factor = PeftKeys.loraSuffixes.first(where: { path.hasSuffix($0.suffix) }), factor.role != TensorRole.targetBias {
+        if let factor = factorSuffixes.first(where: { path.hasSuffix($0.suffix) }), factor.role != TensorRole.targetBias {
             let module = String(path.dropLast(factor.suffix.count))
             return rules.whyNotTargeted(module, isEmbedding: factor.layout == .embedding).map { "\(module) \($0)" }
         }
