@@ -9,8 +9,8 @@ extension Merge {
     /// codes and uint8 scales by FloatBlockQuantizer), with what survived measured
     /// (QuantizationSurvival). mlx_lm.fuse quantizes `bf16(dequantized) + bf16(ΔW)`
     /// instead, rounding twice before quantizing (README). A promoted layer is written as a dense
-    /// `weight` in the promoted dtype without `scales` and `biases`: mlx-lm's loader quantizes a
-    /// layer only when its scales are stored, so it loads as a plain Linear.
+    /// `weight` in the promoted dtype without `scales` and `biases`, and `false` for its module in
+    /// config.json's `quantization` (MLXDenseModules), so mlx-lm loads it as a plain Linear.
     enum MLXQuantizedOutput {
         static func write(plan: Plan, weights: MLXQuantizedWeights, options: Options, baseFolder: String,
                           into folder: String) throws -> GGUFOutput.Result {
@@ -55,8 +55,16 @@ extension Merge {
                 try stored.streamBytes(info.name, sink)
             }
             try copyOtherFiles(from: baseFolder, to: folder)
+            let promoted = result.survival.filter { $0.promotedTo != nil }.map { String($0.tensor.dropLast(".weight".count)) }.sorted()
+            if !promoted.isEmpty { try markUnquantized(promoted, in: folder) }
             result.survival.sort { $0.tensor < $1.tensor }
             return result
+        }
+
+        private static func markUnquantized(_ modules: [String], in folder: String) throws {
+            let path = (folder as NSString).appendingPathComponent("config.json")
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+            try MLXDenseModules.markingUnquantized(modules, in: text).write(toFile: path, atomically: false, encoding: .utf8)
         }
 
         /// One merged tensor's replacements and what survived.
