@@ -38,12 +38,15 @@ enum FloatBlockQuantizer {
         }
     }
 
-    /// mx.quantize of fp32 `values` (whole groups), all in fp32: per group s = max|w| / (6 or 448);
-    /// mxfp's exponent is the smallest n with 2^n ≥ s (rint(log2 s), raised by one when 2^n < s;
-    /// 0 for an all-zero group), the elements w / 2^n; nvfp4's scale is E4M3(s) and the elements
-    /// w / that. E2M1 codes are the nearest of the sixteen values, ties to the lower code (mlx's
-    /// argmin: 0.25 → 0, 0.75 → 0.5, −0.1 → +0); E4M3 rounds to nearest even and saturates at 448.
-    static func quantize(_ values: UnsafeBufferPointer<Float>, mode: MLXQuantization.Mode) -> (codes: [UInt8], scales: [UInt8]) {
+    /// mx.quantize of `values` (whole groups) held in `dtype`, each step computed in fp32 and
+    /// rounded to it as mlx's graph does (merges quantize fp32; mlx_lm.fuse hands it bf16): per
+    /// group s = max|w| / (6 or 448); mxfp's exponent is the smallest n with 2^n ≥ s (rint(log2 s),
+    /// log2 rounded to the dtype, raised by one when 2^n < s; 0 for an all-zero group), the
+    /// elements w / 2^n; nvfp4's scale is E4M3(s) and the elements w / that. E2M1 codes are the
+    /// nearest of the sixteen values by |w − v| (in the dtype; fp32 for nvfp4, whose graph
+    /// multiplies by an fp32 1), ties to the lower code (mlx's argmin: 0.25 → 0, 0.75 → 0.5,
+    /// −0.1 → +0); E4M3 rounds to nearest even and saturates at 448.
+    static func quantize(_ values: UnsafeBufferPointer<Float>, mode: MLXQuantization.Mode, dtype: DType = .f32) -> (codes: [UInt8], scales: [UInt8]) {
         let groupSize = mode.groupSize, bits = mode.bits
         let groups = values.count / groupSize
         var codes = [UInt8](repeating: 0, count: values.count * bits / 8)
@@ -52,20 +55,20 @@ enum FloatBlockQuantizer {
             let start = group * groupSize
             var largest: Float = -.infinity
             for index in start..<(start + groupSize) { largest = Swift.max(largest, abs(values[index])) }
-            let target = largest / largestCode(mode)
+            let target = AffineQuantizer.rounded(largest / largestCode(mode), to: dtype)
             let divisor: Float
             if mode == .nvfp4 {
                 scales[group] = e4m3Code(target)
                 divisor = e4m3Value(scales[group])
             } else {
-                let exponent = target == 0 ? 0 : blockExponent(target)
+                let exponent = target == 0 ? 0 : blockExponent(target, dtype: dtype)
                 // An exponent below −127 needs max|w| under 6·2^-127; mlx's uint8 cast is then undefined.
                 scales[group] = UInt8(clamping: exponent + 127)
                 divisor = powerOfTwo(exponent)
             }
             for index in start..<(start + groupSize) {
-                let scaled = values[index] / divisor
-                let code = bits == 4 ? UInt32(nearestE2M1(scaled)) : UInt32(e4m3Code(scaled))
+                let scaled = AffineQuantizer.rounded(values[index] / divisor, to: dtype)
+                let code = bits == 4 ? UInt32(nearestE2M1(scaled, dtype: mode == .nvfp4 ? .f32 : dtype)) : UInt32(e4m3Code(scaled))
                 codes[index * bits / 8] |= UInt8(truncatingIfNeeded: code << UInt32((index * bits) % 8))
             }
         }
@@ -73,18 +76,21 @@ enum FloatBlockQuantizer {
     }
 
     /// The smallest n with 2^n ≥ s, found as mlx does: rint(log2f(s)) (glibc's log2f, which mlx's
-    /// CPU calls too), raised by one when that power is below s.
-    static func blockExponent(_ target: Float) -> Int {
-        let rounded = Int(log2(target).rounded(.toNearestOrEven))
+    /// CPU calls too, rounded to the input's dtype), raised by one when that power is below s.
+    static func blockExponent(_ target: Float, dtype: DType = .f32) -> Int {
+        let rounded = Int(AffineQuantizer.rounded(log2(target), to: dtype).rounded(.toNearestOrEven))
         return powerOfTwo(rounded) < target ? rounded + 1 : rounded
     }
 
     /// The code of the nearest E2M1 value, the lowest code on a tie (a NaN gives 0, as mlx's argmin).
-    static func nearestE2M1(_ value: Float) -> UInt8 {
-        var best: UInt8 = 0, distance = abs(value - e2m1[0])
-        for code in 1..<e2m1.count where abs(value - e2m1[code]) < distance {
-            distance = abs(value - e2m1[code])
-            best = UInt8(code)
+    static func nearestE2M1(_ value: Float, dtype: DType = .f32) -> UInt8 {
+        var best: UInt8 = 0, distance = abs(AffineQuantizer.rounded(value - e2m1[0], to: dtype))
+        for code in 1..<e2m1.count {
+            let candidate = abs(AffineQuantizer.rounded(value - e2m1[code], to: dtype))
+            if candidate < distance {
+                distance = candidate
+                best = UInt8(code)
+            }
         }
         return best
     }
