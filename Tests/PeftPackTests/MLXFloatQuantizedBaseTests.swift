@@ -222,3 +222,21 @@ extension MLXFloatQuantizedBaseTests {
         #expect(moved > 0 && Double(moved) < 0.02 * Double(total), "\(moved) of \(total) codes moved")
     }
 }
+
+extension MLXFloatQuantizedBaseTests {
+    /// `--promote bf16` below survival 0.9 promotes mxfp4's layer-1 down_proj (survival 0.81): a
+    /// dense bf16 weight, the exact merge rounded once, without scales, marked false in config.json.
+    @Test func aPromotedLayerIsWrittenDenseAndMarkedUnquantized() throws {
+        let (output, report) = try Self.merge(try Self.pack(), options: Merge.Options(keepsQuantization: true, minSurvival: 0.9,
+                                                                                         promotion: Promotion(precision: .bf16, allMerged: false)))
+        let weight = "model.layers.1.mlp.down_proj.weight"
+        #expect((report.requantized ?? []).filter { $0.promotedTo != nil }.map(\.tensor) == [weight])
+        let written = try Checkpoint(storedAt: output)
+        #expect(written.info(weight)?.dtype == .bf16 && written.info("model.layers.1.mlp.down_proj.scales") == nil)
+        let exact = zip(try Self.reference("mxfp4").tensor(weight).floats(), try MLXQuantizedBaseTests.exactDelta(weight)).map { Double($0) + $1 }
+        #expect((try written.tensor(weight) as HostTensor).bytes == HostTensor(correctlyRounding: exact, shape: [64, 128], dtype: .bf16).bytes)
+        let quantization = try #require(try MLXQuantization(configText: String(contentsOfFile: output + "/config.json", encoding: .utf8), file: "config.json"))
+        #expect(quantization.parameters(ofModule: "model.layers.1.mlp.down_proj") == nil)
+        #expect(quantization.parameters(ofModule: "model.layers.1.self_attn.q_proj")?.mode == .mxfp4)
+    }
+}
