@@ -170,7 +170,8 @@ import Testing
     }
 
     /// The default merge of an mxfp4 base: a plain bf16 model, each merged weight the exact merge
-    /// of the dequantized base rounded once; verify --merged passes it and the --dtype same output.
+    /// of the dequantized base rounded once; verify --merged passes it and the --dtype same output,
+    /// and fails both merged at weight 1.05.
     @Test func theDefaultMergeIsTheExactMergeRoundedOnceAndVerifies() throws {
         let pack = try Self.pack()
         let (output, _) = try Self.merge(pack, options: Merge.Options())
@@ -184,9 +185,11 @@ import Testing
             #expect((try merged.tensor(weight) as HostTensor).bytes == expected.bytes, "\(weight)")
         }
         for keepsQuantization in [false, true] {
-            let (folder, _) = try Self.merge(pack, options: Merge.Options(keepsQuantization: keepsQuantization))
-            let verify = try Verify.run(pack: pack, base: Self.mxfp4, adapterNames: [], targets: [.merged(folder: folder)], inputShape: (2, 16), seed: 0)
-            #expect(verify.comparisons[0].passed, "keepsQuantization \(keepsQuantization)")
+            for (weight, passes) in [(1.0, true), (1.05, false)] {
+                let (folder, _) = try Self.merge(pack, weight: weight, options: Merge.Options(keepsQuantization: keepsQuantization))
+                let verify = try Verify.run(pack: pack, base: Self.mxfp4, adapterNames: [], targets: [.merged(folder: folder)], inputShape: (2, 16), seed: 0)
+                #expect(verify.comparisons[0].passed == passes, "keepsQuantization \(keepsQuantization), weight \(weight)")
+            }
         }
     }
 }

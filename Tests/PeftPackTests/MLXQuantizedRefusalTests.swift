@@ -76,6 +76,13 @@ import Testing
         try Self.expectRefused(base, saying: "quantizes model.layers.0.mlp.up_proj as mxfp4, which has no biases")
     }
 
+    @Test func anNVFP4GlobalScaleIsRefused() throws {
+        let base = try Self.edited("nvfp4", tensors: { tensors in
+            tensors["model.layers.0.mlp.up_proj.global_scale"] = HostTensor(floats: [1], shape: [1], dtype: .f32)
+        })
+        try Self.expectRefused(base, saying: "tensor model.layers.0.mlp.up_proj.global_scale: is stored: nvfp4 with a global scale (mlx-lm's switch layers) is not read")
+    }
+
     @Test func floatModeScalesOfAnotherGroupCountAreRefused() throws {
         let base = try Self.edited("mxfp4", tensors: { tensors in
             let scales = tensors["model.layers.0.self_attn.q_proj.scales"]!

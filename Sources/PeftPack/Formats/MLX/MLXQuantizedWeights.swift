@@ -34,6 +34,7 @@ public final class MLXQuantizedWeights: DecodedWeights, @unchecked Sendable {
 
     static let scalesSuffix = ".scales"
     static let biasesSuffix = ".biases"
+    static let globalScaleSuffix = ".global_scale"
 
     public let checkpoint: Checkpoint
     public let names: [String]
@@ -65,6 +66,11 @@ public final class MLXQuantizedWeights: DecodedWeights, @unchecked Sendable {
             }
             if mode.isFloat, stored.contains(biases) {
                 throw InputError(file: file, tensor: biases, problem: "is stored but \(config) quantizes \(module) as \(mode.rawValue), which has no biases")
+            }
+            // mlx-lm gives nvfp4 a per-tensor global scale on switch (expert) layers only; mlx's
+            // graph then computes the product in fp32 rather than the output dtype.
+            if stored.contains(module + Self.globalScaleSuffix) {
+                throw InputError(file: file, tensor: module + Self.globalScaleSuffix, problem: "is stored: nvfp4 with a global scale (mlx-lm's switch layers) is not read", kind: .unsupportedTensorType)
             }
             layouts[name] = try Self.layout(name, scales: scales, biases: mode.isFloat ? nil : biases, parameters: parameters, in: checkpoint, file: file)
         }
