@@ -4,19 +4,19 @@ The bases are fixtures/data/mlx_quantized/q4_g64/model (models/llama-tiny in bf1
 mlx_lm's quantize_model at 4 bits, group size 64) and mxfp4/model, mxfp8/model, nvfp4/model (the
 same in mlx's float modes, as `mlx_lm.convert -q --q-mode mxfp4` writes it), the adapter mlx-lm's
 own LoRA of fixtures/data/mlx_adapters/mlx_lora; the default and `--dtype same` checks run on each
-base, the fuse comparison and promotion on q4_g64 and mxfp4. Each peftpack output is loaded with mlx_lm.utils.load_model
-(what mlx_lm.load does, without the tokenizer the fixtures do not have) and run on the fixture's
-input ids:
+base, the fuse comparison and promotion on q4_g64 and mxfp4 (the fixture fuses into those). Each
+peftpack output is loaded with mlx_lm.utils.load_model (what mlx_lm.load does, without the
+tokenizer the fixtures do not have) and run on the fixture's input ids:
 
 - the default merge (a plain bf16 model, `quantization` dropped) against mlx_lm.fuse --dequantize's
   model (each LoRA layer's fuse(dequantize=True), then dequantize_model): fuse adds bf16(ΔW) to the
   bf16 weight, rounding twice where peftpack rounds the exact sum once, so some merged elements
   differ by a bf16 step, and the model runs in bf16: 1e-2 relative to the largest |logit|
-  (measured 5.9e-3; each is 3.6-3.8e-2 from mlx-lm running the adapter unfused, whose LoRA path
-  adds in fp32 beside bf16 activations);
+  (measured 5.9e-3, 5.5-6.0e-3 on the float modes; each is 2-4e-2 from mlx-lm running the adapter
+  unfused, whose LoRA path adds in fp32 beside bf16 activations);
 - `--dtype same` against mlx-lm on the base with mx.quantize (mlx's, here) of the exact fp32 merge
-  put in place of the merged layers: the stored tensors must be equal and so the logits (0); and against
-  mlx_lm.fuse's model, which quantizes bf16(W) + bf16(ΔW) instead and so moves a few codes by one
+  put in place of the merged layers: the stored tensors must be equal and so the logits (0); and
+  against mlx_lm.fuse's model, which quantizes bf16(W) + bf16(ΔW) instead and so moves a few codes by one
   step: reported, within 5e-2 relative (a 4-bit step of one group's weights; measured 2.8e-2, mxfp4 4.5e-2);
 - `--dtype same --promote bf16 --min-survival 0.95` (0.9 on mxfp4): down_proj of layer 1 (survival
   0.93, mxfp4 0.81) is stored dense and mlx-lm must build it as a Linear, not a QuantizedLinear;
