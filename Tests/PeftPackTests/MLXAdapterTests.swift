@@ -73,7 +73,7 @@ import Testing
     }
 
     @Test(arguments: [("llama_ia3", "IA3"), ("llama_prefix", "prefix"), ("llama_prompt_tuning", "prompt"), ("llama_pfeiffer", "bottleneck"),
-                      ("llama_lora_modules_to_save", "modules_to_save"), ("llama_lora_embedding", "embedding"), ("gpt2_dora", "gpt2")])
+                      ("llama_lora_modules_to_save", "modules_to_save"), ("gpt2_dora", "gpt2")])
     func whatMLXCannotHoldIsRefusedAndNothingWritten(caseName: String, reason: String) throws {
         let pack = try PipelineVerifyTests.pack(caseName)
         let output = Fixtures.temporaryDirectory() + "/mlx"
@@ -85,6 +85,75 @@ import Testing
             #expect(error.description.contains(reason), "\(error)")
         }
         #expect(!FileManager.default.fileExists(atPath: output))
+    }
+
+    /// mlx-lm's tied head is embed_tokens.as_linear, which carries an embedding LoRA: PEFT's LoRA on
+    /// one side of a tied pair (without ensure_weight_tying) has no MLX form.
+    @Test(arguments: [("qwen2_tied_lora_embed", "changes the embedding of a tied base and not its head"),
+                      ("qwen2_tied_lora_head", "adapts the head of a tied base")])
+    func aTiedPairChangedOnOneSideIsRefused(caseName: String, says: String) throws {
+        let pack = Fixtures.temporaryDirectory() + "/\(caseName).peftpack"
+        _ = try PackImport.run(sources: [.init(path: Fixtures.path("tied/cases/\(caseName)/adapter"), name: nil)], output: pack,
+                               baseFolder: Fixtures.path("tied/models/qwen2-tied-tiny"), level: 3)
+        let output = Fixtures.temporaryDirectory() + "/mlx"
+        #expect { try PackExport.run(pack: pack, output: output, format: .mlx, name: nil, force: false) } throws: {
+            ($0 as? InputError)?.kind == .notExpressible && "\($0)".contains(says)
+        }
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+
+    /// On a tied base mlx-lm's embedding LoRA is also the head's: import gives the pack both
+    /// modules, the head's A and B being lora_b and lora_a as saved; export folds them back.
+    @Test func aTiedEmbeddingLoRAAlsoAdaptsTheHeadAndExportsAsOne() throws {
+        let folder = Fixtures.path("mlx_adapters/mlx_lora_tied_embed/adapter")
+        let base = try BaseModel(folder: Fixtures.path("tied/models/qwen2-tied-tiny"))
+        let imported = try MLXImporter.importAdapter(folder: folder, name: nil, base: base)
+        let head = try #require(imported.adapter.modules.first { $0.target == "lm_head" })
+        #expect(head.lowRank?.layout == .linear)
+        #expect(imported.adapter.modules.first { $0.target == "model.embed_tokens" }?.lowRank?.layout == .embedding)
+        let saved = try SafetensorsFile(path: folder + "/adapters.safetensors")
+        let tensors = Dictionary(uniqueKeysWithValues: imported.tensors.map { ($0.packName, $0) })
+        #expect(try tensors[head.tensors[TensorRole.loraA]!]!.load().bytes == saved.tensor("model.embed_tokens.lora_b").bytes)
+        #expect(try tensors[head.tensors[TensorRole.loraB]!]!.load().bytes == saved.tensor("model.embed_tokens.lora_a").bytes)
+
+        let pack = Fixtures.temporaryDirectory() + "/tied.peftpack"
+        _ = try PackImport.run(sources: [.init(path: folder, name: nil)], output: pack, baseFolder: base.folder, level: 3)
+        let out = Fixtures.temporaryDirectory() + "/mlx"
+        _ = try PackExport.run(pack: pack, output: out, format: .mlx, name: nil, force: false)
+        let exported = try SafetensorsFile(path: out + "/adapters.safetensors")
+        #expect(Set(exported.names) == Set(saved.names))
+        for name in saved.names { #expect(try exported.tensor(name).bytes == saved.tensor(name).bytes, "\(name)") }
+    }
+
+    @Test func theEmbeddingAndAnUntiedHeadAreRootKeys() throws {
+        let (config, tensors) = try Self.export(Fixtures.path("mlx_adapters/mlx_lora_embed_head/adapter"))
+        let parameters = config["lora_parameters"] as! [String: Any]
+        #expect(parameters["keys"] as? [String] == ["self_attn.q_proj", "lm_head", "model.embed_tokens"])
+        #expect(try tensors.tensor("model.embed_tokens.lora_a").shape == [256, 4])
+        #expect(try tensors.tensor("lm_head.lora_b").shape == [4, 256])
+    }
+
+    /// fine_tune_type full: every saved parameter replaces the base's, and export writes them back
+    /// as they were, with lora_parameters null as mlx-lm's train_model saves it.
+    @Test func aFullFineTuneImportsAsReplacementsAndExportsAsItWas() throws {
+        let folder = Fixtures.path("mlx_adapters/mlx_full/adapter")
+        let pack = Fixtures.temporaryDirectory() + "/full.peftpack"
+        _ = try PackImport.run(sources: [.init(path: folder, name: nil)], output: pack, baseFolder: Self.base, level: 3)
+        let document = try PackReader(path: pack).adapterDocument()
+        let adapter = try #require(document.adapters.first)
+        #expect(adapter.kind == .full)
+        #expect(adapter.modules.count == 9)
+        #expect(adapter.modules.allSatisfy { $0.wholeTensor?.effect == .replace })
+        let out = Fixtures.temporaryDirectory() + "/mlx"
+        _ = try PackExport.run(pack: pack, output: out, format: .mlx, name: nil, force: false)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json"))) as! [String: Any]
+        #expect(config["fine_tune_type"] as? String == "full")
+        #expect(config["lora_parameters"] is NSNull)
+        #expect(config["num_layers"] as? Int == 1)
+        let saved = try SafetensorsFile(path: folder + "/adapters.safetensors")
+        let exported = try SafetensorsFile(path: out + "/adapters.safetensors")
+        #expect(Set(exported.names) == Set(saved.names))
+        for name in saved.names { #expect(try exported.tensor(name).bytes == saved.tensor(name).bytes, "\(name)") }
     }
 
     @Test func aPackWithoutItsBaseCannotSayNumLayers() throws {
@@ -113,14 +182,29 @@ import Testing
             parameters["rank"] = 8
             config["lora_parameters"] = parameters
         }) }, "rank 8"),
+        ("a full fine-tune's parameter the base lacks", { try editedFixture("mlx_full", tensors: { tensors in
+            tensors["model.layers.1.self_attn.q_norm.weight"] = HostTensor(floats: [Float](repeating: 1, count: 16), shape: [16], dtype: .f32)
+        }) }, "is not a parameter of the base"),
+        ("a full fine-tune's parameter of another shape", { try editedFixture("mlx_full", tensors: { tensors in
+            tensors["model.layers.1.input_layernorm.weight"] = HostTensor(floats: [Float](repeating: 1, count: 32), shape: [32], dtype: .f32)
+        }) }, "has shape [32] but the base's"),
+        ("a head LoRA on a tied base", { try editedFixture("mlx_lora_tied_embed", config: { config in
+            var parameters = config["lora_parameters"] as! [String: Any]
+            parameters["keys"] = ["model.embed_tokens", "self_attn.v_proj", "lm_head"]
+            config["lora_parameters"] = parameters
+        }, tensors: { tensors in
+            tensors["lm_head.lora_a"] = HostTensor(floats: [Float](repeating: 0.1, count: 64 * 4), shape: [64, 4], dtype: .f32)
+            tensors["lm_head.lora_b"] = HostTensor(floats: [Float](repeating: 0.1, count: 4 * 256), shape: [4, 256], dtype: .f32)
+        }) }, "ties it to model.embed_tokens.weight"),
     ] }
 
-    @Test(arguments: 0..<7)
+    @Test(arguments: 0..<10)
     func badMLXFoldersAreOneLineExitTwoAndWriteNothing(index: Int) throws {
         let bad = Self.badFolders[index]
         let folder = try bad.make()
         let output = Fixtures.temporaryDirectory() + "/out.peftpack"
-        let result = try CLI.run(["import", folder, "--base", Self.base, "-o", output])
+        let base = bad.label.contains("tied") ? Fixtures.path("tied/models/qwen2-tied-tiny") : Self.base
+        let result = try CLI.run(["import", folder, "--base", base, "-o", output])
         #expect(result.status == 2, "\(bad.label): \(result.stderr)")
         #expect(result.stderr.split(separator: "\n").count == 1, "\(bad.label): \(result.stderr)")
         #expect(result.stderr.contains(bad.says), "\(bad.label): \(result.stderr)")

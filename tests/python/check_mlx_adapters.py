@@ -44,6 +44,11 @@ PEFT_CASES = [
     FIXTURES / "families" / "qwen3" / "cases" / "qwen3_dora",
     FIXTURES / "mlx_qwen2" / "cases" / "mlx_qwen2_lora",
     FIXTURES / "mlx_qwen2" / "cases" / "mlx_qwen2_dora",
+    # The token embedding, untied (mlx-lm's LoRAEmbedding beside the Linear head).
+    CASES / "llama_lora_embedding",
+    # A tied embedding whose head PEFT changes alike (ensure_weight_tying): one LoRAEmbedding,
+    # whose as_linear is the head.
+    FIXTURES / "tied" / "cases" / "qwen2_tied_lora_embed_ensure_tying",
 ]
 MLX_CASES = FIXTURES / "mlx_adapters"
 

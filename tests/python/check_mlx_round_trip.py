@@ -9,10 +9,14 @@ check_mlx_adapters.py, in .venv/mlx):
   exported to PEFT; every module's ΔW (PEFT's get_delta_weight) and DoRA magnitude must equal the
   original's within fp32 rounding (1e-6 relative to the module's largest |ΔW|: folding a module's
   scale into B rounds once per element, zero-padded ranks add exact zeros), and every module the
-  MLX range added (mlx-lm adapts whole layers) must have ΔW exactly 0."""
+  MLX range added (mlx-lm adapts whole layers) must have ΔW exactly 0.
+- an MLX full fine-tune has no PEFT form: its export is refused in one line, and `peftpack merge`
+  of its pack, loaded by transformers, must reproduce MLX's logits (same tolerance)."""
+import json
 import sys
 
 import torch
+import transformers
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 
@@ -36,14 +40,25 @@ def check_mlx_to_peft(case_dir, work):
     base = FIXTURES / metadata["base"]
     pack, exported = work / f"{case_dir.name}.peftpack", work / f"{case_dir.name}-peft"
     run_peftpack("import", str(case_dir / "adapter"), "--base", str(base), "-o", str(pack))
-    run_peftpack("export", str(pack), "--format", "peft", "-o", str(exported))
-    model = PeftModel.from_pretrained(load_base(metadata), str(exported)).eval()
+    if json.loads((case_dir / "adapter" / "adapter_config.json").read_text()).get("fine_tune_type") == "full":
+        # No PEFT adapter type holds whole replacement tensors: export refuses in one line, and
+        # the merged model is what transformers loads instead.
+        refused = run_peftpack("export", str(pack), "--format", "peft", "-o", str(exported), check=False)
+        if refused.returncode != 2 or len(refused.stderr.strip().splitlines()) != 1 or exported.exists():
+            raise AssertionError(f"export of a full fine-tune to PEFT: exit {refused.returncode}, {refused.stderr!r}")
+        run_peftpack("merge", "--base", str(base), str(pack), "-o", str(exported))
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(exported), dtype=torch.float32, attn_implementation="eager").eval()
+        judge = "transformers on the merged model"
+    else:
+        judge = "PEFT"
+        run_peftpack("export", str(pack), "--format", "peft", "-o", str(exported))
+        model = PeftModel.from_pretrained(load_base(metadata), str(exported)).eval()
     output = model_output(model, tensors["input_ids"], metadata["output"])
     expected = tensors["output_adapter"]
     error = ((output - expected).abs().max() / expected.abs().max()).item()
     if not error <= LOGITS_TOLERANCE:
-        raise AssertionError(f"max |PEFT - MLX| / max |MLX| = {error:.3g} > {LOGITS_TOLERANCE}")
-    print(f"     {case_dir.name}: PEFT reproduces MLX's logits to {error:.2g} relative")
+        raise AssertionError(f"max |{judge} - MLX| / max |MLX| = {error:.3g} > {LOGITS_TOLERANCE}")
+    print(f"     {case_dir.name}: {judge} reproduces MLX's logits to {error:.2g} relative")
 
 
 def lora_modules(model):

@@ -46,6 +46,9 @@ public struct BaseModelIdentity: Codable, Sendable, Equatable {
     public var numAttentionHeads: Int?
     public var numKeyValueHeads: Int?
     public var vocabSize: Int?
+    /// Whether the base's output head is its token embedding (EmbeddingTie); nil for encoders and
+    /// packs recorded before format 1.2. Exporters to runtimes that tie differently need it.
+    public var tieWordEmbeddings: Bool?
     /// XXH3-64 (hex) over the canonical listing of the targeted base tensors' names, dtypes and
     /// shapes (spec: "Base fingerprint"); set when the base was given at import. It covers every
     /// adapter of the pack at once, so it cannot check a subset: `tensors` can.
@@ -57,7 +60,7 @@ public struct BaseModelIdentity: Codable, Sendable, Equatable {
 
     public init(architecture: String? = nil, modelType: String? = nil, nameOrPath: String? = nil,
                 hiddenSize: Int? = nil, numLayers: Int? = nil, numAttentionHeads: Int? = nil,
-                numKeyValueHeads: Int? = nil, vocabSize: Int? = nil, fingerprint: String? = nil,
+                numKeyValueHeads: Int? = nil, vocabSize: Int? = nil, tieWordEmbeddings: Bool? = nil, fingerprint: String? = nil,
                 contentHashes: [String: String]? = nil, tensors: [String: BaseTensorRecord]? = nil) {
         self.architecture = architecture
         self.modelType = modelType
@@ -67,6 +70,7 @@ public struct BaseModelIdentity: Codable, Sendable, Equatable {
         self.numAttentionHeads = numAttentionHeads
         self.numKeyValueHeads = numKeyValueHeads
         self.vocabSize = vocabSize
+        self.tieWordEmbeddings = tieWordEmbeddings
         self.fingerprint = fingerprint
         self.contentHashes = contentHashes
         self.tensors = tensors
@@ -81,6 +85,7 @@ public struct BaseModelIdentity: Codable, Sendable, Equatable {
         case numAttentionHeads = "num_attention_heads"
         case numKeyValueHeads = "num_key_value_heads"
         case vocabSize = "vocab_size"
+        case tieWordEmbeddings = "tie_word_embeddings"
         case contentHashes = "content_hashes"
     }
 }

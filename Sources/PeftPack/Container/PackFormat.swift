@@ -4,7 +4,7 @@ public enum PackFormat {
     /// catch line-ending conversion, as PNG does.
     public static let magic: [UInt8] = [0x89, 0x50, 0x45, 0x46, 0x54, 0x50, 0x4B, 0x0A]
     public static let majorVersion: UInt16 = 1
-    public static let minorVersion: UInt16 = 1
+    public static let minorVersion: UInt16 = 2
     public static let preambleSize = 64
     public static let alignment = 64
     public static let defaultChunkSize = 1 << 20

@@ -215,6 +215,7 @@ extension BaseBinding {
                 ("hidden size", current.hiddenSize, identity.hiddenSize), ("layers", current.numLayers, identity.numLayers),
                 ("attention heads", current.numAttentionHeads, identity.numAttentionHeads),
                 ("key/value heads", current.numKeyValueHeads, identity.numKeyValueHeads), ("vocabulary", current.vocabSize, identity.vocabSize),
+                ("tied head", current.tieWordEmbeddings, identity.tieWordEmbeddings),
             ]
             if !namesMayDiffer && current.contentHashes == nil && identity.contentHashes == nil { fields.append(("base", current.nameOrPath, identity.nameOrPath)) }
             for (field, a, b) in fields {
@@ -236,6 +237,7 @@ extension BaseBinding {
             current.numAttentionHeads = current.numAttentionHeads ?? identity.numAttentionHeads
             current.numKeyValueHeads = current.numKeyValueHeads ?? identity.numKeyValueHeads
             current.vocabSize = current.vocabSize ?? identity.vocabSize
+            current.tieWordEmbeddings = current.tieWordEmbeddings ?? identity.tieWordEmbeddings
             if current.contentHashes != nil || identity.contentHashes != nil {
                 current.contentHashes = (current.contentHashes ?? [:]).merging(identity.contentHashes ?? [:]) { first, _ in first }
             }

@@ -37,6 +37,7 @@ public final class BaseModel {
             identity.numKeyValueHeads = integer("num_key_value_heads") ?? identity.numAttentionHeads
             identity.vocabSize = integer("vocab_size")
         }
+        if family?.outputHead != nil || tie != nil { identity.tieWordEmbeddings = tie != nil }
         self.identity = identity
     }
 

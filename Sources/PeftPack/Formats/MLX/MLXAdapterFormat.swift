@@ -31,6 +31,12 @@ public enum MLXAdapterFormat {
     /// (`model.layers.N.<suffix>`), each checked by tests/python/check_mlx_adapters.py.
     public static let modelTypes: Set<String> = ["llama", "mistral", "qwen2", "qwen3"]
 
+    /// Whether a module path names a registered family's token embedding (`model.embed_tokens`),
+    /// which mlx-lm adapts with a LoRAEmbedding: what a saved module is when no base says.
+    static func isTokenEmbedding(_ module: String) -> Bool {
+        ArchitectureRegistry.all.contains { "\($0.checkpointPrefix).\($0.tokenEmbedding)" == module }
+    }
+
     /// Whether a folder's files are an mlx-lm adapter: its config has `fine_tune_type` or
     /// `lora_parameters`, keys PEFT and AdapterHub configs never have.
     static func isAdapterConfig(_ json: StrictJSON) -> Bool {
