@@ -5,9 +5,10 @@ import Testing
 /// Bad MLX-quantized folders: a `quantization` entry peftpack cannot read, or weights that do not
 /// match it, refused when the folder opens: one line naming the file or tensor, exit 2, nothing written.
 @Suite struct MLXQuantizedRefusalTests {
-    /// A copy of the q4_g64 fixture model with its config.json text and tensors edited.
-    static func edited(config edit: (String) -> String = { $0 }, tensors change: (inout [String: HostTensor]) -> Void = { _ in }) throws -> String {
-        let source = Fixtures.path("mlx_quantized/q4_g64/model")
+    /// A copy of a fixture model (q4_g64 unless told) with its config.json text and tensors edited.
+    static func edited(_ variant: String = "q4_g64", config edit: (String) -> String = { $0 },
+                       tensors change: (inout [String: HostTensor]) -> Void = { _ in }) throws -> String {
+        let source = Fixtures.path("mlx_quantized/\(variant)/model")
         let folder = Fixtures.temporaryDirectory() + "/model"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try edit(try String(contentsOfFile: source + "/config.json", encoding: .utf8)).write(toFile: folder + "/config.json", atomically: false, encoding: .utf8)
@@ -47,9 +48,47 @@ import Testing
         try Self.expectRefused(base, saying: "quantization.group_size is 16, which is not one of mlx's affine group sizes 32, 64, 128")
     }
 
-    @Test func anotherModeIsRefused() throws {
+    @Test func anUnknownModeIsRefused() throws {
+        let base = try Self.edited(config: { $0.replacingOccurrences(of: "\"mode\": \"affine\"", with: "\"mode\": \"mxfp6\"") })
+        try Self.expectRefused(base, saying: "quantization.mode is mxfp6, which peftpack does not read (it reads affine, mxfp4, mxfp8, nvfp4)")
+    }
+
+    /// mlx's float modes each have one group size and bit width (ops.cpp fp_quantize refuses others).
+    @Test func aFloatModeWithAnotherGroupSizeIsRefused() throws {
         let base = try Self.edited(config: { $0.replacingOccurrences(of: "\"mode\": \"affine\"", with: "\"mode\": \"mxfp4\"") })
-        try Self.expectRefused(base, saying: "quantization.mode is mxfp4, which peftpack does not read (it reads affine)")
+        try Self.expectRefused(base, saying: "config.json: quantization is mxfp4 with group_size 64 and bits 4; mxfp4 has group_size 32 and bits 4")
+    }
+
+    @Test func affineScalesUnderAFloatModeAreRefused() throws {
+        let base = try Self.edited(config: {
+            $0.replacingOccurrences(of: "\"mode\": \"affine\"", with: "\"mode\": \"mxfp4\"").replacingOccurrences(of: "\"group_size\": 64", with: "\"group_size\": 32")
+        }, tensors: { tensors in
+            for name in tensors.keys where name.hasSuffix(".biases") { tensors[name] = nil }
+        })
+        try Self.expectRefused(base, saying: "tensor lm_head.scales: is BF16 but mxfp4 scales are uint8")
+    }
+
+    @Test func biasesBesideAFloatModeLayerAreRefused() throws {
+        let base = try Self.edited("mxfp4", tensors: { tensors in
+            tensors["model.layers.0.mlp.up_proj.biases"] = HostTensor(floats: [Float](repeating: 0, count: 128 * 2), shape: [128, 2], dtype: .bf16)
+        })
+        try Self.expectRefused(base, saying: "tensor model.layers.0.mlp.up_proj.biases: is stored but")
+        try Self.expectRefused(base, saying: "quantizes model.layers.0.mlp.up_proj as mxfp4, which has no biases")
+    }
+
+    @Test func anNVFP4GlobalScaleIsRefused() throws {
+        let base = try Self.edited("nvfp4", tensors: { tensors in
+            tensors["model.layers.0.mlp.up_proj.global_scale"] = HostTensor(floats: [1], shape: [1], dtype: .f32)
+        })
+        try Self.expectRefused(base, saying: "tensor model.layers.0.mlp.up_proj.global_scale: is stored: nvfp4 with a global scale (mlx-lm's switch layers) is not read")
+    }
+
+    @Test func floatModeScalesOfAnotherGroupCountAreRefused() throws {
+        let base = try Self.edited("mxfp4", tensors: { tensors in
+            let scales = tensors["model.layers.0.self_attn.q_proj.scales"]!
+            tensors["model.layers.0.self_attn.q_proj.scales"] = HostTensor(dtype: .u8, shape: [64, 4], bytes: scales.bytes + scales.bytes)
+        })
+        try Self.expectRefused(base, saying: "tensor model.layers.0.self_attn.q_proj.scales: has shape [64, 4] but model.layers.0.self_attn.q_proj.weight [64, 8] at mxfp4 has [64, 2] groups")
     }
 
     @Test func scalesOfAnotherGroupCountAreRefused() throws {

@@ -4,12 +4,13 @@ extension Merge {
     /// `merge --dtype same` into an MLX-quantized base: an MLX model folder like the base (its
     /// config.json, `quantization` entry included, and other files as they are; its tensors in its
     /// order and shards, untouched ones byte for byte) in which each merged quantized weight is the
-    /// fp64 merge rounded once to fp32 and quantized as mx.quantize does with the layer's own group
-    /// size and bits (AffineQuantizer; scales and biases in the base's dtype), with what survived
-    /// measured (QuantizationSurvival). mlx_lm.fuse quantizes `bf16(dequantized) + bf16(ΔW)`
+    /// fp64 merge rounded once to fp32 and quantized as mx.quantize does with the layer's own mode,
+    /// group size and bits (AffineQuantizer, scales and biases in the base's dtype; a float mode's
+    /// codes and uint8 scales by FloatBlockQuantizer), with what survived measured
+    /// (QuantizationSurvival). mlx_lm.fuse quantizes `bf16(dequantized) + bf16(ΔW)`
     /// instead, rounding twice before quantizing (README). A promoted layer is written as a dense
-    /// `weight` in the promoted dtype without `scales` and `biases`: mlx-lm's loader quantizes a
-    /// layer only when its scales are stored, so it loads as a plain Linear.
+    /// `weight` in the promoted dtype without `scales` and `biases`, and `false` for its module in
+    /// config.json's `quantization` (MLXDenseModules), so mlx-lm loads it as a plain Linear.
     enum MLXQuantizedOutput {
         static func write(plan: Plan, weights: MLXQuantizedWeights, options: Options, baseFolder: String,
                           into folder: String) throws -> GGUFOutput.Result {
@@ -54,8 +55,16 @@ extension Merge {
                 try stored.streamBytes(info.name, sink)
             }
             try copyOtherFiles(from: baseFolder, to: folder)
+            let promoted = result.survival.filter { $0.promotedTo != nil }.map { String($0.tensor.dropLast(".weight".count)) }.sorted()
+            if !promoted.isEmpty { try markUnquantized(promoted, in: folder) }
             result.survival.sort { $0.tensor < $1.tensor }
             return result
+        }
+
+        private static func markUnquantized(_ modules: [String], in folder: String) throws {
+            let path = (folder as NSString).appendingPathComponent("config.json")
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+            try MLXDenseModules.markingUnquantized(modules, in: text).write(toFile: path, atomically: false, encoding: .utf8)
         }
 
         /// One merged tensor's replacements and what survived.
@@ -101,10 +110,13 @@ extension Merge {
                               dropped: layout.companions)
             }
             let packed = stored.info(name)!, scales = stored.info(layout.scales)!
-            return Merged(name: name, tensors: [(name, HostTensor(dtype: .u32, shape: packed.shape, bytes: quantized.codes)),
-                                                (layout.scales, HostTensor(dtype: scales.dtype, shape: scales.shape, bytes: quantized.scales)),
-                                                (layout.biases, HostTensor(dtype: scales.dtype, shape: scales.shape, bytes: quantized.biases))],
-                          survival: measured, folded: folded, contentHash: contentHash, dropped: [])
+            var tensors = [(name, HostTensor(dtype: .u32, shape: packed.shape, bytes: quantized.codes)),
+                           (layout.scales, HostTensor(dtype: scales.dtype, shape: scales.shape, bytes: quantized.scales))]
+            if let biases = layout.biases, let values = quantized.biases {
+                let info = stored.info(biases)!
+                tensors.append((biases, HostTensor(dtype: info.dtype, shape: info.shape, bytes: values)))
+            }
+            return Merged(name: name, tensors: tensors, survival: measured, folded: folded, contentHash: contentHash, dropped: [])
         }
 
         /// A merged tensor in `dtype`: the fp64 merge rounded once (a tie's plan computes its own

@@ -48,11 +48,13 @@ struct MergeCommand: ParsableCommand {
             types, ggml's reference quantizers for the K-quants).
 
             An MLX-quantized model folder (config.json with the quantization entry mlx_lm.convert -q \
-            writes: affine, 2/3/4/6/8 bits, group size 32/64/128) is read as mx.dequantize gives its \
-            weights; by default the output is that plain model plus ΔW, rounded once to the scales' \
-            dtype (bf16), without quantization. --dtype same keeps it an MLX-quantized folder: each \
-            merged weight quantized as mx.quantize does with its layer's group size and bits, from \
-            W + ΔW rounded once to fp32, every other tensor and config.json byte for byte.
+            writes: affine, 2/3/4/6/8 bits, group size 32/64/128, or mode mxfp4, mxfp8 or nvfp4) is \
+            read as mx.dequantize gives its weights; by default the output is that plain model plus \
+            ΔW, rounded once to the scales' dtype (bf16 for the float modes), without quantization. \
+            --dtype same keeps it an MLX-quantized folder: each merged weight quantized as \
+            mx.quantize does with its layer's mode, group size and bits, from W + ΔW rounded once to \
+            fp32, every other tensor and config.json byte for byte (a promoted module is marked \
+            false in its quantization entry).
 
             Requantizing (--dtype same or a quantized type) reports, per merged weight, what \
             survived: ‖Q(W+ΔW)−Q(W)‖/‖ΔW‖, the cosine of Q(W+ΔW)−Q(W) with ΔW, the share of values \

@@ -1,5 +1,6 @@
 /// The `quantization` entry `mlx_lm.convert -q` (quantize_model) writes into config.json:
-/// `{"group_size": 64, "bits": 4, "mode": "affine", "<module path>": {...} | false, ...}`. The top
+/// `{"group_size": 64, "bits": 4, "mode": "affine", "<module path>": {...} | false, ...}`
+/// (`--q-mode mxfp4` writes `{"group_size": 32, "bits": 4, "mode": "mxfp4"}`). The top
 /// level gives every quantized layer's parameters; a member named after a module overrides them
 /// for that module (mlx-lm's mixed-precision recipes), `false` keeps it unquantized. Which modules
 /// are quantized is what the weights say (mlx-lm's loader quantizes a layer when its `.scales`
@@ -8,14 +9,24 @@ struct MLXQuantization: Equatable {
     struct Parameters: Equatable {
         var groupSize: Int
         var bits: Int
+        var mode: Mode = .affine
+    }
+
+    /// mx.quantize's modes: affine (integer codes, a scale and a bias per group, AffineQuantizer)
+    /// and the float ones (E2M1 or E4M3 codes with a uint8 scale per group, FloatBlockQuantizer).
+    enum Mode: String, CaseIterable {
+        case affine, mxfp4, mxfp8, nvfp4
+
+        var isFloat: Bool { self != .affine }
+        /// A float mode's one group size and bit width (mlx 0.32 ops.cpp fp_quantize requires them).
+        var groupSize: Int { self == .nvfp4 ? 16 : 32 }
+        var bits: Int { self == .mxfp8 ? 8 : 4 }
     }
 
     /// mx.quantize's affine group sizes and bits (mlx 0.32 ops.cpp affine_quantize); 5 is left
     /// out, being packed in 5-byte units peftpack does not read yet.
     static let groupSizes = [32, 64, 128]
     static let bits = [2, 3, 4, 6, 8]
-    /// mlx 0.32's other modes (mxfp4, nvfp4, mxfp8) are float codes with shared exponents.
-    static let modes = ["affine"]
 
     var defaults: Parameters
     var overrides: [String: Parameters?]
@@ -51,11 +62,18 @@ struct MLXQuantization: Equatable {
             }
             return Int(value)
         }
-        let mode = members.first(where: { $0.key == "mode" })?.value.stringValue ?? "affine"
-        guard modes.contains(mode) else {
-            throw InputError(file: file, problem: "\(path).mode is \(mode), which peftpack does not read (it reads \(modes.joined(separator: ", ")))", kind: .unsupportedTensorType)
+        // A per-module entry without a mode is affine: mlx's to_quantized defaults to it.
+        let name = members.first(where: { $0.key == "mode" })?.value.stringValue ?? "affine"
+        guard let mode = Mode(rawValue: name) else {
+            throw InputError(file: file, problem: "\(path).mode is \(name), which peftpack does not read (it reads \(Mode.allCases.map(\.rawValue).joined(separator: ", ")))", kind: .unsupportedTensorType)
         }
-        let parameters = Parameters(groupSize: try integer("group_size"), bits: try integer("bits"))
+        let parameters = Parameters(groupSize: try integer("group_size"), bits: try integer("bits"), mode: mode)
+        if mode.isFloat {
+            guard parameters.groupSize == mode.groupSize, parameters.bits == mode.bits else {
+                throw InputError(file: file, problem: "\(path) is \(mode.rawValue) with group_size \(parameters.groupSize) and bits \(parameters.bits); \(mode.rawValue) has group_size \(mode.groupSize) and bits \(mode.bits)", kind: .unsupportedTensorType)
+            }
+            return parameters
+        }
         guard groupSizes.contains(parameters.groupSize) else {
             throw InputError(file: file, problem: "\(path).group_size is \(parameters.groupSize), which is not one of mlx's affine group sizes \(groupSizes.map(String.init).joined(separator: ", "))", kind: .unsupportedTensorType)
         }
