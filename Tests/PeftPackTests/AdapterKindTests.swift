@@ -103,8 +103,10 @@ import Testing
 
     /// The table is what the operations refuse by: merge, stack and export consult it.
     @Test func rulesOfEachKind() {
-        #expect(AdapterKind.allCases.filter(\.rules.mergeable) == [.lora, .ia3, .full])
-        #expect(AdapterKind.allCases.filter { !$0.rules.stackable } == [.full])
+        #expect(AdapterKind.allCases.filter(\.rules.mergeable) == [.lora, .ia3, .full, .loha, .lokr])
+        #expect(AdapterKind.allCases.filter { !$0.rules.stackable } == [.full, .loha, .lokr])
+        #expect(AdapterKind.allCases.filter { $0.exports(to: .peft) } == [.lora, .ia3, .prefix, .prompt, .loha, .lokr])
+        #expect(AdapterKind.allCases.filter { $0.exports(to: .mlx) } == [.lora, .full])
         #expect(AdapterKind.allCases.filter { $0.exports(to: .gguf) } == [.lora])
         #expect(AdapterKind.allCases.filter { $0.exports(to: .adapterhub) } == [.bottleneck])
         #expect(AdapterKind.allCases.allSatisfy { $0.rules.mergeable == ($0.rules.addedComputation == nil) })

@@ -37,11 +37,12 @@ public enum FullTensorMode: String, Codable, Sendable {
 }
 
 extension WholeTensorModule {
-    /// Adapters of kind `full` are whole tensors only; other kinds' whole-tensor modules merge
-    /// and export with them. Whole tensors stack with the adapter that carries them.
+    /// Adapters of kind `full` are whole tensors only, which mlx-lm's full fine-tune holds and no
+    /// PEFT adapter type does; other kinds' whole-tensor modules merge and export with them.
+    /// Whole tensors stack with the adapter that carries them.
     public static let rules = KindRules(
         requiredRoles: [TensorRole.fullValue], optionalRoles: [],
-        mergeable: true, addedComputation: nil, stackable: false, exports: [.peft])
+        mergeable: true, addedComputation: nil, stackable: false, exports: [.mlx])
 }
 
 // MARK: Run time

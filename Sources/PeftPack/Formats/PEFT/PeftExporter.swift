@@ -9,6 +9,9 @@ public enum PeftExporter {
     }
 
     public static func export(_ adapter: Adapter, tensor: (String) throws -> HostTensor) throws -> Output {
+        if adapter.kind == .full {
+            throw InputError(file: adapter.name, problem: "is a full fine-tune (whole replacement tensors), which no PEFT adapter type holds; merge it (peftpack merge) for the fine-tuned model, and extract a LoRA from that at a chosen rank (peftpack extract)", kind: .notExpressible)
+        }
         guard adapter.kind.exports(to: .peft) else {
             throw InputError(file: adapter.name, problem: "\(adapter.kind.rawValue) adapters are AdapterHub's", kind: .onlyAdapterHubExpresses)
         }
@@ -71,9 +74,6 @@ public enum PeftExporter {
     /// gets exact rank_pattern/alpha_pattern entries under its full module name, so PEFT resolves
     /// the same scale for every module.
     static func freshConfig(for adapter: Adapter) throws -> String {
-        if adapter.kind == .full {
-            throw InputError(file: adapter.name, problem: "is a full fine-tune (whole replacement tensors), which no PEFT adapter type holds; merge it (peftpack merge) for the fine-tuned model, and extract a LoRA from that at a chosen rank (peftpack extract)", kind: .notExpressible)
-        }
         guard adapter.kind == .lora else {
             throw InputError(file: adapter.name, problem: "has no PEFT config to export and only LoRA configs can be made up")
         }
