@@ -26,4 +26,5 @@ LLAMACPP_SRC="$(bash scripts/llamacpp-source.sh)" .venv/peft/bin/python tests/py
 .venv/mlx/bin/python tests/python/check_mlx_adapters.py || status=1
 .venv/mlx/bin/python tests/python/check_mlx_quantized.py || status=1
 .venv/peft/bin/python tests/python/check_mlx_round_trip.py || status=1
+.venv/peft/bin/python tests/python/check_convert.py || status=1
 exit $status

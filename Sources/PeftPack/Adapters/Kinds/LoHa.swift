@@ -30,6 +30,25 @@ extension LoHaModule {
         return first
     }
 
+    /// ΔW as an exact rank-r² product B·A, with scale folded into B: B's column (i, j) is
+    /// W1a[:, i] ⊙ W2a[:, j], A's row (i, j) is W1b[i, :] ⊙ W2b[j, :] (the face-splitting
+    /// products), since (W1a·W1b) ⊙ (W2a·W2b) = Σᵢⱼ (W1a[:, i] ⊙ W2a[:, j])(W1b[i, :] ⊙ W2b[j, :]).
+    /// Returns A [r², in] and Bᵀ [r², out], row-major.
+    static func lowRankFactors(w1a: [Float], w1b: [Float], w2a: [Float], w2b: [Float], rank: Int, out: Int, inputs: Int,
+                               scale: Double) -> (a: Matrix, bTransposed: Matrix) {
+        let k = rank * rank
+        var a = [Float](repeating: 0, count: k * inputs), bT = [Float](repeating: 0, count: k * out)
+        let factor = Float(scale)
+        for i in 0..<rank {
+            for j in 0..<rank {
+                let row = i * rank + j
+                for x in 0..<inputs { a[row * inputs + x] = w1b[i * inputs + x] * w2b[j * inputs + x] }
+                for o in 0..<out { bT[row * out + o] = factor * w1a[o * rank + i] * w2a[o * rank + j] }
+            }
+        }
+        return (Matrix(rows: k, cols: inputs, values: a), Matrix(rows: k, cols: out, values: bT))
+    }
+
     /// The four factors' shapes for a weight [out, in] at this rank, by role.
     static func shapes(rank: Int, out: Int, inputs: Int) -> [String: [Int]] {
         [TensorRole.hadamardW1A: [out, rank], TensorRole.hadamardW1B: [rank, inputs],

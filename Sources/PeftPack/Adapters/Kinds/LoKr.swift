@@ -65,6 +65,51 @@ extension LoKrModule {
                   : (TensorRole.kroneckerW2, TensorRole.kroneckerW2A, TensorRole.kroneckerW2B)
     }
 
+    /// One side as L [rows, k] · R [k, cols]: its two stored factors, or the whole matrix against
+    /// an identity on its shorter dimension (k = min(rows, cols)).
+    struct SideFactors {
+        var rows: Int
+        var cols: Int
+        var k: Int
+        var left: [Float]
+        var right: [Float]
+    }
+
+    static func sideFactors(side: Int, roles: Set<String>, rank: Int, shape: (String) throws -> [Int], values: (String) throws -> [Float],
+                            fail: (String) -> Error) throws -> SideFactors {
+        let (rows, cols, isWhole) = try factorShape(side: side, roles: roles, rank: rank, shape: shape, fail: fail)
+        let (whole, left, right) = Self.roles(side)
+        guard isWhole else { return SideFactors(rows: rows, cols: cols, k: rank, left: try values(left), right: try values(right)) }
+        let matrix = try values(whole)
+        let k = min(rows, cols)
+        var identity = [Float](repeating: 0, count: k * k)
+        for index in 0..<k { identity[index * k + index] = 1 }
+        return rows <= cols ? SideFactors(rows: rows, cols: cols, k: k, left: identity, right: matrix)
+                            : SideFactors(rows: rows, cols: cols, k: k, left: matrix, right: identity)
+    }
+
+    /// ΔW = scale · (L1·R1) ⊗ (L2·R2) = (scale · L1 ⊗ L2)·(R1 ⊗ R2), an exact rank-k1·k2 product.
+    /// Returns A = R1 ⊗ R2 [k1·k2, c·d] and Bᵀ = (scale · L1 ⊗ L2)ᵀ [k1·k2, a·b], row-major.
+    static func lowRankFactors(_ one: SideFactors, _ two: SideFactors, scale: Double) -> (a: Matrix, bTransposed: Matrix) {
+        let k = one.k * two.k, out = one.rows * two.rows, inputs = one.cols * two.cols
+        var a = [Float](repeating: 0, count: k * inputs), bT = [Float](repeating: 0, count: k * out)
+        let factor = Float(scale)
+        for p in 0..<one.k {
+            for q in 0..<two.k {
+                let row = p * two.k + q
+                for x in 0..<one.cols {
+                    let outer = one.right[p * one.cols + x]
+                    for y in 0..<two.cols { a[row * inputs + x * two.cols + y] = outer * two.right[q * two.cols + y] }
+                }
+                for i in 0..<one.rows {
+                    let outer = factor * one.left[i * one.k + p]
+                    for j in 0..<two.rows { bT[row * out + i * two.rows + j] = outer * two.left[j * two.k + q] }
+                }
+            }
+        }
+        return (Matrix(rows: k, cols: inputs, values: a), Matrix(rows: k, cols: out, values: bT))
+    }
+
     /// scale · W1 ⊗ W2 [a·b, c·d], row-major, or nil when that is not [out, in].
     static func delta(_ w1: Factor, _ w2: Factor, out: Int, inputs: Int, scale: Double) -> [Double]? {
         guard w1.rows * w2.rows == out, w1.cols * w2.cols == inputs else { return nil }

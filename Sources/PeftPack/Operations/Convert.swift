@@ -1,0 +1,203 @@
+import Foundation
+
+/// `peftpack convert --to lora`: an adapter whose ΔW is low rank by construction, rewritten as a
+/// plain LoRA from its own factors, never a dense out×in matrix:
+/// - LoHa's (W1a·W1b) ⊙ (W2a·W2b) is the rank-r² product B·A with B's columns W1a[:, i] ⊙ W2a[:, j]
+///   and A's rows W1b[i, :] ⊙ W2b[j, :] (the face-splitting products);
+/// - LoKr's W1 ⊗ W2 with each side L·R (its two factors, or a side stored whole against an
+///   identity on its shorter dimension) is (L1 ⊗ L2)·(R1 ⊗ R2);
+/// - a LoRA is its own factors (a new rank for it).
+/// Each module is then recompressed as `stack` does (thin QR of B and Aᵀ, SVD of the small core):
+/// the optimal rank-R approximation of ΔW (Eckart–Young), reported with its relative Frobenius
+/// error and the share of ‖ΔW‖²_F kept. Whole tensors the adapter carries are kept as they are.
+public enum Convert {
+    public enum Rule: Equatable, Sendable {
+        /// Every non-zero singular value: the exact ΔW, at its true rank.
+        case exact
+        case rank(Int)
+        /// The smallest rank keeping this share of ‖ΔW‖²_F.
+        case energy(Double)
+        /// The smallest rank whose relative Frobenius error is at most this.
+        case maxError(Double)
+
+        var maxErrorLimit: Double? {
+            if case .maxError(let error) = self { return error }
+            return nil
+        }
+
+        var recompression: Stack.Recompression {
+            switch self {
+            case .exact: .none
+            case .rank(let rank): .rank(rank)
+            case .energy(let share): .energy(share)
+            case .maxError(let error): .energy(1 - error * error)
+            }
+        }
+    }
+
+    public struct Options: Sendable {
+        public var rule: Rule
+        public var level: Int32
+        public var force = false
+
+        public init(rule: Rule = .exact, level: Int32 = 3) {
+            self.rule = rule
+            self.level = level
+        }
+    }
+
+    public struct ModuleReport: Encodable {
+        public var target: String
+        /// The rank of the exact factorization the source kind gives (r for LoRA, r² for LoHa,
+        /// the product of the sides' ranks for LoKr): an upper bound on ΔW's rank.
+        public var factoredRank: Int
+        public var rank: Int
+        public var relativeError: Double
+        public var energyKept: Double
+    }
+
+    public struct Report: Encodable {
+        public var output: String
+        public var adapter: String
+        public var from: String
+        public var modules: [ModuleReport]
+        public var wholeTensors: Int
+        public var parameters: Int
+        public var seconds: Double
+    }
+
+    /// One module as exact factors: Aᵀ's source (k × in, row-major) and Bᵀ (k × out), scale folded in.
+    struct Factored {
+        var target: String
+        var a: Matrix
+        var bTransposed: Matrix
+    }
+
+    public static func run(pack: String, adapterName: String?, output: String, options: Options) throws -> Report {
+        let start = Date()
+        if case .rank(let rank) = options.rule, rank < 1 { throw UsageError("the rank must be at least 1 (got \(rank))") }
+        if case .energy(let share) = options.rule, !(share > 0 && share <= 1) { throw UsageError("the energy share must be in (0, 1] (got \(share))") }
+        if case .maxError(let error) = options.rule, !(error >= 0 && error < 1) { throw UsageError("the relative error must be in [0, 1) (got \(error))") }
+        try OutputDestination.claim(output, as: .file, force: options.force, inputs: [pack])
+        let reader = try PackReader(path: pack)
+        let document = try reader.adapterDocument()
+        let adapter = try SelectedAdapters.adapter(named: adapterName, in: document, file: pack)
+        let lowRank = adapter.modules.filter { !$0.isWholeTensor }
+        for module in lowRank { try checkConvertible(module, adapter: adapter, file: pack) }
+        // Thin QRs and tiny SVDs: OpenBLAS's threads would only spin on them.
+        let blasThreads = BLAS.threadCount
+        BLAS.threadCount = 1
+        defer { BLAS.threadCount = blasThreads }
+        Merge.keepLargeAllocationsInHeap()
+
+        let out = try StackedPack(destination: output, level: options.level)
+        do {
+            var modules: [AdapterModule] = []
+            var reports: [ModuleReport] = []
+            try OrderedParallel.forEach(count: lowRank.count, workers: Cores.active, work: { index -> (Stack.StackedModule, ModuleReport) in
+                let factored = try factors(of: lowRank[index], reader: reader, file: pack)
+                let k = factored.a.rows
+                let (a, b, error) = try Stack.recompress(a: factored.a, bTransposed: factored.bTransposed, rule: options.rule.recompression)
+                if let limit = options.rule.maxErrorLimit, error > limit * (1 + 1e-9) {
+                    throw InputError(file: pack, problem: "module \(factored.target) cannot meet relative error \(limit): its best is \(error) at rank \(a.rows)")
+                }
+                let stacked = Stack.StackedModule(target: factored.target, layout: .linear, inputs: 1, a: a, b: b, biasSum: nil, relativeError: error)
+                return (stacked, ModuleReport(target: factored.target, factoredRank: k, rank: a.rows, relativeError: error, energyKept: max(0, 1 - error * error)))
+            }, emit: { _, result in
+                let (stacked, report) = result
+                reports.append(report)
+                // A module whose ΔW is exactly zero has nothing to store.
+                guard stacked.a.rows > 0 else { return }
+                modules.append(try out.add(stacked, adapter: adapter.name))
+            })
+            var wholeTensors = 0
+            for module in adapter.modules where module.isWholeTensor {
+                guard let whole = module.wholeTensor, let stored = module.tensors[TensorRole.fullValue] else { continue }
+                let name = AdapterModule.tensorName(adapter: adapter.name, target: module.target, role: TensorRole.fullValue)
+                try out.add(name, try reader.readTensor(stored))
+                modules.append(AdapterModule(target: module.target, change: .wholeTensor(whole), tensors: [TensorRole.fullValue: name]))
+                wholeTensors += 1
+            }
+            let converted = Adapter(name: adapter.name, kind: .lora, modules: modules)
+            var metadata = document.userMetadata ?? [:]
+            metadata["converted_from"] = "\(pack):\(adapter.name) (\(adapter.kind.rawValue))"
+            try out.finish(PackDocument(base: document.base, userMetadata: metadata, adapters: [converted]))
+            return Report(output: output, adapter: adapter.name, from: adapter.kind.rawValue, modules: reports, wholeTensors: wholeTensors,
+                          parameters: out.parameters, seconds: Date().timeIntervalSince(start))
+        } catch {
+            out.abandon()
+            throw error
+        }
+    }
+
+    /// What `convert` turns into a LoRA without the base: LoRA itself, LoHa and LoKr on linear
+    /// layers. DoRA, IA3 and OFT change W by amounts that depend on W.
+    static func checkConvertible(_ module: AdapterModule, adapter: Adapter, file: String) throws {
+        switch module.change {
+        case .lowRank(let settings):
+            if module.tensors[TensorRole.magnitude] != nil {
+                throw InputError(file: file, problem: "adapter \(adapter.name) is DoRA, whose ΔW depends on the base weight; merge it into the base and extract a LoRA (peftpack merge, peftpack extract)", kind: .notExpressible)
+            }
+            if module.tensors[TensorRole.loraBBias] != nil || module.tensors[TensorRole.targetBias] != nil {
+                throw InputError(file: file, problem: "adapter \(adapter.name) trains the bias of \(module.target), which a LoRA's factors do not hold", kind: .notExpressible)
+            }
+            guard settings.layout == .linear else {
+                throw InputError(file: file, problem: "adapter \(adapter.name) adapts \(module.target), laid out as \(settings.layout.rawValue); convert rewrites linear layers", kind: .notExpressible)
+            }
+        case .loha, .lokr:
+            return
+        case .ia3:
+            throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which scales W itself; merge it into the base and extract a LoRA (peftpack merge, peftpack extract)", kind: .notExpressible)
+        case .bottleneck, .prefix, .prompt:
+            throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter, which adds computation rather than a ΔW; it has no LoRA form", kind: .notExpressible)
+        case .wholeTensor:
+            return
+        }
+    }
+
+    /// A module's exact factors, read from the pack.
+    static func factors(of module: AdapterModule, reader: PackReader, file: String) throws -> Factored {
+        func floats(_ role: String) throws -> [Float] { try reader.readTensor(module.tensors[role]!).floats() }
+        func shape(_ role: String) throws -> [Int] {
+            guard let name = module.tensors[role], let entry = reader.entry(named: name) else {
+                throw InputError(file: file, problem: "module \(module.target) has no \(role) tensor")
+            }
+            return entry.shape
+        }
+        func fail(_ problem: String) -> Error { InputError(file: file, problem: "module \(module.target): \(problem)") }
+        switch module.change {
+        case .lowRank(let settings):
+            let aShape = try shape(TensorRole.loraA), bShape = try shape(TensorRole.loraB)
+            guard aShape.count == 2, bShape.count == 2, aShape[0] == settings.rank, bShape[1] == settings.rank else {
+                throw fail("LoRA factors \(Shape.describe(aShape)) and \(Shape.describe(bShape)) are not of rank \(settings.rank)")
+            }
+            let b = try floats(TensorRole.loraB), out = bShape[0], rank = settings.rank
+            var bT = [Float](repeating: 0, count: rank * out)
+            let scale = Float(settings.scale)
+            for o in 0..<out { for j in 0..<rank { bT[j * out + o] = scale * b[o * rank + j] } }
+            return Factored(target: module.target, a: Matrix(rows: rank, cols: aShape[1], values: try floats(TensorRole.loraA)),
+                            bTransposed: Matrix(rows: rank, cols: out, values: bT))
+        case .loha(let settings):
+            let w1a = try shape(TensorRole.hadamardW1A), w1b = try shape(TensorRole.hadamardW1B)
+            guard w1a.count == 2, w1b.count == 2,
+                  LoHaModule.shapes(rank: settings.rank, out: w1a[0], inputs: w1b[1]) == [
+                    TensorRole.hadamardW1A: w1a, TensorRole.hadamardW1B: w1b,
+                    TensorRole.hadamardW2A: try shape(TensorRole.hadamardW2A), TensorRole.hadamardW2B: try shape(TensorRole.hadamardW2B)] else {
+                throw fail("LoHa factors do not fit rank \(settings.rank)")
+            }
+            let (a, bT) = LoHaModule.lowRankFactors(w1a: try floats(TensorRole.hadamardW1A), w1b: try floats(TensorRole.hadamardW1B),
+                                                    w2a: try floats(TensorRole.hadamardW2A), w2b: try floats(TensorRole.hadamardW2B),
+                                                    rank: settings.rank, out: w1a[0], inputs: w1b[1], scale: settings.scale)
+            return Factored(target: module.target, a: a, bTransposed: bT)
+        case .lokr(let settings):
+            let roles = Set(module.tensors.keys)
+            let sides = try [1, 2].map { side in
+                try LoKrModule.sideFactors(side: side, roles: roles, rank: settings.rank, shape: shape, values: floats, fail: fail)
+            }
+            let (a, bT) = LoKrModule.lowRankFactors(sides[0], sides[1], scale: settings.scale)
+            return Factored(target: module.target, a: a, bTransposed: bT)
+        default:
+            preconditionFailure("checkConvertible admits LoRA, LoHa and LoKr modules only")
+        }
+    }
+}
