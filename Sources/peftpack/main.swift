@@ -14,7 +14,7 @@ struct PeftPackCommand: ParsableCommand {
             unless --force, and never replaces an input.
             """,
         version: PeftPackVersion.string,
-        subcommands: [ImportCommand.self, ExportCommand.self, InspectCommand.self, VerifyCommand.self, MergeCommand.self, ExtractCommand.self, StackCommand.self, ConvertCommand.self])
+        subcommands: [ImportCommand.self, ExportCommand.self, InspectCommand.self, VerifyCommand.self, MergeCommand.self, ExtractCommand.self, StackCommand.self, ConvertCommand.self, ResizeCommand.self])
 }
 
 // No command wants OpenBLAS's load-time worker threads spinning beside it; `verify` wakes them

@@ -59,4 +59,27 @@ import Testing
         #expect(result.status == 2, "\(arguments): \(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: output))
     }
+
+    /// resize takes LoRAs only, and needs a rank or a criterion; kohya's criteria are checked
+    /// against sd-scripts' own resize_lora.py by scripts/check-kohya-resize.py.
+    @Test(arguments: [(["--rank", "4"], "not a LoRA"), (["--sv-fro", "0.9", "--energy", "0.9"], "at most one"),
+                      ([], "give --rank or a criterion"), (["--sv-ratio", "1"], "above 1")])
+    func resizeRefusals(arguments: [String], says: String) throws {
+        let pack = try LycorisKindTests.pack("llama_loha")
+        let output = Fixtures.temporaryDirectory() + "/out.peftpack"
+        let result = try CLI.run(["resize", pack, "-o", output] + arguments)
+        #expect(result.status == 2 && result.stderr.contains(says), "\(arguments): \(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+
+    /// The cap holds with a criterion, and a criterion picks per module.
+    @Test func resizeCapsTheCriterionsRank() throws {
+        let pack = try PipelineVerifyTests.pack("llama_rslora_patterns")
+        let output = Fixtures.temporaryDirectory() + "/out.peftpack"
+        let result = try CLI.run(["resize", pack, "--sv-fro", "0.99", "--rank", "5", "-o", output, "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let ranks = (report["modules"] as! [[String: Any]]).map { $0["rank"] as! Int }
+        #expect(ranks.allSatisfy { $0 <= 5 } && ranks.count == 14)
+    }
 }

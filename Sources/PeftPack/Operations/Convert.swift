@@ -19,6 +19,8 @@ public enum Convert {
         case energy(Double)
         /// The smallest rank whose relative Frobenius error is at most this.
         case maxError(Double)
+        /// kohya's resize_lora.py criteria, at most `cap`.
+        case singularValues(Stack.SingularValueCriterion, cap: Int?)
 
         var maxErrorLimit: Double? {
             if case .maxError(let error) = self { return error }
@@ -31,6 +33,7 @@ public enum Convert {
             case .rank(let rank): .rank(rank)
             case .energy(let share): .energy(share)
             case .maxError(let error): .energy(1 - error * error)
+            case .singularValues(let criterion, let cap): .singularValues(criterion, cap: cap)
             }
         }
     }
@@ -39,6 +42,8 @@ public enum Convert {
         public var rule: Rule
         public var level: Int32
         public var force = false
+        /// `resize`: the adapter must already be a LoRA.
+        public var loraOnly = false
 
         public init(rule: Rule = .exact, level: Int32 = 3) {
             self.rule = rule
@@ -82,6 +87,9 @@ public enum Convert {
         let reader = try PackReader(path: pack)
         let document = try reader.adapterDocument()
         let adapter = try SelectedAdapters.adapter(named: adapterName, in: document, file: pack)
+        if options.loraOnly && adapter.kind != .lora {
+            throw InputError(file: pack, problem: "adapter \(adapter.name) is \(adapter.kind.rawValue), not a LoRA; resize takes LoRA adapters (convert --to lora rewrites LoHa and LoKr)", kind: .notExpressible)
+        }
         let lowRank = adapter.modules.filter { !$0.isWholeTensor }
         for module in lowRank { try checkConvertible(module, adapter: adapter, file: pack) }
         // Thin QRs and tiny SVDs: OpenBLAS's threads would only spin on them.

@@ -13,10 +13,43 @@ public enum Stack {
     /// One adapter (or every adapter of a pack) and its weight, as merge takes them.
     public typealias Input = MergeInput
 
-    public enum Recompression: Equatable {
+    public enum Recompression: Equatable, Sendable {
         case none
         case rank(Int)
         case energy(Double)
+        /// kohya's resize_lora.py dynamic methods on the singular values, capped at a rank.
+        case singularValues(SingularValueCriterion, cap: Int?)
+    }
+
+    /// kohya-ss sd-scripts networks/resize_lora.py (`index_sv_*` and `rank_resize`), on ΔW's
+    /// singular values s₁ ≥ s₂ ≥ …: the rank is at least 1 and at most the cap.
+    public enum SingularValueCriterion: Equatable, Sendable {
+        /// sv_ratio q: every sᵢ > s₁/q.
+        case ratio(Double)
+        /// sv_cumulative c: the first i with (s₁ + … + sᵢ) / Σs ≥ c.
+        case cumulative(Double)
+        /// sv_fro f: the first i with (s₁² + … + sᵢ²) / Σs² ≥ f².
+        case frobenius(Double)
+
+        func rank(_ s: [Float]) -> Int {
+            guard let first = s.first else { return 0 }
+            func firstReaching(_ values: [Double], _ target: Double) -> Int {
+                let total = values.reduce(0, +)
+                var running = 0.0
+                for (index, value) in values.enumerated() {
+                    running += value
+                    if running / total >= target { return index + 1 }
+                }
+                return values.count
+            }
+            let found: Int
+            switch self {
+            case .ratio(let q): found = s.filter { Double($0) > Double(first) / q }.count
+            case .cumulative(let c): found = firstReaching(s.map { Double($0) }, c)
+            case .frobenius(let f): found = firstReaching(s.map { Double($0) * Double($0) }, f * f)
+            }
+            return max(1, min(found, s.count))
+        }
     }
 
     public struct Options {
@@ -351,6 +384,7 @@ public enum Stack {
                 if kept >= share * total * (1 - 1e-12) { rank = index + 1; break }
             }
         case .none: rank = s.count
+        case .singularValues(let criterion, let cap): rank = min(criterion.rank(s), cap ?? s.count)
         }
         while rank > 0 && s[rank - 1] == 0 { rank -= 1 }
         return rank
