@@ -16,6 +16,12 @@ public final class AtomicFileWriter {
     private var finished = false
     public private(set) var bytesWritten = 0
     private var direct: DirectWriter?
+    /// Appended bytes before this offset have been handed to the disk (`startWriteback`).
+    private var writebackStart = 0
+    /// Buffered appends start their writeback every this many bytes, so the disk writes while the
+    /// producer computes and `commit`'s fsync waits for the last stretch only (it was a fifth of a
+    /// 0.5B stack: 61 MB flushed at the end).
+    static let writebackStride = 8 << 20
 
     /// `direct`: stream sequential writes through O_DIRECT where the file system allows it (for
     /// large outputs written once; see DirectWriter). Positioned writes are then unavailable.
@@ -53,6 +59,10 @@ public final class AtomicFileWriter {
             throw FileAccessError(error, reportedAs: destination)
         }
         bytesWritten += buffer.count
+        if bytesWritten - writebackStart >= Self.writebackStride {
+            POSIX.startWriteback(fd, offset: writebackStart, count: bytesWritten - writebackStart)
+            writebackStart = bytesWritten
+        }
     }
 
     public func write(_ bytes: [UInt8]) throws {
