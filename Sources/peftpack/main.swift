@@ -5,12 +5,12 @@ import PeftPack
 struct PeftPackCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peftpack",
-        abstract: "Pack, inspect, convert, verify, merge, extract and stack parameter-efficient adapters.",
+        abstract: "Pack, inspect, convert, resize, verify, merge, extract and stack parameter-efficient adapters.",
         discussion: """
             Exit codes: 0 success, 1 verification mismatch, 2 usage or input error, 3 internal error, \
             130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP (the temporary output is removed).
 
-            Every writing command (import, export, merge, extract, stack) refuses an existing output \
+            Every writing command (import, export, merge, extract, stack, convert, resize) refuses an existing output \
             unless --force, and never replaces an input.
             """,
         version: PeftPackVersion.string,

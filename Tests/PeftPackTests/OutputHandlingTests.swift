@@ -30,6 +30,8 @@ import Testing
             Command(name: "extract", arguments: { ["extract", "--base", "\(models)/llama-tiny", "--finetuned", "\(models)/llama-tiny-ft", "-o", $0, "--rank", "2"] },
                     outputName: "extracted.peftpack"),
             Command(name: "stack", arguments: { ["stack", lora, lora, "-o", $0] }, outputName: "stacked.peftpack"),
+            Command(name: "convert", arguments: { ["convert", lora, "--to", "lora", "--rank", "4", "-o", $0] }, outputName: "converted.peftpack"),
+            Command(name: "resize", arguments: { ["resize", lora, "--rank", "4", "-o", $0] }, outputName: "resized.peftpack"),
             Command(name: "merge", arguments: { ["merge", "--base", "\(models)/llama-tiny", lora, "-o", $0] }, outputName: "merged"),
             Command(name: "merge sharded", arguments: { ["merge", "--base", "\(models)/llama-tiny", lora, "-o", $0, "--max-shard-size", "100KB"] },
                     outputName: "sharded"),

@@ -88,7 +88,7 @@ public enum Convert {
         let document = try reader.adapterDocument()
         let adapter = try SelectedAdapters.adapter(named: adapterName, in: document, file: pack)
         if options.loraOnly && adapter.kind != .lora {
-            throw InputError(file: pack, problem: "adapter \(adapter.name) is \(adapter.kind.rawValue), not a LoRA; resize takes LoRA adapters (convert --to lora rewrites LoHa and LoKr)", kind: .notExpressible)
+            throw InputError(file: pack, problem: "adapter \(adapter.name) is \(adapter.kind.rawValue), not a LoRA; resize takes LoRA adapters (convert rewrites LoHa and LoKr as LoRA)", kind: .notExpressible)
         }
         let lowRank = adapter.modules.filter { !$0.isWholeTensor }
         for module in lowRank { try checkConvertible(module, adapter: adapter, file: pack) }
