@@ -52,7 +52,7 @@ import Testing
     static func specMembers(_ module: AdapterModule) -> Set<String> {
         let common: Set<String> = ["target", "tensors"]
         switch module.change {
-        case .lowRank, .loha, .lokr: return common.union(["layout", "rank", "scale"])
+        case .lowRank, .loha, .lokr, .adalora: return common.union(["layout", "rank", "scale"])
         case .ia3: return common.union(["layout", "side"])
         case .bottleneck: return common.union(["layer", "position"])
         case .prefix: return common.union(["layer"])
@@ -103,9 +103,9 @@ import Testing
 
     /// The table is what the operations refuse by: merge, stack and export consult it.
     @Test func rulesOfEachKind() {
-        #expect(AdapterKind.allCases.filter(\.rules.mergeable) == [.lora, .ia3, .full, .loha, .lokr])
-        #expect(AdapterKind.allCases.filter { !$0.rules.stackable } == [.full, .loha, .lokr])
-        #expect(AdapterKind.allCases.filter { $0.exports(to: .peft) } == [.lora, .ia3, .prefix, .prompt, .loha, .lokr])
+        #expect(AdapterKind.allCases.filter(\.rules.mergeable) == [.lora, .ia3, .full, .loha, .lokr, .adalora])
+        #expect(AdapterKind.allCases.filter { !$0.rules.stackable } == [.full, .loha, .lokr, .adalora])
+        #expect(AdapterKind.allCases.filter { $0.exports(to: .peft) } == [.lora, .ia3, .prefix, .prompt, .loha, .lokr, .adalora])
         #expect(AdapterKind.allCases.filter { $0.exports(to: .mlx) } == [.lora, .full])
         #expect(AdapterKind.allCases.filter { $0.exports(to: .gguf) } == [.lora])
         #expect(AdapterKind.allCases.filter { $0.exports(to: .adapterhub) } == [.bottleneck])

@@ -1,5 +1,5 @@
-"""`peftpack convert --to lora` judged by PEFT 0.21 (in .venv/peft), on the LoHa and LoKr adapters
-PEFT trained (fixtures/data/lycoris):
+"""`peftpack convert --to lora` judged by PEFT 0.21 (in .venv/peft), on the LoHa, LoKr and AdaLoRA
+adapters PEFT trained (fixtures/data/lycoris, fixtures/data/adalora):
 
 - exact conversion: the exported LoRA loads with PeftModel.from_pretrained and its output equals
   PEFT's own output for the source adapter within 1e-5 relative to the largest |output| (fp32;
@@ -20,7 +20,7 @@ from common import FIXTURES, Tally, load_base, model_output, reference, run_peft
 
 OUTPUT_TOLERANCE = 1e-5
 ERROR_TOLERANCE = 1e-4
-CASES = FIXTURES / "lycoris" / "cases"
+CASE_ROOTS = [FIXTURES / "lycoris" / "cases", FIXTURES / "adalora" / "cases"]
 
 
 def delta_weights(model):
@@ -31,7 +31,12 @@ def delta_weights(model):
     return deltas
 
 
+def root_of(case):
+    return next(root for root in CASE_ROOTS if (root / case).is_dir())
+
+
 def converted(case, work, *rule):
+    CASES = root_of(case)
     tensors, metadata = reference(case, CASES)
     base = FIXTURES / metadata["base"]
     pack, lora, folder = work / f"{case}.peftpack", work / f"{case}-{'-'.join(rule) or 'exact'}.peftpack", work / f"{case}-{'-'.join(rule) or 'exact'}-peft"
@@ -56,7 +61,7 @@ def check_exact(case, work):
 
 def check_truncated(case, work, *rule):
     _, metadata, report, folder = converted(case, work, *rule)
-    source = delta_weights(PeftModel.from_pretrained(load_base(metadata), str(CASES / case / "adapter")))
+    source = delta_weights(PeftModel.from_pretrained(load_base(metadata), str(root_of(case) / case / "adapter")))
     lora = delta_weights(PeftModel.from_pretrained(load_base(metadata), str(folder)))
     worst = 0.0
     for module in report["modules"]:
@@ -77,7 +82,7 @@ def check_truncated(case, work, *rule):
 def main() -> int:
     work = scratch_dir()
     tally = Tally("PEFT loads peftpack's converted LoRAs")
-    for case in sorted(p.name for p in CASES.iterdir()):
+    for case in sorted(p.name for root in CASE_ROOTS for p in root.iterdir()):
         tally.check(f"{case} exact", lambda case=case: check_exact(case, work))
         tally.check(f"{case} --rank 2", lambda case=case: check_truncated(case, work, "--rank", "2"))
         tally.check(f"{case} --max-error 0.5", lambda case=case: check_truncated(case, work, "--max-error", "0.5"))

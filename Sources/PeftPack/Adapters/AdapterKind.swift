@@ -18,6 +18,8 @@ public enum AdapterKind: String, Codable, Sendable, CaseIterable {
     case loha
     /// Kronecker product of two (possibly low-rank) factors, ΔW = scale · W1 ⊗ W2 (PEFT LoKr).
     case lokr
+    /// SVD-shaped low rank with pruned ranks, ΔW = scale · B·(A ⊙ E) (PEFT AdaLoRA).
+    case adalora
 }
 
 /// Tensor roles, named once so writers and readers agree.
@@ -46,4 +48,5 @@ public enum TensorRole {
     public static let kroneckerW2 = "w2"
     public static let kroneckerW2A = "w2_a"
     public static let kroneckerW2B = "w2_b"
+    public static let singularValues = "E"
 }

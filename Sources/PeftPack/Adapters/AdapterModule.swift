@@ -32,6 +32,7 @@ public enum ModuleChange: Sendable, Equatable {
     case wholeTensor(WholeTensorModule)
     case loha(LoHaModule)
     case lokr(LoKrModule)
+    case adalora(AdaLoRAModule)
 }
 
 extension AdapterModule {
@@ -68,7 +69,7 @@ extension AdapterModule {
     /// prompt modules add computation but change no tensor.
     public var targetedTensor: String? {
         switch change {
-        case .lowRank, .ia3, .loha, .lokr: target + ".weight"
+        case .lowRank, .ia3, .loha, .lokr, .adalora: target + ".weight"
         case .wholeTensor: target
         case .bottleneck, .prefix, .prompt: nil
         }
@@ -81,6 +82,7 @@ extension AdapterModule {
         case .ia3(let settings): settings.layout
         case .loha(let settings): settings.layout
         case .lokr(let settings): settings.layout
+        case .adalora(let settings): settings.layout
         default: nil
         }
     }
@@ -110,6 +112,9 @@ extension AdapterModule {
         case .lokr(var settings):
             settings.layout = layout
             module.change = .lokr(settings)
+        case .adalora(var settings):
+            settings.layout = layout
+            module.change = .adalora(settings)
         default: break
         }
         return module
@@ -141,6 +146,10 @@ extension AdapterModule: Encodable {
             try container.encode(settings.rank, forKey: .rank)
             try container.encode(settings.scale, forKey: .scale)
         case .lokr(let settings):
+            try container.encode(settings.layout, forKey: .layout)
+            try container.encode(settings.rank, forKey: .rank)
+            try container.encode(settings.scale, forKey: .scale)
+        case .adalora(let settings):
             try container.encode(settings.layout, forKey: .layout)
             try container.encode(settings.rank, forKey: .rank)
             try container.encode(settings.scale, forKey: .scale)
@@ -193,6 +202,10 @@ extension AdapterModule: Encodable {
             change = .lokr(LoKrModule(layout: try container.decode(WeightLayout.self, forKey: .layout),
                                       rank: try container.decode(Int.self, forKey: .rank),
                                       scale: try container.decode(Double.self, forKey: .scale)))
+        case .adalora:
+            change = .adalora(AdaLoRAModule(layout: try container.decode(WeightLayout.self, forKey: .layout),
+                                            rank: try container.decode(Int.self, forKey: .rank),
+                                            scale: try container.decode(Double.self, forKey: .scale)))
         }
     }
 

@@ -36,6 +36,7 @@ extension AdapterKind {
         case .full: WholeTensorModule.rules
         case .loha: LoHaModule.rules
         case .lokr: LoKrModule.rules
+        case .adalora: AdaLoRAModule.rules
         }
     }
 
@@ -54,6 +55,7 @@ extension ModuleChange {
         case .wholeTensor: WholeTensorModule.rules
         case .loha: LoHaModule.rules
         case .lokr: LoKrModule.rules
+        case .adalora: AdaLoRAModule.rules
         }
     }
 }

@@ -134,6 +134,10 @@ public final class BaseModel {
             guard let a = module.tensors[TensorRole.loraA].flatMap(shapes), let b = module.tensors[TensorRole.loraB].flatMap(shapes),
                   a.count == 2, b.count == 2 else { return nil }
             return WeightOrientation(out: b[0], inputs: a[1], layout: settings.layout).storedShape
+        case .adalora(let settings):
+            guard let a = module.tensors[TensorRole.loraA].flatMap(shapes), let b = module.tensors[TensorRole.loraB].flatMap(shapes),
+                  a.count == 2, b.count == 2 else { return nil }
+            return WeightOrientation(out: b[0], inputs: a[1], layout: settings.layout).storedShape
         case .loha:
             guard let w1a = module.tensors[TensorRole.hadamardW1A].flatMap(shapes), let w1b = module.tensors[TensorRole.hadamardW1B].flatMap(shapes),
                   w1a.count == 2, w1b.count == 2 else { return nil }

@@ -74,6 +74,8 @@ public enum Convert {
     /// One module as exact factors: Aᵀ's source (k × in, row-major) and Bᵀ (k × out), scale folded in.
     struct Factored {
         var target: String
+        /// How the base stores the weight (a LoRA or AdaLoRA on GPT-2's Conv1D stays conv1d).
+        var layout: WeightLayout = .linear
         var a: Matrix
         var bTransposed: Matrix
     }
@@ -109,7 +111,7 @@ public enum Convert {
                 if let limit = options.rule.maxErrorLimit, error > limit * (1 + 1e-9) {
                     throw InputError(file: pack, problem: "module \(factored.target) cannot meet relative error \(limit): its best is \(error) at rank \(a.rows)")
                 }
-                let stacked = Stack.StackedModule(target: factored.target, layout: .linear, inputs: 1, a: a, b: b, biasSum: nil, relativeError: error)
+                let stacked = Stack.StackedModule(target: factored.target, layout: factored.layout, inputs: 1, a: a, b: b, biasSum: nil, relativeError: error)
                 return (stacked, ModuleReport(target: factored.target, factoredRank: k, rank: a.rows, relativeError: error, energyKept: max(0, 1 - error * error)))
             }, emit: { _, result in
                 let (stacked, report) = result
@@ -149,10 +151,12 @@ public enum Convert {
             if module.tensors[TensorRole.loraBBias] != nil || module.tensors[TensorRole.targetBias] != nil {
                 throw InputError(file: file, problem: "adapter \(adapter.name) trains the bias of \(module.target), which a LoRA's factors do not hold", kind: .notExpressible)
             }
-            guard settings.layout == .linear else {
-                throw InputError(file: file, problem: "adapter \(adapter.name) adapts \(module.target), laid out as \(settings.layout.rawValue); convert rewrites linear layers", kind: .notExpressible)
+            guard settings.layout != .embedding else {
+                throw InputError(file: file, problem: "adapter \(adapter.name) adapts the embedding \(module.target); convert rewrites linear layers", kind: .notExpressible)
             }
         case .loha, .lokr:
+            return
+        case .adalora:
             return
         case .ia3:
             throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which scales W itself; merge it into the base and extract a LoRA (peftpack merge, peftpack extract)", kind: .notExpressible)
@@ -183,7 +187,19 @@ public enum Convert {
             var bT = [Float](repeating: 0, count: rank * out)
             let scale = Float(settings.scale)
             for o in 0..<out { for j in 0..<rank { bT[j * out + o] = scale * b[o * rank + j] } }
-            return Factored(target: module.target, a: Matrix(rows: rank, cols: aShape[1], values: try floats(TensorRole.loraA)),
+            return Factored(target: module.target, layout: settings.layout, a: Matrix(rows: rank, cols: aShape[1], values: try floats(TensorRole.loraA)),
+                            bTransposed: Matrix(rows: rank, cols: out, values: bT))
+        case .adalora(let settings):
+            let aShape = try shape(TensorRole.loraA), bShape = try shape(TensorRole.loraB)
+            guard aShape.count == 2, bShape.count == 2, aShape[0] == settings.rank, bShape[1] == settings.rank else {
+                throw fail("AdaLoRA factors \(Shape.describe(aShape)) and \(Shape.describe(bShape)) are not of rank \(settings.rank)")
+            }
+            let b = try floats(TensorRole.loraB), out = bShape[0], rank = settings.rank
+            var bT = [Float](repeating: 0, count: rank * out)
+            let scale = Float(settings.scale)
+            for o in 0..<out { for j in 0..<rank { bT[j * out + o] = scale * b[o * rank + j] } }
+            let a = AdaLoRAModule.scaledRows(try floats(TensorRole.loraA), singularValues: try floats(TensorRole.singularValues), inputs: aShape[1])
+            return Factored(target: module.target, layout: settings.layout, a: Matrix(rows: rank, cols: aShape[1], values: a),
                             bTransposed: Matrix(rows: rank, cols: out, values: bT))
         case .loha(let settings):
             let w1a = try shape(TensorRole.hadamardW1A), w1b = try shape(TensorRole.hadamardW1B)

@@ -313,6 +313,13 @@ public enum Merge {
         case .addBias(let tensor, let scale, let adapter):
             MergeArithmetic.add(&values, try floats(adapter, tensor), scale: scale * weight)
             return adapter
+        case .adaLoRA(let module, let settings, let adapter):
+            let orientation = WeightOrientation(storedShape: stored.shape, layout: settings.layout)
+            MergeArithmetic.addAdaLoRA(&values, orientation: orientation, a: try floats(adapter, module.tensors[TensorRole.loraA]!),
+                                       b: try floats(adapter, module.tensors[TensorRole.loraB]!),
+                                       singularValues: try floats(adapter, module.tensors[TensorRole.singularValues]!),
+                                       rank: settings.rank, alpha: settings.scale * weight)
+            return adapter
         case .denseProduct(let module, let adapter):
             let reader = readers[owners[adapter]]
             func fail(_ problem: String) -> Error { InputError(file: reader.path, problem: "module \(module.target): \(problem)") }

@@ -13,6 +13,7 @@ struct TensorChange {
         case addBias(tensor: String, scale: Double, adapter: Int)
         /// A kind whose ΔW is formed in full from its factors (LoHa, LoKr).
         case denseProduct(AdapterModule, adapter: Int)
+        case adaLoRA(AdapterModule, AdaLoRAModule, adapter: Int)
     }
 
     var operations: [(operation: Operation, weight: Double)] = []
@@ -104,6 +105,8 @@ private struct AdapterChanges {
             try addBiasChanges(module, scale: 1)
         case .loha, .lokr:
             add(.denseProduct(module, adapter: index), to: try resolve(module.target + ".weight"))
+        case .adalora(let settings):
+            add(.adaLoRA(module, settings, adapter: index), to: try resolve(module.target + ".weight"))
         case .bottleneck, .prefix, .prompt:
             return
         }

@@ -58,6 +58,7 @@ public struct AdapterSet: Sendable {
             case .prompt: try addPrompt(module, settings: adapter.settings, source)
             case .loha(let settings): try addLoHa(module, settings, source)
             case .lokr(let settings): try addLoKr(module, settings, source)
+            case .adalora(let settings): try addAdaLoRA(module, settings, source)
             }
         }
         if adapter.kind == .prefix { try checkPrefixComplete(adapter) }

@@ -9,6 +9,10 @@ public struct PeftConfig {
     var useDoRA: Bool
     /// Insertion order matters: PEFT takes the first pattern that matches.
     var rankPattern: [(key: String, value: Int)]
+    /// AdaLoRA: its rank_pattern (module + ".lora_E" → the kept singular values as booleans),
+    /// as each module's kept rank, and the init_r every layer was built with.
+    var keptRanks: [String: Int] = [:]
+    var initialRank: Int?
     var alphaPattern: [(key: String, value: Double)]
     var feedforwardModules: [String]
     /// IA3 `feedforward_modules` given as one string: a regex PEFT full-matches.
@@ -62,9 +66,20 @@ public struct PeftConfig {
         useDoRA = try bool("use_dora")
         // Checked as PEFT types it, but PEFT ignores its value: the module type decides (ModuleLayoutRule).
         _ = try bool("fan_in_fan_out")
-        rankPattern = try (json["rank_pattern"]?.objectMembers ?? []).map { member in
-            guard let value = member.value.integerValue else { throw fail("rank_pattern[\(member.key)] is not an integer") }
-            return (member.key, Int(value))
+        if type == "ADALORA" {
+            rankPattern = []
+            initialRank = try integer("init_r") ?? 12
+            for member in json["rank_pattern"]?.objectMembers ?? [] {
+                guard let flags = member.value.arrayValue, flags.allSatisfy({ if case .bool = $0 { true } else { false } }) else {
+                    throw fail("rank_pattern[\(member.key)] is not a list of true/false (AdaLoRA's kept singular values)")
+                }
+                keptRanks[member.key] = flags.filter { $0 == .bool(true) }.count
+            }
+        } else {
+            rankPattern = try (json["rank_pattern"]?.objectMembers ?? []).map { member in
+                guard let value = member.value.integerValue else { throw fail("rank_pattern[\(member.key)] is not an integer") }
+                return (member.key, Int(value))
+            }
         }
         alphaPattern = try (json["alpha_pattern"]?.objectMembers ?? []).map { member in
             (member.key, try number(member.value, "alpha_pattern[\(member.key)]") ?? 0)
@@ -76,7 +91,7 @@ public struct PeftConfig {
         case .array(let items)?: feedforwardModules = items.compactMap(\.stringValue)
         default: feedforwardModules = []
         }
-        if ["LORA", "IA3", "LOHA", "LOKR"].contains(type) { targetRules = try PeftTargetRules(json: json, fail: fail) }
+        if ["LORA", "IA3", "LOHA", "LOKR", "ADALORA"].contains(type) { targetRules = try PeftTargetRules(json: json, fail: fail) }
         trainableTokenIndices = try Self.tokenIndices(json["trainable_token_indices"], fail: fail)
         numVirtualTokens = try integer("num_virtual_tokens")
         numLayers = try integer("num_layers")

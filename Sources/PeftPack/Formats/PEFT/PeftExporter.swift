@@ -17,7 +17,7 @@ public enum PeftExporter {
         }
         var out: [(key: String, tensor: HostTensor)] = []
         switch adapter.kind {
-        case .lora, .ia3, .full, .loha, .lokr:
+        case .lora, .ia3, .full, .loha, .lokr, .adalora:
             for module in adapter.modules {
                 if let whole = module.wholeTensor {
                     if whole.effect == .delta {
@@ -31,6 +31,9 @@ public enum PeftExporter {
                 }
                 for (role, name) in module.tensors.sorted(by: { $0.key < $1.key }) {
                     var value = try tensor(name)
+                    if role == TensorRole.singularValues {
+                        value = value.reshaped([value.elementCount, 1])
+                    }
                     if role == TensorRole.ia3Vector {
                         value = value.reshaped(module.ia3?.side == .input ? [1, value.elementCount] : [value.elementCount, 1])
                     }

@@ -22,12 +22,15 @@ public enum PeftImporter {
         case "LOKR":
             return try importLowRank(name: name, kind: .lokr, config: config, source: source, tensors: tensors, file: weightsFile,
                                      dropUnloaded: dropUnloaded)
+        case "ADALORA":
+            return try importLowRank(name: name, kind: .adalora, config: config, source: source, tensors: tensors, file: weightsFile,
+                                     dropUnloaded: dropUnloaded)
         case "PREFIX_TUNING":
             return try importPrefix(name: name, config: config, source: source, tensors: tensors, file: weightsFile)
         case "PROMPT_TUNING", "P_TUNING":
             return try importPrompt(name: name, config: config, source: source, tensors: tensors, file: weightsFile)
         default:
-            throw InputError(file: configFile, problem: "peft_type \(config.peftType) is not supported (LORA, IA3, LOHA, LOKR, PREFIX_TUNING, PROMPT_TUNING, P_TUNING are)")
+            throw InputError(file: configFile, problem: "peft_type \(config.peftType) is not supported (LORA, IA3, LOHA, LOKR, ADALORA, PREFIX_TUNING, PROMPT_TUNING, P_TUNING are)")
         }
     }
 
@@ -76,7 +79,7 @@ public enum PeftImporter {
             if let match = PeftKeys.factorSuffixes(of: kind).first(where: { path.hasSuffix($0.suffix) }) {
                 let isIA3Role = match.role == TensorRole.ia3Vector
                 let isBias = match.role == TensorRole.targetBias
-                guard isBias || kind == .loha || kind == .lokr || isIA3Role == (kind == .ia3) else {
+                guard isBias || [.loha, .lokr, .adalora].contains(kind) || isIA3Role == (kind == .ia3) else {
                     throw InputError(file: file, tensor: key, problem: "does not belong in a \(config.peftType) adapter")
                 }
                 let target = String(path.dropLast(match.suffix.count))
@@ -117,7 +120,12 @@ public enum PeftImporter {
             }
             func shape(_ role: String) -> [Int]? { saved[role].flatMap { tensors.info($0)?.shape } }
 
-            if kind == .loha || kind == .lokr {
+            if kind == .adalora {
+                guard let module = try PeftAdaLoRAModules.module(target: target, config: config, shapes: saved.mapValues { tensors.info($0)!.shape },
+                                                                 file: file, keys: saved) else { continue }
+                change = module.change
+                for role in saved.keys.sorted() { add(role, shape: module.shapes[role]!) }
+            } else if kind == .loha || kind == .lokr {
                 let product = try PeftProductModules.module(kind: kind, target: target, config: config, shapes: saved.mapValues { tensors.info($0)!.shape },
                                                             file: file, keys: saved)
                 change = product.change

@@ -30,6 +30,10 @@ enum PeftKeys {
         (".lokr_w1", TensorRole.kroneckerW1), (".lokr_w1_a", TensorRole.kroneckerW1A), (".lokr_w1_b", TensorRole.kroneckerW1B),
         (".lokr_w2", TensorRole.kroneckerW2), (".lokr_w2_a", TensorRole.kroneckerW2A), (".lokr_w2_b", TensorRole.kroneckerW2B),
     ]
+    /// AdaLoRA's (tuners/adalora: ParameterDicts, saved without `.weight`).
+    static let adaLoRASuffixes: [(suffix: String, role: String)] = [
+        (".lora_A", TensorRole.loraA), (".lora_B", TensorRole.loraB), (".lora_E", TensorRole.singularValues),
+    ]
     /// The CP-decomposed convolution cores of `use_effective_conv2d`, for Conv layers only.
     static let convolutionCoreSuffixes = [".hada_t1", ".hada_t2", ".lokr_t2"]
 
@@ -38,6 +42,7 @@ enum PeftKeys {
         switch kind {
         case .loha: lohaSuffixes.map { ($0.suffix, $0.role, nil) }
         case .lokr: lokrSuffixes.map { ($0.suffix, $0.role, nil) }
+        case .adalora: adaLoRASuffixes.map { ($0.suffix, $0.role, nil) }
         default: loraSuffixes
         }
     }
@@ -48,6 +53,7 @@ enum PeftKeys {
         switch change {
         case .loha: table = lohaSuffixes
         case .lokr: table = lokrSuffixes
+        case .adalora: table = adaLoRASuffixes
         default: return nil
         }
         return table.first { $0.role == role }.map { modelPrefix + target + $0.suffix }
