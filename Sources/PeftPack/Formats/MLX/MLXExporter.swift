@@ -116,9 +116,9 @@ public enum MLXExporter {
             throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter, which adds computation mlx-lm has no layer for (MLX adapters hold LoRA and DoRA)", kind: .notExpressible)
         case .full: return
         case .adalora:
-            throw InputError(file: file, problem: "adapter \(adapter.name) is AdaLoRA; convert it to a plain LoRA first (peftpack convert --to lora), which MLX holds", kind: .notExpressible)
+            throw InputError(file: file, problem: "adapter \(adapter.name) is AdaLoRA; rewrite it as a plain LoRA first (peftpack convert), which MLX holds", kind: .notExpressible)
         case .loha, .lokr:
-            throw InputError(file: file, problem: "adapter \(adapter.name) is \(adapter.kind == .loha ? "LoHa" : "LoKr"), whose ΔW is not a low-rank product MLX's LoRA layers hold; merge it (peftpack merge)", kind: .notExpressible)
+            throw InputError(file: file, problem: "adapter \(adapter.name) is \(adapter.kind == .loha ? "LoHa" : "LoKr"), which MLX's LoRA layers do not hold; rewrite it as a LoRA first (peftpack convert), or merge it (peftpack merge)", kind: .notExpressible)
         }
     }
 
