@@ -82,4 +82,27 @@ import Testing
         let ranks = (report["modules"] as! [[String: Any]]).map { $0["rank"] as! Int }
         #expect(ranks.allSatisfy { $0 <= 5 } && ranks.count == 14)
     }
+
+    /// DoRA and IA3 with their base: ΔW = W' − W factored; at an error bound of 1e-6 the LoRA
+    /// computes what PEFT computed for the source (1e-5, as every verify case); without a rule
+    /// the full-rank change is refused rather than written at full rank silently.
+    @Test(arguments: ["llama_dora", "gpt2_dora", "llama_ia3"])
+    func withItsBaseADoRAOrIA3BecomesALoRA(caseName: String) throws {
+        let pack = try PipelineVerifyTests.pack(caseName)
+        let base = try PipelineVerifyTests.baseFolder(of: caseName)
+        let output = Fixtures.temporaryDirectory() + "/lora.peftpack"
+        var options = Convert.Options(rule: .maxError(1e-6))
+        options.base = base
+        let report = try Convert.run(pack: pack, adapterName: nil, output: output, options: options)
+        #expect(report.from == (caseName.contains("dora") ? "dora" : "ia3"))
+        let verified = try Verify.run(pack: output, base: base, adapterNames: [],
+                                      targets: [.reference(path: Fixtures.path("cases/\(caseName)/\(caseName).ref.safetensors"), key: nil)],
+                                      inputShape: (2, 7), seed: 0, tolerance: PipelineVerifyTests.tolerance)
+        #expect(verified.passed, "\(caseName): \(verified.comparisons[0].maxRelError)")
+        var exact = Convert.Options()
+        exact.base = base
+        #expect { try Convert.run(pack: pack, adapterName: nil, output: Fixtures.temporaryDirectory() + "/x.peftpack", options: exact) } throws: {
+            "\($0)".contains("needs a rank, an energy share or an error bound")
+        }
+    }
 }

@@ -44,6 +44,8 @@ public enum Convert {
         public var force = false
         /// `resize`: the adapter must already be a LoRA.
         public var loraOnly = false
+        /// The base model folder, for the kinds whose change depends on the base weight.
+        public var base: String?
 
         public init(rule: Rule = .exact, level: Int32 = 3) {
             self.rule = rule
@@ -93,7 +95,9 @@ public enum Convert {
             throw InputError(file: pack, problem: "adapter \(adapter.name) is \(adapter.kind.rawValue), not a LoRA; resize takes LoRA adapters (convert rewrites LoHa and LoKr as LoRA)", kind: .notExpressible)
         }
         let lowRank = adapter.modules.filter { !$0.isWholeTensor }
-        for module in lowRank { try checkConvertible(module, adapter: adapter, file: pack) }
+        for module in lowRank where !(options.base != nil && needsBase(module)) { try checkConvertible(module, adapter: adapter, file: pack) }
+        if options.base != nil, let module = lowRank.first(where: needsBase) { _ = try extractRule(options.rule, module: module.target, file: pack) }
+        let base = try options.base.map { try boundBase($0, document: document, adapter: adapter, reader: reader, file: pack) }
         // Thin QRs and tiny SVDs: OpenBLAS's threads would only spin on them.
         let blasThreads = BLAS.threadCount
         BLAS.threadCount = 1
@@ -105,6 +109,9 @@ public enum Convert {
             var modules: [AdapterModule] = []
             var reports: [ModuleReport] = []
             try OrderedParallel.forEach(count: lowRank.count, workers: Cores.active, work: { index -> (Stack.StackedModule, ModuleReport) in
+                if let base, needsBase(lowRank[index]) {
+                    return try factorWithBase(lowRank[index], base: base, reader: reader, rule: options.rule, file: pack)
+                }
                 let factored = try factors(of: lowRank[index], reader: reader, file: pack)
                 let k = factored.a.rows
                 let (a, b, error) = try Stack.recompress(a: factored.a, bTransposed: factored.bTransposed, rule: options.rule.recompression)
@@ -132,7 +139,8 @@ public enum Convert {
             var metadata = document.userMetadata ?? [:]
             metadata["converted_from"] = "\(pack):\(adapter.name) (\(adapter.kind.rawValue))"
             try out.finish(PackDocument(base: document.base, userMetadata: metadata, adapters: [converted]))
-            return Report(output: output, adapter: adapter.name, from: adapter.kind.rawValue, modules: reports, wholeTensors: wholeTensors,
+            let isDoRA = adapter.modules.contains { $0.tensors[TensorRole.magnitude] != nil }
+            return Report(output: output, adapter: adapter.name, from: isDoRA ? "dora" : adapter.kind.rawValue, modules: reports, wholeTensors: wholeTensors,
                           parameters: out.parameters, seconds: Date().timeIntervalSince(start))
         } catch {
             out.abandon()
@@ -146,7 +154,7 @@ public enum Convert {
         switch module.change {
         case .lowRank(let settings):
             if module.tensors[TensorRole.magnitude] != nil {
-                throw InputError(file: file, problem: "adapter \(adapter.name) is DoRA, whose ΔW depends on the base weight; merge it into the base and extract a LoRA (peftpack merge, peftpack extract)", kind: .notExpressible)
+                throw InputError(file: file, problem: "adapter \(adapter.name) is DoRA, whose ΔW depends on the base weight: convert it with its base", kind: .needsBaseModel)
             }
             if module.tensors[TensorRole.loraBBias] != nil || module.tensors[TensorRole.targetBias] != nil {
                 throw InputError(file: file, problem: "adapter \(adapter.name) trains the bias of \(module.target), which a LoRA's factors do not hold", kind: .notExpressible)
@@ -159,7 +167,7 @@ public enum Convert {
         case .adalora:
             return
         case .ia3:
-            throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which scales W itself; merge it into the base and extract a LoRA (peftpack merge, peftpack extract)", kind: .notExpressible)
+            throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which scales W itself: convert it with its base", kind: .needsBaseModel)
         case .bottleneck, .prefix, .prompt:
             throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter, which adds computation rather than a ΔW; it has no LoRA form", kind: .notExpressible)
         case .wholeTensor:

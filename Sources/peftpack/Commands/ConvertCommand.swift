@@ -14,12 +14,15 @@ struct ConvertCommand: ParsableCommand {
             optimal rank-R approximation. Without --rank, --energy or --max-error the result is \
             exact (every non-zero singular value). The report gives each module's rank, relative \
             Frobenius error and the share of ‖ΔW‖²_F kept. Scales are folded into B (alpha = rank); \
-            whole tensors (modules_to_save) are kept. DoRA and IA3 depend on the base weight: merge \
-            them and extract instead.
+            whole tensors (modules_to_save) are kept. DoRA and IA3 change W by amounts that depend \
+            on W: with --base their true ΔW = W' − W is formed one module at a time and factored by a \
+            truncated SVD (DoRA's magnitude included, which PEFT's convert_to_lora drops); they need \
+            --rank, --energy or --max-error.
 
             Examples:
               peftpack convert loha.peftpack --to lora -o lora.peftpack
               peftpack convert lokr.peftpack --to lora --max-error 0.01 -o lora.peftpack --json
+              peftpack convert dora.peftpack --to lora --base BASE_DIR --rank 32 -o lora.peftpack
             """)
 
     enum Target: String, ExpressibleByArgument, CaseIterable {
@@ -37,6 +40,9 @@ struct ConvertCommand: ParsableCommand {
 
     @Option(name: .shortAndLong, help: "Output pack (must not exist unless --force).")
     var output: String
+
+    @Option(help: "The base model folder: DoRA and IA3 change W by amounts that depend on W, so their ΔW is formed from it.")
+    var base: String?
 
     @Option(help: "Every module at this rank (or its exact rank, when lower).")
     var rank: Int?
@@ -65,6 +71,7 @@ struct ConvertCommand: ParsableCommand {
             let rule: Convert.Rule = rank.map { .rank($0) } ?? energy.map { .energy($0) } ?? maxError.map { .maxError($0) } ?? .exact
             var options = Convert.Options(rule: rule)
             options.force = overwrite.force
+            options.base = base
             let report = try Convert.run(pack: pack, adapterName: name, output: output, options: options)
             if outputOptions.json {
                 try printJSON(report)
