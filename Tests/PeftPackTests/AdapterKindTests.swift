@@ -53,6 +53,7 @@ import Testing
         let common: Set<String> = ["target", "tensors"]
         switch module.change {
         case .lowRank, .loha, .lokr, .adalora: return common.union(["layout", "rank", "scale"])
+        case .vera: return common.union(["layout", "rank"])
         case .ia3: return common.union(["layout", "side"])
         case .bottleneck: return common.union(["layer", "position"])
         case .prefix: return common.union(["layer"])
@@ -103,9 +104,9 @@ import Testing
 
     /// The table is what the operations refuse by: merge, stack and export consult it.
     @Test func rulesOfEachKind() {
-        #expect(AdapterKind.allCases.filter(\.rules.mergeable) == [.lora, .ia3, .full, .loha, .lokr, .adalora])
-        #expect(AdapterKind.allCases.filter { !$0.rules.stackable } == [.full, .loha, .lokr, .adalora])
-        #expect(AdapterKind.allCases.filter { $0.exports(to: .peft) } == [.lora, .ia3, .prefix, .prompt, .loha, .lokr, .adalora])
+        #expect(AdapterKind.allCases.filter(\.rules.mergeable) == [.lora, .ia3, .full, .loha, .lokr, .adalora, .vera])
+        #expect(AdapterKind.allCases.filter { !$0.rules.stackable } == [.full, .loha, .lokr, .adalora, .vera])
+        #expect(AdapterKind.allCases.filter { $0.exports(to: .peft) } == [.lora, .ia3, .prefix, .prompt, .loha, .lokr, .adalora, .vera])
         #expect(AdapterKind.allCases.filter { $0.exports(to: .mlx) } == [.lora, .full])
         #expect(AdapterKind.allCases.filter { $0.exports(to: .gguf) } == [.lora])
         #expect(AdapterKind.allCases.filter { $0.exports(to: .adapterhub) } == [.bottleneck])

@@ -1,5 +1,5 @@
-"""`peftpack convert --to lora` judged by PEFT 0.21 (in .venv/peft), on the LoHa, LoKr and AdaLoRA
-adapters PEFT trained (fixtures/data/lycoris, fixtures/data/adalora):
+"""`peftpack convert --to lora` judged by PEFT 0.21 (in .venv/peft), on the LoHa, LoKr, AdaLoRA and
+VeRA adapters PEFT trained (fixtures/data/lycoris, fixtures/data/adalora, fixtures/data/vera):
 
 - exact conversion: the exported LoRA loads with PeftModel.from_pretrained and its output equals
   PEFT's own output for the source adapter within 1e-5 relative to the largest |output| (fp32;
@@ -25,7 +25,7 @@ from common import FIXTURES, Tally, load_base, model_output, reference, run_peft
 OUTPUT_TOLERANCE = 1e-5
 ERROR_TOLERANCE = 1e-4
 CASES_LORA = FIXTURES / "cases"
-CASE_ROOTS = [FIXTURES / "lycoris" / "cases", FIXTURES / "adalora" / "cases"]
+CASE_ROOTS = [FIXTURES / "lycoris" / "cases", FIXTURES / "adalora" / "cases", FIXTURES / "vera" / "cases"]
 
 
 def delta_weights(model):

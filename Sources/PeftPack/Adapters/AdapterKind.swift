@@ -20,6 +20,8 @@ public enum AdapterKind: String, Codable, Sendable, CaseIterable {
     case lokr
     /// SVD-shaped low rank with pruned ranks, ΔW = scale · B·(A ⊙ E) (PEFT AdaLoRA).
     case adalora
+    /// Shared frozen random projections scaled per module by two trained vectors (PEFT VeRA).
+    case vera
 }
 
 /// Tensor roles, named once so writers and readers agree.
@@ -49,4 +51,6 @@ public enum TensorRole {
     public static let kroneckerW2A = "w2_a"
     public static let kroneckerW2B = "w2_b"
     public static let singularValues = "E"
+    public static let veraLambdaB = "lambda_b"
+    public static let veraLambdaD = "lambda_d"
 }

@@ -33,6 +33,7 @@ public enum ModuleChange: Sendable, Equatable {
     case loha(LoHaModule)
     case lokr(LoKrModule)
     case adalora(AdaLoRAModule)
+    case vera(VeRAModule)
 }
 
 extension AdapterModule {
@@ -69,7 +70,7 @@ extension AdapterModule {
     /// prompt modules add computation but change no tensor.
     public var targetedTensor: String? {
         switch change {
-        case .lowRank, .ia3, .loha, .lokr, .adalora: target + ".weight"
+        case .lowRank, .ia3, .loha, .lokr, .adalora, .vera: target + ".weight"
         case .wholeTensor: target
         case .bottleneck, .prefix, .prompt: nil
         }
@@ -83,6 +84,7 @@ extension AdapterModule {
         case .loha(let settings): settings.layout
         case .lokr(let settings): settings.layout
         case .adalora(let settings): settings.layout
+        case .vera(let settings): settings.layout
         default: nil
         }
     }
@@ -115,6 +117,9 @@ extension AdapterModule {
         case .adalora(var settings):
             settings.layout = layout
             module.change = .adalora(settings)
+        case .vera(var settings):
+            settings.layout = layout
+            module.change = .vera(settings)
         default: break
         }
         return module
@@ -153,6 +158,9 @@ extension AdapterModule: Encodable {
             try container.encode(settings.layout, forKey: .layout)
             try container.encode(settings.rank, forKey: .rank)
             try container.encode(settings.scale, forKey: .scale)
+        case .vera(let settings):
+            try container.encode(settings.layout, forKey: .layout)
+            try container.encode(settings.rank, forKey: .rank)
         case .bottleneck(let settings):
             try container.encode(settings.layer, forKey: .layer)
             try container.encode(settings.position, forKey: .position)
@@ -206,6 +214,9 @@ extension AdapterModule: Encodable {
             change = .adalora(AdaLoRAModule(layout: try container.decode(WeightLayout.self, forKey: .layout),
                                             rank: try container.decode(Int.self, forKey: .rank),
                                             scale: try container.decode(Double.self, forKey: .scale)))
+        case .vera:
+            change = .vera(VeRAModule(layout: try container.decode(WeightLayout.self, forKey: .layout),
+                                      rank: try container.decode(Int.self, forKey: .rank)))
         }
     }
 

@@ -37,6 +37,7 @@ extension AdapterKind {
         case .loha: LoHaModule.rules
         case .lokr: LoKrModule.rules
         case .adalora: AdaLoRAModule.rules
+        case .vera: VeRAModule.rules
         }
     }
 
@@ -56,6 +57,7 @@ extension ModuleChange {
         case .loha: LoHaModule.rules
         case .lokr: LoKrModule.rules
         case .adalora: AdaLoRAModule.rules
+        case .vera: VeRAModule.rules
         }
     }
 }

@@ -112,7 +112,8 @@ public enum Convert {
                 if let base, needsBase(lowRank[index]) {
                     return try factorWithBase(lowRank[index], base: base, reader: reader, rule: options.rule, file: pack)
                 }
-                let factored = try factors(of: lowRank[index], reader: reader, file: pack)
+                let recorded = document.base?.tensors?[lowRank[index].target + ".weight"]?.shape
+                let factored = try factors(of: lowRank[index], reader: reader, recordedShape: recorded, file: pack)
                 let k = factored.a.rows
                 let (a, b, error) = try Stack.recompress(a: factored.a, bTransposed: factored.bTransposed, rule: options.rule.recompression)
                 if let limit = options.rule.maxErrorLimit, error > limit * (1 + 1e-9) {
@@ -164,7 +165,7 @@ public enum Convert {
             }
         case .loha, .lokr:
             return
-        case .adalora:
+        case .adalora, .vera:
             return
         case .ia3:
             throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which scales W itself: convert it with its base", kind: .needsBaseModel)
@@ -176,7 +177,9 @@ public enum Convert {
     }
 
     /// A module's exact factors, read from the pack.
-    static func factors(of module: AdapterModule, reader: PackReader, file: String) throws -> Factored {
+    /// `recordedShape`: the base weight's stored shape as the pack records it (VeRA's slices need
+    /// the layer's input features, which its own tensors do not give).
+    static func factors(of module: AdapterModule, reader: PackReader, recordedShape: [Int]?, file: String) throws -> Factored {
         func floats(_ role: String) throws -> [Float] { try reader.readTensor(module.tensors[role]!).floats() }
         func shape(_ role: String) throws -> [Int] {
             guard let name = module.tensors[role], let entry = reader.entry(named: name) else {
@@ -197,6 +200,21 @@ public enum Convert {
             for o in 0..<out { for j in 0..<rank { bT[j * out + o] = scale * b[o * rank + j] } }
             return Factored(target: module.target, layout: settings.layout, a: Matrix(rows: rank, cols: aShape[1], values: try floats(TensorRole.loraA)),
                             bTransposed: Matrix(rows: rank, cols: out, values: bT))
+        case .vera(let settings):
+            guard let stored = recordedShape, stored.count == 2 else {
+                throw InputError(file: file, problem: "module \(module.target) is VeRA, whose slices of the shared projections need the layer's shape, which this pack does not record: import it with its base", kind: .baseNotRecorded)
+            }
+            let orientation = WeightOrientation(storedShape: stored, layout: settings.layout)
+            guard let (a, b) = VeRAModule.factors(a: try floats(TensorRole.loraA), aShape: try shape(TensorRole.loraA), b: try floats(TensorRole.loraB),
+                                                  bShape: try shape(TensorRole.loraB), lambdaB: try floats(TensorRole.veraLambdaB),
+                                                  lambdaD: try floats(TensorRole.veraLambdaD), rank: settings.rank,
+                                                  out: orientation.out, inputs: orientation.inputs) else {
+                throw fail("the shared VeRA projections or its vectors do not fit the layer")
+            }
+            var bT = [Float](repeating: 0, count: settings.rank * orientation.out)
+            for o in 0..<orientation.out { for j in 0..<settings.rank { bT[j * orientation.out + o] = b[o * settings.rank + j] } }
+            return Factored(target: module.target, layout: settings.layout, a: Matrix(rows: settings.rank, cols: orientation.inputs, values: a),
+                            bTransposed: Matrix(rows: settings.rank, cols: orientation.out, values: bT))
         case .adalora(let settings):
             let aShape = try shape(TensorRole.loraA), bShape = try shape(TensorRole.loraB)
             guard aShape.count == 2, bShape.count == 2, aShape[0] == settings.rank, bShape[1] == settings.rank else {

@@ -313,6 +313,16 @@ public enum Merge {
         case .addBias(let tensor, let scale, let adapter):
             MergeArithmetic.add(&values, try floats(adapter, tensor), scale: scale * weight)
             return adapter
+        case .veRA(let module, let settings, let adapter):
+            let reader = readers[owners[adapter]]
+            let orientation = WeightOrientation(storedShape: stored.shape, layout: settings.layout)
+            func shape(_ role: String) -> [Int] { reader.entry(named: module.tensors[role]!)?.shape ?? [] }
+            try MergeArithmetic.addVeRA(&values, orientation: orientation, a: try floats(adapter, module.tensors[TensorRole.loraA]!), aShape: shape(TensorRole.loraA),
+                                        b: try floats(adapter, module.tensors[TensorRole.loraB]!), bShape: shape(TensorRole.loraB),
+                                        lambdaB: try floats(adapter, module.tensors[TensorRole.veraLambdaB]!),
+                                        lambdaD: try floats(adapter, module.tensors[TensorRole.veraLambdaD]!), rank: settings.rank, weight: weight,
+                                        fail: { InputError(file: reader.path, problem: "module \(module.target): \($0)") })
+            return adapter
         case .adaLoRA(let module, let settings, let adapter):
             let orientation = WeightOrientation(storedShape: stored.shape, layout: settings.layout)
             MergeArithmetic.addAdaLoRA(&values, orientation: orientation, a: try floats(adapter, module.tensors[TensorRole.loraA]!),

@@ -14,6 +14,7 @@ struct TensorChange {
         /// A kind whose ΔW is formed in full from its factors (LoHa, LoKr).
         case denseProduct(AdapterModule, adapter: Int)
         case adaLoRA(AdapterModule, AdaLoRAModule, adapter: Int)
+        case veRA(AdapterModule, VeRAModule, adapter: Int)
     }
 
     var operations: [(operation: Operation, weight: Double)] = []
@@ -107,6 +108,8 @@ private struct AdapterChanges {
             add(.denseProduct(module, adapter: index), to: try resolve(module.target + ".weight"))
         case .adalora(let settings):
             add(.adaLoRA(module, settings, adapter: index), to: try resolve(module.target + ".weight"))
+        case .vera(let settings):
+            add(.veRA(module, settings, adapter: index), to: try resolve(module.target + ".weight"))
         case .bottleneck, .prefix, .prompt:
             return
         }

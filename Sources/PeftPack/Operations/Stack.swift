@@ -133,7 +133,7 @@ public enum Stack {
                 try stackIA3(sources, name: options.name, modules: &modules, reports: &reports, into: pack)
             case .prefix, .prompt:
                 (settings, source) = try stackVirtualTokens(sources, kind: kind, name: options.name, modules: &modules, reports: &reports, into: pack)
-            case .full, .bottleneck, .loha, .lokr, .adalora:
+            case .full, .bottleneck, .loha, .lokr, .adalora, .vera:
                 break
             }
             try stackWholeTensors(sources, name: options.name, modules: &modules, into: pack)

@@ -59,6 +59,7 @@ public struct AdapterSet: Sendable {
             case .loha(let settings): try addLoHa(module, settings, source)
             case .lokr(let settings): try addLoKr(module, settings, source)
             case .adalora(let settings): try addAdaLoRA(module, settings, source)
+            case .vera(let settings): try addVeRA(module, settings, source)
             }
         }
         if adapter.kind == .prefix { try checkPrefixComplete(adapter) }

@@ -134,7 +134,7 @@ public enum GGUFLoRA {
             if adapter.kind == .ia3 {
                 throw InputError(file: file, problem: "adapter \(adapter.name) is IA3, which GGUF LoRA files cannot express; merge it (peftpack merge), or merge and extract a LoRA at a chosen rank (peftpack extract)")
             }
-            if [.loha, .lokr, .adalora].contains(adapter.kind) {
+            if [.loha, .lokr, .adalora, .vera].contains(adapter.kind) {
                 throw InputError(file: file, problem: "adapter \(adapter.name) is \(adapter.kind.rawValue), and GGUF adapters for llama.cpp hold LoRA only; rewrite it as a LoRA first (peftpack convert)", kind: .notExpressible)
             }
             throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter; GGUF adapters for llama.cpp hold LoRA only")

@@ -115,8 +115,8 @@ public enum MLXExporter {
         case .prefix, .prompt, .bottleneck:
             throw InputError(file: file, problem: "adapter \(adapter.name) is a \(adapter.kind.rawValue) adapter, which adds computation mlx-lm has no layer for (MLX adapters hold LoRA and DoRA)", kind: .notExpressible)
         case .full: return
-        case .adalora:
-            throw InputError(file: file, problem: "adapter \(adapter.name) is AdaLoRA; rewrite it as a plain LoRA first (peftpack convert), which MLX holds", kind: .notExpressible)
+        case .adalora, .vera:
+            throw InputError(file: file, problem: "adapter \(adapter.name) is \(adapter.kind == .vera ? "VeRA" : "AdaLoRA"); rewrite it as a plain LoRA first (peftpack convert), which MLX holds", kind: .notExpressible)
         case .loha, .lokr:
             throw InputError(file: file, problem: "adapter \(adapter.name) is \(adapter.kind == .loha ? "LoHa" : "LoKr"), which MLX's LoRA layers do not hold; rewrite it as a LoRA first (peftpack convert), or merge it (peftpack merge)", kind: .notExpressible)
         }

@@ -91,7 +91,7 @@ public struct PeftConfig {
         case .array(let items)?: feedforwardModules = items.compactMap(\.stringValue)
         default: feedforwardModules = []
         }
-        if ["LORA", "IA3", "LOHA", "LOKR", "ADALORA"].contains(type) { targetRules = try PeftTargetRules(json: json, fail: fail) }
+        if ["LORA", "IA3", "LOHA", "LOKR", "ADALORA", "VERA"].contains(type) { targetRules = try PeftTargetRules(json: json, fail: fail) }
         trainableTokenIndices = try Self.tokenIndices(json["trainable_token_indices"], fail: fail)
         numVirtualTokens = try integer("num_virtual_tokens")
         numLayers = try integer("num_layers")

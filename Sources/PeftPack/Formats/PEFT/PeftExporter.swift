@@ -17,7 +17,7 @@ public enum PeftExporter {
         }
         var out: [(key: String, tensor: HostTensor)] = []
         switch adapter.kind {
-        case .lora, .ia3, .full, .loha, .lokr, .adalora:
+        case .lora, .ia3, .full, .loha, .lokr, .adalora, .vera:
             for module in adapter.modules {
                 if let whole = module.wholeTensor {
                     if whole.effect == .delta {
@@ -40,6 +40,8 @@ public enum PeftExporter {
                     let suffix = adapter.settings.magnitudeKeySuffix ?? ".lora_magnitude_vector"
                     let key = PeftKeys.factorKey(target: module.target, role: role, change: module.change)
                         ?? PeftKeys.key(target: module.target, role: role, layout: module.layout, magnitudeSuffix: suffix)
+                    // VeRA's modules share one pair of projections, saved once.
+                    if module.change.isVeRA, out.contains(where: { $0.key == key }) { continue }
                     out.append((key, value))
                 }
             }

@@ -25,12 +25,15 @@ public enum PeftImporter {
         case "ADALORA":
             return try importLowRank(name: name, kind: .adalora, config: config, source: source, tensors: tensors, file: weightsFile,
                                      dropUnloaded: dropUnloaded)
+        case "VERA":
+            return try importLowRank(name: name, kind: .vera, config: config, source: source, tensors: tensors, file: weightsFile,
+                                     dropUnloaded: dropUnloaded)
         case "PREFIX_TUNING":
             return try importPrefix(name: name, config: config, source: source, tensors: tensors, file: weightsFile)
         case "PROMPT_TUNING", "P_TUNING":
             return try importPrompt(name: name, config: config, source: source, tensors: tensors, file: weightsFile)
         default:
-            throw InputError(file: configFile, problem: "peft_type \(config.peftType) is not supported (LORA, IA3, LOHA, LOKR, ADALORA, PREFIX_TUNING, PROMPT_TUNING, P_TUNING are)")
+            throw InputError(file: configFile, problem: "peft_type \(config.peftType) is not supported (LORA, IA3, LOHA, LOKR, ADALORA, VERA, PREFIX_TUNING, PROMPT_TUNING, P_TUNING are)")
         }
     }
 
@@ -48,8 +51,17 @@ public enum PeftImporter {
         let loadCheck = PeftLoadCheck(config: config)
         var tokenRows = TrainableTokenRows(config: config)
 
+        var veraShared: [String: String] = [:]
         for key in tensors.tensorNames.sorted() {
             guard let info = tensors.info(key) else { continue }
+            if kind == .vera, let shared = PeftKeys.veraShared.first(where: { $0.key == key }) {
+                let packName = AdapterModule.tensorName(adapter: name, target: "shared", role: shared.role)
+                veraShared[shared.role] = packName
+                imported.append(ImportedTensor(packName: packName, info: TensorInfo(name: packName, dtype: info.dtype, shape: info.shape)) {
+                    try tensors.tensor(key)
+                })
+                continue
+            }
             guard key.hasPrefix(PeftKeys.modelPrefix) else {
                 throw InputError(file: file, tensor: key, problem: "is not a PEFT \(config.peftType) tensor (expected a base_model.model. prefix)")
             }
@@ -79,7 +91,7 @@ public enum PeftImporter {
             if let match = PeftKeys.factorSuffixes(of: kind).first(where: { path.hasSuffix($0.suffix) }) {
                 let isIA3Role = match.role == TensorRole.ia3Vector
                 let isBias = match.role == TensorRole.targetBias
-                guard isBias || [.loha, .lokr, .adalora].contains(kind) || isIA3Role == (kind == .ia3) else {
+                guard isBias || [.loha, .lokr, .adalora, .vera].contains(kind) || isIA3Role == (kind == .ia3) else {
                     throw InputError(file: file, tensor: key, problem: "does not belong in a \(config.peftType) adapter")
                 }
                 let target = String(path.dropLast(match.suffix.count))
@@ -120,7 +132,20 @@ public enum PeftImporter {
             }
             func shape(_ role: String) -> [Int]? { saved[role].flatMap { tensors.info($0)?.shape } }
 
-            if kind == .adalora {
+            if kind == .vera {
+                guard let a = veraShared[TensorRole.loraA], let b = veraShared[TensorRole.loraB] else {
+                    throw InputError(file: file, problem: "holds no shared projections (base_model.vera_A, vera_B): with save_projection false PEFT regenerates them from projection_prng_key with torch's generator, which peftpack does not reproduce; save the adapter with save_projection=True", kind: .notExpressible)
+                }
+                guard let lambdaD = shape(TensorRole.veraLambdaD), let lambdaB = shape(TensorRole.veraLambdaB),
+                      lambdaD == [config.rank], lambdaB.count == 1 else {
+                    throw InputError(file: file, tensor: saved.values.sorted().first, problem: "\(target): VeRA needs vera_lambda_d [r = \(config.rank)] and vera_lambda_b [out]")
+                }
+                change = .vera(VeRAModule(layout: ModuleLayoutRule.layout(of: target, modelType: nil), rank: config.rank))
+                add(TensorRole.veraLambdaB, shape: lambdaB)
+                add(TensorRole.veraLambdaD, shape: lambdaD)
+                moduleTensors[TensorRole.loraA] = a
+                moduleTensors[TensorRole.loraB] = b
+            } else if kind == .adalora {
                 guard let module = try PeftAdaLoRAModules.module(target: target, config: config, shapes: saved.mapValues { tensors.info($0)!.shape },
                                                                  file: file, keys: saved) else { continue }
                 change = module.change

@@ -34,6 +34,12 @@ enum PeftKeys {
     static let adaLoRASuffixes: [(suffix: String, role: String)] = [
         (".lora_A", TensorRole.loraA), (".lora_B", TensorRole.loraB), (".lora_E", TensorRole.singularValues),
     ]
+    /// VeRA's per-module vectors, and its shared projections, saved once outside the model
+    /// (`base_model.vera_A`, `base_model.vera_B`) when save_projection is true.
+    static let veraSuffixes: [(suffix: String, role: String)] = [
+        (".vera_lambda_b", TensorRole.veraLambdaB), (".vera_lambda_d", TensorRole.veraLambdaD),
+    ]
+    static let veraShared: [(key: String, role: String)] = [("base_model.vera_A", TensorRole.loraA), ("base_model.vera_B", TensorRole.loraB)]
     /// The CP-decomposed convolution cores of `use_effective_conv2d`, for Conv layers only.
     static let convolutionCoreSuffixes = [".hada_t1", ".hada_t2", ".lokr_t2"]
 
@@ -43,6 +49,7 @@ enum PeftKeys {
         case .loha: lohaSuffixes.map { ($0.suffix, $0.role, nil) }
         case .lokr: lokrSuffixes.map { ($0.suffix, $0.role, nil) }
         case .adalora: adaLoRASuffixes.map { ($0.suffix, $0.role, nil) }
+        case .vera: veraSuffixes.map { ($0.suffix, $0.role, nil) }
         default: loraSuffixes
         }
     }
@@ -54,6 +61,9 @@ enum PeftKeys {
         case .loha: table = lohaSuffixes
         case .lokr: table = lokrSuffixes
         case .adalora: table = adaLoRASuffixes
+        case .vera:
+            if let shared = veraShared.first(where: { $0.role == role }) { return shared.key }
+            table = veraSuffixes
         default: return nil
         }
         return table.first { $0.role == role }.map { modelPrefix + target + $0.suffix }

@@ -10,7 +10,7 @@ struct PeftLoadCheck {
 
     init(config: PeftConfig) {
         rules = config.targetRules
-        let kinds: [String: AdapterKind] = ["LOHA": .loha, "LOKR": .lokr, "ADALORA": .adalora]
+        let kinds: [String: AdapterKind] = ["LOHA": .loha, "LOKR": .lokr, "ADALORA": .adalora, "VERA": .vera]
         factorSuffixes = PeftKeys.factorSuffixes(of: kinds[config.peftType] ?? .lora)
     }
 
