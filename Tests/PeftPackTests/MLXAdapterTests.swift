@@ -164,6 +164,32 @@ import Testing
         }
     }
 
+    /// The base a pack lacks can be given at export, or found through the PEFT config's
+    /// base_model_name_or_path when that is a local folder; the folder must fit every module.
+    @Test func aBaseGivenAtExportStandsInForTheRecord() throws {
+        let pack = Fixtures.temporaryDirectory() + "/lora.peftpack"
+        _ = try PackImport.run(sources: [.init(path: Fixtures.path("cases/llama_lora/adapter"), name: nil)], output: pack, baseFolder: nil, level: 3)
+        let given = Fixtures.temporaryDirectory() + "/given"
+        _ = try PackExport.run(pack: pack, output: given, format: .mlx, name: nil, force: false, baseFolder: Self.base)
+        let (config, _) = try Self.export(Fixtures.path("cases/llama_lora/adapter"))
+        let givenConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: given + "/adapter_config.json"))) as! [String: Any]
+        #expect(givenConfig["num_layers"] as? Int == config["num_layers"] as? Int)
+        #expect { try PackExport.run(pack: pack, output: Fixtures.temporaryDirectory() + "/gpt2", format: .mlx, name: nil, force: false,
+                                     baseFolder: Fixtures.path("models/gpt2-tiny")) } throws: { "\($0)".contains("does not have") }
+
+        let folder = Fixtures.temporaryDirectory() + "/absolute"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        for file in ["adapter_model.safetensors"] {
+            try FileManager.default.copyItem(atPath: Fixtures.path("cases/llama_lora/adapter/\(file)"), toPath: folder + "/" + file)
+        }
+        var peftConfig = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.path("cases/llama_lora/adapter/adapter_config.json")))) as! [String: Any]
+        peftConfig["base_model_name_or_path"] = Self.base
+        try JSONSerialization.data(withJSONObject: peftConfig).write(to: URL(fileURLWithPath: folder + "/adapter_config.json"))
+        let named = Fixtures.temporaryDirectory() + "/named.peftpack"
+        _ = try PackImport.run(sources: [.init(path: folder, name: nil)], output: named, baseFolder: nil, level: 3)
+        _ = try PackExport.run(pack: named, output: Fixtures.temporaryDirectory() + "/named", format: .mlx, name: nil, force: false)
+    }
+
     static var badFolders: [(label: String, make: () throws -> String, says: String)] { [
         ("no lora_parameters", { try editedFixture("mlx_lora", config: { $0["lora_parameters"] = nil }) }, "no lora_parameters"),
         ("unknown fine_tune_type", { try editedFixture("mlx_lora", config: { $0["fine_tune_type"] = "qlora" }) }, "fine_tune_type \"qlora\""),

@@ -12,6 +12,29 @@ public enum PackExport {
         public var tensors: Int
     }
 
+    /// The recorded base identity, completed from a base folder (the one given, else a PEFT
+    /// config's local base_model_name_or_path) when the record lacks what the exporters read;
+    /// a folder whose facts or tensors disagree with the record is refused as another base.
+    static func completedBase(_ recorded: BaseModelIdentity?, adapter: Adapter, folder given: String?, file: String,
+                              shapes: (String) -> [Int]?) throws -> BaseModelIdentity? {
+        let complete = recorded?.numLayers != nil && recorded?.modelType != nil && recorded?.tieWordEmbeddings != nil
+        guard let folder = given ?? (complete ? nil : localBaseFolder(of: adapter)) else { return recorded }
+        let base = try BaseModel(folder: folder)
+        // Every module must fit the base, as import with the base checks.
+        let targeted = try base.check(base.withModuleLayouts(adapter), shapes: shapes, file: file)
+        var identity = try base.identity(binding: targeted)
+        identity.nameOrPath = recorded?.nameOrPath ?? folder
+        return try BaseBinding.combine([(recorded, file), (identity, folder)], namesMayDiffer: true)
+    }
+
+    /// A PEFT config's base_model_name_or_path, when it is a folder with a config.json.
+    static func localBaseFolder(of adapter: Adapter) -> String? {
+        guard adapter.source?.format == AdapterSourceKind.peft.rawValue, let text = adapter.source?.configText,
+              let json = try? StrictJSON.parse(Array(text.utf8)), let path = json["base_model_name_or_path"]?.stringValue,
+              FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("config.json")) else { return nil }
+        return path
+    }
+
     /// GGUF for a .gguf output; else the tool the adapter came from, when it exports there; else
     /// the kind's first format.
     static func defaultFormat(of adapter: Adapter, output: String) -> Format {
@@ -20,13 +43,20 @@ public enum PackExport {
         return adapter.kind.rules.exports.first ?? .peft
     }
 
+    /// `baseFolder`: the base, for a pack recorded without it (GGUF and MLX export need its
+    /// architecture, layer count and tie); without one, a PEFT config's base_model_name_or_path
+    /// that names a local model folder serves.
     public static func run(pack: String, output: String, format: Format?, name: String?, force: Bool,
-                           ggufType: GGUF.ElementType = .f32) throws -> Report {
+                           ggufType: GGUF.ElementType = .f32, baseFolder: String? = nil) throws -> Report {
         try InputProtection.check(output: output, inputs: [pack])
         let reader = try PackReader(path: pack)
-        let document = try reader.adapterDocument()
+        var document = try reader.adapterDocument()
         let adapter = try SelectedAdapters.adapter(named: name, in: document, file: pack)
         let chosen = format ?? defaultFormat(of: adapter, output: output)
+        if chosen == .gguf || chosen == .mlx {
+            document.base = try completedBase(document.base, adapter: adapter, folder: baseFolder, file: pack,
+                                              shapes: { reader.entry(named: $0)?.shape })
+        }
         if chosen == .gguf {
             try OutputDestination.claim(output, as: .file, force: force, inputs: [pack])
             let bytes = try GGUFLoRA.export(adapter, document: document, reader: reader, options: .init(type: ggufType))

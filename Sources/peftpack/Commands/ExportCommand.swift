@@ -48,13 +48,17 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "Which adapter, when the pack holds several.")
     var name: String?
 
+    @Option(help: "The base model folder, for a pack imported without it: GGUF and MLX export need its architecture and layer count (default: the PEFT config's base_model_name_or_path when that is a local folder).")
+    var base: String?
+
     @OptionGroup var overwrite: OverwriteOptions
 
     @OptionGroup var outputOptions: OutputOptions
 
     func run() throws {
         try reportingErrors {
-            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: overwrite.force, ggufType: dtype.elementType)
+            let report = try PackExport.run(pack: pack, output: output, format: format, name: name, force: overwrite.force, ggufType: dtype.elementType,
+                                            baseFolder: base)
             if outputOptions.json {
                 try printJSON(report)
             } else {
