@@ -8,38 +8,18 @@ import Testing
 @Suite struct AdaLoRAKindTests {
     static let cases = ["llama_adalora", "gpt2_adalora"]
 
-    static func folder(_ caseName: String) -> String { Fixtures.path("adalora/cases/\(caseName)") }
-    static func base(_ caseName: String) -> String { Fixtures.path(caseName.hasPrefix("gpt2") ? "models/gpt2-tiny" : "models/llama-tiny") }
+    static let fixtures = PeftKindCases(root: "adalora/cases")
 
-    static func pack(_ caseName: String, adapter: String? = nil) throws -> String {
-        let output = Fixtures.temporaryDirectory() + "/\(caseName).peftpack"
-        _ = try PackImport.run(sources: [.init(path: adapter ?? folder(caseName) + "/adapter", name: nil)], output: output,
-                               baseFolder: base(caseName), level: 3)
-        return output
-    }
-
-    static func verify(_ pack: String, _ caseName: String) throws -> Verify.Report {
-        try Verify.run(pack: pack, base: base(caseName), adapterNames: [],
-                       targets: [.reference(path: folder(caseName) + "/\(caseName).ref.safetensors", key: nil)],
-                       inputShape: (2, 7), seed: 0, tolerance: PipelineVerifyTests.tolerance)
-    }
+    static func folder(_ caseName: String) -> String { fixtures.folder(caseName) }
+    static func base(_ caseName: String) -> String { fixtures.base(caseName) }
+    static func pack(_ caseName: String, adapter: String? = nil) throws -> String { try fixtures.pack(caseName, adapter: adapter) }
+    static func verify(_ pack: String, _ caseName: String) throws -> Verify.Report { try fixtures.verify(pack, caseName) }
 
     /// Every non-empty tensor comes back byte for byte (a module pruned to rank 0 saved empty
     /// tensors, which the pack does not keep; PEFT loads the folder without them, strict=False).
     @Test(arguments: cases)
     func importThenExportGivesPeftsFolderBack(caseName: String) throws {
-        let out = Fixtures.temporaryDirectory() + "/peft"
-        _ = try PackExport.run(pack: try Self.pack(caseName), output: out, format: .peft, name: nil, force: false)
-        let source = Self.folder(caseName) + "/adapter"
-        #expect(try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json")) == Data(contentsOf: URL(fileURLWithPath: source + "/adapter_config.json")))
-        let original = try SafetensorsFile(path: source + "/adapter_model.safetensors")
-        let exported = try SafetensorsFile(path: out + "/adapter_model.safetensors")
-        let nonEmpty = try original.names.filter { try original.tensor($0).elementCount > 0 }
-        #expect(Set(exported.names) == Set(nonEmpty))
-        for name in nonEmpty {
-            let a = try original.tensor(name), b = try exported.tensor(name)
-            #expect(a.shape == b.shape && a.bytes == b.bytes, "\(caseName): \(name)")
-        }
+        try Self.fixtures.expectExportGivesPeftsFolderBack(caseName)
     }
 
     /// fp32 on both sides (1e-5 relative, as every verify case).
@@ -53,22 +33,13 @@ import Testing
     /// of each tensor's largest value, as for the other kinds).
     @Test(arguments: cases)
     func mergeMatchesPeftsMergeAndUnload(caseName: String) throws {
-        let output = Fixtures.temporaryDirectory() + "/merged"
-        _ = try Merge.run(base: Self.base(caseName), inputs: [MergeInput(pack: try Self.pack(caseName), adapter: nil, weight: 1)], output: output,
-                          options: .init(dtype: nil, baseCheck: .content))
-        let ours = try Checkpoint(path: output), peft = try Checkpoint(path: Self.folder(caseName) + "/merged")
-        for name in peft.names {
-            guard let mine = try? ours.tensor(name) else { continue }
-            let a = mine.floats(), b = try peft.tensor(name).floats()
-            let scale = b.map { abs($0) }.max() ?? 0
-            #expect((zip(a, b).map { abs($0 - $1) }.max() ?? 0) <= 8 * scale.ulp, "\(caseName): \(name)")
-        }
+        try Self.fixtures.expectMergeMatchesPeft(caseName)
     }
 
     /// PEFT's reload keeps each layer's ranknum at init_r, not the pruned rank: an init_r set to
     /// something else in the config changes the scale, and PEFT's own reference fails it.
     @Test func theReferenceSeesRanknumAtInitR() throws {
-        let edited = try LycorisKindTests.editedFolder(Self.folder("llama_adalora") + "/adapter") { config in
+        let edited = try PeftKindCases.editedFolder(Self.folder("llama_adalora") + "/adapter") { config in
             config["init_r"] = 7
             var pattern = config["rank_pattern"] as! [String: [Bool]]
             for (key, flags) in pattern { pattern[key] = flags + [false] }
@@ -86,7 +57,7 @@ import Testing
     }
 
     @Test func aRankOtherThanTheRankPatternsIsOneLineExitTwo() throws {
-        let edited = try LycorisKindTests.editedFolder(Self.folder("llama_adalora") + "/adapter") { config in
+        let edited = try PeftKindCases.editedFolder(Self.folder("llama_adalora") + "/adapter") { config in
             var pattern = config["rank_pattern"] as! [String: [Bool]]
             let key = pattern.keys.sorted().first { pattern[$0]!.contains(true) }!
             pattern[key] = pattern[key]!.map { _ in true }

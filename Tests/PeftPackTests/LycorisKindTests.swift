@@ -8,51 +8,16 @@ import Testing
 @Suite struct LycorisKindTests {
     static let cases = ["llama_loha", "llama_lokr", "bert_loha", "bert_lokr"]
 
-    static func folder(_ caseName: String) -> String { Fixtures.path("lycoris/cases/\(caseName)") }
-    static func base(_ caseName: String) -> String { Fixtures.path(caseName.hasPrefix("bert") ? "models/bert-tiny" : "models/llama-tiny") }
+    static let fixtures = PeftKindCases(root: "lycoris/cases")
 
-    static func pack(_ caseName: String, adapter: String? = nil) throws -> String {
-        let output = Fixtures.temporaryDirectory() + "/\(caseName).peftpack"
-        _ = try PackImport.run(sources: [.init(path: adapter ?? folder(caseName) + "/adapter", name: nil)], output: output,
-                               baseFolder: base(caseName), level: 3)
-        return output
-    }
-
-    /// A copy of a PEFT adapter folder with its config and tensors edited.
-    static func editedFolder(_ source: String, config edit: (inout [String: Any]) -> Void = { _ in },
-                             tensors change: (inout [String: HostTensor]) -> Void = { _ in }) throws -> String {
-        let folder = Fixtures.temporaryDirectory() + "/edited"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: source + "/adapter_config.json"))) as! [String: Any]
-        edit(&config)
-        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: folder + "/adapter_config.json"))
-        let file = try SafetensorsFile(path: source + "/adapter_model.safetensors")
-        var tensors: [String: HostTensor] = [:]
-        for name in file.names { tensors[name] = try file.tensor(name) }
-        change(&tensors)
-        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: folder + "/adapter_model.safetensors")
-        return folder
-    }
-
-    static func verify(_ pack: String, _ caseName: String) throws -> Verify.Report {
-        try Verify.run(pack: pack, base: base(caseName), adapterNames: [],
-                       targets: [.reference(path: folder(caseName) + "/\(caseName).ref.safetensors", key: nil)],
-                       inputShape: (2, 7), seed: 0, tolerance: PipelineVerifyTests.tolerance)
-    }
+    static func folder(_ caseName: String) -> String { fixtures.folder(caseName) }
+    static func base(_ caseName: String) -> String { fixtures.base(caseName) }
+    static func pack(_ caseName: String, adapter: String? = nil) throws -> String { try fixtures.pack(caseName, adapter: adapter) }
+    static func verify(_ pack: String, _ caseName: String) throws -> Verify.Report { try fixtures.verify(pack, caseName) }
 
     @Test(arguments: cases)
     func importThenExportGivesPeftsFolderBack(caseName: String) throws {
-        let out = Fixtures.temporaryDirectory() + "/peft"
-        _ = try PackExport.run(pack: try Self.pack(caseName), output: out, format: .peft, name: nil, force: false)
-        let source = Self.folder(caseName) + "/adapter"
-        #expect(try Data(contentsOf: URL(fileURLWithPath: out + "/adapter_config.json")) == Data(contentsOf: URL(fileURLWithPath: source + "/adapter_config.json")))
-        let original = try SafetensorsFile(path: source + "/adapter_model.safetensors")
-        let exported = try SafetensorsFile(path: out + "/adapter_model.safetensors")
-        #expect(Set(exported.names) == Set(original.names))
-        for name in original.names {
-            let a = try original.tensor(name), b = try exported.tensor(name)
-            #expect(a.shape == b.shape && a.dtype == b.dtype && a.bytes == b.bytes, "\(caseName): \(name)")
-        }
+        try Self.fixtures.expectExportGivesPeftsFolderBack(caseName)
     }
 
     /// fp32 on both sides; ΔW formed in fp64 here, in fp32 by PEFT (1e-5 relative, as every case).
@@ -67,32 +32,20 @@ import Testing
     /// largest value (measured ≤ 0.09 ulp-relative, 8.8e-8), no more.
     @Test(arguments: cases)
     func mergeMatchesPeftsMergeAndUnload(caseName: String) throws {
-        let output = Fixtures.temporaryDirectory() + "/merged"
-        _ = try Merge.run(base: Self.base(caseName), inputs: [MergeInput(pack: try Self.pack(caseName), adapter: nil, weight: 1)], output: output,
-                          options: .init(dtype: nil, baseCheck: .content))
-        let ours = try Checkpoint(path: output), peft = try Checkpoint(path: Self.folder(caseName) + "/merged")
-        var compared = 0
-        for name in peft.names {
-            guard let mine = try? ours.tensor(name) else { continue }
-            let a = mine.floats(), b = try peft.tensor(name).floats()
-            let scale = b.map { abs($0) }.max() ?? 0
-            let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
-            #expect(worst <= 8 * scale.ulp, "\(caseName): \(name) differs by \(worst)")
-            compared += 1
-        }
-        #expect(compared == peft.names.count)
+        let (compared, total) = try Self.fixtures.expectMergeMatchesPeft(caseName)
+        #expect(compared == total)
     }
 
     /// Negative controls on PEFT's own reference: an alpha_pattern PEFT applied (layers.1
     /// down_proj at alpha 16), dropped from the config, and LoKr's W1 and W2 exchanged (q_proj's
     /// Kronecker blocks are both 8×8, so only the order tells them apart), each fail.
     @Test func theReferenceSeesThePatternAndTheKroneckerOrder() throws {
-        let edited = try Self.editedFolder(Self.folder("llama_loha") + "/adapter") { config in
+        let edited = try PeftKindCases.editedFolder(Self.folder("llama_loha") + "/adapter") { config in
             config["alpha_pattern"] = [String: Any]()
         }
         #expect(!(try Self.verify(try Self.pack("llama_loha", adapter: edited), "llama_loha")).passed)
 
-        let swapped = try Self.editedFolder(Self.folder("llama_lokr") + "/adapter", tensors: { tensors in
+        let swapped = try PeftKindCases.editedFolder(Self.folder("llama_lokr") + "/adapter", tensors: { tensors in
             let key = "base_model.model.model.layers.0.self_attn.q_proj"
             (tensors[key + ".lokr_w1_a"], tensors[key + ".lokr_w2_a"]) = (tensors[key + ".lokr_w2_a"], tensors[key + ".lokr_w1_a"])
             (tensors[key + ".lokr_w1_b"], tensors[key + ".lokr_w2_b"]) = (tensors[key + ".lokr_w2_b"], tensors[key + ".lokr_w1_b"])
@@ -101,16 +54,16 @@ import Testing
     }
 
     static var badFolders: [(label: String, make: () throws -> String, says: String)] { [
-        ("a LoHa factor at another rank", { try Self.editedFolder(folder("llama_loha") + "/adapter") { config in
+        ("a LoHa factor at another rank", { try PeftKindCases.editedFolder(folder("llama_loha") + "/adapter") { config in
             config["rank_pattern"] = ["q_proj": 3]
         } }, "adapter_config.json gives rank 3"),
-        ("a convolution core", { try Self.editedFolder(folder("llama_loha") + "/adapter", tensors: { tensors in
+        ("a convolution core", { try PeftKindCases.editedFolder(folder("llama_loha") + "/adapter", tensors: { tensors in
             tensors["base_model.model.model.layers.0.self_attn.q_proj.hada_t1"] = HostTensor(floats: [1, 2, 3, 4], shape: [2, 2, 1, 1], dtype: .f32)
         }) }, "hada_t1 convolution core"),
-        ("a LoKr side without its second factor", { try Self.editedFolder(folder("llama_lokr") + "/adapter", tensors: { tensors in
+        ("a LoKr side without its second factor", { try PeftKindCases.editedFolder(folder("llama_lokr") + "/adapter", tensors: { tensors in
             tensors["base_model.model.model.layers.0.self_attn.q_proj.lokr_w2_b"] = nil
         }) }, "neither w2 alone nor both w2_a and w2_b"),
-        ("LoKr blocks that do not make the weight", { try Self.editedFolder(folder("llama_lokr") + "/adapter", tensors: { tensors in
+        ("LoKr blocks that do not make the weight", { try PeftKindCases.editedFolder(folder("llama_lokr") + "/adapter", tensors: { tensors in
             tensors["base_model.model.model.layers.0.self_attn.o_proj.lokr_w1"] = HostTensor(floats: [Float](repeating: 0.1, count: 4 * 8), shape: [4, 8], dtype: .f32)
         }) }, "o_proj"),
     ] }

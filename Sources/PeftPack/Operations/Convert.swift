@@ -176,6 +176,14 @@ public enum Convert {
         }
     }
 
+    /// (scale · B)ᵀ [rank, out] of a row-major B [out, rank]: the Bᵀ recompress factors.
+    static func transposed(_ b: [Float], out: Int, rank: Int, scale: Double) -> Matrix {
+        var bT = [Float](repeating: 0, count: rank * out)
+        let factor = Float(scale)
+        for o in 0..<out { for j in 0..<rank { bT[j * out + o] = factor * b[o * rank + j] } }
+        return Matrix(rows: rank, cols: out, values: bT)
+    }
+
     /// A module's exact factors, read from the pack.
     /// `recordedShape`: the base weight's stored shape as the pack records it (VeRA's slices need
     /// the layer's input features, which its own tensors do not give).
@@ -194,12 +202,8 @@ public enum Convert {
             guard aShape.count == 2, bShape.count == 2, aShape[0] == settings.rank, bShape[1] == settings.rank else {
                 throw fail("LoRA factors \(Shape.describe(aShape)) and \(Shape.describe(bShape)) are not of rank \(settings.rank)")
             }
-            let b = try floats(TensorRole.loraB), out = bShape[0], rank = settings.rank
-            var bT = [Float](repeating: 0, count: rank * out)
-            let scale = Float(settings.scale)
-            for o in 0..<out { for j in 0..<rank { bT[j * out + o] = scale * b[o * rank + j] } }
-            return Factored(target: module.target, layout: settings.layout, a: Matrix(rows: rank, cols: aShape[1], values: try floats(TensorRole.loraA)),
-                            bTransposed: Matrix(rows: rank, cols: out, values: bT))
+            return Factored(target: module.target, layout: settings.layout, a: Matrix(rows: settings.rank, cols: aShape[1], values: try floats(TensorRole.loraA)),
+                            bTransposed: transposed(try floats(TensorRole.loraB), out: bShape[0], rank: settings.rank, scale: settings.scale))
         case .vera(let settings):
             guard let stored = recordedShape, stored.count == 2 else {
                 throw InputError(file: file, problem: "module \(module.target) is VeRA, whose slices of the shared projections need the layer's shape, which this pack does not record: import it with its base", kind: .baseNotRecorded)
@@ -211,22 +215,16 @@ public enum Convert {
                                                   out: orientation.out, inputs: orientation.inputs) else {
                 throw fail("the shared VeRA projections or its vectors do not fit the layer")
             }
-            var bT = [Float](repeating: 0, count: settings.rank * orientation.out)
-            for o in 0..<orientation.out { for j in 0..<settings.rank { bT[j * orientation.out + o] = b[o * settings.rank + j] } }
             return Factored(target: module.target, layout: settings.layout, a: Matrix(rows: settings.rank, cols: orientation.inputs, values: a),
-                            bTransposed: Matrix(rows: settings.rank, cols: orientation.out, values: bT))
+                            bTransposed: transposed(b, out: orientation.out, rank: settings.rank, scale: 1))
         case .adalora(let settings):
             let aShape = try shape(TensorRole.loraA), bShape = try shape(TensorRole.loraB)
             guard aShape.count == 2, bShape.count == 2, aShape[0] == settings.rank, bShape[1] == settings.rank else {
                 throw fail("AdaLoRA factors \(Shape.describe(aShape)) and \(Shape.describe(bShape)) are not of rank \(settings.rank)")
             }
-            let b = try floats(TensorRole.loraB), out = bShape[0], rank = settings.rank
-            var bT = [Float](repeating: 0, count: rank * out)
-            let scale = Float(settings.scale)
-            for o in 0..<out { for j in 0..<rank { bT[j * out + o] = scale * b[o * rank + j] } }
             let a = AdaLoRAModule.scaledRows(try floats(TensorRole.loraA), singularValues: try floats(TensorRole.singularValues), inputs: aShape[1])
-            return Factored(target: module.target, layout: settings.layout, a: Matrix(rows: rank, cols: aShape[1], values: a),
-                            bTransposed: Matrix(rows: rank, cols: out, values: bT))
+            return Factored(target: module.target, layout: settings.layout, a: Matrix(rows: settings.rank, cols: aShape[1], values: a),
+                            bTransposed: transposed(try floats(TensorRole.loraB), out: bShape[0], rank: settings.rank, scale: settings.scale))
         case .loha(let settings):
             let w1a = try shape(TensorRole.hadamardW1A), w1b = try shape(TensorRole.hadamardW1B)
             guard w1a.count == 2, w1b.count == 2,

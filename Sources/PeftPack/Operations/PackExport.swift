@@ -30,7 +30,7 @@ public enum PackExport {
     /// A PEFT config's base_model_name_or_path, when it is a folder with a config.json.
     static func localBaseFolder(of adapter: Adapter) -> String? {
         guard adapter.source?.format == AdapterSourceKind.peft.rawValue, let text = adapter.source?.configText,
-              let json = try? StrictJSON.parse(Array(text.utf8)), let path = json["base_model_name_or_path"]?.stringValue,
+              let path = (try? PeftConfig(text: text, file: adapter.name))?.baseModelNameOrPath,
               FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent("config.json")) else { return nil }
         return path
     }

@@ -73,17 +73,22 @@ struct ConvertCommand: ParsableCommand {
             options.force = overwrite.force
             options.base = base
             let report = try Convert.run(pack: pack, adapterName: name, output: output, options: options)
-            if outputOptions.json {
-                try printJSON(report)
-                return
-            }
-            let ranks = report.modules.map(\.rank)
-            let rankText = ranks.min().flatMap { low in ranks.max().map { ", ranks \(low)–\($0)" } } ?? ""
-            let whole = report.wholeTensors > 0 ? ", \(report.wholeTensors) whole tensors kept" : ""
-            print("wrote \(report.output): lora adapter \(report.adapter) from \(report.from), \(report.modules.count) modules\(rankText)\(whole), \(report.parameters) parameters in \(String(format: "%.2f", report.seconds)) s")
-            if let worst = report.modules.max(by: { $0.relativeError < $1.relativeError }) {
-                print("  worst relative Frobenius error \(String(format: "%.3g", worst.relativeError)) (\(worst.target), rank \(worst.rank) of \(worst.factoredRank) factored, \(String(format: "%.6f", worst.energyKept)) of the energy kept)")
-            }
+            try Self.print(report, json: outputOptions.json, source: " from \(report.from)", factored: " factored")
+        }
+    }
+
+    /// The report of convert and resize: one line, and the module the rank cost most.
+    static func print(_ report: Convert.Report, json: Bool, source: String, factored: String) throws {
+        if json {
+            try printJSON(report)
+            return
+        }
+        let ranks = report.modules.map(\.rank)
+        let rankText = ranks.min().flatMap { low in ranks.max().map { ", ranks \(low)–\($0)" } } ?? ""
+        let whole = report.wholeTensors > 0 ? ", \(report.wholeTensors) whole tensors kept" : ""
+        Swift.print("wrote \(report.output): lora adapter \(report.adapter)\(source), \(report.modules.count) modules\(rankText)\(whole), \(report.parameters) parameters in \(String(format: "%.2f", report.seconds)) s")
+        if let worst = report.modules.max(by: { $0.relativeError < $1.relativeError }) {
+            Swift.print("  worst relative Frobenius error \(String(format: "%.3g", worst.relativeError)) (\(worst.target), rank \(worst.rank) of \(worst.factoredRank)\(factored), \(String(format: "%.6f", worst.energyKept)) of the energy kept)")
         }
     }
 }

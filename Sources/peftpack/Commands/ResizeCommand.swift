@@ -71,16 +71,7 @@ struct ResizeCommand: ParsableCommand {
             options.force = overwrite.force
             options.loraOnly = true
             let report = try Convert.run(pack: pack, adapterName: name, output: output, options: options)
-            if outputOptions.json {
-                try printJSON(report)
-                return
-            }
-            let ranks = report.modules.map(\.rank)
-            let rankText = ranks.min().flatMap { low in ranks.max().map { ", ranks \(low)–\($0)" } } ?? ""
-            print("wrote \(report.output): lora adapter \(report.adapter), \(report.modules.count) modules\(rankText), \(report.parameters) parameters in \(String(format: "%.2f", report.seconds)) s")
-            if let worst = report.modules.max(by: { $0.relativeError < $1.relativeError }) {
-                print("  worst relative Frobenius error \(String(format: "%.3g", worst.relativeError)) (\(worst.target), rank \(worst.rank) of \(worst.factoredRank), \(String(format: "%.6f", worst.energyKept)) of the energy kept)")
-            }
+            try ConvertCommand.print(report, json: outputOptions.json, source: "", factored: "")
         }
     }
 }

@@ -20,8 +20,9 @@ extension AdaLoRAModule {
         requiredRoles: [TensorRole.loraA, TensorRole.loraB, TensorRole.singularValues], optionalRoles: [],
         mergeable: true, addedComputation: nil, stackable: false, exports: [.peft])
 
-    /// A ⊙ E: each row of A [r, in] times its singular value, in fp32 as PEFT forms it.
-    static func scaledRows(_ a: [Float], singularValues e: [Float], inputs: Int) -> [Float] {
+    /// A ⊙ E: each row of A [r, in] times its singular value (fp32 at run time as PEFT forms it,
+    /// fp64 for merge).
+    static func scaledRows<T: BinaryFloatingPoint>(_ a: [T], singularValues e: [T], inputs: Int) -> [T] {
         var out = a
         for row in e.indices {
             for column in 0..<inputs { out[row * inputs + column] = a[row * inputs + column] * e[row] }
@@ -61,11 +62,7 @@ extension MergeArithmetic {
     /// target += weight · scale · B·(A ⊙ E) in the stored orientation.
     static func addAdaLoRA(_ target: inout [Double], orientation: WeightOrientation, a: [Double], b: [Double], singularValues e: [Double],
                            rank: Int, alpha: Double) {
-        let inputs = orientation.inputs
-        var scaled = a
-        for row in 0..<rank {
-            for column in 0..<inputs { scaled[row * inputs + column] = a[row * inputs + column] * e[row] }
-        }
-        addLowRank(&target, orientation: orientation, a: scaled, b: b, rank: rank, alpha: alpha)
+        addLowRank(&target, orientation: orientation, a: AdaLoRAModule.scaledRows(a, singularValues: e, inputs: orientation.inputs),
+                   b: b, rank: rank, alpha: alpha)
     }
 }
